@@ -1,0 +1,39 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "VirtioAdmin",
+    products: [
+        .executable(name: "virtio-admin", targets: ["VirtioAdminCLI"]),
+        .library(name: "VirtioSpec", targets: ["VirtioSpec"]),
+        .library(name: "PCIConfig", targets: ["PCIConfig"]),
+        .library(name: "VirtioLinux", targets: ["VirtioLinux"]),
+        .library(name: "VirtioSimulator", targets: ["VirtioSimulator"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // Pure spec layer: constants, layouts, little-endian helpers. No I/O, no Foundation.
+        .target(name: "VirtioSpec"),
+        // Pure PCI layer: addresses and config-space decoding. No I/O, no Foundation.
+        .target(name: "PCIConfig", dependencies: ["VirtioSpec"]),
+        // libudev, as a system library (apt-get install libudev-dev pkg-config).
+        .systemLibrary(name: "CUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
+        // Linux platform: sysfs walker, libudev enumeration. Glibc only, no Foundation.
+        .target(name: "VirtioLinux", dependencies: ["VirtioSpec", "PCIConfig", "CUdev"]),
+        // The device model: simulated virtio PCI functions and their fake sysfs tree.
+        .target(name: "VirtioSimulator", dependencies: ["VirtioSpec", "PCIConfig"]),
+        .executableTarget(
+            name: "VirtioAdminCLI",
+            dependencies: [
+                "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioSimulator",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec"]),
+        .testTarget(name: "PCIConfigTests", dependencies: ["PCIConfig", "VirtioSpec"]),
+        .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator"]),
+        .testTarget(name: "CLITests", dependencies: ["VirtioSimulator", "VirtioLinux"]),
+    ]
+)

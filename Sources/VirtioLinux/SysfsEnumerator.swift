@@ -1,0 +1,81 @@
+import PCIConfig
+import VirtioSpec
+
+/// Everything decoded about one function: its sysfs record and its config space.
+public struct FunctionDetails: Sendable {
+    public var function: VirtioFunction
+    public var config: PCIConfigSpace
+    /// BAR sizes from sysfs `resource` (0 for unimplemented BARs).
+    public var barSizes: [UInt64]
+}
+
+/// Enumerates virtio PCI functions by walking a sysfs tree.
+///
+/// The root is the sysfs mount point (`/sys` on a host); devices are read under
+/// `ROOT/bus/pci/devices/`. libudev cannot be pointed at another root, so tests, the device
+/// model's fake tree and appliances without udev use this back end.
+public struct SysfsEnumerator: Sendable {
+    public var root: String
+
+    public init(root: String = "/sys") {
+        self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
+    }
+
+    /// `ROOT/bus/pci/devices`.
+    public var devicesDirectory: String { root + "/" + SysfsAttribute.pciDevicesDirectory }
+
+    /// The sysfs directory of `address`.
+    public func directory(of address: PCIAddress) -> String { devicesDirectory + "/" + address.description }
+
+    /// All virtio functions, sorted by address.
+    /// - Throws: ``LinuxError/sysfsMissing(path:)`` when the devices directory is absent.
+    public func functions() throws(LinuxError) -> [VirtioFunction] {
+        let names: [String]
+        do { names = try Sys.listDirectory(devicesDirectory) } catch {
+            if error.isNotFound { throw .sysfsMissing(path: devicesDirectory) }
+            throw .unreadable(address: nil, error)
+        }
+        var result: [VirtioFunction] = []
+        for name in names {
+            guard let address = PCIAddress(name),
+                  let function = SysfsDirectory(directory: devicesDirectory + "/" + name).virtioFunction(address: address)
+            else { continue }
+            result.append(function)
+        }
+        return result.sorted { $0.address < $1.address }
+    }
+
+    /// The virtio function at `address`.
+    /// - Throws: ``LinuxError/noSuchDevice(address:path:)`` or ``LinuxError/notVirtio(address:vendorID:deviceID:)``.
+    public func function(at address: PCIAddress) throws(LinuxError) -> VirtioFunction {
+        let source = SysfsDirectory(directory: directory(of: address))
+        guard Sys.exists(source.directory) else {
+            if !Sys.exists(devicesDirectory) { throw .sysfsMissing(path: devicesDirectory) }
+            throw .noSuchDevice(address: address, path: source.directory)
+        }
+        if let function = source.virtioFunction(address: address) { return function }
+        throw .notVirtio(address: address, vendorID: source.hexAttribute(SysfsAttribute.vendor) ?? 0,
+                         deviceID: source.hexAttribute(SysfsAttribute.device) ?? 0)
+    }
+
+    /// Reads and decodes the config space of `address` (with BAR sizes from `resource`).
+    public func details(of address: PCIAddress) throws(LinuxError) -> FunctionDetails {
+        let function = try function(at: address)
+        let base = directory(of: address)
+        let bytes: [UInt8]
+        do { bytes = try Sys.readFile(base + "/" + SysfsAttribute.config, limit: PCIHeader.extendedConfigSize) } catch {
+            throw .unreadable(address: address, error)
+        }
+        let sizes = (try? Sys.readText(base + "/" + SysfsAttribute.resource)).map(parseResourceSizes) ?? []
+        do {
+            let config = try PCIConfigSpace(decoding: bytes, address: address, barSizes: sizes.isEmpty ? nil : sizes)
+            return FunctionDetails(function: function, config: config, barSizes: sizes)
+        } catch {
+            if bytes.count <= PCIHeader.size, case .truncated = error { throw .configRestricted(address: address, available: bytes.count) }
+            if bytes.count < PCIHeader.legacyConfigSize, !Sys.isRoot, case .truncated = error {
+                throw .configRestricted(address: address, available: bytes.count)
+            }
+            throw .config(error)
+        }
+    }
+}

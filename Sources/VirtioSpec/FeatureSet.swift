@@ -1,0 +1,123 @@
+/// A set of virtio feature bits (up to 128, the windows `device_feature_select` 0...3 reach).
+///
+/// Spec: §2.2 "Feature Bits", §6 "Reserved Feature Bits". Device-type-specific bits are
+/// 0–23 and 50–127; the transport/ring bits are 24–49. Named bits are listed in
+/// ``FeatureSet/reservedNames`` and, per device type, in ``FeatureSet/names(for:)``.
+public struct FeatureSet: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt128
+    public init(rawValue: UInt128) { self.rawValue = rawValue }
+
+    /// The set with only bit `bit` (0...127).
+    public init(bit: Int) {
+        precondition((0..<128).contains(bit), "feature bit out of range")
+        rawValue = UInt128(1) << bit
+    }
+
+    /// Number of 32-bit windows the transport exposes for 128 feature bits.
+    public static let windowCount = 4
+
+    public static let notifyOnEmpty = Self(bit: 24)
+    public static let anyLayout = Self(bit: 27)
+    public static let indirectDescriptors = Self(bit: 28)
+    public static let eventIndex = Self(bit: 29)
+    public static let version1 = Self(bit: 32)
+    public static let accessPlatform = Self(bit: 33)
+    public static let ringPacked = Self(bit: 34)
+    public static let inOrder = Self(bit: 35)
+    public static let orderPlatform = Self(bit: 36)
+    public static let srIOV = Self(bit: 37)
+    public static let notificationData = Self(bit: 38)
+    public static let notifConfigData = Self(bit: 39)
+    public static let ringReset = Self(bit: 40)
+    public static let adminVQ = Self(bit: 41)
+
+    /// Spec names (without the `VIRTIO_F_` prefix) of the reserved, device-independent bits.
+    public static let reservedNames: [Int: String] = [
+        24: "NOTIFY_ON_EMPTY", 27: "ANY_LAYOUT", 28: "INDIRECT_DESC", 29: "EVENT_IDX",
+        32: "VERSION_1", 33: "ACCESS_PLATFORM", 34: "RING_PACKED", 35: "IN_ORDER",
+        36: "ORDER_PLATFORM", 37: "SR_IOV", 38: "NOTIFICATION_DATA", 39: "NOTIF_CONFIG_DATA",
+        40: "RING_RESET", 41: "ADMIN_VQ",
+    ]
+
+    /// Names of network device bits (`VIRTIO_NET_F_…`). Spec: §5.1.3.
+    public static let netNames: [Int: String] = [
+        0: "CSUM", 1: "GUEST_CSUM", 2: "CTRL_GUEST_OFFLOADS", 3: "MTU", 5: "MAC",
+        7: "GUEST_TSO4", 8: "GUEST_TSO6", 9: "GUEST_ECN", 10: "GUEST_UFO", 11: "HOST_TSO4",
+        12: "HOST_TSO6", 13: "HOST_ECN", 14: "HOST_UFO", 15: "MRG_RXBUF", 16: "STATUS",
+        17: "CTRL_VQ", 18: "CTRL_RX", 19: "CTRL_VLAN", 20: "CTRL_RX_EXTRA",
+        21: "GUEST_ANNOUNCE", 22: "MQ", 23: "CTRL_MAC_ADDR", 57: "HASH_REPORT", 60: "RSS",
+        61: "RSC_EXT", 62: "STANDBY", 63: "SPEED_DUPLEX",
+    ]
+
+    /// Names of block device bits (`VIRTIO_BLK_F_…`). Spec: §5.2.3.
+    public static let blockNames: [Int: String] = [
+        1: "SIZE_MAX", 2: "SEG_MAX", 4: "GEOMETRY", 5: "RO", 6: "BLK_SIZE", 9: "FLUSH",
+        10: "TOPOLOGY", 11: "CONFIG_WCE", 12: "MQ", 13: "DISCARD", 14: "WRITE_ZEROES",
+        15: "LIFETIME", 16: "SECURE_ERASE",
+    ]
+
+    /// Bit → name for a device type: the reserved names plus the type's own.
+    public static func names(for type: VirtioDeviceType?) -> [Int: String] {
+        var table = reservedNames
+        switch type {
+        case .net?: table.merge(netNames) { reserved, _ in reserved }
+        case .block?: table.merge(blockNames) { reserved, _ in reserved }
+        default: break
+        }
+        return table
+    }
+
+    /// The bit numbers set, ascending.
+    public var bits: [Int] { (0..<128).filter { rawValue & (UInt128(1) << $0) != 0 } }
+
+    /// The 32-bit window `index` (0...3), as `device_feature` shows it for `device_feature_select = index`.
+    public func window(_ index: Int) -> UInt32 {
+        precondition((0..<Self.windowCount).contains(index), "feature window out of range")
+        return UInt32(truncatingIfNeeded: rawValue >> (32 * index))
+    }
+
+    /// Sets window `index` (0...3) to `value`.
+    public mutating func setWindow(_ index: Int, to value: UInt32) {
+        precondition((0..<Self.windowCount).contains(index), "feature window out of range")
+        let shift = 32 * index
+        rawValue = (rawValue & ~(UInt128(UInt32.max) << shift)) | (UInt128(value) << shift)
+    }
+
+    /// Low 64 bits (the admin feature commands carry 64-bit masks per word).
+    public var low64: UInt64 { UInt64(truncatingIfNeeded: rawValue) }
+    /// High 64 bits.
+    public var high64: UInt64 { UInt64(truncatingIfNeeded: rawValue >> 64) }
+    public init(low64: UInt64, high64: UInt64 = 0) { rawValue = UInt128(low64) | (UInt128(high64) << 64) }
+
+    /// Names of the set bits for `type`; unnamed bits print as `BIT_N`.
+    public func names(for type: VirtioDeviceType? = nil) -> [String] {
+        let table = Self.names(for: type)
+        return bits.map { table[$0] ?? "BIT_\($0)" }
+    }
+
+    /// Parses a feature name (`VERSION_1`, `VIRTIO_F_VERSION_1`, `MAC`, `VIRTIO_NET_F_MAC`,
+    /// `BIT_5`; case-insensitive) for `type`. Returns `nil` for an unknown name.
+    public static func bit(named name: String, for type: VirtioDeviceType? = nil) -> Int? {
+        var key = name.uppercased()
+        for prefix in ["VIRTIO_NET_F_", "VIRTIO_BLK_F_", "VIRTIO_F_RING_", "VIRTIO_RING_F_", "VIRTIO_F_"] where key.hasPrefix(prefix) {
+            key = String(key.dropFirst(prefix.count))
+            break
+        }
+        if key.hasPrefix("BIT_"), let number = Int(key.dropFirst(4)), (0..<128).contains(number) { return number }
+        return names(for: type).first(where: { $0.value == key })?.key
+    }
+
+    /// Hex string of the mask: `0x…` with no leading zeros beyond one digit.
+    public var hexMask: String { "0x" + String(rawValue, radix: 16) }
+
+    /// Parses a mask written as hex (`0x…`) or decimal.
+    public init?(mask text: String) {
+        let trimmed = text.lowercased()
+        let value: UInt128?
+        if trimmed.hasPrefix("0x") { value = UInt128(trimmed.dropFirst(2), radix: 16) } else { value = UInt128(trimmed, radix: 10) }
+        guard let value else { return nil }
+        rawValue = value
+    }
+
+    public var description: String { names().joined(separator: "|") }
+}
