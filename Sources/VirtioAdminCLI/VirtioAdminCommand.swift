@@ -59,7 +59,7 @@ struct VirtioAdminCommand: ParsableCommand {
               virtio-admin simulate sysfs /tmp/sim --vfs 4
               virtio-admin --sysfs-root /tmp/sim list a simulated SR-IOV PF, no hardware
             """,
-        subcommands: [List.self, Show.self]
+        subcommands: [List.self, Show.self, Simulate.self]
     )
 }
 

@@ -1,0 +1,57 @@
+import ArgumentParser
+import PCIConfig
+import VirtioSimulator
+import VirtioSpec
+
+struct Simulate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create simulated virtio SR-IOV devices (no hardware needed).",
+        subcommands: [SimulateSysfs.self])
+}
+
+struct SimulateSysfs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sysfs",
+        abstract: "Write a fake sysfs tree with a simulated virtio PF and its VFs.",
+        discussion: """
+            DIR plays the role of /sys: the tree has DIR/bus/pci/devices/<address> links,
+            config, resource, sriov_* attributes and physfn/virtfnN links, so that
+              virtio-admin --sysfs-root DIR list
+              virtio-admin --sysfs-root DIR show 0000:3b:00.0
+              lspci -A linux-sysfs -O sysfs.path=DIR/bus/pci -vvv
+            all see the same device. A non-virtio host bridge at 0000:00:00.0 is included.
+            """)
+
+    @Argument(help: ArgumentHelp("Directory to write the tree into (created if missing).", valueName: "DIR"))
+    var directory: String
+
+    @Option(help: "Number of VFs enabled (sriov_numvfs).")
+    var vfs: Int = 4
+
+    @Option(name: .customLong("total-vfs"), help: "TotalVFs of the PF (default: the --vfs value, at least 1).")
+    var totalVFs: Int?
+
+    @Option(help: "Device type of PF and VFs (net, block, …).")
+    var type: String = "net"
+
+    @Option(help: "PCI address of the PF.")
+    var pf: String = "0000:3b:00.0"
+
+    func run() throws {
+        guard let deviceType = VirtioDeviceType(name: type) else {
+            throw CLIError("'\(type)' is not a virtio device type; try net, block, console, entropy.")
+        }
+        let address = try parseAddress(pf)
+        let total = totalVFs ?? max(vfs, 1)
+        guard vfs >= 0, total >= 1, total <= Int(UInt16.max), vfs <= total else {
+            throw CLIError("--vfs must be between 0 and TotalVFs (\(total)), and TotalVFs between 1 and 65535.")
+        }
+        var tree = SimulatedSysfsTree(totalVFs: total, numVFs: vfs)
+        tree.pfAddress = address
+        tree.pfType = deviceType
+        tree.vfType = deviceType
+        do { try tree.write(to: directory) } catch { throw CLIError(error.description) }
+        print("Wrote a simulated virtio \(deviceType.name) PF \(address) with \(vfs) of \(total) VFs under \(directory).")
+        print("Try: virtio-admin --sysfs-root \(directory) list")
+    }
+}

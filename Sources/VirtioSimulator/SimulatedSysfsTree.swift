@@ -1,0 +1,188 @@
+import PCIConfig
+import VirtioSpec
+
+/// One function of a fake sysfs tree: config bytes, BAR resources, attributes and links.
+public struct FakeSysfsFunction: Sendable {
+    public var address: PCIAddress
+    public var vendorID: UInt16
+    public var deviceID: UInt16
+    public var classCode: UInt32
+    public var config: [UInt8]
+    /// BAR 0 (start, size) for the `resource` file; other BARs are unimplemented.
+    public var bar0: (start: UInt64, size: UInt64)?
+    /// Extra attribute files (name → contents without the trailing newline).
+    public var attributes: [String: String]
+    /// Links to other functions (name → address), e.g. `physfn`, `virtfn0`.
+    public var functionLinks: [String: PCIAddress]
+    public var driver: String?
+    public var iommuGroup: Int?
+
+    public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32, config: [UInt8]) {
+        self.address = address
+        self.vendorID = vendorID
+        self.deviceID = deviceID
+        self.classCode = classCode
+        self.config = config
+        attributes = [:]
+        functionLinks = [:]
+    }
+}
+
+/// A simulated SR-IOV topology as sysfs shows it: a virtio PF with VFs (and, optionally, a
+/// non-virtio neighbour), written as a tree that both `virtio-admin --sysfs-root` and
+/// `lspci -A linux-sysfs -O sysfs.path=ROOT/bus/pci` read.
+///
+/// The tree has the kernel's shape: real directories under `ROOT/devices/pci0000:00/`,
+/// `ROOT/bus/pci/devices/<address>` symlinks to them, `physfn`/`virtfnN` links between
+/// PF and VFs, `driver` links into `ROOT/bus/pci/drivers/`, `iommu_group` links into
+/// `ROOT/kernel/iommu_groups/`.
+public struct SimulatedSysfsTree: Sendable {
+    public var pfAddress = PCIAddress(domain: 0, bus: 0x3b, device: 0, function: 0)
+    public var pfType: VirtioDeviceType = .net
+    public var vfType: VirtioDeviceType = .net
+    public var totalVFs: Int
+    public var numVFs: Int
+    /// MSI-X vectors in the PF's own table.
+    public var pfMSIXVectors = 8
+    /// MSI-X table size of each VF (and `sriov_vf_msix_count`), by VF index; default 4.
+    public var vfMSIXCounts: [Int] = []
+    /// sysfs `sriov_vf_total_msix` of the PF (the pool), when set.
+    public var vfTotalMSIX: Int?
+    public var pfDriver: String?
+    public var vfDrivers: [Int: String] = [:]
+    public var includeNonVirtioNeighbour = true
+    public var firstVFOffset = 1
+    public var vfStride = 1
+
+    public static let pfBAR0: UInt64 = 0x38_0000_0000
+    public static let vfBAR0Base: UInt64 = 0x38_1000_0000
+    /// The non-virtio neighbour: a host bridge at 0000:00:00.0.
+    public static let neighbourAddress = PCIAddress(domain: 0, bus: 0, device: 0, function: 0)
+
+    public init(totalVFs: Int, numVFs: Int) {
+        self.totalVFs = totalVFs
+        self.numVFs = numVFs
+    }
+
+    var sriov: SimulatedSRIOV {
+        SimulatedSRIOV(totalVFs: totalVFs, numVFs: numVFs, firstVFOffset: firstVFOffset, vfStride: vfStride,
+                       vfType: vfType, vfBAR0Base: Self.vfBAR0Base)
+    }
+
+    public func vfAddress(_ index: Int) -> PCIAddress {
+        PCIAddress(domain: pfAddress.domain, routingID: UInt16(truncatingIfNeeded: Int(pfAddress.routingID) + firstVFOffset + index * vfStride))
+    }
+
+    func vfMSIX(_ index: Int) -> Int { index < vfMSIXCounts.count ? vfMSIXCounts[index] : 4 }
+
+    /// The functions of the tree.
+    public func functions() -> [FakeSysfsFunction] {
+        var result: [FakeSysfsFunction] = []
+        let pfIdentity = SimulatedFunctionIdentity(address: pfAddress, type: pfType, bar0Address: Self.pfBAR0, msixTableSize: pfMSIXVectors)
+        var pf = FakeSysfsFunction(address: pfAddress, vendorID: PCIIdentity.virtioVendorID, deviceID: pfType.modernPCIDeviceID,
+                                   classCode: pfIdentity.classCode, config: simulatedConfigSpace(pfIdentity, sriov: sriov))
+        pf.bar0 = (Self.pfBAR0, SimulatedBARLayout.size)
+        pf.attributes = [
+            "sriov_totalvfs": "\(totalVFs)", "sriov_numvfs": "\(numVFs)", "sriov_offset": "\(firstVFOffset)",
+            "sriov_stride": "\(vfStride)", "sriov_vf_device": String(vfType.modernPCIDeviceID, radix: 16),
+            "sriov_drivers_autoprobe": "1",
+        ]
+        if let vfTotalMSIX { pf.attributes["sriov_vf_total_msix"] = "\(vfTotalMSIX)" }
+        pf.driver = pfDriver
+        pf.iommuGroup = 10
+        for index in 0..<numVFs { pf.functionLinks["virtfn\(index)"] = vfAddress(index) }
+        result.append(pf)
+
+        for index in 0..<numVFs {
+            let address = vfAddress(index)
+            let bar = Self.vfBAR0Base + UInt64(index) * SimulatedBARLayout.size
+            let identity = SimulatedFunctionIdentity(address: address, type: vfType, bar0Address: bar, msixTableSize: vfMSIX(index))
+            var vf = FakeSysfsFunction(address: address, vendorID: PCIIdentity.virtioVendorID, deviceID: vfType.modernPCIDeviceID,
+                                       classCode: identity.classCode, config: simulatedConfigSpace(identity))
+            vf.bar0 = (bar, SimulatedBARLayout.size)
+            vf.attributes["sriov_vf_msix_count"] = "\(vfMSIX(index))"
+            vf.functionLinks["physfn"] = pfAddress
+            vf.driver = vfDrivers[index]
+            vf.iommuGroup = 11 + index
+            result.append(vf)
+        }
+
+        if includeNonVirtioNeighbour {
+            var builder = ConfigSpaceBuilder(size: PCIHeader.legacyConfigSize, vendorID: 0x8086, deviceID: 0x0d57, classCode: 0x060000,
+                                             subsystemVendorID: 0x8086, subsystemID: 0)
+            builder.addPCIExpress(portType: 9)
+            result.append(FakeSysfsFunction(address: Self.neighbourAddress, vendorID: 0x8086, deviceID: 0x0d57, classCode: 0x060000, config: builder.bytes))
+        }
+        return result
+    }
+
+    /// Writes the tree under `root` (which plays the role of `/sys`).
+    public func write(to root: String) throws(SimulatorFileError) {
+        try Self.write(functions(), to: root)
+    }
+
+    /// Writes any set of fake functions under `root`.
+    public static func write(_ functions: [FakeSysfsFunction], to root: String) throws(SimulatorFileError) {
+        let devicesParent = root + "/devices/pci0000:00"
+        let busDevices = root + "/bus/pci/devices"
+        try SimFiles.makeDirectories(devicesParent)
+        try SimFiles.makeDirectories(busDevices)
+        try SimFiles.makeDirectories(root + "/bus/pci/drivers")
+        for function in functions {
+            let name = function.address.description
+            let directory = devicesParent + "/" + name
+            try SimFiles.makeDirectories(directory)
+            try SimFiles.symlink(target: "../../../devices/pci0000:00/" + name, at: busDevices + "/" + name)
+            try SimFiles.write(function.config, to: directory + "/config")
+            try SimFiles.write(hex(function.vendorID, width: 4) + "\n", to: directory + "/vendor")
+            try SimFiles.write(hex(function.deviceID, width: 4) + "\n", to: directory + "/device")
+            try SimFiles.write(hex(function.classCode, width: 6) + "\n", to: directory + "/class")
+            try SimFiles.write(hex(function.config.readLE(UInt16.self, at: PCIHeader.subsystemVendorID), width: 4) + "\n", to: directory + "/subsystem_vendor")
+            try SimFiles.write(hex(function.config.readLE(UInt16.self, at: PCIHeader.subsystemID), width: 4) + "\n", to: directory + "/subsystem_device")
+            try SimFiles.write(hex(function.config[PCIHeader.revisionID], width: 2) + "\n", to: directory + "/revision")
+            try SimFiles.write("-1\n", to: directory + "/numa_node")
+            try SimFiles.write("(null)\n", to: directory + "/driver_override")
+            try SimFiles.write("0\n", to: directory + "/irq")
+            try SimFiles.write(resourceText(function), to: directory + "/resource")
+            try SimFiles.write("PCI_CLASS=\(String(function.classCode, radix: 16, uppercase: true))\nPCI_ID=\(hexUpper(function.vendorID)):\(hexUpper(function.deviceID))\nPCI_SLOT_NAME=\(name)\n", to: directory + "/uevent")
+            for (attribute, value) in function.attributes {
+                try SimFiles.write(value + "\n", to: directory + "/" + attribute)
+            }
+            for (link, target) in function.functionLinks {
+                try SimFiles.symlink(target: "../" + target.description, at: directory + "/" + link)
+            }
+            if let driver = function.driver {
+                try SimFiles.makeDirectories(root + "/bus/pci/drivers/" + driver)
+                try SimFiles.symlink(target: "../../../bus/pci/drivers/" + driver, at: directory + "/driver")
+                try SimFiles.symlink(target: "../../../../devices/pci0000:00/" + name, at: root + "/bus/pci/drivers/" + driver + "/" + name)
+            }
+            if let group = function.iommuGroup {
+                try SimFiles.makeDirectories(root + "/kernel/iommu_groups/\(group)/devices")
+                try SimFiles.symlink(target: "../../../kernel/iommu_groups/\(group)", at: directory + "/iommu_group")
+            }
+        }
+    }
+
+    static func hexUpper(_ value: UInt16) -> String {
+        let text = String(value, radix: 16, uppercase: true)
+        return String(repeating: "0", count: max(0, 4 - text.count)) + text
+    }
+
+    /// sysfs `resource`: 13 lines (6 BARs, ROM, 6 IOV BARs) of `start end flags`.
+    static func resourceText(_ function: FakeSysfsFunction) -> String {
+        // IORESOURCE_MEM | IORESOURCE_MEM_64 | IORESOURCE_SIZEALIGN | 64-bit memory type bits, as Linux prints them.
+        let memory64Flags: UInt64 = 0x140204
+        func line(_ start: UInt64, _ end: UInt64, _ flags: UInt64) -> String {
+            "\(hex(start, width: 16)) \(hex(end, width: 16)) \(hex(flags, width: 16))\n"
+        }
+        var text = ""
+        for index in 0..<13 {
+            if index == 0, let bar = function.bar0 {
+                text += line(bar.start, bar.start + bar.size - 1, memory64Flags)
+            } else {
+                text += line(0, 0, 0)
+            }
+        }
+        return text
+    }
+}
