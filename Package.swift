@@ -31,9 +31,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Test helpers: an lspci output parser (the independent decoder), process runner, temp dirs.
+        .target(name: "VirtioTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec"]),
-        .testTarget(name: "PCIConfigTests", dependencies: ["PCIConfig", "VirtioSpec"]),
-        .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator"]),
-        .testTarget(name: "CLITests", dependencies: ["VirtioSimulator", "VirtioLinux"]),
+        .testTarget(name: "PCIConfigTests", dependencies: ["PCIConfig", "VirtioSpec", "VirtioSimulator", "VirtioTestSupport"]),
+        .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["VirtioSimulator", "VirtioLinux", "VirtioTestSupport"]),
     ]
 )

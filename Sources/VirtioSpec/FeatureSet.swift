@@ -98,13 +98,19 @@ public struct FeatureSet: OptionSet, Hashable, Sendable, CustomStringConvertible
     /// Parses a feature name (`VERSION_1`, `VIRTIO_F_VERSION_1`, `MAC`, `VIRTIO_NET_F_MAC`,
     /// `BIT_5`; case-insensitive) for `type`. Returns `nil` for an unknown name.
     public static func bit(named name: String, for type: VirtioDeviceType? = nil) -> Int? {
-        var key = name.uppercased()
-        for prefix in ["VIRTIO_NET_F_", "VIRTIO_BLK_F_", "VIRTIO_F_RING_", "VIRTIO_RING_F_", "VIRTIO_F_"] where key.hasPrefix(prefix) {
-            key = String(key.dropFirst(prefix.count))
-            break
+        let upper = name.uppercased()
+        let table = names(for: type)
+        // Try the name as given, then without each spelling's prefix (VIRTIO_F_RING_PACKED is RING_PACKED,
+        // VIRTIO_RING_F_EVENT_IDX is EVENT_IDX).
+        var candidates = [upper]
+        for prefix in ["VIRTIO_NET_F_", "VIRTIO_BLK_F_", "VIRTIO_RING_F_", "VIRTIO_F_"] where upper.hasPrefix(prefix) {
+            candidates.append(String(upper.dropFirst(prefix.count)))
         }
-        if key.hasPrefix("BIT_"), let number = Int(key.dropFirst(4)), (0..<128).contains(number) { return number }
-        return names(for: type).first(where: { $0.value == key })?.key
+        for key in candidates {
+            if key.hasPrefix("BIT_"), let number = Int(key.dropFirst(4)), (0..<128).contains(number) { return number }
+            if let match = table.first(where: { $0.value == key }) { return match.key }
+        }
+        return nil
     }
 
     /// Hex string of the mask: `0x…` with no leading zeros beyond one digit.

@@ -1,0 +1,115 @@
+import Foundation
+import Testing
+import VirtioSimulator
+import VirtioTestSupport
+@testable import PCIConfig
+@testable import VirtioLinux
+
+/// Enumeration and decoding of a fake SR-IOV tree written by the device model's tree writer,
+/// checked field by field and against `lspci -A linux-sysfs`.
+struct FakeTreeTests {
+    func makeTree(_ configure: (inout SimulatedSysfsTree) -> Void = { _ in }) throws -> (String, SimulatedSysfsTree) {
+        let root = makeTemporaryDirectory("fake-sysfs")
+        var tree = SimulatedSysfsTree(totalVFs: 8, numVFs: 3)
+        tree.vfMSIXCounts = [2, 3, 5]
+        tree.vfTotalMSIX = 64
+        tree.vfDrivers = [1: "vfio-pci"]
+        configure(&tree)
+        try tree.write(to: root)
+        return (root, tree)
+    }
+
+    @Test func rolesLinksAndSRIOVFields() throws {
+        let (root, tree) = try makeTree()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let functions = try SysfsEnumerator(root: root).functions()
+        #expect(functions.map(\.address.description) == ["0000:3b:00.0", "0000:3b:00.1", "0000:3b:00.2", "0000:3b:00.3"],
+                "the non-virtio neighbour is not listed")
+        let pf = functions[0]
+        #expect(pf.role == .pf)
+        #expect(pf.type == .net)
+        #expect(pf.sriov == SRIOVState(totalVFs: 8, numVFs: 3, vfTotalMSIX: 64, driversAutoprobe: true))
+        #expect(pf.virtfns == [0: tree.vfAddress(0), 1: tree.vfAddress(1), 2: tree.vfAddress(2)])
+        #expect(pf.physfn == nil && pf.driver == nil && pf.iommuGroup == 10 && pf.numaNode == -1)
+        for (index, vf) in functions.dropFirst().enumerated() {
+            #expect(vf.role == .vf)
+            #expect(vf.physfn == pf.address)
+            #expect(vf.sriov == nil && vf.virtfns.isEmpty)
+            #expect(vf.vfMSIXCount == tree.vfMSIXCounts[index])
+            #expect(vf.iommuGroup == 11 + index)
+        }
+        #expect(functions[2].driver == "vfio-pci")
+        #expect(functions[1].driver == nil)
+    }
+
+    @Test func decodedTreeMatchesLspci() throws {
+        guard lspciPath != nil else {
+            print("skipped: lspci is not installed (apt-get install pciutils)")
+            return
+        }
+        let (root, _) = try makeTree()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let lspci = try lspciFunctions(["-A", "linux-sysfs", "-O", "sysfs.path=\(root)/bus/pci"])
+        #expect(lspci.keys.sorted() == ["0000:00:00.0", "0000:3b:00.0", "0000:3b:00.1", "0000:3b:00.2", "0000:3b:00.3"])
+        for function in try SysfsEnumerator(root: root).functions() {
+            let ours = try SysfsEnumerator(root: root).details(of: function.address).config
+            let theirs = try #require(lspci[function.address.description])
+            #expect(theirs.capabilityOffsets == ours.capabilities.map(\.offset))
+            #expect(theirs.virtioCaps.map(\.kind) == ours.virtioCapabilities.map { lspciVirtioName($0.cfgType.name) })
+            #expect(theirs.virtioCaps.map(\.offset) == ours.virtioCapabilities.map(\.offset))
+            #expect(theirs.virtioCaps.map(\.size) == ours.virtioCapabilities.map(\.length))
+            #expect(theirs.virtioCaps.map(\.multiplier) == ours.virtioCapabilities.map(\.notifyOffMultiplier))
+            #expect(theirs.msix?.count == ours.msix?.tableSize)
+            #expect(theirs.msix?.tableOffset == ours.msix.map { UInt64($0.tableOffset) })
+            #expect(theirs.msix?.pbaOffset == ours.msix.map { UInt64($0.pbaOffset) })
+            #expect(theirs.regions.map(\.address) == ours.bars.map(\.address))
+            #expect(theirs.regions.map(\.size) == ours.bars.map { $0.size.map { "\($0 / 1024)K" } })
+            if let sriov = ours.sriov {
+                #expect(theirs.sriov == LspciFunction.SRIOV(initialVFs: sriov.initialVFs, totalVFs: sriov.totalVFs, numVFs: sriov.numVFs,
+                                                            vfOffset: sriov.firstVFOffset, vfStride: sriov.vfStride, vfDeviceID: sriov.vfDeviceID))
+            } else {
+                #expect(theirs.sriov == nil)
+            }
+        }
+    }
+
+    @Test func sriovCapabilityAgreesWithSysfsLinks() throws {
+        let (root, _) = try makeTree { $0.firstVFOffset = 4; $0.vfStride = 2 }
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let enumerator = SysfsEnumerator(root: root)
+        let pf = try enumerator.details(of: PCIAddress("0000:3b:00.0")!)
+        let sriov = try #require(pf.config.sriov)
+        for (index, vf) in pf.function.virtfns {
+            #expect(sriov.vfAddress(pf: pf.function.address, index: index) == vf)
+        }
+        #expect(pf.function.virtfns[2] == PCIAddress("0000:3b:01.0"))
+    }
+
+    @Test func corruptConfigInTheTreeIsATypedError() throws {
+        let (root, _) = try makeTree()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let enumerator = SysfsEnumerator(root: root)
+        let path = enumerator.directory(of: PCIAddress("0000:3b:00.1")!) + "/config"
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        bytes[0x41] = 0x40  // first capability points to itself
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(throws: LinuxError.config(.capabilityLoop(device: PCIAddress("0000:3b:00.1")!, at: 0x41, revisits: 0x40))) {
+            try enumerator.details(of: PCIAddress("0000:3b:00.1")!)
+        }
+        // Truncated to the 64 bytes an unprivileged reader sees.
+        try Data(bytes[0..<64]).write(to: URL(fileURLWithPath: path))
+        #expect(throws: LinuxError.configRestricted(address: PCIAddress("0000:3b:00.1")!, available: 64)) {
+            try enumerator.details(of: PCIAddress("0000:3b:00.1")!)
+        }
+    }
+
+    @Test func unreadableOrGarbledAttributesDoNotCrash() throws {
+        let (root, _) = try makeTree()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let directory = SysfsEnumerator(root: root).directory(of: PCIAddress("0000:3b:00.2")!)
+        try "not-hex\n".write(toFile: directory + "/device", atomically: true, encoding: .utf8)
+        let functions = try SysfsEnumerator(root: root).functions()
+        #expect(!functions.map(\.address).contains(PCIAddress("0000:3b:00.2")!), "a function whose id does not parse is not a virtio function")
+        #expect(functions.count == 3)
+    }
+}
