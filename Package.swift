@@ -36,6 +36,6 @@ let package = Package(
         .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec"]),
         .testTarget(name: "PCIConfigTests", dependencies: ["PCIConfig", "VirtioSpec", "VirtioSimulator", "VirtioTestSupport"]),
         .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["VirtioSimulator", "VirtioLinux", "VirtioTestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["VirtioAdminCLI", "VirtioSimulator", "VirtioLinux", "VirtioTestSupport"]),
     ]
 )
