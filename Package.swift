@@ -8,6 +8,8 @@ let package = Package(
         .library(name: "VirtioSpec", targets: ["VirtioSpec"]),
         .library(name: "PCIConfig", targets: ["PCIConfig"]),
         .library(name: "VirtioLinux", targets: ["VirtioLinux"]),
+        .library(name: "VirtioTransport", targets: ["VirtioTransport"]),
+        .library(name: "Virtqueue", targets: ["Virtqueue"]),
         .library(name: "VirtioSimulator", targets: ["VirtioSimulator"]),
     ],
     dependencies: [
@@ -22,8 +24,14 @@ let package = Package(
         .systemLibrary(name: "CUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
         // Linux platform: sysfs walker, libudev enumeration. Glibc only, no Foundation.
         .target(name: "VirtioLinux", dependencies: ["VirtioSpec", "PCIConfig", "CUdev"]),
+        // C shim: volatile MMIO access, atomics for shared ring fields, per-architecture barriers.
+        .target(name: "CVolatile"),
+        // Register and DMA protocols, and the modern virtio-PCI transport. No Foundation.
+        .target(name: "VirtioTransport", dependencies: ["VirtioSpec", "PCIConfig", "CVolatile"]),
+        // The split-virtqueue engine (driver side) and the ring layout the device model shares.
+        .target(name: "Virtqueue", dependencies: ["VirtioSpec", "VirtioTransport", "CVolatile"]),
         // The device model: simulated virtio PCI functions and their fake sysfs tree.
-        .target(name: "VirtioSimulator", dependencies: ["VirtioSpec", "PCIConfig"]),
+        .target(name: "VirtioSimulator", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile"]),
         .executableTarget(
             name: "VirtioAdminCLI",
             dependencies: [
@@ -36,6 +44,7 @@ let package = Package(
         .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec"]),
         .testTarget(name: "PCIConfigTests", dependencies: ["PCIConfig", "VirtioSpec", "VirtioSimulator", "VirtioTestSupport"]),
         .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport"]),
+        .testTarget(name: "TransportTests", dependencies: ["VirtioTransport", "Virtqueue", "VirtioSimulator", "PCIConfig", "VirtioSpec"]),
         .testTarget(name: "CLITests", dependencies: ["VirtioAdminCLI", "VirtioSimulator", "VirtioLinux", "VirtioTestSupport"]),
     ]
 )

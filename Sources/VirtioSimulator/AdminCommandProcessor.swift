@@ -1,0 +1,141 @@
+import VirtioSpec
+
+/// The group owner's admin command set: LIST_QUERY/LIST_USE and the project-defined
+/// MSI-X, feature-bit and MAC commands, with the device's own validation.
+///
+/// Checks follow the spec's order (digest §7): group type (INVALID_GROUP), then opcode
+/// (INVALID_OPCODE), then member (INVALID_MEMBER), then fields. A refused command changes
+/// no state.
+struct AdminCommandProcessor {
+    var opcodes: ProjectOpcodeTable
+    var supported: AdminOpcodeBitmap
+    var inUse: AdminOpcodeBitmap
+    var pool: Int
+    var perMemberMaximum: Int
+    var perMemberMinimum: Int
+    var memberSupportedFeatures: FeatureSet
+    var members: [MemberResources]
+    var numVFs: Int
+
+    static let alwaysInUse: [AdminOpcode] = [.listQuery, .listUse]
+
+    init(configuration: SimulatedDeviceConfiguration, members: [MemberResources]) {
+        opcodes = configuration.opcodes
+        supported = AdminOpcodeBitmap(opcodes: configuration.supportedOpcodes ?? configuration.implementedOpcodes)
+        inUse = AdminOpcodeBitmap(opcodes: Self.alwaysInUse)
+        pool = configuration.vfMSIXPool
+        perMemberMaximum = configuration.perVFMaximumVectors
+        perMemberMinimum = configuration.perVFMinimumVectors
+        memberSupportedFeatures = configuration.memberSupportedFeatures
+        self.members = members
+        numVFs = configuration.numVFs
+    }
+
+    /// Vectors of the pool not given to a VF.
+    var availableVectors: Int { pool - members.prefix(numVFs).reduce(0) { $0 + $1.msixVectors } }
+
+    /// Resets what a device reset resets: the negotiated command list.
+    mutating func deviceReset() { inUse = AdminOpcodeBitmap(opcodes: Self.alwaysInUse) }
+
+    struct Outcome {
+        var status: AdminStatus
+        var qualifier: AdminStatusQualifier
+        var result: [UInt8]
+        static func ok(_ result: [UInt8] = []) -> Outcome { Outcome(status: .ok, qualifier: .ok, result: result) }
+        static func refuse(_ status: AdminStatus, _ qualifier: AdminStatusQualifier) -> Outcome { Outcome(status: status, qualifier: qualifier, result: []) }
+    }
+
+    /// Executes one command (its device-readable bytes) and returns status and result.
+    mutating func execute(_ command: [UInt8], resultCapacity: Int) -> Outcome {
+        guard let header = AdminCommandHeader(decoding: command) else { return .refuse(.einval, .invalidCommand) }
+        guard header.groupType == .srIOV else { return .refuse(.einval, .invalidGroup) }
+        let opcode = header.opcode
+        guard supported.contains(opcode) || Self.alwaysInUse.contains(opcode) else { return .refuse(.einval, .invalidOpcode) }
+        guard inUse.contains(opcode) else { return .refuse(.einval, .invalidOpcode) }
+        let data = Array(command.dropFirst(AdminCommandLayout.headerSize))
+        let outcome = dispatch(opcode, member: header.memberID, data: data)
+        if outcome.status == .ok && outcome.result.count > resultCapacity - AdminCommandLayout.resultHeaderSize {
+            return .refuse(.einval, .invalidField)
+        }
+        return outcome
+    }
+
+    /// VF index of a member id, when the member exists.
+    func memberIndex(_ member: GroupMemberID) -> Int? {
+        guard let index = member.vfIndex, index < numVFs else { return nil }
+        return index
+    }
+
+    mutating func dispatch(_ opcode: AdminOpcode, member: GroupMemberID, data: [UInt8]) -> Outcome {
+        switch opcode {
+        case .listQuery:
+            return .ok(supported.encode())
+        case .listUse:
+            let requested = AdminOpcodeBitmap(decoding: data)
+            guard data.count >= 8, requested.isSubset(of: supported.union(Self.alwaysInUse)) else { return .refuse(.einval, .invalidField) }
+            inUse = requested.union(Self.alwaysInUse)
+            return .ok()
+        case opcodes.msixPoolGet:
+            guard member == .none else { return .refuse(.einval, .invalidMember) }
+            var result = [UInt8](repeating: 0, count: ProjectCommandLayout.msixPoolResultSize)
+            result.writeLE(UInt32(pool), at: ProjectCommandLayout.msixPoolTotal)
+            result.writeLE(UInt32(availableVectors), at: ProjectCommandLayout.msixPoolAvailable)
+            result.writeLE(UInt16(perMemberMaximum), at: ProjectCommandLayout.msixPoolPerMemberMax)
+            result.writeLE(UInt16(perMemberMinimum), at: ProjectCommandLayout.msixPoolPerMemberMin)
+            return .ok(result)
+        default:
+            break
+        }
+        guard let index = memberIndex(member) else { return .refuse(.einval, .invalidMember) }
+        switch opcode {
+        case opcodes.msixGet:
+            var result = [UInt8](repeating: 0, count: ProjectCommandLayout.msixGetResultSize)
+            result.writeLE(UInt16(members[index].msixVectors), at: ProjectCommandLayout.msixGetVectors)
+            result.writeLE(UInt16(perMemberMaximum), at: ProjectCommandLayout.msixGetMaximum)
+            return .ok(result)
+        case opcodes.msixSet:
+            guard data.count >= ProjectCommandLayout.msixSetDataSize else { return .refuse(.einval, .invalidCommand) }
+            let vectors = Int(data.readLE(UInt16.self, at: ProjectCommandLayout.msixSetVectors))
+            guard vectors >= perMemberMinimum, vectors <= perMemberMaximum, vectors <= SimulatedBARLayout.maximumMSIXVectors else {
+                return .refuse(.einval, .invalidField)
+            }
+            guard !members[index].inUse else { return .refuse(.ebusy, .ok) }
+            guard vectors - members[index].msixVectors <= availableVectors else { return .refuse(.einval, .noResource) }
+            members[index].msixVectors = vectors
+            return .ok()
+        case opcodes.featuresGet, opcodes.featuresCapsGet:
+            let features = opcode == opcodes.featuresGet ? members[index].features : memberSupportedFeatures
+            var result: [UInt8] = []
+            result.appendLE(features.low64)
+            result.appendLE(features.high64)
+            return .ok(result)
+        case opcodes.featuresSet:
+            guard data.count >= ProjectCommandLayout.featuresDataSize else { return .refuse(.einval, .invalidCommand) }
+            let features = FeatureSet(low64: data.readLE(UInt64.self, at: 0), high64: data.readLE(UInt64.self, at: 8))
+            guard features.isSubset(of: memberSupportedFeatures), features.contains(.version1) else { return .refuse(.einval, .invalidField) }
+            guard !members[index].inUse else { return .refuse(.ebusy, .ok) }
+            members[index].features = features
+            return .ok()
+        case opcodes.macGet:
+            return .ok(members[index].mac + [0, 0])
+        case opcodes.macSet:
+            guard data.count >= ProjectCommandLayout.macSize else { return .refuse(.einval, .invalidCommand) }
+            let mac = Array(data[0..<6])
+            // A multicast or all-zero address cannot be a VF's station address.
+            guard mac[0] & 1 == 0, mac.contains(where: { $0 != 0 }) else { return .refuse(.einval, .invalidField) }
+            guard !members[index].inUse else { return .refuse(.ebusy, .ok) }
+            members[index].mac = mac
+            return .ok()
+        default:
+            return .refuse(.einval, .invalidOpcode)
+        }
+    }
+}
+
+extension AdminOpcodeBitmap {
+    func union<S: Sequence>(_ opcodes: S) -> AdminOpcodeBitmap where S.Element == AdminOpcode {
+        var copy = self
+        for opcode in opcodes { copy.insert(opcode) }
+        return copy
+    }
+}

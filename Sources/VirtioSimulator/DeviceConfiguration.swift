@@ -1,0 +1,136 @@
+import PCIConfig
+import VirtioSpec
+
+/// Faults the device model can inject. Each makes the model misbehave the way broken or
+/// hostile hardware would; the driver must turn each into a typed error.
+public enum SimulatedFault: String, CaseIterable, Sendable, Hashable {
+    /// Take admin commands but never complete them.
+    case neverComplete
+    /// Complete with a descriptor id beyond the queue size.
+    case outOfRangeID
+    /// Complete every command twice (a duplicate used element).
+    case duplicateID
+    /// Report a used length larger than the writable buffers.
+    case usedLengthTooLarge
+    /// Set DEVICE_NEEDS_RESET once commands are in flight, and drop them.
+    case needsResetMidFlight
+    /// Every read returns all ones; writes are lost (the device is gone).
+    case surpriseRemoval
+    /// Never accept FEATURES_OK.
+    case refuseFeaturesOK
+    /// Report `admin_queue_num` 0 (an admin-capable device with no admin queue).
+    case noAdminQueue
+    /// Report queue size 0 for every queue.
+    case queueSizeZero
+}
+
+/// In which order the model returns completions it finishes at the same moment.
+public enum CompletionOrder: Sendable, Hashable {
+    case inOrder
+    case reversed
+    /// A seeded shuffle (repeatable).
+    case shuffled(seed: UInt64)
+}
+
+/// Timing of the device side: how long each command takes and how many it works on at once.
+public struct DeviceTiming: Sendable, Hashable {
+    /// Service time of one command (0: complete during the notify).
+    public var latency: Duration
+    /// Commands in service at once (the device's parallelism D).
+    public var parallelism: Int
+    /// Each command's service time is latency × (1 ± jitter), from a seeded generator.
+    public var jitter: Double
+    public var completionOrder: CompletionOrder
+
+    public init(latency: Duration = .zero, parallelism: Int = 1, jitter: Double = 0, completionOrder: CompletionOrder = .inOrder) {
+        precondition(parallelism >= 1)
+        self.latency = latency
+        self.parallelism = parallelism
+        self.jitter = jitter
+        self.completionOrder = completionOrder
+    }
+
+    public static let immediate = DeviceTiming()
+}
+
+/// How to build a simulated SR-IOV device.
+public struct SimulatedDeviceConfiguration: Sendable, Hashable {
+    public var pfAddress = PCIAddress(domain: 0, bus: 0x3b, device: 0, function: 0)
+    public var pfType: VirtioDeviceType = .net
+    public var vfType: VirtioDeviceType = .net
+    public var totalVFs = 8
+    public var numVFs = 8
+    public var firstVFOffset = 1
+    public var vfStride = 1
+    /// MSI-X vectors of the PF's own table.
+    public var pfMSIXVectors = 8
+    /// Vectors the PF can hand out to its VFs (sysfs `sriov_vf_total_msix`).
+    public var vfMSIXPool = 64
+    /// Most and fewest vectors one VF may have.
+    public var perVFMaximumVectors = 32
+    public var perVFMinimumVectors = 1
+    /// Vectors each VF starts with.
+    public var initialVFVectors = 2
+    /// Features a VF can be made to offer.
+    public var memberSupportedFeatures: FeatureSet
+    /// Features each VF offers at start.
+    public var initialMemberFeatures: FeatureSet
+    /// Features the PF itself offers (ADMIN_VQ among them).
+    public var pfFeatures: FeatureSet
+    /// Regular queues of every function (the admin queue comes after them on the PF).
+    public var regularQueues = 2
+    public var maximumQueueSize = 256
+    public var adminQueueCount = 1
+    public var opcodes: ProjectOpcodeTable = .default
+    /// Opcodes the device lists in LIST_QUERY; `nil` = all it implements.
+    public var supportedOpcodes: [AdminOpcode]?
+    public var timing: DeviceTiming = .immediate
+
+    public init() {
+        let net = { (bit: Int) in FeatureSet(bit: bit) }
+        memberSupportedFeatures = [.version1, .accessPlatform, .eventIndex, .ringReset, net(0), net(1), net(3), net(5), net(15),
+                                   net(16), net(17), net(18), net(19), net(22), net(23)]
+        initialMemberFeatures = [.version1, .accessPlatform, .eventIndex, net(0), net(1), net(5), net(15), net(16)]
+        pfFeatures = [.version1, .accessPlatform, .eventIndex, .srIOV, .adminVQ, net(5), net(16)]
+    }
+
+    /// Every admin opcode the model implements.
+    public var implementedOpcodes: [AdminOpcode] {
+        [.listQuery, .listUse, opcodes.msixGet, opcodes.msixSet, opcodes.msixPoolGet, opcodes.featuresGet,
+         opcodes.featuresSet, opcodes.featuresCapsGet, opcodes.macGet, opcodes.macSet]
+    }
+
+    /// Address of VF `index` (0-based).
+    public func vfAddress(_ index: Int) -> PCIAddress {
+        PCIAddress(domain: pfAddress.domain, routingID: UInt16(truncatingIfNeeded: Int(pfAddress.routingID) + firstVFOffset + index * vfStride))
+    }
+}
+
+/// Per-function counters of the model: what the driver cost the device.
+public struct SimulatedCounters: Sendable, Hashable {
+    public var mmioReads = 0
+    public var mmioWrites = 0
+    public var notifies = 0
+    /// Interrupts the model would have raised (suppressed ones are not counted).
+    public var interrupts = 0
+    public var adminCommands = 0
+    public var adminErrors = 0
+    public var queueRequests = 0
+    public init() {}
+}
+
+/// The resources of one group member (VF) as the device holds them.
+public struct MemberResources: Sendable, Hashable {
+    public var msixVectors: Int
+    public var features: FeatureSet
+    public var mac: [UInt8]
+    /// A driver is using the VF (bound or DRIVER_OK): resource changes are refused.
+    public var inUse: Bool
+
+    public init(msixVectors: Int, features: FeatureSet, mac: [UInt8], inUse: Bool = false) {
+        self.msixVectors = msixVectors
+        self.features = features
+        self.mac = mac
+        self.inUse = inUse
+    }
+}

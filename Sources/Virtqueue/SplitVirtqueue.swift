@@ -1,0 +1,244 @@
+import CVolatile
+import VirtioSpec
+import VirtioTransport
+
+/// One buffer of a descriptor chain: a device address and a length.
+public struct DMABuffer: Sendable, Hashable {
+    public var address: UInt64
+    public var length: UInt32
+    public init(address: UInt64, length: UInt32) {
+        self.address = address
+        self.length = length
+    }
+}
+
+/// A completion taken from the used ring: the chain's head and the bytes the device wrote.
+public struct UsedElement: Sendable, Hashable {
+    public var head: UInt16
+    public var length: UInt32
+}
+
+/// Errors of the split-virtqueue engine. Device-side violations are typed errors; the
+/// engine never follows a device-supplied index into memory without checking it.
+public enum VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// Not enough free descriptors for the chain.
+    case full(needed: Int, free: Int)
+    /// A chain needs at least one buffer, and at most the queue size.
+    case invalidChain(buffers: Int, queueSize: Int)
+    /// The device returned an id beyond the queue.
+    case usedIDOutOfRange(id: UInt32, queueSize: Int)
+    /// The device returned an id that is not the head of a chain in flight (a duplicate
+    /// completion, or a made-up id).
+    case usedIDNotInFlight(id: UInt32)
+    /// The device claims to have written more bytes than the chain's writable buffers hold.
+    case usedLengthTooLarge(id: UInt32, length: UInt32, capacity: UInt32)
+    /// used->idx moved by more than the number of chains in flight.
+    case usedIndexJump(from: UInt16, to: UInt16, inFlight: Int)
+
+    public var description: String {
+        switch self {
+        case let .full(needed, free): "the virtqueue is full: \(needed) descriptors needed, \(free) free."
+        case let .invalidChain(buffers, queueSize): "a chain of \(buffers) buffers does not fit a queue of \(queueSize)."
+        case let .usedIDOutOfRange(id, queueSize): "the device completed id \(id), outside the queue of \(queueSize) entries."
+        case let .usedIDNotInFlight(id): "the device completed id \(id), which is not in flight (duplicate or invented completion)."
+        case let .usedLengthTooLarge(id, length, capacity): "the device reports \(length) bytes written for id \(id), but its writable buffers hold \(capacity)."
+        case let .usedIndexJump(from, to, inFlight): "used index jumped from \(from) to \(to) with only \(inFlight) chains in flight."
+        }
+    }
+
+    /// Whether the error is the device's fault (as opposed to the caller's).
+    public var isDeviceError: Bool {
+        switch self {
+        case .full, .invalidChain: false
+        default: true
+        }
+    }
+}
+
+/// The driver side of a split virtqueue. Spec: §2.7.
+///
+/// Descriptor bookkeeping (free list, chain links, writable capacity, in-flight marks) is
+/// kept in driver-private arrays, never read back from the shared table, so a device that
+/// scribbles on shared memory cannot steer the driver. Not thread-safe: one owner calls it.
+public final class SplitVirtqueue: @unchecked Sendable {
+    public let size: Int
+    public let layout: SplitRingLayout
+    public let memory: DMARegion
+    public let ring: SplitRingView
+    public let eventIndex: Bool
+    /// VIRTIO_F_ORDER_PLATFORM: barriers that order against DMA, not only other CPUs.
+    public let platformOrdering: Bool
+    let allocator: any DMAAllocator
+
+    private var freeStack: [UInt16]
+    private var chainNext: [UInt16]
+    private var chainCount: [UInt16]
+    private var writableCapacity: [UInt32]
+    private var inFlight: [Bool]
+    private var availIndex: UInt16 = 0
+    private var publishedIndex: UInt16 = 0
+    private var lastUsedIndex: UInt16 = 0
+    public private(set) var inFlightCount = 0
+
+    /// Descriptor area (table) device address.
+    public var descriptorArea: UInt64 { memory.deviceAddress(at: layout.descriptorOffset) }
+    /// Driver area (avail ring) device address.
+    public var driverArea: UInt64 { memory.deviceAddress(at: layout.availOffset) }
+    /// Device area (used ring) device address.
+    public var deviceArea: UInt64 { memory.deviceAddress(at: layout.usedOffset) }
+    public var freeCount: Int { freeStack.count }
+
+    /// Allocates the rings for a queue of `size` entries (a power of two ≤ 32768).
+    public init(size: Int, allocator: any DMAAllocator, eventIndex: Bool, platformOrdering: Bool = false) throws(DMAError) {
+        precondition(size > 0 && size <= SplitQueueLayout.maximumSize && size & (size - 1) == 0, "queue size must be a power of two ≤ 32768")
+        self.size = size
+        self.allocator = allocator
+        self.eventIndex = eventIndex
+        self.platformOrdering = platformOrdering
+        layout = SplitRingLayout(size: size)
+        memory = try allocator.allocate(length: layout.totalLength, alignment: 4096)
+        ring = SplitRingView(size: size, descriptors: memory.cpuAddress + layout.descriptorOffset,
+                             avail: memory.cpuAddress + layout.availOffset, used: memory.cpuAddress + layout.usedOffset)
+        freeStack = (0..<size).reversed().map { UInt16($0) }
+        chainNext = [UInt16](repeating: 0, count: size)
+        chainCount = [UInt16](repeating: 0, count: size)
+        writableCapacity = [UInt32](repeating: 0, count: size)
+        inFlight = [Bool](repeating: false, count: size)
+        // Polling: ask the device not to interrupt.
+        setInterrupts(enabled: false)
+    }
+
+    deinit { allocator.release(memory) }
+
+    @inline(__always) func writeBarrier() { if platformOrdering { cv_dma_write_barrier() } else { cv_write_barrier() } }
+    @inline(__always) func readBarrier() { if platformOrdering { cv_dma_read_barrier() } else { cv_read_barrier() } }
+    @inline(__always) func fullBarrier() { if platformOrdering { cv_dma_full_barrier() } else { cv_full_barrier() } }
+
+    /// Adds a chain: device-readable buffers first, then device-writable ones. The chain is
+    /// visible to the device only after ``publish()``.
+    /// - Returns: the head descriptor id, which the completion will carry.
+    @discardableResult
+    public func add(readable: some Collection<DMABuffer>, writable: some Collection<DMABuffer>) throws(VirtqueueError) -> UInt16 {
+        let total = readable.count + writable.count
+        guard total > 0, total <= size else { throw .invalidChain(buffers: total, queueSize: size) }
+        guard total <= freeStack.count else { throw .full(needed: total, free: freeStack.count) }
+        var ids = freeStack.suffix(total).reversed().makeIterator()
+        freeStack.removeLast(total)
+        let head = ids.next()!
+        var current = head
+        var remaining = total
+        var capacity: UInt32 = 0
+        func place(_ buffer: DMABuffer, write: Bool, next: inout UInt16?) {
+            remaining -= 1
+            let following = remaining > 0 ? ids.next()! : 0
+            var flags: DescriptorFlags = write ? .write : []
+            if remaining > 0 { flags.insert(.next) }
+            ring.writeDescriptor(Int(current), address: buffer.address, length: buffer.length, flags: flags, next: following)
+            chainNext[Int(current)] = following
+            if remaining > 0 { current = following }
+        }
+        var unused: UInt16?
+        for buffer in readable { place(buffer, write: false, next: &unused) }
+        for buffer in writable {
+            capacity &+= buffer.length
+            place(buffer, write: true, next: &unused)
+        }
+        chainCount[Int(head)] = UInt16(total)
+        writableCapacity[Int(head)] = capacity
+        inFlight[Int(head)] = true
+        inFlightCount += 1
+        ring.setAvailEntry(Int(availIndex) & (size - 1), head)
+        availIndex &+= 1
+        return head
+    }
+
+    /// Makes every chain added since the last call visible to the device (one avail->idx
+    /// store after a write barrier) and says whether the device wants a notification.
+    /// Spec: §2.7.13.3 and §2.7.10 (EVENT_IDX: `vring_need_event(avail_event, new, old)`;
+    /// otherwise unless VIRTQ_USED_F_NO_NOTIFY).
+    public func publish() -> Bool {
+        let old = publishedIndex
+        let new = availIndex
+        guard old != new else { return false }
+        writeBarrier()
+        ring.storeAvailIndex(new)
+        publishedIndex = new
+        // The device's suppression fields must be read after the index store is visible.
+        fullBarrier()
+        if eventIndex {
+            return ringNeedsEvent(eventIndex: ring.availEvent, newIndex: new, oldIndex: old)
+        }
+        return ring.usedFlags & RingFlags.usedNoNotify == 0
+    }
+
+    /// Whether the device has completions not yet taken.
+    public var hasCompletions: Bool { ring.loadUsedIndex() != lastUsedIndex }
+
+    /// Takes up to `limit` completions, validating each, and frees their descriptors.
+    ///
+    /// - Parameter body: called with each valid completion, in used-ring order.
+    /// - Returns: how many completions were taken.
+    /// - Throws: a device-error ``VirtqueueError`` for the first invalid element; the
+    ///   elements before it were delivered, and the queue must be reset.
+    @discardableResult
+    public func takeCompletions(limit: Int = .max, _ body: (UsedElement) -> Void) throws(VirtqueueError) -> Int {
+        let usedIndex = ring.loadUsedIndex()
+        let pending = Int(usedIndex &- lastUsedIndex)
+        if pending == 0 { return 0 }
+        guard pending <= inFlightCount else { throw .usedIndexJump(from: lastUsedIndex, to: usedIndex, inFlight: inFlightCount) }
+        readBarrier()
+        var taken = 0
+        while taken < pending && taken < limit {
+            let element = ring.usedEntry(Int(lastUsedIndex) & (size - 1))
+            guard element.id < UInt32(size) else { throw .usedIDOutOfRange(id: element.id, queueSize: size) }
+            let head = Int(element.id)
+            guard inFlight[head] else { throw .usedIDNotInFlight(id: element.id) }
+            guard element.length <= writableCapacity[head] else {
+                throw .usedLengthTooLarge(id: element.id, length: element.length, capacity: writableCapacity[head])
+            }
+            release(head: head)
+            lastUsedIndex &+= 1
+            taken += 1
+            body(UsedElement(head: UInt16(head), length: element.length))
+        }
+        if eventIndex { ring.usedEvent = lastUsedIndex &+ 0x7fff }
+        return taken
+    }
+
+    private func release(head: Int) {
+        inFlight[head] = false
+        inFlightCount -= 1
+        var id = head
+        let count = Int(chainCount[head])
+        for index in 0..<count {
+            freeStack.append(UInt16(id))
+            if index + 1 < count { id = Int(chainNext[id]) }
+        }
+    }
+
+    /// Asks the device to interrupt on completions, or not to (polling).
+    /// Spec: VIRTQ_AVAIL_F_NO_INTERRUPT, or used_event with EVENT_IDX.
+    public func setInterrupts(enabled: Bool) {
+        if eventIndex {
+            ring.usedEvent = enabled ? lastUsedIndex : lastUsedIndex &+ 0x7fff
+        } else {
+            ring.availFlags = enabled ? 0 : RingFlags.availNoInterrupt
+        }
+    }
+
+    /// Forgets every chain in flight (after a device reset, when the device no longer owns
+    /// them) and returns their heads, so their owners can be failed.
+    public func abandonAll() -> [UInt16] {
+        var heads: [UInt16] = []
+        for head in 0..<size where inFlight[head] {
+            heads.append(UInt16(head))
+            release(head: head)
+        }
+        memory.bytes.initializeMemory(as: UInt8.self, repeating: 0)
+        availIndex = 0
+        publishedIndex = 0
+        lastUsedIndex = 0
+        setInterrupts(enabled: false)
+        return heads
+    }
+}
