@@ -16,6 +16,10 @@ public struct DMABuffer: Sendable, Hashable {
 public struct UsedElement: Sendable, Hashable {
     public var head: UInt16
     public var length: UInt32
+    public init(head: UInt16, length: UInt32) {
+        self.head = head
+        self.length = length
+    }
 }
 
 /// Errors of the split-virtqueue engine. Device-side violations are typed errors; the
