@@ -11,6 +11,12 @@ let package = Package(
         .library(name: "VirtioTransport", targets: ["VirtioTransport"]),
         .library(name: "Virtqueue", targets: ["Virtqueue"]),
         .library(name: "VirtioSimulator", targets: ["VirtioSimulator"]),
+        .library(name: "VirtioAdminDriver", targets: ["VirtioAdminDriver"]),
+        .library(name: "ResourceManager", targets: ["ResourceManager"]),
+        .library(name: "VirtioAdminTestKit", targets: ["VirtioAdminTestKit"]),
+        .library(name: "CVirtioAdminPlugin", targets: ["CVirtioAdminPlugin"]),
+        .library(name: "MSIXResourceManager", targets: ["MSIXResourceManager"]),
+        .library(name: "FeatureBitsResourceManager", targets: ["FeatureBitsResourceManager"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -30,8 +36,19 @@ let package = Package(
         .target(name: "VirtioTransport", dependencies: ["VirtioSpec", "PCIConfig", "CVolatile"]),
         // The split-virtqueue engine (driver side) and the ring layout the device model shares.
         .target(name: "Virtqueue", dependencies: ["VirtioSpec", "VirtioTransport", "CVolatile"]),
+        // The admin-queue driver: ADMIN_VQ, LIST_QUERY/LIST_USE, many commands in flight.
+        .target(name: "VirtioAdminDriver", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue"]),
+        // The run-time plugin ABI (a C header plugin authors include).
+        .target(name: "CVirtioAdminPlugin"),
+        // The command-handler protocol, the plugin registry, the run-time loader.
+        .target(name: "ResourceManager", dependencies: ["VirtioSpec", "PCIConfig", "VirtioAdminDriver", "CVirtioAdminPlugin"]),
+        // Built-in resource-manager plugins.
+        .target(name: "MSIXResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/MSIXResourceManager"),
+        .target(name: "FeatureBitsResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/FeatureBitsResourceManager"),
         // The device model: simulated virtio PCI functions and their fake sysfs tree.
         .target(name: "VirtioSimulator", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile"]),
+        // A test kit for plugin authors: the device model with its admin queue open.
+        .target(name: "VirtioAdminTestKit", dependencies: ["VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "VirtioTransport", "PCIConfig", "VirtioSpec"]),
         .executableTarget(
             name: "VirtioAdminCLI",
             dependencies: [
@@ -45,6 +62,9 @@ let package = Package(
         .testTarget(name: "PCIConfigTests", dependencies: ["PCIConfig", "VirtioSpec", "VirtioSimulator", "VirtioTestSupport"]),
         .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport"]),
         .testTarget(name: "TransportTests", dependencies: ["VirtioTransport", "Virtqueue", "VirtioSimulator", "PCIConfig", "VirtioSpec"]),
+        .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager"]),
+        .testTarget(name: "MSIXResourceManagerTests", dependencies: ["MSIXResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager"], path: "Tests/Plugins/MSIXResourceManagerTests"),
+        .testTarget(name: "FeatureBitsResourceManagerTests", dependencies: ["FeatureBitsResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager"], path: "Tests/Plugins/FeatureBitsResourceManagerTests"),
         .testTarget(name: "CLITests", dependencies: ["VirtioAdminCLI", "VirtioSimulator", "VirtioLinux", "VirtioTestSupport"]),
     ]
 )

@@ -53,8 +53,14 @@ struct AdminCommandProcessor {
         guard supported.contains(opcode) || Self.alwaysInUse.contains(opcode) else { return .refuse(.einval, .invalidOpcode) }
         guard inUse.contains(opcode) else { return .refuse(.einval, .invalidOpcode) }
         let data = Array(command.dropFirst(AdminCommandLayout.headerSize))
-        let outcome = dispatch(opcode, member: header.memberID, data: data)
-        if outcome.status == .ok && outcome.result.count > resultCapacity - AdminCommandLayout.resultHeaderSize {
+        var outcome = dispatch(opcode, member: header.memberID, data: data)
+        let room = resultCapacity - AdminCommandLayout.resultHeaderSize
+        if opcode == .listQuery && outcome.result.count > room {
+            // A LIST_QUERY bitmap may be cut to the words that fit: the driver learns the
+            // opcodes its buffer can describe (Linux reads one word).
+            outcome.result = Array(outcome.result.prefix(room - room % 8))
+        }
+        if outcome.status == .ok && outcome.result.count > room {
             return .refuse(.einval, .invalidField)
         }
         return outcome

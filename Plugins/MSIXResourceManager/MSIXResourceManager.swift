@@ -1,0 +1,90 @@
+import ResourceManager
+import VirtioAdminDriver
+import VirtioSpec
+
+/// The MSI-X pool of a group owner, as the device reports it.
+public struct MSIXPool: Sendable, Hashable {
+    /// Vectors the owner can give to its members.
+    public var total: Int
+    /// Vectors not given to any member.
+    public var available: Int
+    /// Most and fewest vectors one member may have.
+    public var perMemberMaximum: Int
+    public var perMemberMinimum: Int
+}
+
+/// Provisions a VF's MSI-X vector count through the PF's admin queue (the seed series'
+/// MSI-X resource manager; project-defined opcodes, see ``ProjectOpcodeTable``).
+///
+/// It validates what it can before sending (the VF exists, the count is in range) and
+/// reports the device's refusal precisely: EINVAL/INVALID_FIELD for a count outside the
+/// per-VF limits, EINVAL/NORESOURCE when the pool is short, EBUSY while a driver uses the VF.
+public struct MSIXResourceManager: AdminCommandHandler {
+    public let opcodeTable: ProjectOpcodeTable
+    public init(opcodes: ProjectOpcodeTable = .default) { opcodeTable = opcodes }
+
+    public var name: String { "msix" }
+    public var version: String { "1.0" }
+    public var summary: String { "MSI-X vectors of each VF, from the PF's pool (project-defined opcodes)" }
+    public var groupTypes: [AdminGroupType] { [.srIOV] }
+    public var opcodes: [(AdminOpcode, String)] {
+        [(opcodeTable.msixGet, "MSIX_GET"), (opcodeTable.msixSet, "MSIX_SET"), (opcodeTable.msixPoolGet, "MSIX_POOL_GET")]
+    }
+
+    // MARK: Typed operations
+
+    /// The vector count of VF `vf` (0-based).
+    public func vectors(of vf: Int, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) -> Int {
+        let result = try await driver.run(AdminCommand(opcode: opcodeTable.msixGet, member: GroupMemberID(vfIndex: vf),
+                                                       resultLength: ProjectCommandLayout.msixGetResultSize),
+                                          timeout: timeout, minimumResult: ProjectCommandLayout.msixGetResultSize)
+        return Int(result.readLE(UInt16.self, at: ProjectCommandLayout.msixGetVectors))
+    }
+
+    /// Sets the vector count of VF `vf`.
+    public func setVectors(_ count: Int, of vf: Int, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) {
+        precondition((0...Int(UInt16.max)).contains(count), "vector count must fit 16 bits")
+        var data = [UInt8](repeating: 0, count: ProjectCommandLayout.msixSetDataSize)
+        data.writeLE(UInt16(count), at: ProjectCommandLayout.msixSetVectors)
+        _ = try await driver.run(AdminCommand(opcode: opcodeTable.msixSet, member: GroupMemberID(vfIndex: vf), data: data), timeout: timeout)
+    }
+
+    /// The owner's pool.
+    public func pool(driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) -> MSIXPool {
+        let result = try await driver.run(AdminCommand(opcode: opcodeTable.msixPoolGet, member: .none, resultLength: ProjectCommandLayout.msixPoolResultSize),
+                                          timeout: timeout, minimumResult: ProjectCommandLayout.msixPoolResultSize)
+        return MSIXPool(total: Int(result.readLE(UInt32.self, at: ProjectCommandLayout.msixPoolTotal)),
+                        available: Int(result.readLE(UInt32.self, at: ProjectCommandLayout.msixPoolAvailable)),
+                        perMemberMaximum: Int(result.readLE(UInt16.self, at: ProjectCommandLayout.msixPoolPerMemberMax)),
+                        perMemberMinimum: Int(result.readLE(UInt16.self, at: ProjectCommandLayout.msixPoolPerMemberMin)))
+    }
+
+    // MARK: Operations (CLI and generic hosts)
+
+    public var operations: [PluginOperation] {
+        let manager = self
+        return [
+            PluginOperation(name: "get", summary: "Print a VF's MSI-X vector count.",
+                            parameters: [PluginParameter("vf", .vf, help: "VF index (0-based, as sysfs virtfnN).")]) { context, arguments in
+                let (vf, _) = try arguments.member(context, plugin: manager.name)
+                let vectors = try await manager.vectors(of: vf, driver: context.driver, timeout: context.timeout)
+                return PluginOutput(fields: [("vf", .int(vf)), ("vectors", .int(vectors))], summary: "VF \(vf): \(vectors) MSI-X vectors")
+            },
+            PluginOperation(name: "set", summary: "Set a VF's MSI-X vector count (the VF must not be in use).",
+                            parameters: [PluginParameter("vf", .vf, help: "VF index (0-based, as sysfs virtfnN)."),
+                                         PluginParameter("vectors", .integer, help: "Vectors to give the VF.")]) { context, arguments in
+                let (vf, _) = try arguments.member(context, plugin: manager.name)
+                let vectors = try arguments.integer("vectors", in: 0...2048, plugin: manager.name)
+                try await manager.setVectors(vectors, of: vf, driver: context.driver, timeout: context.timeout)
+                let now = try await manager.vectors(of: vf, driver: context.driver, timeout: context.timeout)
+                return PluginOutput(fields: [("vf", .int(vf)), ("vectors", .int(now))], summary: "VF \(vf): \(now) MSI-X vectors")
+            },
+            PluginOperation(name: "pool", summary: "Print the PF's vector pool: total and available.", parameters: []) { context, _ in
+                let pool = try await manager.pool(driver: context.driver, timeout: context.timeout)
+                return PluginOutput(fields: [("total", .int(pool.total)), ("available", .int(pool.available)),
+                                             ("perVFMaximum", .int(pool.perMemberMaximum)), ("perVFMinimum", .int(pool.perMemberMinimum))],
+                                    summary: "pool \(pool.total) vectors, \(pool.available) available; \(pool.perMemberMinimum) to \(pool.perMemberMaximum) per VF")
+            },
+        ]
+    }
+}

@@ -1,0 +1,1 @@
+#include "virtio_admin_plugin.h"

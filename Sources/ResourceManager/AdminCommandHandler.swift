@@ -1,0 +1,124 @@
+import VirtioAdminDriver
+import VirtioSpec
+
+/// A value in a plugin's output (what `--json` prints for it).
+public indirect enum PluginValue: Sendable, Hashable {
+    case int(Int)
+    case string(String)
+    case bool(Bool)
+    case strings([String])
+    case object([(String, PluginValue)])
+    case null
+
+    public static func == (lhs: PluginValue, rhs: PluginValue) -> Bool { lhs.text == rhs.text && lhs.kind == rhs.kind }
+    public func hash(into hasher: inout Hasher) { hasher.combine(text) }
+    var kind: Int {
+        switch self {
+        case .int: 0
+        case .string: 1
+        case .bool: 2
+        case .strings: 3
+        case .object: 4
+        case .null: 5
+        }
+    }
+
+    /// Plain text for tables.
+    public var text: String {
+        switch self {
+        case .int(let value): "\(value)"
+        case .string(let value): value
+        case .bool(let value): value ? "yes" : "no"
+        case .strings(let values): values.joined(separator: " ")
+        case .object(let fields): fields.map { "\($0.0)=\($0.1.text)" }.joined(separator: " ")
+        case .null: "-"
+        }
+    }
+}
+
+/// What an operation returns: ordered fields (the JSON object) and a line for people.
+public struct PluginOutput: Sendable {
+    public var fields: [(String, PluginValue)]
+    public var summary: String
+    public init(fields: [(String, PluginValue)], summary: String) {
+        self.fields = fields
+        self.summary = summary
+    }
+    public subscript(key: String) -> PluginValue? { fields.first { $0.0 == key }?.1 }
+}
+
+/// A parameter an operation reads (the CLI turns each into `--name VALUE`).
+public struct PluginParameter: Sendable, Hashable {
+    public enum Kind: Sendable, Hashable { case vf, integer, string, list }
+    public var name: String
+    public var help: String
+    public var kind: Kind
+    public var required: Bool
+    public init(_ name: String, _ kind: Kind, required: Bool = true, help: String) {
+        self.name = name
+        self.kind = kind
+        self.required = required
+        self.help = help
+    }
+}
+
+/// Arguments given to an operation, by parameter name (a list parameter may repeat).
+public struct PluginArguments: Sendable {
+    public var values: [String: [String]]
+    public init(_ values: [String: [String]] = [:]) { self.values = values }
+    public func string(_ name: String) -> String? { values[name]?.last }
+    public func list(_ name: String) -> [String] { values[name] ?? [] }
+}
+
+/// What an operation runs against: the owner's admin queue and the group's shape.
+public struct PluginContext: Sendable {
+    public let driver: AdminQueueDriver
+    /// Number of VFs the group has now (sysfs `sriov_numvfs`), when known.
+    public let numVFs: Int?
+    /// The device type of the members (for feature names).
+    public let memberType: VirtioDeviceType?
+    public let timeout: Duration?
+    public init(driver: AdminQueueDriver, numVFs: Int?, memberType: VirtioDeviceType?, timeout: Duration? = nil) {
+        self.driver = driver
+        self.numVFs = numVFs
+        self.memberType = memberType
+        self.timeout = timeout
+    }
+}
+
+/// One user-facing operation of a plugin (`msix get`, `features set`, …).
+public struct PluginOperation: Sendable {
+    public var name: String
+    public var summary: String
+    public var parameters: [PluginParameter]
+    public var run: @Sendable (PluginContext, PluginArguments) async throws -> PluginOutput
+
+    public init(name: String, summary: String, parameters: [PluginParameter],
+                run: @escaping @Sendable (PluginContext, PluginArguments) async throws -> PluginOutput) {
+        self.name = name
+        self.summary = summary
+        self.parameters = parameters
+        self.run = run
+    }
+}
+
+/// The command-handler protocol: a resource-manager plugin declares its name, the opcodes
+/// and group types it needs, and the operations it offers. The registry checks its
+/// opcodes against what the device listed in LIST_QUERY before any of them is sent.
+///
+/// Built-in plugins conform directly (static registration, as an appliance links them);
+/// run-time plugins come in through the versioned C ABI (`virtio_admin_plugin.h`) and are
+/// wrapped by ``DynamicPlugin``.
+public protocol AdminCommandHandler: Sendable {
+    var name: String { get }
+    var version: String { get }
+    var summary: String { get }
+    var groupTypes: [AdminGroupType] { get }
+    /// The opcodes the plugin sends, with their names.
+    var opcodes: [(AdminOpcode, String)] { get }
+    var operations: [PluginOperation] { get }
+}
+
+extension AdminCommandHandler {
+    public func operation(named name: String) -> PluginOperation? { operations.first { $0.name == name } }
+}

@@ -1,0 +1,163 @@
+import CVirtioAdminPlugin
+import VirtioAdminDriver
+import VirtioSpec
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A plugin loaded at run time through the versioned C ABI (`virtio_admin_plugin.h`).
+///
+/// Only the C table crosses the boundary, so a plugin built with another toolchain (or a
+/// Swift plugin exporting the table with `@_cdecl`) works with any host build, including a
+/// host linked with `--static-swift-stdlib`. The library stays loaded for the life of the
+/// process (its table and functions are referenced from here).
+public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
+    // SAFETY: `table` points into the loaded library's static data, which is never unloaded.
+    let table: UnsafePointer<va_plugin_v1>
+    public let path: String
+    public let name: String
+    public let version: String
+    public let summary: String
+    public let groupTypes: [AdminGroupType]
+    public let opcodes: [(AdminOpcode, String)]
+    public let operations: [PluginOperation]
+
+    /// The ABI this host speaks.
+    public static let hostABI = UInt32(VIRTIO_ADMIN_PLUGIN_ABI_VERSION)
+
+    /// Loads the plugin at `path`.
+    /// - Throws: ``PluginError/loadFailed(path:reason:)``, ``PluginError/missingEntryPoint(path:)``,
+    ///   ``PluginError/abiMismatch(path:pluginABI:hostABI:)``.
+    public init(path: String) throws(PluginError) {
+        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+            throw .loadFailed(path: path, reason: dlerror().map { String(cString: $0) } ?? "dlopen failed")
+        }
+        guard let symbol = dlsym(handle, VIRTIO_ADMIN_PLUGIN_ENTRY) else {
+            dlclose(handle)
+            throw .missingEntryPoint(path: path)
+        }
+        let entry = unsafeBitCast(symbol, to: va_plugin_entry_fn.self)
+        guard let table = entry(Self.hostABI) else {
+            dlclose(handle)
+            throw .abiMismatch(path: path, pluginABI: 0, hostABI: Self.hostABI)
+        }
+        // Check version and size before reading any other field.
+        guard table.pointee.abi_version == Self.hostABI else {
+            let abi = table.pointee.abi_version
+            dlclose(handle)
+            throw .abiMismatch(path: path, pluginABI: abi, hostABI: Self.hostABI)
+        }
+        guard table.pointee.struct_size >= UInt32(MemoryLayout<va_plugin_v1>.size) else {
+            dlclose(handle)
+            throw .loadFailed(path: path, reason: "its plugin table is \(table.pointee.struct_size) bytes; ABI 1 needs \(MemoryLayout<va_plugin_v1>.size)")
+        }
+        let plugin = table.pointee
+        guard let cName = plugin.name, plugin.opcode_count <= 64, plugin.operation_count <= 64,
+              plugin.opcode_count == 0 || (plugin.opcodes != nil && plugin.opcode_names != nil),
+              plugin.operation_count == 0 || plugin.operations != nil
+        else {
+            dlclose(handle)
+            throw .loadFailed(path: path, reason: "its plugin table is incomplete (missing name, opcodes or operations)")
+        }
+        self.table = table
+        self.path = path
+        name = String(cString: cName)
+        version = plugin.version.map { String(cString: $0) } ?? "?"
+        summary = plugin.summary.map { String(cString: $0) } ?? ""
+        groupTypes = [AdminGroupType(rawValue: plugin.group_type)]
+        opcodes = (0..<Int(plugin.opcode_count)).map { index in
+            (AdminOpcode(plugin.opcodes[index]), plugin.opcode_names[index].map { String(cString: $0) } ?? AdminOpcode(plugin.opcodes[index]).specName)
+        }
+        let pluginName = name
+        let groupType = AdminGroupType(rawValue: plugin.group_type)
+        operations = (0..<Int(plugin.operation_count)).compactMap { index -> PluginOperation? in
+            let operation = plugin.operations[index]
+            guard let opName = operation.name, let encode = operation.encode, let decode = operation.decode else { return nil }
+            let parameters = (operation.parameters.map { String(cString: $0) } ?? "").split(separator: ",").map { spec -> PluginParameter in
+                let optional = spec.hasSuffix("?")
+                let name = String(optional ? spec.dropLast() : spec)
+                return PluginParameter(name, name == "vf" ? .vf : .string, required: !optional, help: "")
+            }
+            return PluginOperation(name: String(cString: opName), summary: operation.summary.map { String(cString: $0) } ?? "",
+                                   parameters: parameters) { context, arguments in
+                try await Self.run(plugin: pluginName, groupType: groupType, encode: encode, decode: decode, context: context, arguments: arguments)
+            }
+        }
+    }
+
+    static func run(plugin: String, groupType: AdminGroupType,
+                    encode: @convention(c) (UnsafePointer<CChar>?, UnsafeMutablePointer<UInt16>?, UnsafeMutablePointer<UInt64>?, UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<UInt32>?, UnsafeMutablePointer<UInt32>?, UnsafeMutablePointer<CChar>?, UInt32) -> Int32,
+                    decode: @convention(c) (UnsafePointer<UInt8>?, UInt32, UnsafeMutablePointer<CChar>?, UInt32, UnsafeMutablePointer<CChar>?, UInt32) -> Int32,
+                    context: PluginContext, arguments: PluginArguments) async throws -> PluginOutput {
+        if arguments.string("vf") != nil { _ = try arguments.member(context, plugin: plugin) }
+        let text = arguments.values.sorted { $0.key < $1.key }.flatMap { key, values in values.map { "\(key)=\($0)\n" } }.joined()
+        var opcode: UInt16 = 0
+        var member: UInt64 = 0
+        var data = [UInt8](repeating: 0, count: 256)
+        var dataLength = UInt32(data.count)
+        var resultLength: UInt32 = 0
+        var message = [CChar](repeating: 0, count: 512)
+        let status = text.withCString { arguments in
+            data.withUnsafeMutableBufferPointer { data in
+                encode(arguments, &opcode, &member, data.baseAddress, &dataLength, &resultLength, &message, UInt32(message.count - 1))
+            }
+        }
+        guard status == VA_PLUGIN_OK else { throw PluginError.badArgument(plugin: plugin, message: cText(message)) }
+        guard dataLength <= UInt32(data.count), resultLength <= 4096 else {
+            throw PluginError.badArgument(plugin: plugin, message: "the plugin built a command larger than its buffer")
+        }
+        let result = try await context.driver.run(
+            AdminCommand(opcode: AdminOpcode(opcode), groupType: groupType, member: GroupMemberID(rawValue: member),
+                         data: Array(data[0..<Int(dataLength)]), resultLength: Int(resultLength)),
+            timeout: context.timeout)
+        var output = [CChar](repeating: 0, count: 4096)
+        let decoded = result.withUnsafeBufferPointer { bytes in
+            decode(bytes.baseAddress, UInt32(bytes.count), &output, UInt32(output.count - 1), &message, UInt32(message.count - 1))
+        }
+        guard decoded == VA_PLUGIN_OK else { throw PluginError.badResult(plugin: plugin, message: cText(message)) }
+        var fields: [(String, PluginValue)] = []
+        if let vf = arguments.string("vf"), let index = Int(vf) { fields.append(("vf", .int(index))) }
+        for line in cText(output).split(separator: "\n") {
+            let parts = line.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            let key = String(parts[0])
+            if key == "vf" { continue }
+            fields.append((key, Int(parts[1]).map(PluginValue.int) ?? .string(String(parts[1]))))
+        }
+        return PluginOutput(fields: fields, summary: fields.map { "\($0.0) \($0.1.text)" }.joined(separator: ", "))
+    }
+}
+
+func cText(_ buffer: [CChar]) -> String {
+    buffer.withUnsafeBufferPointer { pointer in
+        let end = pointer.firstIndex(of: 0) ?? pointer.count
+        return String(decoding: pointer[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+extension PluginRegistry {
+    /// Loads one plugin file and registers it.
+    @discardableResult
+    public func load(path: String) throws(PluginError) -> any AdminCommandHandler {
+        let plugin = try DynamicPlugin(path: path)
+        try register(plugin, origin: path)
+        return plugin
+    }
+
+    /// Loads every `*.so` in `directory` (sorted by name).
+    public func loadDirectory(_ directory: String) throws(PluginError) -> [any AdminCommandHandler] {
+        guard let dir = opendir(directory) else {
+            throw .loadFailed(path: directory, reason: String(cString: strerror(errno)))
+        }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) { $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) } }
+            if name.hasSuffix(".so") { names.append(name) }
+        }
+        closedir(dir)
+        var loaded: [any AdminCommandHandler] = []
+        for name in names.sorted() { loaded.append(try load(path: directory + "/" + name)) }
+        return loaded
+    }
+}

@@ -1,0 +1,79 @@
+import PCIConfig
+import VirtioSpec
+import VirtioTransport
+import Virtqueue
+
+/// Errors of the admin-queue driver. `description` is one sentence starting with the device.
+public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The device does not offer VIRTIO_F_ADMIN_VQ; it was left reset.
+    case adminVQNotOffered(device: PCIAddress)
+    /// ADMIN_VQ was negotiated but the device reports no admin queue (admin_queue_num 0,
+    /// or a common structure too short to carry the field); it was left reset.
+    case noAdminQueue(device: PCIAddress, reason: String)
+    /// The device refused a command.
+    case commandFailed(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, member: GroupMemberID,
+                       status: AdminStatus, qualifier: AdminStatusQualifier)
+    /// The command did not complete in time (the device still owns its buffers).
+    case timeout(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, member: GroupMemberID, after: Duration)
+    /// The caller's task was cancelled.
+    case cancelled(device: PCIAddress, opcode: AdminOpcode, opcodeName: String)
+    /// The device set DEVICE_NEEDS_RESET; every command in flight failed with this.
+    case deviceNeedsReset(device: PCIAddress)
+    /// The device stopped responding (reads return all ones); every command in flight failed.
+    case deviceRemoved(device: PCIAddress)
+    /// The device broke the virtqueue protocol; every command in flight failed.
+    case deviceMisbehaved(device: PCIAddress, VirtqueueError)
+    /// The opcode is not in the command set negotiated with LIST_QUERY/LIST_USE.
+    case commandNotInUse(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, supported: Bool)
+    /// A command's data or result does not fit a command slot.
+    case commandTooLarge(opcode: AdminOpcode, dataBytes: Int, resultBytes: Int, limit: Int)
+    /// The device returned fewer result bytes than the command's result needs.
+    case resultTooShort(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, expected: Int, received: Int)
+    /// The driver was closed or failed; reinitialise it.
+    case notRunning(device: PCIAddress)
+    case transport(TransportError)
+    case dma(DMAError)
+
+    public var description: String {
+        switch self {
+        case let .adminVQNotOffered(device):
+            "\(device): the device does not offer VIRTIO_F_ADMIN_VQ, so it has no admin virtqueue; it was left reset."
+        case let .noAdminQueue(device, reason):
+            "\(device): VIRTIO_F_ADMIN_VQ is offered but \(reason); the device was left reset."
+        case let .commandFailed(device, opcode, name, member, status, qualifier):
+            "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4)))\(member == .none ? "" : " for \(memberText(member))") failed: \(status.name) (\(status.meaning)), qualifier \(qualifier.name)."
+        case let .timeout(device, opcode, name, member, after):
+            "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4)))\(member == .none ? "" : " for \(memberText(member))") did not complete within \(after)."
+        case let .cancelled(device, _, name):
+            "\(device): \(name) was cancelled before it completed."
+        case let .deviceNeedsReset(device):
+            "\(device): the device set DEVICE_NEEDS_RESET; commands in flight failed and the admin queue must be reinitialised."
+        case let .deviceRemoved(device):
+            "\(device): the device stopped responding (registers read all ones); commands in flight failed."
+        case let .deviceMisbehaved(device, error):
+            "\(device): the device broke the virtqueue protocol: \(error)"
+        case let .commandNotInUse(device, opcode, name, supported):
+            supported
+                ? "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4))) is supported but was not enabled with LIST_USE."
+                : "\(device): the device does not list \(name) (opcode \(hex(opcode.rawValue, width: 4))) in LIST_QUERY."
+        case let .commandTooLarge(opcode, dataBytes, resultBytes, limit):
+            "admin command \(hex(opcode.rawValue, width: 4)) needs \(dataBytes) data and \(resultBytes) result bytes; a command slot holds \(limit)."
+        case let .resultTooShort(device, _, name, expected, received):
+            "\(device): \(name) returned \(received) result bytes; \(expected) expected."
+        case let .notRunning(device):
+            "\(device): the admin queue is not running (it failed or was closed); reinitialise it."
+        case .transport(let error): error.description
+        case .dma(let error): error.description
+        }
+    }
+
+    /// For `commandFailed`: the device's status and qualifier.
+    public var deviceStatus: (AdminStatus, AdminStatusQualifier)? {
+        if case let .commandFailed(_, _, _, _, status, qualifier) = self { return (status, qualifier) }
+        return nil
+    }
+}
+
+func memberText(_ member: GroupMemberID) -> String {
+    member.vfIndex.map { "VF \($0) (member \(member.rawValue))" } ?? "member \(member.rawValue)"
+}
