@@ -52,7 +52,8 @@ let package = Package(
         .executableTarget(
             name: "VirtioAdminCLI",
             dependencies: [
-                "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioSimulator",
+                "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver",
+                "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -63,8 +64,8 @@ let package = Package(
         .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport"]),
         .testTarget(name: "TransportTests", dependencies: ["VirtioTransport", "Virtqueue", "VirtioSimulator", "PCIConfig", "VirtioSpec"]),
         .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager"]),
-        .testTarget(name: "MSIXResourceManagerTests", dependencies: ["MSIXResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager"], path: "Tests/Plugins/MSIXResourceManagerTests"),
-        .testTarget(name: "FeatureBitsResourceManagerTests", dependencies: ["FeatureBitsResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager"], path: "Tests/Plugins/FeatureBitsResourceManagerTests"),
+        .testTarget(name: "MSIXResourceManagerTests", dependencies: ["MSIXResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/MSIXResourceManagerTests"),
+        .testTarget(name: "FeatureBitsResourceManagerTests", dependencies: ["FeatureBitsResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/FeatureBitsResourceManagerTests"),
         .testTarget(name: "CLITests", dependencies: ["VirtioAdminCLI", "VirtioSimulator", "VirtioLinux", "VirtioTestSupport"]),
     ]
 )

@@ -100,7 +100,19 @@ public struct FeatureBitsResourceManager: AdminCommandHandler {
                 guard wanted.contains(.version1) else {
                     throw PluginError.badArgument(plugin: manager.name, message: "a VF must keep offering VERSION_1.")
                 }
-                try await manager.setFeatures(wanted, of: vf, driver: context.driver, timeout: context.timeout)
+                do throws(AdminError) {
+                    try await manager.setFeatures(wanted, of: vf, driver: context.driver, timeout: context.timeout)
+                } catch {
+                    if case let .commandFailed(device, _, _, _, status, qualifier) = error {
+                        if status == .ebusy {
+                            throw PluginError.badArgument(plugin: manager.name, message: "\(device): VF \(vf) is in use by a driver (EBUSY); unbind it before changing its features.")
+                        }
+                        if status == .einval && qualifier == .invalidField {
+                            throw PluginError.badArgument(plugin: manager.name, message: "\(device): the device refused features \(wanted.hexMask) for VF \(vf) (EINVAL/INVALID_FIELD).")
+                        }
+                    }
+                    throw error
+                }
                 let now = try await manager.features(of: vf, driver: context.driver, timeout: context.timeout)
                 return PluginOutput(fields: Self.fields(vf: vf, now, type: context.memberType),
                                     summary: "VF \(vf): \(now.hexMask) \(now.names(for: context.memberType).joined(separator: " "))")

@@ -59,6 +59,23 @@ public struct MSIXResourceManager: AdminCommandHandler {
                         perMemberMinimum: Int(result.readLE(UInt16.self, at: ProjectCommandLayout.msixPoolPerMemberMin)))
     }
 
+    /// Turns the device's refusal of MSIX_SET into a sentence that says what to do.
+    static func explain(_ error: AdminError, vf: Int, vectors: Int) -> any Error {
+        guard case let .commandFailed(device, _, _, _, status, qualifier) = error else { return error }
+        switch (status, qualifier) {
+        case (.ebusy, _):
+            return PluginError.badArgument(plugin: "msix", message: "\(device): VF \(vf) is in use by a driver (EBUSY); unbind it before changing its vectors.")
+        case (.einval, .noResource), (.enospc, _):
+            return PluginError.badArgument(plugin: "msix", message: "\(device): the PF's pool cannot supply \(vectors) vectors for VF \(vf) (\(status.name)/\(qualifier.name)).")
+        case (.einval, .invalidField):
+            return PluginError.badArgument(plugin: "msix", message: "\(device): the device refused \(vectors) vectors for VF \(vf) as out of range (EINVAL/INVALID_FIELD).")
+        case (.einval, .invalidMember):
+            return PluginError.badArgument(plugin: "msix", message: "\(device): the device says VF \(vf) is not a member of its group (EINVAL/INVALID_MEMBER).")
+        default:
+            return error
+        }
+    }
+
     // MARK: Operations (CLI and generic hosts)
 
     public var operations: [PluginOperation] {
@@ -74,8 +91,23 @@ public struct MSIXResourceManager: AdminCommandHandler {
                             parameters: [PluginParameter("vf", .vf, help: "VF index (0-based, as sysfs virtfnN)."),
                                          PluginParameter("vectors", .integer, help: "Vectors to give the VF.")]) { context, arguments in
                 let (vf, _) = try arguments.member(context, plugin: manager.name)
-                let vectors = try arguments.integer("vectors", in: 0...2048, plugin: manager.name)
-                try await manager.setVectors(vectors, of: vf, driver: context.driver, timeout: context.timeout)
+                let vectors = try arguments.integer("vectors", in: 0...Int(UInt16.max), plugin: manager.name)
+                // Validate against the device's own limits before sending.
+                let pool = try await manager.pool(driver: context.driver, timeout: context.timeout)
+                guard (pool.perMemberMinimum...pool.perMemberMaximum).contains(vectors) else {
+                    throw PluginError.badArgument(plugin: manager.name,
+                                                  message: "\(vectors) vectors is outside the per-VF limits of \(context.driver.address) (\(pool.perMemberMinimum) to \(pool.perMemberMaximum)).")
+                }
+                let current = try await manager.vectors(of: vf, driver: context.driver, timeout: context.timeout)
+                guard vectors - current <= pool.available else {
+                    throw PluginError.badArgument(plugin: manager.name,
+                                                  message: "VF \(vf) has \(current) vectors; \(vectors) needs \(vectors - current) more, but the pool of \(context.driver.address) has \(pool.available) available.")
+                }
+                do throws(AdminError) {
+                    try await manager.setVectors(vectors, of: vf, driver: context.driver, timeout: context.timeout)
+                } catch {
+                    throw Self.explain(error, vf: vf, vectors: vectors)
+                }
                 let now = try await manager.vectors(of: vf, driver: context.driver, timeout: context.timeout)
                 return PluginOutput(fields: [("vf", .int(vf)), ("vectors", .int(now))], summary: "VF \(vf): \(now) MSI-X vectors")
             },

@@ -6,7 +6,7 @@ import VirtioSpec
 struct Simulate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create simulated virtio SR-IOV devices (no hardware needed).",
-        subcommands: [SimulateSysfs.self])
+        subcommands: [SimulateCreate.self, SimulateSysfs.self])
 }
 
 struct SimulateSysfs: ParsableCommand {

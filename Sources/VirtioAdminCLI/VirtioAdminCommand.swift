@@ -1,15 +1,21 @@
 import ArgumentParser
 
 @main
-struct VirtioAdminCommand: ParsableCommand {
+struct VirtioAdminCommand: AsyncParsableCommand {
     /// Options that belong to every subcommand and may also be written before its name
     /// (`virtio-admin --sysfs-root DIR list`). ArgumentParser only reads a subcommand's
     /// options after its name, so these are moved there before parsing.
-    static let globalOptionsWithValue: Set<String> = ["--sysfs-root"]
-    static let globalFlags: Set<String> = []
+    static let globalOptionsWithValue: Set<String> = ["--sysfs-root", "--simulate", "--plugin-dir", "--plugin", "--timeout"]
+    static let globalFlags: Set<String> = ["--trace", "--json"]
+    static let staticSubcommands: Set<String> = ["list", "show", "simulate", "commands", "plugins", "msix", "features", "passthru", "run", "help"]
 
-    static func main() {
-        main(hoistGlobalOptions(Array(CommandLine.arguments.dropFirst())))
+    static func main() async {
+        var arguments = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
+        // `virtio-admin PLUGIN OPERATION PF …` for a plugin without a built-in subcommand.
+        if let first = arguments.first, !first.hasPrefix("-"), !staticSubcommands.contains(first) {
+            arguments.insert("run", at: 0)
+        }
+        await main(arguments)
     }
 
     static func hoistGlobalOptions(_ arguments: [String]) -> [String] {
@@ -58,8 +64,15 @@ struct VirtioAdminCommand: ParsableCommand {
               virtio-admin show 0000:00:03.0          capabilities, BARs, MSI-X, SR-IOV
               virtio-admin simulate sysfs /tmp/sim --vfs 4
               virtio-admin --sysfs-root /tmp/sim list a simulated SR-IOV PF, no hardware
+
+            Admin commands (through the PF's admin virtqueue):
+              virtio-admin simulate create /tmp/pf.state --vfs 8
+              virtio-admin --simulate /tmp/pf.state commands 0000:3b:00.0
+              virtio-admin --simulate /tmp/pf.state msix set 0000:3b:00.0 --vf 0 --vectors 4
+              virtio-admin --simulate /tmp/pf.state features get 0000:3b:00.0 --vf 0 --json
+              virtio-admin --simulate /tmp/pf.state --trace passthru 0000:3b:00.0 --opcode 0x40 --vf 0
             """,
-        subcommands: [List.self, Show.self, Simulate.self]
+        subcommands: [List.self, Show.self, Commands.self, Plugins.self, MSIX.self, Features.self, Passthru.self, RunPlugin.self, Simulate.self]
     )
 }
 

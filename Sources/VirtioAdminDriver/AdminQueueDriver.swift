@@ -237,11 +237,11 @@ public final class AdminQueueDriver: @unchecked Sendable {
             await withCheckedContinuation { continuation in
                 let resumes = lock.withLock { _ in submitLocked(slot: slot, command: command, token: token, timeout: timeout, continuation: continuation) }
                 resumes.forEach { $0() }
+                ensurePoller()
             }
         } onCancel: {
             cancel(token: token)
         }
-        ensurePoller()
         return try result.get()
     }
 

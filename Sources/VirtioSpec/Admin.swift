@@ -100,7 +100,7 @@ public struct AdminStatus: RawRepresentable, Hashable, Sendable, CustomStringCon
     ]
     static let meanings: [UInt16: String] = [
         0: "success", 6: "no such capability or resource", 11: "try again", 12: "out of memory",
-        16: "busy", 17: "already exists", 22: "invalid command", 28: "resources exhausted",
+        16: "busy", 17: "already exists", 22: "invalid argument", 28: "resources exhausted",
     ]
     /// The spec name (`EINVAL`), or `status N` for a value the spec does not define.
     public var name: String { Self.names[rawValue] ?? "status \(rawValue)" }

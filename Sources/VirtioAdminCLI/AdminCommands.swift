@@ -1,0 +1,312 @@
+import ArgumentParser
+import FeatureBitsResourceManager
+import Foundation
+import MSIXResourceManager
+import PCIConfig
+import ResourceManager
+import VirtioAdminDriver
+import VirtioSimulator
+import VirtioSpec
+
+struct SimulateCreate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create",
+        abstract: "Create a simulated SR-IOV PF (with an admin virtqueue) whose state lives in PATH.",
+        discussion: """
+            Then run any admin command against it with --simulate PATH, for example:
+              virtio-admin simulate create /tmp/pf.state --vfs 8
+              virtio-admin msix set 0000:3b:00.0 --vf 0 --vectors 4 --simulate /tmp/pf.state
+              virtio-admin msix get 0000:3b:00.0 --vf 0 --simulate /tmp/pf.state
+            The MSI-X and feature-bit commands are project-defined (the seed series' resource
+            managers were never ratified); see README.md.
+            """)
+
+    @Argument(help: ArgumentHelp("State file to create (overwritten).", valueName: "PATH"))
+    var path: String
+
+    @Option(help: "VFs enabled (NumVFs).")
+    var vfs: Int = 8
+
+    @Option(name: .customLong("total-vfs"), help: "TotalVFs (default: --vfs).")
+    var totalVFs: Int?
+
+    @Option(help: "MSI-X vectors the PF can give its VFs (sriov_vf_total_msix).")
+    var pool: Int = 64
+
+    @Option(name: .customLong("max-vectors"), help: "Most MSI-X vectors one VF may have.")
+    var maxVectors: Int = 32
+
+    @Option(help: "Device type of PF and VFs.")
+    var type: String = "net"
+
+    @Option(help: "PCI address of the PF.")
+    var pf: String = "0000:3b:00.0"
+
+    func run() throws {
+        guard let deviceType = VirtioDeviceType(name: type) else { throw CLIError("'\(type)' is not a virtio device type; try net or block.") }
+        let total = totalVFs ?? vfs
+        guard (1...4096).contains(total), (0...total).contains(vfs) else {
+            throw CLIError("--vfs must be 0 to TotalVFs, and TotalVFs 1 to 4096 (got \(vfs) of \(total)).")
+        }
+        guard pool >= 0, (1...Int(SimulatedBARLayout.maximumMSIXVectors)).contains(maxVectors) else {
+            throw CLIError("--pool must be at least 0 and --max-vectors 1 to \(SimulatedBARLayout.maximumMSIXVectors).")
+        }
+        var configuration = SimulatedDeviceConfiguration()
+        configuration.pfAddress = try parseAddress(pf)
+        configuration.pfType = deviceType
+        configuration.vfType = deviceType
+        configuration.totalVFs = total
+        configuration.numVFs = vfs
+        configuration.vfMSIXPool = pool
+        configuration.perVFMaximumVectors = maxVectors
+        configuration.initialVFVectors = min(2, maxVectors, total > 0 ? pool / total : 0)
+        configuration.perVFMinimumVectors = min(1, configuration.initialVFVectors)
+        let device = SimulatedSRIOVDevice(configuration: configuration)
+        defer { device.stop() }
+        do { try SimulatedDeviceStore.save(device, to: path) } catch { throw CLIError("\(error)") }
+        print("Created a simulated virtio \(deviceType.name) PF \(configuration.pfAddress) with \(vfs) of \(total) VFs, a pool of \(pool) MSI-X vectors (\(configuration.initialVFVectors) per VF now), in \(path).")
+    }
+}
+
+struct Commands: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List the admin commands a PF supports (LIST_QUERY) and those in use (LIST_USE).",
+        discussion: "With --json: an array of {opcode, name, supported, inUse, definedBy}.")
+
+    @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
+    @OptionGroup var options: AdminOptions
+
+    struct Row: Encodable { let opcode: Int; let name: String; let supported: Bool; let inUse: Bool; let definedBy: String }
+
+    func run() async throws {
+        try await withAdminSession(pf: pf, options: options) { session in
+            let supported = session.driver.supported
+            let inUse = session.driver.inUse
+            let projectNames = ProjectOpcodeTable.default.names
+            var opcodes = Set(supported.opcodes)
+            for plugin in session.registry.plugins { for (opcode, _) in plugin.opcodes { opcodes.insert(opcode) } }
+            for raw in AdminOpcode.specNames.keys { opcodes.insert(AdminOpcode(raw)) }
+            let rows = opcodes.sorted().map { opcode -> Row in
+                let plugin = session.registry.plugins.first { $0.opcodes.contains { $0.0 == opcode } }
+                let name = AdminOpcode.specNames[opcode.rawValue] ?? plugin?.opcodes.first { $0.0 == opcode }?.1 ?? projectNames[opcode] ?? opcode.specName
+                let definedBy = AdminOpcode.specNames[opcode.rawValue] != nil ? "spec" : (plugin.map { "plugin \($0.name) (project-defined)" } ?? "device")
+                return Row(opcode: Int(opcode.rawValue), name: name, supported: supported.contains(opcode), inUse: inUse.contains(opcode), definedBy: definedBy)
+            }
+            if options.json {
+                try printJSON(rows)
+            } else {
+                print(renderTable(header: ["OPCODE", "NAME", "SUPPORTED", "IN USE", "DEFINED BY"], rows: rows.map {
+                    [hex($0.opcode, width: 4), $0.name, $0.supported ? "yes" : "no", $0.inUse ? "yes" : "no", $0.definedBy]
+                }))
+            }
+        }
+    }
+}
+
+struct Plugins: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List resource-manager plugins: built-in and loaded at run time.",
+        discussion: "With --json: an array of {name, version, summary, origin, opcodes: [{opcode, name}], operations}.")
+
+    @Option(name: .customLong("plugin-dir"), help: ArgumentHelp("Also load run-time plugins (*.so) from DIR.", valueName: "DIR"))
+    var pluginDirectories: [String] = []
+    @Option(name: .customLong("plugin"), help: ArgumentHelp("Also load the run-time plugin at PATH.", valueName: "PATH"))
+    var pluginPaths: [String] = []
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    struct Entry: Encodable {
+        struct Opcode: Encodable { let opcode: Int; let name: String }
+        let name: String; let version: String; let summary: String; let origin: String; let opcodes: [Opcode]; let operations: [String]
+    }
+
+    func run() throws {
+        var options = try AdminOptions.parse([])
+        options.pluginDirectories = pluginDirectories
+        options.pluginPaths = pluginPaths
+        let registry = try makeRegistry(options)
+        let entries = registry.plugins.map { plugin in
+            Entry(name: plugin.name, version: plugin.version, summary: plugin.summary, origin: registry.origins[plugin.name] ?? "built-in",
+                  opcodes: plugin.opcodes.map { .init(opcode: Int($0.0.rawValue), name: $0.1) }, operations: plugin.operations.map(\.name))
+        }
+        if json { try printJSON(entries); return }
+        print(renderTable(header: ["PLUGIN", "VERSION", "OPCODES", "OPERATIONS", "ORIGIN"], rows: entries.map {
+            [$0.name, $0.version, $0.opcodes.map { "\($0.name)=\(hex($0.opcode, width: 4))" }.joined(separator: " "), $0.operations.joined(separator: ","), $0.origin]
+        }))
+    }
+}
+
+// MARK: - MSI-X
+
+struct MSIX: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "msix",
+        abstract: "Provision VF MSI-X vectors through the PF's admin queue (plugin 'msix').",
+        discussion: "--vf N counts like sysfs virtfnN (0-based); the member id on the wire is N + 1. A VF address is accepted too.",
+        subcommands: [Get.self, Set.self, Pool.self])
+
+    struct Get: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a VF's vector count. JSON: {vf, vectors}.")
+        @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
+        @Option(help: ArgumentHelp("VF index (0-based) or VF address.", valueName: "N")) var vf: String
+        @OptionGroup var options: AdminOptions
+        func run() async throws { try await runPluginOperation(plugin: "msix", operation: "get", pf: pf, options: options, arguments: ["vf": [vf]]) }
+    }
+
+    struct Set: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set a VF's vector count (the VF must be unbound). JSON: {vf, vectors}.")
+        @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
+        @Option(help: ArgumentHelp("VF index (0-based) or VF address.", valueName: "N")) var vf: String
+        @Option(help: ArgumentHelp("Vectors to give the VF.", valueName: "K")) var vectors: Int
+        @OptionGroup var options: AdminOptions
+        func run() async throws {
+            try await runPluginOperation(plugin: "msix", operation: "set", pf: pf, options: options, arguments: ["vf": [vf], "vectors": [String(vectors)]])
+        }
+    }
+
+    struct Pool: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the PF's vector pool. JSON: {total, available, perVFMaximum, perVFMinimum}.")
+        @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
+        @OptionGroup var options: AdminOptions
+        func run() async throws { try await runPluginOperation(plugin: "msix", operation: "pool", pf: pf, options: options, arguments: [:]) }
+    }
+}
+
+// MARK: - Feature bits
+
+struct Features: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Provision the feature bits a VF offers through the PF's admin queue (plugin 'features').",
+        discussion: "Names are the spec's without prefix (VERSION_1, MAC, MQ, …) or BIT_N. --vf N is 0-based (sysfs virtfnN).",
+        subcommands: [Get.self, Set.self, Caps.self])
+
+    struct Get: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the features a VF offers. JSON: {vf, features, mask}.")
+        @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
+        @Option(help: ArgumentHelp("VF index (0-based) or VF address.", valueName: "N")) var vf: String
+        @OptionGroup var options: AdminOptions
+        func run() async throws { try await runPluginOperation(plugin: "features", operation: "get", pf: pf, options: options, arguments: ["vf": [vf]]) }
+    }
+
+    struct Caps: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the features a VF can be made to offer. JSON: {vf, features, mask}.")
+        @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
+        @Option(help: ArgumentHelp("VF index (0-based) or VF address.", valueName: "N")) var vf: String
+        @OptionGroup var options: AdminOptions
+        func run() async throws { try await runPluginOperation(plugin: "features", operation: "caps", pf: pf, options: options, arguments: ["vf": [vf]]) }
+    }
+
+    struct Set: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set the features a VF offers (the VF must be unbound). JSON: {vf, features, mask}.")
+        @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
+        @Option(help: ArgumentHelp("VF index (0-based) or VF address.", valueName: "N")) var vf: String
+        @Option(name: .customLong("set"), parsing: .upToNextOption, help: ArgumentHelp("Feature names to offer (all others are withdrawn).", valueName: "NAME"))
+        var names: [String] = []
+        @Option(help: ArgumentHelp("The whole feature mask, hex.", valueName: "HEX")) var mask: String?
+        @OptionGroup var options: AdminOptions
+        func validate() throws {
+            if names.isEmpty == (mask == nil) { throw ValidationError("give either --set NAME… or --mask HEX.") }
+        }
+        func run() async throws {
+            var arguments: [String: [String]] = ["vf": [vf], "set": names]
+            if let mask { arguments["mask"] = [mask] }
+            try await runPluginOperation(plugin: "features", operation: "set", pf: pf, options: options, arguments: arguments)
+        }
+    }
+}
+
+// MARK: - Raw commands
+
+struct Passthru: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send a raw admin command and print the device's answer (as nvme-cli's admin-passthru does for NVMe).",
+        discussion: """
+            The command goes to the PF's admin queue as is: --opcode, --group-type, the member
+            (--member ID on the wire, or --vf N for member N + 1) and --data (hex bytes after the
+            24-byte header). The opcode must be in the negotiated command set.
+            JSON: {opcode, member, status, statusName, qualifier, qualifierName, result (hex)}.
+            """)
+
+    @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
+    @Option(help: ArgumentHelp("Opcode (0x… or decimal).", valueName: "OPCODE")) var opcode: String
+    @Option(help: ArgumentHelp("Group member id as sent (0 = the owner).", valueName: "ID")) var member: UInt64?
+    @Option(help: ArgumentHelp("VF index (member id = N + 1).", valueName: "N")) var vf: Int?
+    @Option(name: .customLong("group-type"), help: "Group type (1 = SR-IOV).") var groupType: UInt16 = 1
+    @Option(help: ArgumentHelp("Command-specific data, hex (spaces allowed).", valueName: "HEX")) var data: String = ""
+    @Option(name: .customLong("result-length"), help: "Bytes of command-specific result to make room for.") var resultLength: Int = 64
+    @OptionGroup var options: AdminOptions
+
+    func run() async throws {
+        guard let code = parseInteger(opcode).flatMap(UInt16.init(exactly:)) else { throw CLIError("--opcode '\(opcode)' is not a 16-bit number.") }
+        guard member == nil || vf == nil else { throw CLIError("give --member or --vf, not both.") }
+        let memberID = vf.map { GroupMemberID(vfIndex: $0) } ?? GroupMemberID(rawValue: member ?? 0)
+        guard let bytes = parseHex(data) else { throw CLIError("--data '\(data)' is not hex bytes.") }
+        guard (0...480).contains(resultLength) else { throw CLIError("--result-length must be 0 to 480.") }
+        try await withAdminSession(pf: pf, options: options) { session in
+            let command = AdminCommand(opcode: AdminOpcode(code), groupType: AdminGroupType(rawValue: groupType), member: memberID, data: bytes, resultLength: resultLength)
+            let response: AdminResponse
+            do { response = try await session.driver.submit(command, timeout: session.timeout) } catch { throw CLIError("\(error)") }
+            if options.json {
+                try printJSON(JSONValue.object([
+                    ("opcode", .int(Int(code))), ("member", .int(Int(memberID.rawValue))), ("status", .int(Int(response.status.rawValue))),
+                    ("statusName", .string(response.status.name)), ("qualifier", .int(Int(response.qualifier.rawValue))),
+                    ("qualifierName", .string(response.qualifier.name)), ("result", .string(hexBytes(response.result))),
+                ]))
+            } else {
+                print("status \(response.status.name) (\(response.status.rawValue)), qualifier \(response.qualifier.name) (\(response.qualifier.rawValue))")
+                print("result: \(response.result.isEmpty ? "(none)" : hexBytes(response.result))")
+            }
+        }
+    }
+}
+
+/// Runs an operation of any plugin, built in or loaded at run time:
+/// `virtio-admin run PLUGIN OPERATION PF [--name value …]` (also `virtio-admin PLUGIN OPERATION PF …`).
+struct RunPlugin: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run an operation of a resource-manager plugin (built in or loaded with --plugin/--plugin-dir).",
+        discussion: "Arguments after PF are the operation's parameters as --name value pairs; 'virtio-admin plugins' lists operations.")
+
+    @Argument(help: "Plugin name.") var plugin: String
+    @Argument(help: "Operation name.") var operation: String
+    @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
+    @OptionGroup var options: AdminOptions
+    @Argument(parsing: .allUnrecognized, help: "Operation parameters: --name value …") var parameters: [String] = []
+
+    func run() async throws {
+        var arguments: [String: [String]] = [:]
+        var index = 0
+        while index < parameters.count {
+            let word = parameters[index]
+            guard word.hasPrefix("--") else { throw CLIError("unexpected '\(word)'; operation parameters are --name value pairs.") }
+            let name = String(word.dropFirst(2))
+            if let equals = name.firstIndex(of: "=") {
+                arguments[String(name[..<equals]), default: []].append(String(name[name.index(after: equals)...]))
+            } else {
+                guard index + 1 < parameters.count else { throw CLIError("--\(name) needs a value.") }
+                arguments[name, default: []].append(parameters[index + 1])
+                index += 1
+            }
+            index += 1
+        }
+        try await runPluginOperation(plugin: plugin, operation: operation, pf: pf, options: options, arguments: arguments)
+    }
+}
+
+func parseInteger(_ text: String) -> Int? {
+    text.lowercased().hasPrefix("0x") ? Int(text.dropFirst(2), radix: 16) : Int(text)
+}
+
+func parseHex(_ text: String) -> [UInt8]? {
+    let digits = text.lowercased().replacingOccurrences(of: "0x", with: "").filter { !$0.isWhitespace && $0 != ":" }
+    guard digits.count % 2 == 0 else { return nil }
+    var bytes: [UInt8] = []
+    var index = digits.startIndex
+    while index < digits.endIndex {
+        let next = digits.index(index, offsetBy: 2)
+        guard let byte = UInt8(digits[index..<next], radix: 16) else { return nil }
+        bytes.append(byte)
+        index = next
+    }
+    return bytes
+}

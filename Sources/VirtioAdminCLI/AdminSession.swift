@@ -1,0 +1,186 @@
+import ArgumentParser
+import FeatureBitsResourceManager
+import Foundation
+import MSIXResourceManager
+import PCIConfig
+import ResourceManager
+import VirtioAdminDriver
+import VirtioSimulator
+import VirtioSpec
+import VirtioTransport
+
+/// Options of every command that talks to a PF's admin queue.
+struct AdminOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "Run against the simulated PF whose state lives in PATH (see 'virtio-admin simulate create').",
+        discussion: "The real driver stack runs in-process against the device model; state persists across invocations.",
+        valueName: "PATH"))
+    var simulate: String?
+
+    @Flag(help: "Print every admin command on stderr: 'admin> ' + bytes sent (header + data), 'admin< ' + bytes received (status + result).")
+    var trace = false
+
+    @Option(name: .customLong("plugin-dir"), help: ArgumentHelp("Load run-time plugins (*.so) from DIR.", valueName: "DIR"))
+    var pluginDirectories: [String] = []
+
+    @Option(name: .customLong("plugin"), help: ArgumentHelp("Load the run-time plugin at PATH.", valueName: "PATH"))
+    var pluginPaths: [String] = []
+
+    @Option(help: ArgumentHelp("Per-command timeout in milliseconds.", valueName: "MS"))
+    var timeout: Int = 5000
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+}
+
+/// The built-in plugins (statically registered, as an appliance links them).
+func builtInPlugins() -> [any AdminCommandHandler] { [MSIXResourceManager(), FeatureBitsResourceManager()] }
+
+/// Builds the registry: built-in plugins plus any run-time ones asked for.
+func makeRegistry(_ options: AdminOptions) throws -> PluginRegistry {
+    let registry = PluginRegistry(builtInPlugins())
+    do {
+        for directory in options.pluginDirectories { _ = try registry.loadDirectory(directory) }
+        for path in options.pluginPaths { try registry.load(path: path) }
+    } catch {
+        throw CLIError(error.description)
+    }
+    return registry
+}
+
+/// An open admin queue on a PF, with what plugins need to know about the group.
+struct AdminSession {
+    let driver: AdminQueueDriver
+    let registry: PluginRegistry
+    let numVFs: Int
+    let memberType: VirtioDeviceType
+    let vfAddresses: [PCIAddress]
+    let timeout: Duration
+
+    var context: PluginContext { PluginContext(driver: driver, numVFs: numVFs, memberType: memberType, timeout: timeout) }
+
+    /// Resolves `--vf` given as an index or as a VF address.
+    func vfIndex(_ text: String) throws -> String {
+        if Int(text) != nil { return text }
+        guard let address = PCIAddress(text) else {
+            throw CLIError("--vf '\(text)' is neither a VF index (0, 1, …) nor a PCI address.")
+        }
+        guard let index = vfAddresses.firstIndex(of: address) else {
+            throw CLIError("\(address) is not a VF of \(driver.address).")
+        }
+        return String(index)
+    }
+}
+
+/// Opens the PF named on the command line, runs `body`, and closes it again (saving the
+/// simulated state). Errors come out as one sentence.
+func withAdminSession<T>(pf text: String, options: AdminOptions, _ body: (AdminSession) async throws -> T) async throws -> T {
+    let pf = try parseAddress(text)
+    let registry = try makeRegistry(options)
+    guard let path = options.simulate else {
+        throw CLIError("\(pf): driving a real PF's admin queue needs user-space access to its BAR (bind it to vfio-pci or uio_pci_generic first); without such a device, use --simulate PATH (see 'virtio-admin simulate create --help').")
+    }
+    do {
+        return try await SimulatedDeviceStore.withLock(path) {
+            let device: SimulatedSRIOVDevice
+            do { device = try SimulatedDeviceStore.load(path) } catch { throw CLIError("\(error)") }
+            defer { device.stop() }
+            guard device.pfAddress == pf else {
+                throw CLIError("\(path) simulates PF \(device.pfAddress); \(pf) is not in it.")
+            }
+            let session = try await openSession(device: device, registry: registry, options: options)
+            do {
+                let result = try await body(session)
+                session.driver.close()
+                try SimulatedDeviceStore.save(device, to: path)
+                return result
+            } catch {
+                session.driver.close()
+                try? SimulatedDeviceStore.save(device, to: path)
+                throw error
+            }
+        }
+    } catch let error as CLIError {
+        throw error
+    } catch let error as CustomStringConvertible {
+        throw CLIError(error.description)
+    }
+}
+
+func openSession(device: SimulatedSRIOVDevice, registry: PluginRegistry, options: AdminOptions) async throws -> AdminSession {
+    let transport: ModernPCITransport
+    do { transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()]) } catch { throw CLIError("\(error)") }
+    var driverOptions = AdminQueueDriver.Options()
+    driverOptions.defaultTimeout = .milliseconds(options.timeout)
+    let names = registry.opcodeNames
+    let driver: AdminQueueDriver
+    do { driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, options: driverOptions, opcodeNames: names) } catch {
+        throw CLIError(error.description)
+    }
+    if options.trace {
+        driver.setTrace { event in
+            switch event {
+            case .sent(_, let bytes): FileHandle.standardError.write(Data(("admin> " + hexBytes(bytes) + "\n").utf8))
+            case .received(_, let bytes): FileHandle.standardError.write(Data(("admin< " + hexBytes(bytes) + "\n").utf8))
+            }
+        }
+    }
+    return AdminSession(driver: driver, registry: registry, numVFs: device.numVFs, memberType: device.configuration.vfType,
+                        vfAddresses: (0..<device.configuration.totalVFs).map(device.configuration.vfAddress),
+                        timeout: .milliseconds(options.timeout))
+}
+
+/// Runs a plugin operation and prints its output.
+func runPluginOperation(plugin: String, operation: String, pf: String, options: AdminOptions, arguments: [String: [String]]) async throws {
+    try await withAdminSession(pf: pf, options: options) { session in
+        var arguments = arguments
+        if let vf = arguments["vf"]?.last { arguments["vf"] = [try session.vfIndex(vf)] }
+        let output: PluginOutput
+        do {
+            output = try await session.registry.run(plugin: plugin, operation: operation, context: session.context, arguments: PluginArguments(arguments))
+        } catch let error as CustomStringConvertible {
+            throw CLIError(error.description)
+        }
+        if options.json {
+            try printJSON(JSONValue.object(output.fields.map { ($0.0, JSONValue($0.1)) }))
+        } else {
+            print(output.summary)
+        }
+    }
+}
+
+/// A JSON value with ordered keys (plugin output keeps its field order).
+enum JSONValue: Encodable {
+    case int(Int), string(String), bool(Bool), array([JSONValue]), object([(String, JSONValue)]), null
+
+    init(_ value: PluginValue) {
+        switch value {
+        case .int(let v): self = .int(v)
+        case .string(let v): self = .string(v)
+        case .bool(let v): self = .bool(v)
+        case .strings(let v): self = .array(v.map(JSONValue.string))
+        case .object(let fields): self = .object(fields.map { ($0.0, JSONValue($0.1)) })
+        case .null: self = .null
+        }
+    }
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        switch self {
+        case .int(let v): var c = encoder.singleValueContainer(); try c.encode(v)
+        case .string(let v): var c = encoder.singleValueContainer(); try c.encode(v)
+        case .bool(let v): var c = encoder.singleValueContainer(); try c.encode(v)
+        case .null: var c = encoder.singleValueContainer(); try c.encodeNil()
+        case .array(let values): var c = encoder.unkeyedContainer(); for v in values { try c.encode(v) }
+        case .object(let fields):
+            var c = encoder.container(keyedBy: Key.self)
+            for (key, value) in fields { try c.encode(value, forKey: Key(stringValue: key)) }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+import PCIConfig
+import VirtioSpec
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a simulated device's state file could not be used.
+public enum SimulatedStateError: Error, Hashable, Sendable, CustomStringConvertible {
+    case file(SimulatorFileError)
+    case malformed(path: String, line: Int, message: String)
+    case locked(path: String, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .file(let error): error.description
+        case let .malformed(path, line, message): "\(path):\(line): \(message)."
+        case let .locked(path, errno): "cannot lock \(path): \(String(cString: strerror(errno)))."
+        }
+    }
+}
+
+/// Saves and loads a simulated device's state (configuration and per-VF resources) as
+/// text, so that `virtio-admin --simulate PATH` behaves across invocations as hardware
+/// does: `set` in one run, `get` in the next. Writes are atomic (temporary file + rename).
+public enum SimulatedDeviceStore {
+    static let magic = "virtio-admin-simulated-device 1"
+
+    /// The text form of the device's persistent state.
+    public static func encode(_ device: SimulatedSRIOVDevice) -> String {
+        let configuration = device.configuration
+        var lines = [magic,
+                     "pf \(configuration.pfAddress)",
+                     "pf-type \(configuration.pfType.name)",
+                     "vf-type \(configuration.vfType.name)",
+                     "total-vfs \(configuration.totalVFs)",
+                     "num-vfs \(device.numVFs)",
+                     "first-vf-offset \(configuration.firstVFOffset)",
+                     "vf-stride \(configuration.vfStride)",
+                     "pool \(configuration.vfMSIXPool)",
+                     "per-vf-max \(configuration.perVFMaximumVectors)",
+                     "per-vf-min \(configuration.perVFMinimumVectors)",
+                     "member-supported \(configuration.memberSupportedFeatures.hexMask)",
+                     "pf-features \(configuration.pfFeatures.hexMask)"]
+        for (index, member) in device.members.enumerated() {
+            let mac = member.mac.map { byte -> String in
+                let text = String(byte, radix: 16)
+                return text.count == 1 ? "0" + text : text
+            }.joined(separator: ":")
+            lines.append("vf \(index) vectors=\(member.msixVectors) features=\(member.features.hexMask) mac=\(mac) in-use=\(member.inUse ? 1 : 0)")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Rebuilds a device from its text form.
+    public static func decode(_ text: String, path: String = "<state>") throws(SimulatedStateError) -> SimulatedSRIOVDevice {
+        var configuration = SimulatedDeviceConfiguration()
+        var numVFs: Int?
+        var members: [Int: MemberResources] = [:]
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.first.map(String.init) == magic else {
+            throw .malformed(path: path, line: 1, message: "not a simulated device state file (expected '\(magic)')")
+        }
+        func fail(_ line: Int, _ message: String) -> SimulatedStateError { .malformed(path: path, line: line, message: message) }
+        for (offset, raw) in lines.enumerated().dropFirst() where !raw.isEmpty {
+            let number = offset + 1
+            let words = raw.split(separator: " ").map(String.init)
+            guard words.count >= 2 else { throw fail(number, "'\(raw)' has no value") }
+            func int(_ text: String) throws(SimulatedStateError) -> Int {
+                guard let value = Int(text), value >= 0 else { throw fail(number, "'\(text)' is not a count") }
+                return value
+            }
+            func features(_ text: String) throws(SimulatedStateError) -> FeatureSet {
+                guard let value = FeatureSet(mask: text) else { throw fail(number, "'\(text)' is not a feature mask") }
+                return value
+            }
+            switch words[0] {
+            case "pf":
+                guard let address = PCIAddress(words[1]) else { throw fail(number, "'\(words[1])' is not a PCI address") }
+                configuration.pfAddress = address
+            case "pf-type", "vf-type":
+                guard let type = VirtioDeviceType(name: words[1]) else { throw fail(number, "'\(words[1])' is not a virtio device type") }
+                if words[0] == "pf-type" { configuration.pfType = type } else { configuration.vfType = type }
+            case "total-vfs": configuration.totalVFs = try int(words[1])
+            case "num-vfs": numVFs = try int(words[1])
+            case "first-vf-offset": configuration.firstVFOffset = try int(words[1])
+            case "vf-stride": configuration.vfStride = try int(words[1])
+            case "pool": configuration.vfMSIXPool = try int(words[1])
+            case "per-vf-max": configuration.perVFMaximumVectors = try int(words[1])
+            case "per-vf-min": configuration.perVFMinimumVectors = try int(words[1])
+            case "member-supported": configuration.memberSupportedFeatures = try features(words[1])
+            case "pf-features": configuration.pfFeatures = try features(words[1])
+            case "vf":
+                let index = try int(words[1])
+                var fields: [String: String] = [:]
+                for word in words.dropFirst(2) {
+                    let pair = word.split(separator: "=", maxSplits: 1).map(String.init)
+                    guard pair.count == 2 else { throw fail(number, "'\(word)' is not key=value") }
+                    fields[pair[0]] = pair[1]
+                }
+                guard let vectors = fields["vectors"], let mask = fields["features"], let mac = fields["mac"] else {
+                    throw fail(number, "a vf line needs vectors=, features= and mac=")
+                }
+                let macBytes = mac.split(separator: ":").compactMap { UInt8($0, radix: 16) }
+                guard macBytes.count == 6 else { throw fail(number, "'\(mac)' is not a MAC address") }
+                members[index] = MemberResources(msixVectors: try int(vectors), features: try features(mask), mac: macBytes,
+                                                 inUse: fields["in-use"] == "1")
+            default:
+                throw fail(number, "unknown key '\(words[0])'")
+            }
+        }
+        guard configuration.totalVFs >= 1, configuration.totalVFs <= 4096 else { throw fail(1, "total-vfs must be 1 to 4096") }
+        configuration.numVFs = numVFs ?? configuration.totalVFs
+        guard configuration.numVFs <= configuration.totalVFs else { throw fail(1, "num-vfs exceeds total-vfs") }
+        guard members.count == configuration.totalVFs, members.keys.allSatisfy({ $0 < configuration.totalVFs }) else {
+            throw fail(lines.count, "expected one vf line for each of the \(configuration.totalVFs) VFs")
+        }
+        return SimulatedSRIOVDevice(configuration: configuration, members: (0..<configuration.totalVFs).map { members[$0]! })
+    }
+
+    /// Writes the device's state to `path` atomically.
+    public static func save(_ device: SimulatedSRIOVDevice, to path: String) throws(SimulatedStateError) {
+        do { try SimFiles.writeAtomically(Array(encode(device).utf8), to: path) } catch { throw .file(error) }
+    }
+
+    /// Loads a device from `path`.
+    public static func load(_ path: String) throws(SimulatedStateError) -> SimulatedSRIOVDevice {
+        let bytes: [UInt8]
+        do { bytes = try SimFiles.read(path) } catch { throw .file(error) }
+        return try decode(String(decoding: bytes, as: UTF8.self), path: path)
+    }
+
+    /// Runs `body` holding an exclusive lock on `path` + ".lock" (one process at a time
+    /// owns the simulated PF, as one driver owns a real PF's admin queue).
+    public static func withLock<T>(_ path: String, _ body: () async throws -> T) async throws -> T {
+        let lockPath = path + ".lock"
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SimulatedStateError.locked(path: lockPath, errno: errno) }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            if errno != EINTR { throw SimulatedStateError.locked(path: lockPath, errno: errno) }
+        }
+        defer { flock(fd, LOCK_UN) }
+        return try await body()
+    }
+}

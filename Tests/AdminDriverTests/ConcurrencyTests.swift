@@ -1,0 +1,105 @@
+import Synchronization
+import Testing
+import VirtioAdminDriver
+import VirtioAdminTestKit
+import VirtioSimulator
+import VirtioSpec
+import MSIXResourceManager
+
+struct ConcurrencyTests {
+    /// 64 tasks × 1000 commands, the device completing out of order with latency and
+    /// parallelism: every result matches its request, nothing lost or duplicated.
+    @Test func sixtyFourTasksTimesAThousand() async throws {
+        var configuration = SimulatedDeviceConfiguration()
+        configuration.totalVFs = 64
+        configuration.numVFs = 64
+        configuration.vfMSIXPool = 64 * 32
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: configuration)
+        defer { group.shutDown() }
+        group.device.setTiming(DeviceTiming(latency: .microseconds(5), parallelism: 16, jitter: 0.9, completionOrder: .shuffled(seed: 3)))
+        let msix = MSIXResourceManager()
+        let driver = group.driver
+        let mismatches = try await withThrowingTaskGroup(of: Int.self) { tasks in
+            for task in 0..<64 {
+                tasks.addTask {
+                    var mismatches = 0
+                    for round in 0..<1000 {
+                        // Each task owns VF `task`: set, then read back, with a value unique to (task, round).
+                        let vectors = 1 + (task + round) % 31
+                        if round % 2 == 0 {
+                            try await msix.setVectors(vectors, of: task, driver: driver)
+                        } else {
+                            let expected = 1 + (task + round - 1) % 31
+                            if try await msix.vectors(of: task, driver: driver) != expected { mismatches += 1 }
+                        }
+                    }
+                    return mismatches
+                }
+            }
+            return try await tasks.reduce(0, +)
+        }
+        #expect(mismatches == 0)
+        let stats = driver.statistics
+        #expect(stats.submitted == 2 + 64_000)
+        #expect(stats.completed == stats.submitted, "no lost or duplicated completion")
+        #expect(stats.byStatus[0] == stats.submitted)
+        #expect(group.device.counters.adminCommands == stats.submitted)
+        for vf in 0..<64 { #expect(group.device.member(vf).msixVectors == 1 + (vf + 998) % 31) }
+    }
+
+    @Test func moreCallersThanSlotsWaitTheirTurn() async throws {
+        var options = AdminQueueDriver.Options()
+        options.queueSize = 8  // 4 slots
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], options: options)
+        defer { group.shutDown() }
+        group.device.setTiming(DeviceTiming(latency: .microseconds(200), parallelism: 4))
+        let msix = MSIXResourceManager()
+        let results = try await withThrowingTaskGroup(of: Int.self) { tasks in
+            for index in 0..<64 { tasks.addTask { try await msix.vectors(of: index % 8, driver: group.driver) } }
+            return try await tasks.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(results.count == 64 && results.allSatisfy { $0 == 2 })
+    }
+
+    @Test func oneTimesOutWhileOthersComplete() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        let msix = MSIXResourceManager()
+        // Commands sent while the fault is on are swallowed by the device.
+        group.device.setFault(.neverComplete)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let lost = Task { try await msix.vectors(of: 0, driver: group.driver, timeout: .milliseconds(100)) }
+        try await Task.sleep(for: .milliseconds(10))
+        group.device.setFault(.neverComplete, false)
+        let others = try await withThrowingTaskGroup(of: Int.self) { tasks in
+            for vf in 1..<8 { tasks.addTask { try await msix.vectors(of: vf, driver: group.driver) } }
+            return try await tasks.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(others == Array(repeating: 2, count: 7))
+        await #expect(throws: AdminError.timeout(device: group.device.pfAddress, opcode: AdminOpcode(0x40), opcodeName: "MSIX_GET",
+                                                 member: GroupMemberID(vfIndex: 0), after: .milliseconds(100))) {
+            _ = try await lost.value
+        }
+        #expect(clock.now - start < .seconds(2))
+        #expect(group.driver.statistics.timeouts == 1)
+        // The timed-out command still holds its slot (the device owns its buffers) — and the driver keeps working.
+        #expect(try await msix.vectors(of: 3, driver: group.driver) == 2)
+    }
+
+    @Test func cancellationFailsOnlyTheCancelledCommand() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        group.device.setFault(.neverComplete)
+        let msix = MSIXResourceManager()
+        let task = Task { try await msix.vectors(of: 1, driver: group.driver, timeout: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(20))
+        task.cancel()
+        await #expect(throws: AdminError.cancelled(device: group.device.pfAddress, opcode: AdminOpcode(0x40), opcodeName: "MSIX_GET")) {
+            _ = try await task.value
+        }
+        group.device.setFault(.neverComplete, false)
+        #expect(try await msix.vectors(of: 2, driver: group.driver) == 2)
+        #expect(group.driver.statistics.cancellations == 1)
+    }
+}
