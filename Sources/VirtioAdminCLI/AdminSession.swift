@@ -113,17 +113,12 @@ func openSession(device: SimulatedSRIOVDevice, registry: PluginRegistry, options
     var driverOptions = AdminQueueDriver.Options()
     driverOptions.defaultTimeout = .milliseconds(options.timeout)
     let names = registry.opcodeNames
+    let trace: (@Sendable (AdminTraceEvent) -> Void)? = options.trace ? printTrace : nil
     let driver: AdminQueueDriver
-    do { driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, options: driverOptions, opcodeNames: names) } catch {
+    do {
+        driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, options: driverOptions, opcodeNames: names, trace: trace)
+    } catch {
         throw CLIError(error.description)
-    }
-    if options.trace {
-        driver.setTrace { event in
-            switch event {
-            case .sent(_, let bytes): FileHandle.standardError.write(Data(("admin> " + hexBytes(bytes) + "\n").utf8))
-            case .received(_, let bytes): FileHandle.standardError.write(Data(("admin< " + hexBytes(bytes) + "\n").utf8))
-            }
-        }
     }
     return AdminSession(driver: driver, registry: registry, numVFs: device.numVFs, memberType: device.configuration.vfType,
                         vfAddresses: (0..<device.configuration.totalVFs).map(device.configuration.vfAddress),
@@ -183,4 +178,14 @@ enum JSONValue: Encodable {
             for (key, value) in fields { try c.encode(value, forKey: Key(stringValue: key)) }
         }
     }
+}
+
+/// `--trace`: one line per command each way, on stderr.
+@Sendable func printTrace(_ event: AdminTraceEvent) {
+    let line: String
+    switch event {
+    case .sent(_, let bytes): line = "admin> " + hexBytes(bytes) + "\n"
+    case .received(_, let bytes): line = "admin< " + hexBytes(bytes) + "\n"
+    }
+    FileHandle.standardError.write(Data(line.utf8))
 }

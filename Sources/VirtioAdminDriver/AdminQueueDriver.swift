@@ -76,9 +76,11 @@ public final class AdminQueueDriver: @unchecked Sendable {
     ///   ``AdminError/noAdminQueue(device:reason:)`` (the device is left reset), transport,
     ///   DMA and command errors of the LIST_QUERY/LIST_USE exchange.
     public static func open(transport: ModernPCITransport, allocator: any DMAAllocator, options: Options = Options(),
-                            opcodeNames: [AdminOpcode: String] = [:]) async throws(AdminError) -> AdminQueueDriver {
+                            opcodeNames: [AdminOpcode: String] = [:],
+                            trace: (@Sendable (AdminTraceEvent) -> Void)? = nil) async throws(AdminError) -> AdminQueueDriver {
         let driver = AdminQueueDriver(transport: transport, allocator: allocator, options: options)
         driver.opcodeNames = opcodeNames
+        driver.traceHandler = trace
         try await driver.start()
         return driver
     }

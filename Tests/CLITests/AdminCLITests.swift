@@ -1,0 +1,123 @@
+import Foundation
+import Synchronization
+import Testing
+import VirtioTestSupport
+
+/// The admin commands of the `virtio-admin` binary against simulated PFs, as a user runs them.
+@Suite(.serialized) struct AdminCLITests {
+    func state(vfs: Int = 8, extra: [String] = []) throws -> String {
+        let path = makeTemporaryDirectory("cli-admin") + "/pf.state"
+        let result = try virtioAdmin(["simulate", "create", path, "--vfs", "\(vfs)"] + extra)
+        #expect(result.status == 0, "\(result.error)")
+        return path
+    }
+
+    @Test(arguments: [1, 8, 64])
+    func setInOneRunGetInTheNext(vfs: Int) throws {
+        let path = try state(vfs: vfs, extra: ["--pool", "\(vfs * 8)"])
+        for vf in [0, vfs - 1] {
+            let set = try virtioAdmin(["--simulate", path, "msix", "set", "0000:3b:00.0", "--vf", "\(vf)", "--vectors", "5"])
+            #expect(set.status == 0, "\(set.error)")
+            let get = try virtioAdmin(["msix", "get", "3b:00.0", "--vf", "\(vf)", "--json", "--simulate", path])
+            let object = try #require(try json(get.output) as? [String: Any])
+            #expect(object["vf"] as? Int == vf)
+            #expect(object["vectors"] as? Int == 5)
+        }
+        let features = try virtioAdmin(["--simulate", path, "features", "set", "3b:00.0", "--vf", "\(vfs - 1)", "--set", "VERSION_1", "MAC", "--json"])
+        #expect(features.status == 0, "\(features.error)")
+        let got = try virtioAdmin(["--simulate", path, "features", "get", "3b:00.0", "--vf", "\(vfs - 1)", "--json"])
+        let object = try #require(try json(got.output) as? [String: Any])
+        #expect(object["vf"] as? Int == vfs - 1)
+        #expect(object["features"] as? [String] == ["MAC", "VERSION_1"])
+        #expect(object["mask"] as? String == "0x100000020")
+    }
+
+    @Test func vfAddressIsAcceptedForVF() throws {
+        let path = try state()
+        let result = try virtioAdmin(["--simulate", path, "msix", "get", "0000:3b:00.0", "--vf", "0000:3b:00.3", "--json"])
+        #expect((try json(result.output) as? [String: Any])?["vf"] as? Int == 2)
+        let wrong = try virtioAdmin(["--simulate", path, "msix", "get", "0000:3b:00.0", "--vf", "0000:3c:00.3"])
+        #expect(wrong.status != 0 && wrong.error.contains("0000:3c:00.3 is not a VF of 0000:3b:00.0"))
+    }
+
+    @Test func commandsJSON() throws {
+        let path = try state()
+        let result = try virtioAdmin(["--simulate", path, "commands", "0000:3b:00.0", "--json"])
+        let rows = try #require(try json(result.output) as? [[String: Any]])
+        let byOpcode = Dictionary(uniqueKeysWithValues: rows.map { ($0["opcode"] as! Int, $0) })
+        #expect(byOpcode[0]?["name"] as? String == "LIST_QUERY")
+        #expect(byOpcode[0]?["supported"] as? Bool == true && byOpcode[0]?["inUse"] as? Bool == true)
+        #expect(byOpcode[2]?["supported"] as? Bool == false)
+        #expect(byOpcode[0x41]?["name"] as? String == "MSIX_SET" && byOpcode[0x41]?["inUse"] as? Bool == true)
+        #expect(byOpcode[0x49]?["name"] as? String == "FEATURES_SET")
+    }
+
+    @Test func traceShowsBytesBothWays() throws {
+        let path = try state()
+        let result = try virtioAdmin(["--simulate", path, "--trace", "msix", "get", "0000:3b:00.0", "--vf", "1"])
+        let lines = result.error.split(separator: "\n").map(String.init)
+        // LIST_QUERY, LIST_USE, then MSIX_GET for member 2.
+        #expect(lines.filter { $0.hasPrefix("admin> ") }.count == 3)
+        #expect(lines.filter { $0.hasPrefix("admin< ") }.count == 3)
+        #expect(lines.contains("admin> 40 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00"))
+        #expect(lines.contains("admin< 00 00 00 00 00 00 00 00 02 00 20 00 00 00 00 00"))
+        #expect(result.output == "VF 1: 2 MSI-X vectors\n")
+    }
+
+    @Test func passthruReportsStatusAndQualifier() throws {
+        let path = try state()
+        let ok = try virtioAdmin(["--simulate", path, "passthru", "0000:3b:00.0", "--opcode", "0x42", "--json"])
+        let object = try #require(try json(ok.output) as? [String: Any])
+        #expect(object["statusName"] as? String == "OK")
+        #expect((object["result"] as? String)?.hasPrefix("40 00 00 00 30 00 00 00") == true, "pool 64, 48 available")
+        let bad = try virtioAdmin(["--simulate", path, "passthru", "0000:3b:00.0", "--opcode", "0x40", "--member", "99", "--json"])
+        let refused = try #require(try json(bad.output) as? [String: Any])
+        #expect(refused["status"] as? Int == 22 && refused["qualifierName"] as? String == "INVALID_MEMBER")
+        let unknown = try virtioAdmin(["--simulate", path, "passthru", "0000:3b:00.0", "--opcode", "0x7"])
+        #expect(unknown.status != 0)
+        #expect(unknown.error.contains("does not list CAP_ID_LIST_QUERY (opcode 0x0007) in LIST_QUERY"))
+    }
+
+    @Test(arguments: [
+        (["msix", "set", "0000:3b:00.0", "--vf", "8", "--vectors", "2"], "VF 8 does not exist (VFs are 0 to 7)"),
+        (["msix", "set", "0000:3b:00.0", "--vf", "0", "--vectors", "99"], "99 vectors is outside the per-VF limits"),
+        (["features", "set", "0000:3b:00.0", "--vf", "0", "--set", "BOGUS"], "unknown feature 'BOGUS'"),
+        (["msix", "get", "0000:3c:00.0", "--vf", "0"], "simulates PF 0000:3b:00.0; 0000:3c:00.0 is not in it"),
+        (["msix", "get", "nonsense", "--vf", "0"], "'nonsense' is not a PCI address"),
+    ])
+    func errorsAreOneSentence(arguments: [String], message: String) throws {
+        let path = try state()
+        let result = try virtioAdmin(["--simulate", path] + arguments)
+        #expect(result.status != 0)
+        #expect(result.error.contains(message), "stderr: \(result.error)")
+        #expect(result.output.isEmpty)
+    }
+
+    @Test func realPFWithoutSimulateIsExplained() throws {
+        let result = try virtioAdmin(["msix", "get", "0000:00:03.0", "--vf", "0"])
+        #expect(result.status != 0)
+        #expect(result.error.contains("use --simulate PATH"))
+    }
+
+    @Test func corruptStateFileIsAClearError() throws {
+        let path = try state()
+        try "virtio-admin-simulated-device 1\npf zz\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try virtioAdmin(["--simulate", path, "msix", "pool", "0000:3b:00.0"])
+        #expect(result.status != 0)
+        #expect(result.error.contains("\(path):2: 'zz' is not a PCI address"))
+    }
+
+    @Test func concurrentInvocationsSerialiseOnThePF() throws {
+        let path = try state(vfs: 16, extra: ["--pool", "256"])
+        let results = Mutex<[Int: Int32]>([:])
+        DispatchQueue.concurrentPerform(iterations: 16) { vf in
+            let result = try? virtioAdmin(["--simulate", path, "msix", "set", "0000:3b:00.0", "--vf", "\(vf)", "--vectors", "\(3 + vf % 5)"])
+            results.withLock { $0[vf] = result?.status ?? -1 }
+        }
+        #expect(results.withLock { $0.values.allSatisfy { $0 == 0 } && $0.count == 16 })
+        for vf in 0..<16 {
+            let get = try virtioAdmin(["--simulate", path, "msix", "get", "0000:3b:00.0", "--vf", "\(vf)", "--json"])
+            #expect((try json(get.output) as? [String: Any])?["vectors"] as? Int == 3 + vf % 5)
+        }
+    }
+}
