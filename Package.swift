@@ -66,6 +66,7 @@ let package = Package(
         .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager"]),
         .testTarget(name: "MSIXResourceManagerTests", dependencies: ["MSIXResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/MSIXResourceManagerTests"),
         .testTarget(name: "FeatureBitsResourceManagerTests", dependencies: ["FeatureBitsResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/FeatureBitsResourceManagerTests"),
+        .testTarget(name: "ResourceManagerTests", dependencies: ["ResourceManager", "VirtioAdminTestKit", "VirtioAdminDriver", "VirtioSimulator", "VirtioSpec", "VirtioTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["VirtioAdminCLI", "VirtioSimulator", "VirtioLinux", "VirtioTestSupport"]),
     ]
 )

@@ -48,9 +48,11 @@ public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
             dlclose(handle)
             throw .abiMismatch(path: path, pluginABI: abi, hostABI: Self.hostABI)
         }
-        guard table.pointee.struct_size >= UInt32(MemoryLayout<va_plugin_v1>.size) else {
+        let size = table.pointee.struct_size
+        guard size >= UInt32(MemoryLayout<va_plugin_v1>.size) else {
+            // Nothing of the table may be read after dlclose.
             dlclose(handle)
-            throw .loadFailed(path: path, reason: "its plugin table is \(table.pointee.struct_size) bytes; ABI 1 needs \(MemoryLayout<va_plugin_v1>.size)")
+            throw .loadFailed(path: path, reason: "its plugin table is \(size) bytes; ABI 1 needs \(MemoryLayout<va_plugin_v1>.size)")
         }
         let plugin = table.pointee
         guard let cName = plugin.name, plugin.opcode_count <= 64, plugin.operation_count <= 64,
