@@ -30,6 +30,7 @@ public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
     /// - Throws: ``PluginError/loadFailed(path:reason:)``, ``PluginError/missingEntryPoint(path:)``,
     ///   ``PluginError/abiMismatch(path:pluginABI:hostABI:)``.
     public init(path: String) throws(PluginError) {
+        try Self.checkTrusted(path)
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             throw .loadFailed(path: path, reason: dlerror().map { String(cString: $0) } ?? "dlopen failed")
         }
@@ -84,6 +85,24 @@ public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
             return PluginOperation(name: String(cString: opName), summary: operation.summary.map { String(cString: $0) } ?? "",
                                    parameters: parameters) { context, arguments in
                 try await Self.run(plugin: pluginName, groupType: groupType, encode: encode, decode: decode, context: context, arguments: arguments)
+            }
+        }
+    }
+
+    /// When running as root, refuses a plugin file (or its directory) that is not owned by
+    /// root or is group- or world-writable — the way sshd and sudo treat their files:
+    /// anyone who can write it could run code as root.
+    public static func checkTrusted(_ path: String, effectiveUser: uid_t = geteuid()) throws(PluginError) {
+        guard effectiveUser == 0 else { return }
+        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        for item in [path, directory.isEmpty ? "/" : directory] {
+            var info = stat()
+            guard stat(item, &info) == 0 else { continue }  // dlopen reports a missing file
+            if info.st_uid != 0 {
+                throw .untrusted(path: item, reason: "it is owned by uid \(info.st_uid), not root")
+            }
+            if info.st_mode & (S_IWGRP | S_IWOTH) != 0 {
+                throw .untrusted(path: item, reason: "it is writable by \(info.st_mode & S_IWOTH != 0 ? "everyone" : "its group") (mode \(String(info.st_mode & 0o7777, radix: 8)))")
             }
         }
     }

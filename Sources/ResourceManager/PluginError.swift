@@ -11,6 +11,8 @@ public enum PluginError: Error, Hashable, Sendable, CustomStringConvertible {
     case loadFailed(path: String, reason: String)
     case abiMismatch(path: String, pluginABI: UInt32, hostABI: UInt32)
     case missingEntryPoint(path: String)
+    /// A plugin file or directory that others could have written (refused when running as root).
+    case untrusted(path: String, reason: String)
     /// A bad argument, said in the plugin's words.
     case badArgument(plugin: String, message: String)
     /// A result that does not decode.
@@ -29,6 +31,7 @@ public enum PluginError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .abiMismatch(path, pluginABI, hostABI):
             "plugin \(path) was built for plugin ABI \(pluginABI); this virtio-admin speaks ABI \(hostABI)."
         case .missingEntryPoint(let path): "\(path) is not a virtio-admin plugin: it does not export virtio_admin_plugin_entry."
+        case let .untrusted(path, reason): "refusing to load a plugin from \(path): \(reason), and virtio-admin runs as root."
         case let .badArgument(plugin, message): "\(plugin): \(message)"
         case let .badResult(plugin, message): "\(plugin): the device's result does not decode: \(message)"
         case let .noSuchVF(device, vf, numVFs):

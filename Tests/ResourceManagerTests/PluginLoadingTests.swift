@@ -114,3 +114,33 @@ struct PluginLoadingTests {
         }
     }
 }
+
+struct PluginTrustTests {
+    @Test func rootRefusesWritableOrForeignPlugins() throws {
+        let path = try compileCPlugin(cPluginTemplate.replacingOccurrences(of: "ABI,", with: "VIRTIO_ADMIN_PLUGIN_ABI_VERSION,"), name: "trust")
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
+        guard getuid() == 0 else {
+            print("skipped: the ownership checks apply when running as root")
+            return
+        }
+        try DynamicPlugin.checkTrusted(path, effectiveUser: 0)
+        try FileManager.default.setAttributes([.posixPermissions: 0o666], ofItemAtPath: path)
+        #expect(throws: PluginError.untrusted(path: path, reason: "it is writable by everyone (mode 666)")) {
+            try DynamicPlugin.checkTrusted(path, effectiveUser: 0)
+        }
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
+        try FileManager.default.setAttributes([.posixPermissions: 0o775], ofItemAtPath: directory)
+        #expect(throws: PluginError.untrusted(path: directory, reason: "it is writable by its group (mode 775)")) {
+            try DynamicPlugin.checkTrusted(path, effectiveUser: 0)
+        }
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory)
+        chown(path, 1234, 0)
+        #expect(throws: PluginError.untrusted(path: path, reason: "it is owned by uid 1234, not root")) {
+            try DynamicPlugin.checkTrusted(path, effectiveUser: 0)
+        }
+        // A non-root user loads what it can read; the checks guard root only.
+        try DynamicPlugin.checkTrusted(path, effectiveUser: 1000)
+    }
+}
