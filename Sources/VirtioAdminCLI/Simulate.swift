@@ -37,7 +37,18 @@ struct SimulateSysfs: ParsableCommand {
     @Option(help: "PCI address of the PF.")
     var pf: String = "0000:3b:00.0"
 
+    @Option(help: ArgumentHelp("Write the tree of the simulated PF in this state file (its VFs' MSI-X counts as provisioned) instead.", valueName: "STATE"))
+    var from: String?
+
     func run() throws {
+        if let from {
+            let device: SimulatedSRIOVDevice
+            do { device = try SimulatedDeviceStore.load(from) } catch { throw CLIError(error.description) }
+            defer { device.stop() }
+            do { try device.sysfsTree().write(to: directory) } catch { throw CLIError(error.description) }
+            print("Wrote the sysfs tree of simulated PF \(device.pfAddress) (\(device.numVFs) VFs) under \(directory).")
+            return
+        }
         guard let deviceType = VirtioDeviceType(name: type) else {
             throw CLIError("'\(type)' is not a virtio device type; try net, block, console, entropy.")
         }

@@ -121,3 +121,27 @@ import VirtioTestSupport
         }
     }
 }
+
+/// The device model writes its own sysfs tree; lspci and the project's decoder agree on it.
+@Suite(.serialized) struct SimulatedTreeCLITests {
+    @Test func treeOfAProvisionedDeviceMatchesLspci() throws {
+        let directory = makeTemporaryDirectory("cli-tree")
+        let state = directory + "/pf.state"
+        #expect(try virtioAdmin(["simulate", "create", state, "--vfs", "4", "--total-vfs", "6"]).status == 0)
+        #expect(try virtioAdmin(["--simulate", state, "msix", "set", "0000:3b:00.0", "--vf", "2", "--vectors", "7"]).status == 0)
+        let root = directory + "/sys"
+        let written = try virtioAdmin(["simulate", "sysfs", root, "--from", state])
+        #expect(written.status == 0, "\(written.error)")
+        let list = try #require(try json(try virtioAdmin(["--sysfs-root", root, "list", "--json"]).output) as? [[String: Any]])
+        #expect(list.count == 5)
+        #expect((list[0]["sriov"] as? [String: Any])?["totalVFs"] as? Int == 6)
+        #expect(list[3]["vfMSIXCount"] as? Int == 7)
+        let show = try #require(try json(try virtioAdmin(["--sysfs-root", root, "show", "0000:3b:00.3", "--json"]).output) as? [String: Any])
+        #expect((show["msix"] as? [String: Any])?["tableSize"] as? Int == 7)
+        guard lspciPath != nil else { print("skipped lspci comparison: lspci is not installed"); return }
+        let lspci = try lspciFunctions(["-A", "linux-sysfs", "-O", "sysfs.path=\(root)/bus/pci"])
+        #expect(lspci["0000:3b:00.3"]?.msix?.count == 7)
+        #expect(lspci["0000:3b:00.0"]?.sriov?.totalVFs == 6 && lspci["0000:3b:00.0"]?.sriov?.numVFs == 4)
+        #expect(lspci["0000:3b:00.0"]?.virtioCaps.map(\.kind) == ["CommonCfg", "ISR", "DeviceCfg", "Notify", "<unknown>"])
+    }
+}
