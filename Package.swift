@@ -30,6 +30,8 @@ let package = Package(
         .systemLibrary(name: "CUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
         // Linux platform: sysfs walker, libudev enumeration. Glibc only, no Foundation.
         .target(name: "VirtioLinux", dependencies: ["VirtioSpec", "PCIConfig", "CUdev"]),
+        // A pthread-based lock (visible to ThreadSanitizer).
+        .target(name: "VirtioLock"),
         // C shim: volatile MMIO access, atomics for shared ring fields, per-architecture barriers.
         .target(name: "CVolatile"),
         // Register and DMA protocols, and the modern virtio-PCI transport. No Foundation.
@@ -37,16 +39,16 @@ let package = Package(
         // The split-virtqueue engine (driver side) and the ring layout the device model shares.
         .target(name: "Virtqueue", dependencies: ["VirtioSpec", "VirtioTransport", "CVolatile"]),
         // The admin-queue driver: ADMIN_VQ, LIST_QUERY/LIST_USE, many commands in flight.
-        .target(name: "VirtioAdminDriver", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue"]),
+        .target(name: "VirtioAdminDriver", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "VirtioLock"]),
         // The run-time plugin ABI (a C header plugin authors include).
         .target(name: "CVirtioAdminPlugin"),
         // The command-handler protocol, the plugin registry, the run-time loader.
-        .target(name: "ResourceManager", dependencies: ["VirtioSpec", "PCIConfig", "VirtioAdminDriver", "CVirtioAdminPlugin"]),
+        .target(name: "ResourceManager", dependencies: ["VirtioSpec", "PCIConfig", "VirtioAdminDriver", "CVirtioAdminPlugin", "VirtioLock"]),
         // Built-in resource-manager plugins.
         .target(name: "MSIXResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/MSIXResourceManager"),
         .target(name: "FeatureBitsResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/FeatureBitsResourceManager"),
         // The device model: simulated virtio PCI functions and their fake sysfs tree.
-        .target(name: "VirtioSimulator", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile"]),
+        .target(name: "VirtioSimulator", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile", "VirtioLock"]),
         // A test kit for plugin authors: the device model with its admin queue open.
         .target(name: "VirtioAdminTestKit", dependencies: ["VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "VirtioTransport", "PCIConfig", "VirtioSpec"]),
         .executableTarget(

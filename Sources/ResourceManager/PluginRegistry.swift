@@ -1,11 +1,11 @@
 import PCIConfig
-import Synchronization
+import VirtioLock
 import VirtioAdminDriver
 import VirtioSpec
 
 /// The set of resource-manager plugins a host uses.
 public final class PluginRegistry: @unchecked Sendable {
-    private let lock = Mutex<Void>(())
+    private let lock = Lock()
     private var entries: [any AdminCommandHandler] = []
     /// Where each run-time plugin came from.
     public private(set) var origins: [String: String] = [:]
@@ -16,14 +16,14 @@ public final class PluginRegistry: @unchecked Sendable {
 
     /// Registers a plugin (static registration, or a loaded one).
     public func register(_ plugin: any AdminCommandHandler, origin: String = "built-in") throws(PluginError) {
-        try lock.withLock { _ throws(PluginError) in
+        try lock.withLock { () throws(PluginError) in
             guard !entries.contains(where: { $0.name == plugin.name }) else { throw .duplicateName(plugin.name) }
             entries.append(plugin)
             origins[plugin.name] = origin
         }
     }
 
-    public var plugins: [any AdminCommandHandler] { lock.withLock { _ in entries } }
+    public var plugins: [any AdminCommandHandler] { lock.withLock { entries } }
 
     public func plugin(named name: String) throws(PluginError) -> any AdminCommandHandler {
         let all = plugins

@@ -1,5 +1,5 @@
 import PCIConfig
-import Synchronization
+import VirtioLock
 import VirtioSpec
 import VirtioTransport
 import Virtqueue
@@ -52,7 +52,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     public let transport: ModernPCITransport
     let allocator: any DMAAllocator
     public let options: Options
-    let lock = Mutex<Void>(())
+    let lock = Lock()
     var state: State = .starting
     var queue: SplitVirtqueue?
     var notifier: QueueNotifier?
@@ -97,18 +97,18 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 
     /// Prints or records every command's bytes (the CLI's `--trace`).
-    public func setTrace(_ handler: (@Sendable (AdminTraceEvent) -> Void)?) { lock.withLock { _ in traceHandler = handler } }
+    public func setTrace(_ handler: (@Sendable (AdminTraceEvent) -> Void)?) { lock.withLock { traceHandler = handler } }
 
     /// The spec or plugin name of an opcode.
-    public func name(of opcode: AdminOpcode) -> String { lock.withLock { _ in opcodeNames[opcode] } ?? opcode.specName }
+    public func name(of opcode: AdminOpcode) -> String { lock.withLock { opcodeNames[opcode] } ?? opcode.specName }
 
     /// Opcodes the device listed in LIST_QUERY.
-    public var supported: AdminOpcodeBitmap { lock.withLock { _ in supportedOpcodes } }
+    public var supported: AdminOpcodeBitmap { lock.withLock { supportedOpcodes } }
     /// Opcodes enabled with LIST_USE.
-    public var inUse: AdminOpcodeBitmap { lock.withLock { _ in inUseOpcodes } }
-    public var statistics: AdminCounters { lock.withLock { _ in counters } }
+    public var inUse: AdminOpcodeBitmap { lock.withLock { inUseOpcodes } }
+    public var statistics: AdminCounters { lock.withLock { counters } }
     /// Commands the device can hold at once (queue size / 2).
-    public var slotCount: Int { lock.withLock { _ in slots.count } }
+    public var slotCount: Int { lock.withLock { slots.count } }
 
     // MARK: Bring-up
 
@@ -127,9 +127,9 @@ public final class AdminQueueDriver: @unchecked Sendable {
             var wanted = AdminOpcodeBitmap(opcodes: (options.wantedOpcodes ?? supported.opcodes).filter(supported.contains))
             wanted.insert(.listQuery)
             wanted.insert(.listUse)
-            lock.withLock { _ in supportedOpcodes = supported }
+            lock.withLock { supportedOpcodes = supported }
             _ = try await run(AdminCommand(opcode: .listUse, groupType: options.groupType, data: wanted.encode()))
-            lock.withLock { _ in
+            lock.withLock {
                 inUseOpcodes = wanted
                 if case .starting = state { state = .running }
             }
@@ -175,7 +175,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
             allocator.release(slab)
             throw .transport(error)
         }
-        lock.withLock { _ in
+        lock.withLock {
             if let old = self.slab { allocator.release(old) }
             self.queue = queue
             self.notifier = notifier
@@ -196,7 +196,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
 
     /// Resets the device (so it lets go of the rings), then fails every command in flight.
     public func close() {
-        let failures = lock.withLock { _ in
+        let failures = lock.withLock {
             try? transport.reset()
             return failAllLocked(.notRunning(device: address), newState: .closed)
         }
@@ -229,7 +229,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
             throw .commandTooLarge(opcode: command.opcode, dataBytes: command.data.count, resultBytes: command.resultLength,
                                    limit: limit - AdminCommandLayout.headerSize)
         }
-        let token = lock.withLock { _ -> UInt64 in
+        let token = lock.withLock { () -> UInt64 in
             nextToken += 1
             return nextToken
         }
@@ -237,7 +237,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
         let timeout = timeout ?? options.defaultTimeout
         let result: Result<AdminResponse, AdminError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let resumes = lock.withLock { _ in submitLocked(slot: slot, command: command, token: token, timeout: timeout, continuation: continuation) }
+                let resumes = lock.withLock { submitLocked(slot: slot, command: command, token: token, timeout: timeout, continuation: continuation) }
                 resumes.forEach { $0() }
                 ensurePoller()
             }
@@ -249,7 +249,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
 
     /// Waits for a free command slot (or fails when the driver is not running).
     func acquireSlot(_ command: AdminCommand, token: UInt64) async throws(AdminError) -> Int {
-        let immediate: Result<Int?, AdminError> = lock.withLock { _ in
+        let immediate: Result<Int?, AdminError> = lock.withLock {
             if let error = stateErrorLocked(for: command.opcode) { return .failure(error) }
             if let slot = freeSlots.popLast() { return .success(slot) }
             return .success(nil)
@@ -257,7 +257,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
         if let slot = try immediate.get() { return slot }
         let slot: Int? = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let resumeNow = lock.withLock { _ -> Bool in
+                let resumeNow = lock.withLock { () -> Bool in
                     if stateErrorLocked(for: command.opcode) != nil { return true }
                     if let slot = freeSlots.popLast() {
                         continuation.resume(returning: slot)
@@ -269,14 +269,14 @@ public final class AdminQueueDriver: @unchecked Sendable {
                 if resumeNow { continuation.resume(returning: nil) }
             }
         } onCancel: {
-            let waiter = lock.withLock { _ -> Waiter? in
+            let waiter = lock.withLock { () -> Waiter? in
                 guard let index = waiters.firstIndex(where: { $0.token == token }) else { return nil }
                 return waiters.remove(at: index)
             }
             waiter?.continuation.resume(returning: nil)
         }
         guard let slot else {
-            let error = lock.withLock { _ in stateErrorLocked(for: command.opcode) }
+            let error = lock.withLock { stateErrorLocked(for: command.opcode) }
             throw error ?? .cancelled(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode))
         }
         return slot
@@ -359,7 +359,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 
     func cancel(token: UInt64) {
-        let resume = lock.withLock { _ -> (() -> Void)? in
+        let resume = lock.withLock { () -> (() -> Void)? in
             guard let index = slots.firstIndex(where: { $0.busy && $0.token == token }), let continuation = slots[index].continuation else { return nil }
             slots[index].continuation = nil  // the slot stays busy until the device gives it back
             counters.cancellations += 1
@@ -408,6 +408,11 @@ public final class AdminQueueDriver: @unchecked Sendable {
         return resumes
     }
 
+    /// Whether a command waits past its deadline (lock held).
+    func hasExpiredLocked(now: UInt64) -> Bool {
+        slots.contains { $0.busy && $0.continuation != nil && now >= $0.deadline }
+    }
+
     /// Fails expired commands (lock held). Their slots stay busy until the device completes them.
     func expireLocked(now: UInt64) -> [() -> Void] {
         var resumes: [() -> Void] = []
@@ -446,7 +451,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
 
     /// Starts the background poller when commands are in flight and none runs.
     func ensurePoller() {
-        let start = lock.withLock { _ -> Bool in
+        let start = lock.withLock { () -> Bool in
             guard !pollerRunning, busyCountLocked > 0 else { return false }
             pollerRunning = true
             return true
@@ -460,15 +465,15 @@ public final class AdminQueueDriver: @unchecked Sendable {
         var nextExpiry: UInt64 = 0
         while true {
             let now = monotonicNanoseconds()
-            let (resumes, keepGoing, progressed) = lock.withLock { _ -> ([() -> Void], Bool, Bool) in
+            let (resumes, keepGoing, progressed) = lock.withLock { () -> ([() -> Void], Bool, Bool) in
                 var resumes = pollLocked(now: now)
                 let progressed = !resumes.isEmpty
-                if now >= nextExpiry {
-                    resumes.append(contentsOf: expireLocked(now: now))
-                    nextExpiry = now + 1_000_000
-                }
-                // No progress for a while: look at the device (an MMIO read, off the fast path).
-                if !progressed && now &- lastProgress > 2_000_000 && busyCountLocked > 0 {
+                let expiring = now >= nextExpiry && hasExpiredLocked(now: now)
+                if now >= nextExpiry { nextExpiry = now + 1_000_000 }
+                // Before timing a command out, and when nothing moved for a while, look at the
+                // device (an MMIO read, off the fast path): a device that needs a reset or is
+                // gone fails everything with that reason rather than with timeouts.
+                if expiring || (!progressed && now &- lastProgress > 2_000_000 && busyCountLocked > 0) {
                     lastProgress = now
                     do throws(TransportError) { try transport.checkHealth() } catch {
                         let mapped: AdminError = error == .surpriseRemoval(device: address) ? .deviceRemoved(device: address) : .deviceNeedsReset(device: address)
@@ -476,6 +481,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
                         resumes.append(contentsOf: failAllLocked(mapped, newState: nil))
                     }
                 }
+                if expiring { resumes.append(contentsOf: expireLocked(now: now)) }
                 let busy = busyCountLocked > 0
                 if !busy { pollerRunning = false }
                 return (resumes, busy, progressed)

@@ -1,4 +1,4 @@
-import Synchronization
+import VirtioLock
 import VirtioTransport
 
 #if canImport(Glibc)
@@ -16,7 +16,7 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     }
 
     // Guarded by `lock`. Allocations sorted by device address, for binary search.
-    private let lock = Mutex<Void>(())
+    private let lock = Lock()
     private var next: UInt64 = SimulatedMemory.iovaBase
     private var allocations: [Allocation] = []
     /// First device address handed out (high enough that 0 and small values never translate).
@@ -34,7 +34,7 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
         var raw: UnsafeMutableRawPointer?
         guard posix_memalign(&raw, max(alignment, 16), length) == 0, let pointer = raw else { throw .outOfMemory(requested: length) }
         pointer.initializeMemory(as: UInt8.self, repeating: 0, count: length)
-        let address = lock.withLock { _ -> UInt64 in
+        let address = lock.withLock { () -> UInt64 in
             let align = UInt64(max(alignment, 64))
             let address = (next + align - 1) & ~(align - 1)
             // Leave a guard gap so that running off one allocation never lands in the next.
@@ -47,7 +47,7 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     }
 
     public func release(_ region: DMARegion) {
-        let allocation = lock.withLock { _ -> Allocation? in
+        let allocation = lock.withLock { () -> Allocation? in
             guard let index = find(region.deviceAddress), allocations[index].deviceAddress == region.deviceAddress else { return nil }
             return allocations.remove(at: index)
         }
@@ -58,7 +58,7 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     /// range is not inside one live allocation.
     public func translate(_ address: UInt64, length: Int) -> UnsafeMutableRawPointer? {
         guard length >= 0 else { return nil }
-        return lock.withLock { _ -> UnsafeMutableRawPointer? in
+        return lock.withLock { () -> UnsafeMutableRawPointer? in
             guard let index = find(address) else { return nil }
             let allocation = allocations[index]
             let offset = address - allocation.deviceAddress
@@ -79,5 +79,5 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     }
 
     /// Number of live allocations (tests check that teardown releases everything).
-    public var liveAllocations: Int { lock.withLock { _ in allocations.count } }
+    public var liveAllocations: Int { lock.withLock { allocations.count } }
 }

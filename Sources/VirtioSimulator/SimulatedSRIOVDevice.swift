@@ -1,5 +1,5 @@
 import PCIConfig
-import Synchronization
+import VirtioLock
 import VirtioSpec
 import VirtioTransport
 import Virtqueue
@@ -19,7 +19,7 @@ import Glibc
 /// validation, configurable latency and parallelism, fault injection, and counters.
 public final class SimulatedSRIOVDevice: @unchecked Sendable {
     // All mutable state is guarded by `lock`; the completion worker takes it too.
-    let lock = Mutex<Void>(())
+    let lock = Lock()
     public let configuration: SimulatedDeviceConfiguration
     public let memory: SimulatedMemory
     let pf: FunctionModel
@@ -71,7 +71,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     // MARK: Identity and config space
 
     public var pfAddress: PCIAddress { configuration.pfAddress }
-    public var numVFs: Int { lock.withLock { _ in admin.numVFs } }
+    public var numVFs: Int { lock.withLock { admin.numVFs } }
 
     /// The PF's identity as its config space describes it.
     var pfIdentity: SimulatedFunctionIdentity {
@@ -95,7 +95,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
 
     /// VF `index`'s decoded config space (its MSI-X table size follows its provisioned vectors).
     public func vfConfigSpace(_ index: Int) -> PCIConfigSpace {
-        let vectors = lock.withLock { _ in admin.members[index].msixVectors }
+        let vectors = lock.withLock { admin.members[index].msixVectors }
         let identity = SimulatedFunctionIdentity(address: configuration.vfAddress(index), type: configuration.vfType,
                                                  bar0Address: SimulatedSysfsTree.vfBAR0Base + UInt64(index) * SimulatedBARLayout.size,
                                                  msixTableSize: max(vectors, 1))
@@ -113,7 +113,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
 
     /// The fake sysfs tree of this device's current state.
     public func sysfsTree() -> SimulatedSysfsTree {
-        lock.withLock { _ in
+        lock.withLock {
             var tree = SimulatedSysfsTree(totalVFs: configuration.totalVFs, numVFs: admin.numVFs)
             tree.pfAddress = configuration.pfAddress
             tree.pfType = configuration.pfType
@@ -131,41 +131,41 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
 
     /// Injects or clears a fault on the PF.
     public func setFault(_ fault: SimulatedFault, _ enabled: Bool = true) {
-        lock.withLock { _ in
+        lock.withLock {
             if enabled { pf.faults.insert(fault) } else { pf.faults.remove(fault) }
         }
     }
-    public var faults: Set<SimulatedFault> { lock.withLock { _ in pf.faults } }
+    public var faults: Set<SimulatedFault> { lock.withLock { pf.faults } }
 
     /// Changes latency and parallelism.
     public func setTiming(_ timing: DeviceTiming) {
-        lock.withLock { _ in
+        lock.withLock {
             self.timing = timing
             workerFreeAt = [UInt64](repeating: 0, count: timing.parallelism)
         }
     }
 
     /// PF counters (MMIO reads/writes, notifies, interrupts, admin commands).
-    public var counters: SimulatedCounters { lock.withLock { _ in pf.counters } }
-    public func vfCounters(_ index: Int) -> SimulatedCounters { lock.withLock { _ in vfs[index].counters } }
-    public func resetCounters() { lock.withLock { _ in pf.counters = SimulatedCounters() } }
+    public var counters: SimulatedCounters { lock.withLock { pf.counters } }
+    public func vfCounters(_ index: Int) -> SimulatedCounters { lock.withLock { vfs[index].counters } }
+    public func resetCounters() { lock.withLock { pf.counters = SimulatedCounters() } }
 
     /// The PF's device status (what the driver left it in).
-    public var pfStatus: DeviceStatus { lock.withLock { _ in pf.status } }
+    public var pfStatus: DeviceStatus { lock.withLock { pf.status } }
 
     /// Resources of VF `index` as the device holds them.
-    public func member(_ index: Int) -> MemberResources { lock.withLock { _ in admin.members[index] } }
-    public var members: [MemberResources] { lock.withLock { _ in admin.members } }
+    public func member(_ index: Int) -> MemberResources { lock.withLock { admin.members[index] } }
+    public var members: [MemberResources] { lock.withLock { admin.members } }
     /// Vectors of the VF pool not given to a VF.
-    public var availableVectors: Int { lock.withLock { _ in admin.availableVectors } }
+    public var availableVectors: Int { lock.withLock { admin.availableVectors } }
 
     /// Marks VF `index` as used by a driver (bound) or free.
-    public func setInUse(_ index: Int, _ inUse: Bool) { lock.withLock { _ in admin.members[index].inUse = inUse } }
+    public func setInUse(_ index: Int, _ inUse: Bool) { lock.withLock { admin.members[index].inUse = inUse } }
 
     /// Changes NumVFs (sysfs `sriov_numvfs`): VFs beyond it stop existing as members.
     public func setNumVFs(_ count: Int) {
         precondition(count >= 0 && count <= configuration.totalVFs)
-        lock.withLock { _ in admin.numVFs = count }
+        lock.withLock { admin.numVFs = count }
     }
 
     // MARK: Register access (called by SimulatedBAR)
@@ -173,7 +173,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     func function(_ index: Int?) -> FunctionModel { index.map { vfs[$0] } ?? pf }
 
     func read(_ index: Int?, offset: Int, width: Int) -> UInt32 {
-        lock.withLock { _ in
+        lock.withLock {
             let function = function(index)
             function.counters.mmioReads += 1
             if function.faults.contains(.surpriseRemoval) { return width == 4 ? UInt32.max : (width == 2 ? 0xffff : 0xff) }
@@ -198,7 +198,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     }
 
     func write(_ index: Int?, offset: Int, width: Int, value: UInt32) {
-        lock.withLock { _ in
+        lock.withLock {
             let function = function(index)
             function.counters.mmioWrites += 1
             if function.faults.contains(.surpriseRemoval) { return }
@@ -406,7 +406,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
 
     /// Called by the scheduler's worker with completions that are due.
     func deliver(_ items: [CompletionScheduler.Item]) {
-        lock.withLock { _ in
+        lock.withLock {
             var groups: [ObjectIdentifier: [CompletionScheduler.Item]] = [:]
             var order: [ObjectIdentifier] = []
             for item in items where item.epoch == item.function.epoch {
