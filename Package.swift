@@ -28,8 +28,11 @@ let package = Package(
         .target(name: "PCIConfig", dependencies: ["VirtioSpec"]),
         // libudev, as a system library (apt-get install libudev-dev pkg-config).
         .systemLibrary(name: "CUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
-        // Linux platform: sysfs walker, libudev enumeration. Glibc only, no Foundation.
-        .target(name: "VirtioLinux", dependencies: ["VirtioSpec", "PCIConfig", "CUdev"]),
+        // VFIO ioctl numbers and wrappers, from <linux/vfio.h>.
+        .target(name: "CLinuxVFIO"),
+        // Linux platform: sysfs walker, libudev enumeration, binding with an in-use guard,
+        // BAR mapping (sysfs resourceN, VFIO regions), DMA (VFIO type-1, pagemap). Glibc only.
+        .target(name: "VirtioLinux", dependencies: ["VirtioSpec", "PCIConfig", "CUdev", "CLinuxVFIO", "VirtioTransport", "VirtioLock"]),
         // A pthread-based lock (visible to ThreadSanitizer).
         .target(name: "VirtioLock"),
         // C shim: volatile MMIO access, atomics for shared ring fields, per-architecture barriers.

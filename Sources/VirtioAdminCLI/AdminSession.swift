@@ -8,6 +8,7 @@ import VirtioAdminDriver
 import VirtioSimulator
 import VirtioSpec
 import VirtioTransport
+import VirtioLinux
 
 /// Options of every command that talks to a PF's admin queue.
 struct AdminOptions: ParsableArguments {
@@ -25,6 +26,9 @@ struct AdminOptions: ParsableArguments {
 
     @Option(name: .customLong("plugin"), help: ArgumentHelp("Load the run-time plugin at PATH.", valueName: "PATH"))
     var pluginPaths: [String] = []
+
+    @Option(name: .customLong("sysfs-root"), help: ArgumentHelp("Mount point of sysfs (real devices).", valueName: "DIR"))
+    var sysfsRoot: String = "/sys"
 
     @Option(help: ArgumentHelp("Per-command timeout in milliseconds.", valueName: "MS"))
     var timeout: Int = 5000
@@ -78,7 +82,7 @@ func withAdminSession<T>(pf text: String, options: AdminOptions, _ body: (AdminS
     let pf = try parseAddress(text)
     let registry = try makeRegistry(options)
     guard let path = options.simulate else {
-        throw CLIError("\(pf): driving a real PF's admin queue needs user-space access to its BAR (bind it to vfio-pci or uio_pci_generic first); without such a device, use --simulate PATH (see 'virtio-admin simulate create --help').")
+        return try await withRealAdminSession(pf: pf, registry: registry, options: options, body)
     }
     do {
         return try await SimulatedDeviceStore.withLock(path) {
@@ -105,6 +109,36 @@ func withAdminSession<T>(pf text: String, options: AdminOptions, _ body: (AdminS
     } catch let error as CustomStringConvertible {
         throw CLIError(error.description)
     }
+}
+
+/// Opens a real PF (bound to vfio-pci or uio_pci_generic) and runs `body` on its admin queue.
+func withRealAdminSession<T>(pf: PCIAddress, registry: PluginRegistry, options: AdminOptions, _ body: (AdminSession) async throws -> T) async throws -> T {
+    let sysfs = SysfsEnumerator(root: options.sysfsRoot)
+    let function: VirtioFunction
+    let opened: OpenedFunction
+    do {
+        function = try sysfs.function(at: pf)
+        opened = try RealDeviceOpener(sysfsRoot: options.sysfsRoot).open(pf)
+    } catch {
+        throw CLIError("\(error)" + (options.simulate == nil ? " (Without such hardware, use --simulate PATH; see 'virtio-admin simulate create --help'.)" : ""))
+    }
+    let transport: ModernPCITransport
+    do { transport = try ModernPCITransport(config: opened.config, bars: opened.bars) } catch { throw CLIError(error.description) }
+    var driverOptions = AdminQueueDriver.Options()
+    driverOptions.defaultTimeout = .milliseconds(options.timeout)
+    let driver: AdminQueueDriver
+    do {
+        driver = try await AdminQueueDriver.open(transport: transport, allocator: opened.allocator, options: driverOptions,
+                                                 opcodeNames: registry.opcodeNames, trace: options.trace ? printTrace : nil)
+    } catch {
+        throw CLIError(error.description)
+    }
+    let vfs = function.virtfns.sorted { $0.key < $1.key }.map(\.value)
+    let session = AdminSession(driver: driver, registry: registry, numVFs: function.sriov?.numVFs ?? 0,
+                               memberType: opened.config.sriov.flatMap { VirtioDeviceType(pciDeviceID: $0.vfDeviceID) } ?? function.type ?? .net,
+                               vfAddresses: vfs, timeout: .milliseconds(options.timeout))
+    defer { driver.close() }
+    return try await body(session)
 }
 
 func openSession(device: SimulatedSRIOVDevice, registry: PluginRegistry, options: AdminOptions) async throws -> AdminSession {

@@ -83,3 +83,49 @@ enum Sys {
 func baseName(_ path: String) -> String {
     String(path.split(separator: "/").last ?? Substring(path))
 }
+
+extension Sys {
+    /// Writes `text` to an existing sysfs/proc file (one write, as the kernel expects).
+    static func writeText(_ text: String, to path: String) throws(SystemCallError) {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemCallError(call: "open", path: path, errno: errno) }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        while true {
+            let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if written >= 0 { return }
+            if errno == EINTR { continue }
+            throw SystemCallError(call: "write", path: path, errno: errno)
+        }
+    }
+
+    static func openFile(_ path: String, flags: Int32) throws(SystemCallError) -> Int32 {
+        while true {
+            let fd = open(path, flags | O_CLOEXEC)
+            if fd >= 0 { return fd }
+            if errno == EINTR { continue }
+            throw SystemCallError(call: "open", path: path, errno: errno)
+        }
+    }
+
+    static func preadExactly(_ fd: Int32, count: Int, offset: Int64, path: String) throws(SystemCallError) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let got = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
+            if got < 0 {
+                if errno == EINTR { continue }
+                throw SystemCallError(call: "pread", path: path, errno: errno)
+            }
+            if got == 0 { throw SystemCallError(call: "pread", path: path, errno: EIO) }
+            done += got
+        }
+        return buffer
+    }
+
+    static func sleepMilliseconds(_ milliseconds: Int) {
+        var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+    }
+}

@@ -1,0 +1,174 @@
+import CLinuxVFIO
+import PCIConfig
+import VirtioLock
+import VirtioSpec
+import VirtioTransport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Errors of user-space device access (BAR mapping, VFIO, DMA memory).
+public enum DeviceAccessError: Error, Hashable, Sendable, CustomStringConvertible {
+    case kernelDriverBound(address: PCIAddress, driver: String)
+    case system(address: PCIAddress?, SystemCallError)
+    case vfio(address: PCIAddress?, message: String)
+    case barTooSmall(address: PCIAddress, bar: Int, size: UInt64, needed: UInt64)
+    case noIOMMUAndNotRoot
+    case notContiguous(requested: Int)
+    case config(LinuxError)
+
+    public var description: String {
+        switch self {
+        case let .kernelDriverBound(address, driver):
+            "\(address): the kernel driver \(driver) owns this function; bind it to vfio-pci or uio_pci_generic first ('virtio-admin bind \(address) --driver vfio-pci'), or force."
+        case let .system(address, error):
+            (address.map { "\($0): " } ?? "") + "\(error)."
+        case let .vfio(address, message):
+            (address.map { "\($0): " } ?? "") + "VFIO: \(message)."
+        case let .barTooSmall(address, bar, size, needed):
+            "\(address): BAR \(bar) is \(hex(size)) bytes; the capabilities need \(hex(needed))."
+        case .noIOMMUAndNotRoot:
+            "DMA without an IOMMU needs physical addresses from /proc/self/pagemap, which only root can read."
+        case .notContiguous(let requested):
+            "cannot find \(requested) physically contiguous bytes (no huge page available and the small pages are scattered)."
+        case .config(let error):
+            error.description
+        }
+    }
+}
+
+// MARK: - sysfs resourceN
+
+/// A BAR mapped from sysfs `resourceN` (function unbound or bound to uio_pci_generic).
+public final class SysfsBARMapping: RegisterSpace, @unchecked Sendable {
+    // SAFETY: `base` is a MAP_SHARED mapping of `length` bytes of the BAR, unmapped in deinit only.
+    let mapping: MMIORegion
+    public var length: Int { mapping.length }
+    public let path: String
+
+    public init(resourcePath: String, length: Int, address: PCIAddress) throws(DeviceAccessError) {
+        let fd: Int32
+        do { fd = try Sys.openFile(resourcePath, flags: O_RDWR | O_SYNC) } catch { throw .system(address: address, error) }
+        defer { close(fd) }
+        let pointer = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        guard let pointer, pointer != MAP_FAILED else {
+            throw .system(address: address, SystemCallError(call: "mmap", path: resourcePath, errno: errno))
+        }
+        mapping = MMIORegion(base: pointer, length: length)
+        path = resourcePath
+    }
+
+    deinit { munmap(mapping.base, mapping.length) }
+
+    public func read8(at offset: Int) -> UInt8 { mapping.read8(at: offset) }
+    public func read16(at offset: Int) -> UInt16 { mapping.read16(at: offset) }
+    public func read32(at offset: Int) -> UInt32 { mapping.read32(at: offset) }
+    public func write8(_ value: UInt8, at offset: Int) { mapping.write8(value, at: offset) }
+    public func write16(_ value: UInt16, at offset: Int) { mapping.write16(value, at: offset) }
+    public func write32(_ value: UInt32, at offset: Int) { mapping.write32(value, at: offset) }
+}
+
+// MARK: - pagemap (no IOMMU)
+
+/// One entry of `/proc/self/pagemap`: bit 63 present, bits 0–54 the page frame number.
+public struct PagemapEntry: Hashable, Sendable {
+    public let raw: UInt64
+    public init(raw: UInt64) { self.raw = raw }
+    public var isPresent: Bool { raw & (1 << 63) != 0 }
+    public var frameNumber: UInt64 { raw & ((1 << 55) - 1) }
+    /// The physical address of byte `offset` of the page, or nil when absent (or hidden: PFN 0 for non-root).
+    public func physicalAddress(pageSize: Int, offset: Int = 0) -> UInt64? {
+        guard isPresent, frameNumber != 0 else { return nil }
+        return frameNumber * UInt64(pageSize) + UInt64(offset)
+    }
+}
+
+/// Physically contiguous, locked memory with physical addresses from pagemap, for DMA
+/// without an IOMMU (uio_pci_generic) — IOVA-as-PA, as DPDK and SPDK do it. It prefers a
+/// 2 MiB huge page (contiguous by construction) and otherwise accepts a small-page region
+/// only when pagemap shows its pages are contiguous.
+public final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
+    struct Chunk { let base: UnsafeMutableRawPointer; let length: Int; let physical: UInt64; var used: Int }
+    private let lock = Lock()
+    private var chunks: [Chunk] = []
+    /// How memory was obtained ("2 MiB huge page" or "4 KiB pages, contiguous").
+    public private(set) var mode = ""
+    let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    public init() {}
+
+    deinit { for chunk in chunks { munlock(chunk.base, chunk.length); munmap(chunk.base, chunk.length) } }
+
+    /// Reads the pagemap entry of the page holding `pointer`.
+    static func pagemapEntry(for pointer: UnsafeRawPointer, pageSize: Int) throws(DeviceAccessError) -> PagemapEntry {
+        let fd: Int32
+        do { fd = try Sys.openFile("/proc/self/pagemap", flags: O_RDONLY) } catch { throw .system(address: nil, error) }
+        defer { close(fd) }
+        let index = Int64(UInt(bitPattern: pointer) / UInt(pageSize))
+        let bytes: [UInt8]
+        do { bytes = try Sys.preadExactly(fd, count: 8, offset: index * 8, path: "/proc/self/pagemap") } catch { throw .system(address: nil, error) }
+        return PagemapEntry(raw: bytes.readLE(UInt64.self, at: 0))
+    }
+
+    func makeChunk(length: Int) throws(DeviceAccessError) -> Chunk {
+        let huge = 2 << 20
+        if length <= huge {
+            let pointer = mmap(nil, huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE | MAP_LOCKED, -1, 0)
+            if let pointer, pointer != MAP_FAILED {
+                if let physical = try Self.pagemapEntry(for: pointer, pageSize: pageSize).physicalAddress(pageSize: pageSize) {
+                    mode = "2 MiB huge page (IOVA = physical address)"
+                    return Chunk(base: pointer, length: huge, physical: physical, used: 0)
+                }
+                munmap(pointer, huge)
+            }
+        }
+        let rounded = (length + pageSize - 1) / pageSize * pageSize
+        let pointer = mmap(nil, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)
+        guard let pointer, pointer != MAP_FAILED else {
+            throw .system(address: nil, SystemCallError(call: "mmap", path: "anonymous", errno: errno))
+        }
+        guard mlock(pointer, rounded) == 0 else {
+            let saved = errno
+            munmap(pointer, rounded)
+            throw .system(address: nil, SystemCallError(call: "mlock", path: "anonymous", errno: saved))
+        }
+        guard let first = try Self.pagemapEntry(for: pointer, pageSize: pageSize).physicalAddress(pageSize: pageSize) else {
+            munlock(pointer, rounded); munmap(pointer, rounded)
+            throw .noIOMMUAndNotRoot
+        }
+        for page in 1..<(rounded / pageSize) {
+            let entry = try Self.pagemapEntry(for: pointer + page * pageSize, pageSize: pageSize)
+            guard entry.physicalAddress(pageSize: pageSize) == first + UInt64(page * pageSize) else {
+                munlock(pointer, rounded); munmap(pointer, rounded)
+                throw .notContiguous(requested: length)
+            }
+        }
+        mode = "\(pageSize / 1024) KiB pages, physically contiguous (IOVA = physical address)"
+        return Chunk(base: pointer, length: rounded, physical: first, used: 0)
+    }
+
+    public func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
+        guard alignment > 0, alignment & (alignment - 1) == 0 else { throw .invalidAlignment(alignment) }
+        return try lock.withLock { () throws(DMAError) -> DMARegion in
+            for index in chunks.indices {
+                let start = (chunks[index].used + alignment - 1) & ~(alignment - 1)
+                if start + length <= chunks[index].length {
+                    chunks[index].used = start + length
+                    let pointer = chunks[index].base + start
+                    pointer.initializeMemory(as: UInt8.self, repeating: 0, count: length)
+                    return DMARegion(cpuAddress: pointer, deviceAddress: chunks[index].physical + UInt64(start), length: length)
+                }
+            }
+            let chunk: Chunk
+            do { chunk = try makeChunk(length: max(length, alignment)) } catch { throw .mappingFailed(reason: "\(error)") }
+            chunks.append(chunk)
+            chunks[chunks.count - 1].used = length
+            chunk.base.initializeMemory(as: UInt8.self, repeating: 0, count: length)
+            return DMARegion(cpuAddress: chunk.base, deviceAddress: chunk.physical, length: length)
+        }
+    }
+
+    /// Memory is returned when the allocator goes away (a bump allocator: rings and slabs live as long as the driver).
+    public func release(_ region: DMARegion) {}
+}

@@ -1,0 +1,64 @@
+import PCIConfig
+import VirtioSpec
+import VirtioTransport
+
+/// A real virtio function opened for driving from user space: its decoded config space,
+/// its BARs as register spaces, DMA memory the device can reach, and how that was done.
+public struct OpenedFunction: @unchecked Sendable {
+    public let address: PCIAddress
+    public let config: PCIConfigSpace
+    public let bars: [Int: any RegisterSpace]
+    public let allocator: any DMAAllocator
+    /// How the device is reached and DMA memory is obtained, in words ("VFIO, type-1 IOMMU, group 5").
+    public let mode: String
+    /// Set when the function is driven through VFIO (for MSI-X eventfds).
+    public let vfio: VFIODevice?
+}
+
+/// Opens real functions: through VFIO when bound to vfio-pci (type-1 IOMMU DMA), through
+/// sysfs `resourceN` when bound to uio_pci_generic or unbound (locked memory, physical
+/// addresses from pagemap). A function a kernel driver owns is refused unless forced.
+public struct RealDeviceOpener: Sendable {
+    public var sysfsRoot: String
+    public init(sysfsRoot: String = "/sys") { self.sysfsRoot = sysfsRoot }
+
+    public func open(_ address: PCIAddress, force: Bool = false) throws(DeviceAccessError) -> OpenedFunction {
+        let enumerator = SysfsEnumerator(root: sysfsRoot)
+        let details: FunctionDetails
+        do { details = try enumerator.details(of: address) } catch { throw .config(error) }
+        let driver = details.function.driver
+        let needed = Set(details.config.virtioCapabilities.filter { $0.cfgType != .pci }.map(\.bar))
+        if driver == UserSpaceDriver.vfioPCI.rawValue {
+            let device = try VFIODevice(address: address, sysfsRoot: sysfsRoot)
+            var bars: [Int: any RegisterSpace] = [:]
+            for index in needed.sorted() { bars[index] = try device.bar(index) }
+            try checkSizes(details, bars: bars)
+            return OpenedFunction(address: address, config: details.config, bars: bars, allocator: device.dmaAllocator(),
+                                  mode: "VFIO with the type-1 IOMMU (IOMMU group \(device.group)); DMA at IOVAs the driver maps", vfio: device)
+        }
+        if let driver, driver != UserSpaceDriver.uioPCIGeneric.rawValue, !force {
+            throw .kernelDriverBound(address: address, driver: driver)
+        }
+        var bars: [Int: any RegisterSpace] = [:]
+        for index in needed.sorted() {
+            let size = index < details.barSizes.count ? details.barSizes[index] : 0
+            guard size > 0 else { throw .barTooSmall(address: address, bar: index, size: 0, needed: 1) }
+            bars[index] = try SysfsBARMapping(resourcePath: enumerator.directory(of: address) + "/resource\(index)", length: Int(size), address: address)
+        }
+        try checkSizes(details, bars: bars)
+        let reason = driver == nil ? "the function is unbound" : "uio_pci_generic gives no IOMMU mapping"
+        return OpenedFunction(address: address, config: details.config, bars: bars, allocator: PagemapDMAAllocator(),
+                              mode: "sysfs resourceN mapping without an IOMMU (\(reason)); DMA at physical addresses from /proc/self/pagemap", vfio: nil)
+    }
+
+    /// Every capability's structure must lie inside the BAR as mapped.
+    func checkSizes(_ details: FunctionDetails, bars: [Int: any RegisterSpace]) throws(DeviceAccessError) {
+        for capability in details.config.virtioCapabilities where capability.cfgType != .pci {
+            guard let bar = bars[capability.bar] else { continue }
+            let end = capability.offset + capability.length
+            if end > UInt64(bar.length) {
+                throw .barTooSmall(address: details.function.address, bar: capability.bar, size: UInt64(bar.length), needed: end)
+            }
+        }
+    }
+}

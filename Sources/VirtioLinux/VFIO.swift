@@ -1,0 +1,297 @@
+import CLinuxVFIO
+import PCIConfig
+import VirtioLock
+import VirtioSpec
+import VirtioTransport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// First-fit allocator of I/O virtual addresses for VFIO DMA mappings.
+public struct IOVAAllocator: Sendable, Hashable {
+    /// Free ranges (start, length), sorted by start, never adjacent (they are merged).
+    public private(set) var free: [(start: UInt64, length: UInt64)]
+    public let base: UInt64
+    public let limit: UInt64
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.base == rhs.base && lhs.limit == rhs.limit && lhs.free.elementsEqual(rhs.free) { $0.start == $1.start && $0.length == $1.length }
+    }
+    public func hash(into hasher: inout Hasher) { hasher.combine(base); hasher.combine(limit) }
+
+    /// Addresses in [base, limit).
+    public init(base: UInt64, limit: UInt64) {
+        precondition(limit > base)
+        self.base = base
+        self.limit = limit
+        free = [(base, limit - base)]
+    }
+
+    /// Takes `length` bytes aligned to `alignment` (a power of two); nil when none is left.
+    public mutating func allocate(length: UInt64, alignment: UInt64) -> UInt64? {
+        precondition(length > 0 && alignment > 0 && alignment & (alignment - 1) == 0)
+        for (index, range) in free.enumerated() {
+            let start = (range.start + alignment - 1) & ~(alignment - 1)
+            let end = range.start + range.length
+            guard start < end, end - start >= length else { continue }
+            var replacement: [(start: UInt64, length: UInt64)] = []
+            if start > range.start { replacement.append((range.start, start - range.start)) }
+            if start + length < end { replacement.append((start + length, end - start - length)) }
+            free.replaceSubrange(index...index, with: replacement)
+            return start
+        }
+        return nil
+    }
+
+    /// Returns a range, merging it with its neighbours.
+    public mutating func release(start: UInt64, length: UInt64) {
+        precondition(start >= base && start + length <= limit)
+        let index = free.firstIndex { $0.start > start } ?? free.count
+        precondition(index == 0 || free[index - 1].start + free[index - 1].length <= start, "double free of IOVA")
+        free.insert((start, length), at: index)
+        if index + 1 < free.count, free[index].start + free[index].length == free[index + 1].start {
+            free[index].length += free[index + 1].length
+            free.remove(at: index + 1)
+        }
+        if index > 0, free[index - 1].start + free[index - 1].length == free[index].start {
+            free[index - 1].length += free[index].length
+            free.remove(at: index)
+        }
+    }
+}
+
+/// A PCI function opened through VFIO: container → group → device (digest §10).
+public final class VFIODevice: @unchecked Sendable {
+    public let address: PCIAddress
+    public let group: Int
+    let containerFD: Int32
+    let groupFD: Int32
+    public let deviceFD: Int32
+
+    /// Opens the function, which must be bound to vfio-pci.
+    public init(address: PCIAddress, sysfsRoot: String = "/sys") throws(DeviceAccessError) {
+        self.address = address
+        let directory = SysfsEnumerator(root: sysfsRoot).directory(of: address)
+        guard let groupName = Sys.readLink(directory + "/iommu_group").map(baseName), let group = Int(groupName) else {
+            throw .vfio(address: address, message: "the function has no IOMMU group (no IOMMU, and this kernel has no VFIO no-IOMMU mode)")
+        }
+        self.group = group
+        let container: Int32
+        do { container = try Sys.openFile("/dev/vfio/vfio", flags: O_RDWR) } catch { throw .system(address: address, error) }
+        let version = cvfio_ioctl_value(container, cvfio_get_api_version(), 0)
+        guard version == VFIO_API_VERSION else {
+            close(container)
+            throw .vfio(address: address, message: "API version \(version); expected \(VFIO_API_VERSION)")
+        }
+        guard cvfio_ioctl_value(container, cvfio_check_extension(), UInt(VFIO_TYPE1v2_IOMMU)) == 1 else {
+            close(container)
+            throw .vfio(address: address, message: "the container does not support the type-1 v2 IOMMU")
+        }
+        let groupFD: Int32
+        do { groupFD = try Sys.openFile("/dev/vfio/\(group)", flags: O_RDWR) } catch {
+            close(container)
+            throw .system(address: address, error)
+        }
+        var status = vfio_group_status()
+        status.argsz = UInt32(MemoryLayout<vfio_group_status>.size)
+        guard cvfio_ioctl_pointer(groupFD, cvfio_group_get_status(), &status) == 0, status.flags & UInt32(VFIO_GROUP_FLAGS_VIABLE) != 0 else {
+            close(groupFD); close(container)
+            throw .vfio(address: address, message: "IOMMU group \(group) is not viable (every device in it must be bound to vfio-pci or unbound)")
+        }
+        var containerValue = container
+        guard cvfio_ioctl_pointer(groupFD, cvfio_group_set_container(), &containerValue) == 0 else {
+            let saved = errno
+            close(groupFD); close(container)
+            throw .system(address: address, SystemCallError(call: "ioctl(VFIO_GROUP_SET_CONTAINER)", path: "/dev/vfio/\(group)", errno: saved))
+        }
+        guard cvfio_ioctl_value(container, cvfio_set_iommu(), UInt(VFIO_TYPE1v2_IOMMU)) == 0 else {
+            let saved = errno
+            close(groupFD); close(container)
+            throw .system(address: address, SystemCallError(call: "ioctl(VFIO_SET_IOMMU)", path: "/dev/vfio/vfio", errno: saved))
+        }
+        let device = cvfio_ioctl_string(groupFD, cvfio_group_get_device_fd(), address.description)
+        guard device >= 0 else {
+            let saved = errno
+            close(groupFD); close(container)
+            throw .system(address: address, SystemCallError(call: "ioctl(VFIO_GROUP_GET_DEVICE_FD)", path: "/dev/vfio/\(group)", errno: saved))
+        }
+        containerFD = container
+        self.groupFD = groupFD
+        deviceFD = device
+    }
+
+    deinit {
+        close(deviceFD)
+        close(groupFD)
+        close(containerFD)
+    }
+
+    /// Region info (BARs 0–5 = indices 0–5, config = 7).
+    public func regionInfo(_ index: UInt32) throws(DeviceAccessError) -> vfio_region_info {
+        var info = vfio_region_info()
+        info.argsz = UInt32(MemoryLayout<vfio_region_info>.size)
+        info.index = index
+        guard cvfio_ioctl_pointer(deviceFD, cvfio_device_get_region_info(), &info) == 0 else {
+            throw .system(address: address, SystemCallError(call: "ioctl(VFIO_DEVICE_GET_REGION_INFO)", path: "vfio device", errno: errno))
+        }
+        return info
+    }
+
+    /// Config space through region 7.
+    public func readConfig() throws(DeviceAccessError) -> [UInt8] {
+        let info = try regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX))
+        do { return try Sys.preadExactly(deviceFD, count: Int(min(info.size, 4096)), offset: Int64(info.offset), path: "vfio config") } catch {
+            throw .system(address: address, error)
+        }
+    }
+
+    /// BAR `index` as a register space: mmap where the region allows it whole, pread/pwrite otherwise.
+    public func bar(_ index: Int) throws(DeviceAccessError) -> any RegisterSpace {
+        let info = try regionInfo(UInt32(index))
+        guard info.size > 0 else { throw .vfio(address: address, message: "BAR \(index) is not implemented") }
+        let mappable = info.flags & UInt32(VFIO_REGION_INFO_FLAG_MMAP) != 0 && info.flags & UInt32(VFIO_REGION_INFO_FLAG_CAPS) == 0
+        if mappable {
+            let pointer = mmap(nil, Int(info.size), PROT_READ | PROT_WRITE, MAP_SHARED, deviceFD, off_t(info.offset))
+            if let pointer, pointer != MAP_FAILED {
+                return VFIOMappedRegion(region: MMIORegion(base: pointer, length: Int(info.size)))
+            }
+        }
+        return VFIORegionIO(fd: deviceFD, offset: Int64(info.offset), length: Int(info.size))
+    }
+
+    /// Maps DMA memory for the device through the type-1 IOMMU.
+    public func dmaAllocator() -> VFIODMAAllocator { VFIODMAAllocator(containerFD: containerFD, owner: self) }
+
+    /// Enables `count` MSI-X vectors, each signalling an eventfd (returned in vector order).
+    public func enableMSIX(count: Int) throws(DeviceAccessError) -> [Int32] {
+        var fds: [Int32] = []
+        for _ in 0..<count {
+            let fd = cvfio_eventfd()
+            guard fd >= 0 else { throw .system(address: address, SystemCallError(call: "eventfd", path: "", errno: errno)) }
+            fds.append(fd)
+        }
+        let size = MemoryLayout<vfio_irq_set>.size + 4 * count
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+        defer { buffer.deallocate() }
+        let set = buffer.bindMemory(to: vfio_irq_set.self, capacity: 1)
+        set.pointee.argsz = UInt32(size)
+        set.pointee.flags = UInt32(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER)
+        set.pointee.index = UInt32(VFIO_PCI_MSIX_IRQ_INDEX)
+        set.pointee.start = 0
+        set.pointee.count = UInt32(count)
+        for (index, fd) in fds.enumerated() {
+            buffer.storeBytes(of: fd, toByteOffset: MemoryLayout<vfio_irq_set>.size + 4 * index, as: Int32.self)
+        }
+        guard cvfio_ioctl_pointer(deviceFD, cvfio_device_set_irqs(), buffer) == 0 else {
+            let saved = errno
+            fds.forEach { close($0) }
+            throw .system(address: address, SystemCallError(call: "ioctl(VFIO_DEVICE_SET_IRQS)", path: "vfio device", errno: saved))
+        }
+        return fds
+    }
+}
+
+final class VFIOMappedRegion: RegisterSpace, @unchecked Sendable {
+    let region: MMIORegion
+    init(region: MMIORegion) { self.region = region }
+    deinit { munmap(region.base, region.length) }
+    var length: Int { region.length }
+    func read8(at offset: Int) -> UInt8 { region.read8(at: offset) }
+    func read16(at offset: Int) -> UInt16 { region.read16(at: offset) }
+    func read32(at offset: Int) -> UInt32 { region.read32(at: offset) }
+    func write8(_ value: UInt8, at offset: Int) { region.write8(value, at: offset) }
+    func write16(_ value: UInt16, at offset: Int) { region.write16(value, at: offset) }
+    func write32(_ value: UInt32, at offset: Int) { region.write32(value, at: offset) }
+}
+
+/// A VFIO region accessed with pread/pwrite (regions that cannot be mapped). A failed
+/// access reads all ones, as a vanished device would.
+final class VFIORegionIO: RegisterSpace, @unchecked Sendable {
+    let fd: Int32
+    let offset: Int64
+    let length: Int
+    init(fd: Int32, offset: Int64, length: Int) {
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+    }
+    func read<T: FixedWidthInteger>(_ at: Int, _: T.Type) -> T {
+        precondition(at >= 0 && at + MemoryLayout<T>.size <= length)
+        var value = T.max
+        let got = withUnsafeMutableBytes(of: &value) { pread(fd, $0.baseAddress, $0.count, off_t(offset) + off_t(at)) }
+        return got == MemoryLayout<T>.size ? T(littleEndian: value) : T.max
+    }
+    func write<T: FixedWidthInteger>(_ value: T, _ at: Int) {
+        precondition(at >= 0 && at + MemoryLayout<T>.size <= length)
+        var little = value.littleEndian
+        _ = withUnsafeBytes(of: &little) { pwrite(fd, $0.baseAddress, $0.count, off_t(offset) + off_t(at)) }
+    }
+    func read8(at offset: Int) -> UInt8 { read(offset, UInt8.self) }
+    func read16(at offset: Int) -> UInt16 { read(offset, UInt16.self) }
+    func read32(at offset: Int) -> UInt32 { read(offset, UInt32.self) }
+    func write8(_ value: UInt8, at offset: Int) { write(value, offset) }
+    func write16(_ value: UInt16, at offset: Int) { write(value, offset) }
+    func write32(_ value: UInt32, at offset: Int) { write(value, offset) }
+}
+
+/// DMA memory mapped into the device's IOMMU domain (VFIO type-1), with IOVAs from an
+/// ``IOVAAllocator``.
+public final class VFIODMAAllocator: DMAAllocator, @unchecked Sendable {
+    let containerFD: Int32
+    let owner: VFIODevice
+    private let lock = Lock()
+    private var iovas = IOVAAllocator(base: 0x1000_0000, limit: 0x80_0000_0000)
+    private var mappings: [UInt64: (pointer: UnsafeMutableRawPointer, length: Int)] = [:]
+    let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    init(containerFD: Int32, owner: VFIODevice) {
+        self.containerFD = containerFD
+        self.owner = owner
+    }
+
+    deinit {
+        for (iova, mapping) in mappings { unmap(iova: iova, length: mapping.length); munmap(mapping.pointer, mapping.length) }
+    }
+
+    public func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
+        guard alignment > 0, alignment & (alignment - 1) == 0 else { throw .invalidAlignment(alignment) }
+        let rounded = (length + pageSize - 1) / pageSize * pageSize
+        guard let pointer = mmap(nil, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), pointer != MAP_FAILED else {
+            throw .outOfMemory(requested: length)
+        }
+        guard let iova = lock.withLock({ iovas.allocate(length: UInt64(rounded), alignment: UInt64(max(alignment, pageSize))) }) else {
+            munmap(pointer, rounded)
+            throw .outOfMemory(requested: length)
+        }
+        var map = vfio_iommu_type1_dma_map()
+        map.argsz = UInt32(MemoryLayout<vfio_iommu_type1_dma_map>.size)
+        map.flags = UInt32(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE)
+        map.vaddr = UInt64(UInt(bitPattern: pointer))
+        map.iova = iova
+        map.size = UInt64(rounded)
+        guard cvfio_ioctl_pointer(containerFD, cvfio_iommu_map_dma(), &map) == 0 else {
+            let saved = errno
+            lock.withLock { iovas.release(start: iova, length: UInt64(rounded)) }
+            munmap(pointer, rounded)
+            throw .mappingFailed(reason: "VFIO_IOMMU_MAP_DMA of \(rounded) bytes at IOVA \(hex(iova)) failed: \(String(cString: strerror(saved)))")
+        }
+        lock.withLock { mappings[iova] = (pointer, rounded) }
+        return DMARegion(cpuAddress: pointer, deviceAddress: iova, length: length)
+    }
+
+    func unmap(iova: UInt64, length: Int) {
+        var unmap = vfio_iommu_type1_dma_unmap()
+        unmap.argsz = UInt32(MemoryLayout<vfio_iommu_type1_dma_unmap>.size)
+        unmap.iova = iova
+        unmap.size = UInt64(length)
+        _ = cvfio_ioctl_pointer(containerFD, cvfio_iommu_unmap_dma(), &unmap)
+    }
+
+    public func release(_ region: DMARegion) {
+        guard let mapping = lock.withLock({ mappings.removeValue(forKey: region.deviceAddress) }) else { return }
+        unmap(iova: region.deviceAddress, length: mapping.length)
+        munmap(mapping.pointer, mapping.length)
+        lock.withLock { iovas.release(start: region.deviceAddress, length: UInt64(mapping.length)) }
+    }
+}
