@@ -66,7 +66,7 @@ let package = Package(
         .target(name: "VirtioTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec"]),
         .testTarget(name: "PCIConfigTests", dependencies: ["PCIConfig", "VirtioSpec", "VirtioSimulator", "VirtioTestSupport"]),
-        .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport"]),
+        .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport", "CLinuxVFIO"]),
         .testTarget(name: "TransportTests", dependencies: ["VirtioTransport", "Virtqueue", "VirtioSimulator", "PCIConfig", "VirtioSpec"]),
         .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager"]),
         .testTarget(name: "MSIXResourceManagerTests", dependencies: ["MSIXResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/MSIXResourceManagerTests"),

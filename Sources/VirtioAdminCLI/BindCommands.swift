@@ -119,7 +119,9 @@ struct Entropy: ParsableCommand {
                 if let eventFD {
                     var value: UInt64 = 0
                     var poll = pollfd(fd: eventFD, events: Int16(POLLIN), revents: 0)
-                    if Glibc.poll(&poll, 1, 5000) == 1 { _ = read(eventFD, &value, 8) }
+                    guard Glibc.poll(&poll, 1, 5000) == 1, read(eventFD, &value, 8) == 8, value > 0 else {
+                        throw CLIError("\(address): no MSI-X interrupt arrived within 5 s.")
+                    }
                 }
                 try queue.takeCompletions { received = Int($0.length) }
                 if received == 0 && Date() > deadline { throw CLIError("\(address): the device returned no entropy within 5 s.") }
@@ -138,5 +140,37 @@ struct Entropy: ParsableCommand {
         } catch {
             throw CLIError("\(error)")
         }
+    }
+}
+
+struct Probe: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Read a user-space-bound function's registers: device status, offered features, queues, admin queue fields.",
+        discussion: "The function must be bound to vfio-pci or uio_pci_generic. JSON: {status, statusBits, features, numQueues, adminQueueIndex, adminQueueNum, mode}.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: ArgumentHelp("The function's PCI address.", valueName: "ADDRESS")) var address: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let address = try parseAddress(address)
+        do {
+            let opened = try RealDeviceOpener(sysfsRoot: global.sysfsRoot).open(address)
+            let transport = try ModernPCITransport(config: opened.config, bars: opened.bars)
+            let status = transport.status
+            let features = transport.deviceFeatures()
+            let admin = transport.adminQueues
+            if json {
+                try printJSON(JSONValue.object([
+                    ("status", .int(Int(status.rawValue))), ("statusBits", .string(status.description)),
+                    ("features", .array(features.names(for: opened.config.virtioDeviceType).map(JSONValue.string))),
+                    ("numQueues", .int(transport.numQueues)),
+                    ("adminQueueIndex", admin.map { .int($0.index) } ?? .null), ("adminQueueNum", admin.map { .int($0.count) } ?? .null),
+                    ("mode", .string(opened.mode)),
+                ]))
+            } else {
+                print("\(address): device_status \(status); features \(features.names(for: opened.config.virtioDeviceType).joined(separator: " ")); num_queues \(transport.numQueues); admin queues \(admin.map { "index \($0.index), count \($0.count)" } ?? "none (common config has no admin fields)")")
+                print("access: \(opened.mode)")
+            }
+        } catch let error as CLIError { throw error } catch { throw CLIError("\(error)") }
     }
 }

@@ -2,6 +2,10 @@ import PCIConfig
 import VirtioSpec
 import VirtioTransport
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A real virtio function opened for driving from user space: its decoded config space,
 /// its BARs as register spaces, DMA memory the device can reach, and how that was done.
 public struct OpenedFunction: @unchecked Sendable {
@@ -30,6 +34,7 @@ public struct RealDeviceOpener: Sendable {
         let needed = Set(details.config.virtioCapabilities.filter { $0.cfgType != .pci }.map(\.bar))
         if driver == UserSpaceDriver.vfioPCI.rawValue {
             let device = try VFIODevice(address: address, sysfsRoot: sysfsRoot)
+            try device.enableBusMaster()
             var bars: [Int: any RegisterSpace] = [:]
             for index in needed.sorted() { bars[index] = try device.bar(index) }
             try checkSizes(details, bars: bars)
@@ -46,9 +51,29 @@ public struct RealDeviceOpener: Sendable {
             bars[index] = try SysfsBARMapping(resourcePath: enumerator.directory(of: address) + "/resource\(index)", length: Int(size), address: address)
         }
         try checkSizes(details, bars: bars)
+        try enableBusMaster(address, directory: enumerator.directory(of: address))
         let reason = driver == nil ? "the function is unbound" : "uio_pci_generic gives no IOMMU mapping"
         return OpenedFunction(address: address, config: details.config, bars: bars, allocator: PagemapDMAAllocator(),
                               mode: "sysfs resourceN mapping without an IOMMU (\(reason)); DMA at physical addresses from /proc/self/pagemap", vfio: nil)
+    }
+
+    /// Sets Bus Master Enable through the sysfs `config` file (the function is driven from
+    /// user space, so nobody else does).
+    func enableBusMaster(_ address: PCIAddress, directory: String) throws(DeviceAccessError) {
+        let path = directory + "/" + SysfsAttribute.config
+        let fd: Int32
+        do { fd = try Sys.openFile(path, flags: O_RDWR) } catch { throw .system(address: address, error) }
+        defer { close(fd) }
+        var command: UInt16 = 0
+        guard pread(fd, &command, 2, off_t(PCIHeader.command)) == 2 else {
+            throw .system(address: address, SystemCallError(call: "pread", path: path, errno: errno))
+        }
+        let wanted = UInt16(littleEndian: command) | PCIHeader.commandMemorySpace | PCIHeader.commandBusMaster
+        guard wanted != UInt16(littleEndian: command) else { return }
+        var little = wanted.littleEndian
+        guard pwrite(fd, &little, 2, off_t(PCIHeader.command)) == 2 else {
+            throw .system(address: address, SystemCallError(call: "pwrite", path: path, errno: errno))
+        }
     }
 
     /// Every capability's structure must lie inside the BAR as mapped.

@@ -138,6 +138,22 @@ public final class VFIODevice: @unchecked Sendable {
         return info
     }
 
+    /// Sets Bus Master Enable in the command register (through config region 7): VFIO leaves
+    /// it to user space, and a device without it cannot DMA.
+    public func enableBusMaster() throws(DeviceAccessError) {
+        let info = try regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX))
+        var command: UInt16 = 0
+        let offset = off_t(info.offset) + off_t(PCIHeader.command)
+        guard pread(deviceFD, &command, 2, offset) == 2 else {
+            throw .system(address: address, SystemCallError(call: "pread", path: "vfio config", errno: errno))
+        }
+        command = UInt16(littleEndian: command) | PCIHeader.commandMemorySpace | PCIHeader.commandBusMaster
+        var little = command.littleEndian
+        guard pwrite(deviceFD, &little, 2, offset) == 2 else {
+            throw .system(address: address, SystemCallError(call: "pwrite", path: "vfio config", errno: errno))
+        }
+    }
+
     /// Config space through region 7.
     public func readConfig() throws(DeviceAccessError) -> [UInt8] {
         let info = try regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX))

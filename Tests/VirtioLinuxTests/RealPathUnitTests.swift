@@ -1,0 +1,133 @@
+import CLinuxVFIO
+import Foundation
+import Testing
+import VirtioSimulator
+import VirtioTestSupport
+@testable import PCIConfig
+@testable import VirtioLinux
+
+/// Unit tests of the real-device path that need no device: pagemap entries, the IOVA
+/// allocator, VFIO argument layouts, the in-use guard and bind plans on fake trees.
+struct RealPathUnitTests {
+    @Test func pagemapEntries() {
+        // Bit 63 present, bits 0–54 PFN (digest §10).
+        let entry = PagemapEntry(raw: 1 << 63 | 0x12345)
+        #expect(entry.isPresent && entry.frameNumber == 0x12345)
+        #expect(entry.physicalAddress(pageSize: 4096, offset: 0x10) == 0x12345 * 4096 + 0x10)
+        #expect(PagemapEntry(raw: 0x12345).physicalAddress(pageSize: 4096) == nil, "not present")
+        #expect(PagemapEntry(raw: 1 << 63).physicalAddress(pageSize: 4096) == nil, "PFN hidden (non-root reader)")
+        #expect(PagemapEntry(raw: 1 << 63 | 1 << 62 | 1 << 55 | 7).frameNumber == 7, "flag bits are not part of the PFN")
+    }
+
+    @Test func iovaAllocation() {
+        var allocator = IOVAAllocator(base: 0x1000, limit: 0x11000)
+        let a = allocator.allocate(length: 0x1000, alignment: 0x1000)
+        let b = allocator.allocate(length: 0x3000, alignment: 0x4000)
+        #expect(a == 0x1000)
+        #expect(b == 0x4000, "aligned up, leaving a hole")
+        #expect(allocator.allocate(length: 0x2000, alignment: 0x1000) == 0x2000, "first fit takes the hole")
+        #expect(allocator.allocate(length: 0x10000, alignment: 0x1000) == nil, "exhausted")
+        allocator.release(start: 0x4000, length: 0x3000)
+        allocator.release(start: 0x1000, length: 0x1000)
+        allocator.release(start: 0x2000, length: 0x2000)
+        #expect(allocator == IOVAAllocator(base: 0x1000, limit: 0x11000), "everything merged back into one range")
+        #expect(allocator.allocate(length: 0x10000, alignment: 0x1000) == 0x1000)
+    }
+
+    @Test func vfioArgumentLayouts() {
+        // struct vfio_iommu_type1_dma_map { argsz u32, flags u32, vaddr u64, iova u64, size u64 } (linux/vfio.h).
+        #expect(cvfio_dma_map_size() == 32 && MemoryLayout<vfio_iommu_type1_dma_map>.size == 32)
+        #expect(cvfio_dma_map_vaddr_offset() == 8 && MemoryLayout<vfio_iommu_type1_dma_map>.offset(of: \.vaddr) == 8)
+        #expect(cvfio_dma_map_iova_offset() == 16 && MemoryLayout<vfio_iommu_type1_dma_map>.offset(of: \.iova) == 16)
+        #expect(cvfio_dma_map_size_offset() == 24 && MemoryLayout<vfio_iommu_type1_dma_map>.offset(of: \.size) == 24)
+        // struct vfio_region_info { argsz, flags, index, cap_offset u32; size u64; offset u64 }.
+        #expect(cvfio_region_info_size() == 32 && MemoryLayout<vfio_region_info>.size == 32)
+        #expect(cvfio_region_info_offset_offset() == 24 && MemoryLayout<vfio_region_info>.offset(of: \.offset) == 24)
+        // struct vfio_irq_set { argsz, flags, index, start, count u32; data[] }, struct vfio_group_status { argsz, flags }.
+        #expect(cvfio_irq_set_size() == 20 && MemoryLayout<vfio_irq_set>.size == 20)
+        #expect(cvfio_group_status_size() == 8)
+        // Request numbers: _IO(';', 100 + n) = 0x3b64 + n.
+        #expect(cvfio_get_api_version() == 0x3b64)
+        #expect(cvfio_group_get_device_fd() == 0x3b6a)
+        #expect(cvfio_iommu_map_dma() == 0x3b71)
+        #expect(cvfio_device_set_irqs() == 0x3b6e)
+    }
+
+    /// A fake tree with a virtio-blk disk, a virtio-net interface and a vsock, and fake proc tables.
+    func fakeSystem(mounted: Bool, swap: Bool, up: Bool) throws -> (sys: String, proc: String) {
+        let base = makeTemporaryDirectory("in-use")
+        var tree = SimulatedSysfsTree(totalVFs: 1, numVFs: 0)
+        tree.includeNonVirtioNeighbour = false
+        tree.pfDriver = "virtio-pci"
+        try tree.write(to: base + "/sys")
+        let fm = FileManager.default
+        let pci = base + "/sys/bus/pci/devices/0000:3b:00.0"
+        try fm.createDirectory(atPath: pci + "/virtio3/block/vda/vda1", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: pci + "/virtio3/net/eth7", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: base + "/sys/class/net/eth7", withIntermediateDirectories: true)
+        try (up ? "0x1003\n" : "0x1002\n").write(toFile: base + "/sys/class/net/eth7/flags", atomically: true, encoding: .utf8)
+        try fm.createDirectory(atPath: base + "/proc", withIntermediateDirectories: true)
+        try ("sysfs /sys sysfs rw 0 0\n" + (mounted ? "/dev/vda1 /srv\\040data ext4 rw 0 0\n" : ""))
+            .write(toFile: base + "/proc/mounts", atomically: true, encoding: .utf8)
+        try ("Filename Type Size Used Priority\n" + (swap ? "/dev/vda partition 1024 0 -2\n" : ""))
+            .write(toFile: base + "/proc/swaps", atomically: true, encoding: .utf8)
+        return (base + "/sys", base + "/proc")
+    }
+
+    @Test func inUseDetection() throws {
+        let address = PCIAddress("0000:3b:00.0")!
+        let busy = try fakeSystem(mounted: true, swap: true, up: true)
+        let uses = InUseDetector(sysfsRoot: busy.sys, procRoot: busy.proc).uses(of: address)
+        #expect(uses == [.mountedFilesystem(disk: "vda1", mountPoint: "/srv data"), .swap(disk: "vda"), .interfaceUp(name: "eth7")])
+        let idle = try fakeSystem(mounted: false, swap: false, up: false)
+        #expect(InUseDetector(sysfsRoot: idle.sys, procRoot: idle.proc).uses(of: address).isEmpty)
+    }
+
+    @Test func bindPlansAndTheGuard() throws {
+        let address = PCIAddress("0000:3b:00.0")!
+        let busy = try fakeSystem(mounted: false, swap: false, up: true)
+        let binder = DeviceBinder(sysfsRoot: busy.sys, procRoot: busy.proc, timeoutMilliseconds: 0)
+        #expect(throws: BindingError.inUse(address: address, driver: "virtio-pci", uses: [.interfaceUp(name: "eth7")])) {
+            try binder.bindPlan(address, to: .vfioPCI, force: false)
+        }
+        #expect(BindingError.inUse(address: address, driver: "virtio-pci", uses: [.interfaceUp(name: "eth7")]).description
+                == "0000:3b:00.0: refusing to take the function from virtio-pci: network interface eth7 is up; stop using it first, or pass --force.")
+        let forced = try binder.bindPlan(address, to: .vfioPCI, force: true)
+        let directory = busy.sys + "/bus/pci/devices/0000:3b:00.0"
+        #expect(forced == [BindingStep(path: directory + "/driver_override", value: "vfio-pci"),
+                           BindingStep(path: directory + "/driver/unbind", value: "0000:3b:00.0"),
+                           BindingStep(path: busy.sys + "/bus/pci/drivers_probe", value: "0000:3b:00.0")])
+        #expect(try binder.restorePlan(address) == [BindingStep(path: directory + "/driver_override", value: "\n"),
+                                                     BindingStep(path: directory + "/driver/unbind", value: "0000:3b:00.0"),
+                                                     BindingStep(path: busy.sys + "/bus/pci/drivers_probe", value: "0000:3b:00.0")])
+        // The driver is not loaded in the fake tree: a clear error, nothing written.
+        #expect(throws: BindingError.driverNotLoaded(driver: "vfio-pci", path: busy.sys + "/bus/pci/drivers/vfio-pci")) {
+            try binder.bind(address, to: .vfioPCI, force: true)
+        }
+        #expect(try String(contentsOfFile: directory + "/driver_override", encoding: .utf8) == "(null)\n")
+    }
+
+    @Test func nonVirtioIsRefused() throws {
+        let root = makeTemporaryDirectory("bind-nonvirtio")
+        try SimulatedSysfsTree(totalVFs: 1, numVFs: 0).write(to: root)
+        #expect(throws: BindingError.notVirtio(address: SimulatedSysfsTree.neighbourAddress)) {
+            try DeviceBinder(sysfsRoot: root).bindPlan(SimulatedSysfsTree.neighbourAddress, to: .vfioPCI, force: true)
+        }
+    }
+
+    @Test func kernelOwnedFunctionsAreNotOpened() throws {
+        // This host's virtio functions are bound to virtio-pci: the opener refuses before mapping anything.
+        let functions = try SysfsEnumerator().functions().filter { $0.driver != nil && $0.driver != "vfio-pci" && $0.driver != "uio_pci_generic" }
+        guard let function = functions.first else { print("skipped: no kernel-bound virtio function here"); return }
+        #expect {
+            try RealDeviceOpener().open(function.address)
+        } throws: { error in
+            guard case DeviceAccessError.kernelDriverBound(let address, let driver) = error else {
+                // Without root, reading the config space fails first; that is a refusal too.
+                if case DeviceAccessError.config = error { return true }
+                return false
+            }
+            return address == function.address && driver == function.driver
+        }
+    }
+}
