@@ -20,6 +20,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // Pure spec layer: constants, layouts, little-endian helpers. No I/O, no Foundation.
@@ -52,14 +54,20 @@ let package = Package(
         .target(name: "FeatureBitsResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/FeatureBitsResourceManager"),
         // The device model: simulated virtio PCI functions and their fake sysfs tree.
         .target(name: "VirtioSimulator", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile", "VirtioLock"]),
+        // Provisioning policy (TOML), its checker and planner, and the udev event handling.
+        .target(name: "VirtioProvisioning", dependencies: [
+            "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioAdminDriver", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager",
+            .product(name: "TOMLKit", package: "TOMLKit"),
+        ]),
         // A test kit for plugin authors: the device model with its admin queue open.
         .target(name: "VirtioAdminTestKit", dependencies: ["VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "VirtioTransport", "PCIConfig", "VirtioSpec"]),
         .executableTarget(
             name: "VirtioAdminCLI",
             dependencies: [
                 "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver",
-                "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager",
+                "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Test helpers: an lspci output parser (the independent decoder), process runner, temp dirs.

@@ -128,6 +128,8 @@ public struct SimulatedSysfsTree: Sendable {
         try SimFiles.makeDirectories(devicesParent)
         try SimFiles.makeDirectories(busDevices)
         try SimFiles.makeDirectories(root + "/bus/pci/drivers")
+        // The kernel's probe trigger; in a fake tree it records the last address written.
+        try SimFiles.write("", to: root + "/bus/pci/drivers_probe")
         for function in functions {
             let name = function.address.description
             let directory = devicesParent + "/" + name

@@ -1,0 +1,68 @@
+import CUdev
+import PCIConfig
+import VirtioSpec
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A hotplug event for a virtio PCI function, from the udev netlink monitor.
+public struct HotplugEvent: Sendable, Hashable {
+    public var action: String
+    public var devpath: String
+    public var address: PCIAddress
+    public var vendorID: UInt16?
+    public var deviceID: UInt16?
+    public var driver: String?
+    public var isVF: Bool
+}
+
+/// Watches udev for PCI events of virtio functions (vendor 0x1af4).
+public final class UdevMonitor: @unchecked Sendable {
+    // Owned exclusively; used from one thread.
+    let udev: OpaquePointer
+    let monitor: OpaquePointer
+
+    /// - Parameter source: "udev" (events after udev processed them) or "kernel".
+    public init(source: String = "udev") throws(LinuxError) {
+        guard let udev = udev_new() else { throw .udev(call: "udev_new", errno: errno) }
+        guard let monitor = udev_monitor_new_from_netlink(udev, source) else {
+            udev_unref(udev)
+            throw .udev(call: "udev_monitor_new_from_netlink", errno: errno)
+        }
+        udev_monitor_filter_add_match_subsystem_devtype(monitor, "pci", nil)
+        let status = udev_monitor_enable_receiving(monitor)
+        guard status >= 0 else {
+            udev_monitor_unref(monitor)
+            udev_unref(udev)
+            throw .udev(call: "udev_monitor_enable_receiving", errno: -status)
+        }
+        self.udev = udev
+        self.monitor = monitor
+    }
+
+    deinit {
+        udev_monitor_unref(monitor)
+        udev_unref(udev)
+    }
+
+    /// The next virtio event, or nil when `timeoutMilliseconds` passes first (-1: wait forever).
+    public func next(timeoutMilliseconds: Int32) -> HotplugEvent? {
+        let fd = udev_monitor_get_fd(monitor)
+        while true {
+            var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&descriptor, 1, timeoutMilliseconds)
+            if ready < 0 && errno == EINTR { continue }
+            guard ready > 0, let device = udev_monitor_receive_device(monitor) else { return nil }
+            defer { udev_device_unref(device) }
+            guard let name = udev_device_get_sysname(device), let address = PCIAddress(String(cString: name)) else { continue }
+            let source = UdevDevice(device: device, directory: udev_device_get_syspath(device).map { String(cString: $0) } ?? "")
+            let vendor: UInt16? = source.hexAttribute(SysfsAttribute.vendor)
+            guard vendor == nil || vendor == PCIIdentity.virtioVendorID else { continue }
+            let action = udev_device_get_action(device).map { String(cString: $0) } ?? "?"
+            return HotplugEvent(action: action, devpath: udev_device_get_devpath(device).map { String(cString: $0) } ?? "",
+                                address: address, vendorID: vendor, deviceID: source.hexAttribute(SysfsAttribute.device),
+                                driver: source.driverName(), isVF: Sys.readLink(source.directory + "/physfn") != nil)
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import FeatureBitsResourceManager
+import MSIXResourceManager
+import PCIConfig
+import VirtioAdminDriver
+import VirtioSpec
+
+/// One change the provisioner made (or, in a plan, would make).
+public struct ProvisioningChange: Sendable, Hashable, CustomStringConvertible {
+    public enum Kind: Sendable, Hashable {
+        case msixVectors(from: Int, to: Int)
+        case features(from: FeatureSet, to: FeatureSet)
+    }
+    public var vf: Int
+    public var kind: Kind
+    public var description: String {
+        switch kind {
+        case let .msixVectors(from, to): "VF \(vf): MSI-X vectors \(from) -> \(to)"
+        case let .features(from, to): "VF \(vf): features \(from.hexMask) -> \(to.hexMask)"
+        }
+    }
+}
+
+/// Brings VFs to what the policy says, through the PF's admin queue. Reads first and
+/// changes only what differs, so running it again changes nothing (idempotent), and a run
+/// cut short converges when repeated.
+public struct Provisioner: Sendable {
+    public let driver: AdminQueueDriver
+    public let memberType: VirtioDeviceType?
+    let msix: MSIXResourceManager
+    let features: FeatureBitsResourceManager
+
+    public init(driver: AdminQueueDriver, memberType: VirtioDeviceType?, opcodes: ProjectOpcodeTable = .default) {
+        self.driver = driver
+        self.memberType = memberType
+        msix = MSIXResourceManager(opcodes: opcodes)
+        features = FeatureBitsResourceManager(opcodes: opcodes)
+    }
+
+    /// The changes VF `vf` needs (nothing is written).
+    public func plan(vf: Int, desired: DesiredResources) async throws(AdminError) -> [ProvisioningChange] {
+        var changes: [ProvisioningChange] = []
+        if let vectors = desired.msixVectors {
+            let current = try await msix.vectors(of: vf, driver: driver)
+            if current != vectors { changes.append(ProvisioningChange(vf: vf, kind: .msixVectors(from: current, to: vectors))) }
+        }
+        if let wanted = desired.features(for: memberType) {
+            let current = try await features.features(of: vf, driver: driver)
+            if current != wanted { changes.append(ProvisioningChange(vf: vf, kind: .features(from: current, to: wanted))) }
+        }
+        return changes
+    }
+
+    /// Applies what VF `vf` needs; returns the changes made.
+    public func apply(vf: Int, desired: DesiredResources) async throws(AdminError) -> [ProvisioningChange] {
+        let changes = try await plan(vf: vf, desired: desired)
+        for change in changes {
+            switch change.kind {
+            case .msixVectors(_, let to): try await msix.setVectors(to, of: vf, driver: driver)
+            case .features(_, let to): try await features.setFeatures(to, of: vf, driver: driver)
+            }
+        }
+        return changes
+    }
+}
