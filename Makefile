@@ -8,12 +8,14 @@ UNITDIR ?= $(SYSCONFDIR)/systemd/system
 SWIFT_FLAGS ?= -c release --static-swift-stdlib
 BINARY ?= $(shell swift build $(SWIFT_FLAGS) --show-bin-path)/virtio-admin
 
-.PHONY: build install uninstall
+.PHONY: build install install-files uninstall
 
 build:
 	swift build $(SWIFT_FLAGS) --product virtio-admin
 
-install: build
+install: build install-files
+
+install-files:
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UDEVDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/virtio-admin $(DESTDIR)$(PREFIX)/share/doc/virtio-admin
 	install -m 0755 $(BINARY) $(DESTDIR)$(PREFIX)/bin/virtio-admin
 	sed 's|/usr/local/bin/virtio-admin|$(PREFIX)/bin/virtio-admin|g' Examples/udev/99-virtio-admin.rules > $(DESTDIR)$(UDEVDIR)/99-virtio-admin.rules

@@ -6,7 +6,7 @@ import VirtioSpec
 struct Simulate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create simulated virtio SR-IOV devices (no hardware needed).",
-        subcommands: [SimulateCreate.self, SimulateSysfs.self])
+        subcommands: [SimulateCreate.self, SimulateSysfs.self, SimulateNumVFs.self])
 }
 
 struct SimulateSysfs: ParsableCommand {
@@ -64,5 +64,27 @@ struct SimulateSysfs: ParsableCommand {
         do { try tree.write(to: directory) } catch { throw CLIError(error.description) }
         print("Wrote a simulated virtio \(deviceType.name) PF \(address) with \(vfs) of \(total) VFs under \(directory).")
         print("Try: virtio-admin --sysfs-root \(directory) list")
+    }
+}
+
+struct SimulateNumVFs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "numvfs",
+        abstract: "Change the simulated PF's NumVFs (as writing sysfs sriov_numvfs does).")
+    @Argument(help: ArgumentHelp("State file.", valueName: "PATH")) var path: String
+    @Argument(help: "New NumVFs (0 to TotalVFs).") var count: Int
+
+    func run() async throws {
+        try await SimulatedDeviceStore.withLock(path) {
+            let device: SimulatedSRIOVDevice
+            do { device = try SimulatedDeviceStore.load(path) } catch { throw CLIError("\(error)") }
+            defer { device.stop() }
+            guard (0...device.configuration.totalVFs).contains(count) else {
+                throw CLIError("NumVFs must be 0 to TotalVFs (\(device.configuration.totalVFs)).")
+            }
+            device.setNumVFs(count)
+            do { try SimulatedDeviceStore.save(device, to: path) } catch { throw CLIError("\(error)") }
+        }
+        print("\(path): NumVFs is now \(count).")
     }
 }
