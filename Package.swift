@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "VirtioAdminDriver", targets: ["VirtioAdminDriver"]),
         .library(name: "ResourceManager", targets: ["ResourceManager"]),
         .library(name: "VirtioAdminTestKit", targets: ["VirtioAdminTestKit"]),
+        .library(name: "VirtioProvisioning", targets: ["VirtioProvisioning"]),
         .library(name: "CVirtioAdminPlugin", targets: ["CVirtioAdminPlugin"]),
         .library(name: "MSIXResourceManager", targets: ["MSIXResourceManager"]),
         .library(name: "FeatureBitsResourceManager", targets: ["FeatureBitsResourceManager"]),

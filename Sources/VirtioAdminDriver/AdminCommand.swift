@@ -49,6 +49,8 @@ public struct AdminCounters: Sendable, Hashable {
     public var latencyMicrosecondsLog2: [Int] = Array(repeating: 0, count: 24)
     public init() {}
 
+    mutating func record(status: AdminStatus) { byStatus[status.rawValue, default: 0] += 1 }
+
     mutating func record(latencyNanoseconds: UInt64) {
         let micros = max(latencyNanoseconds / 1000, 1)
         let bucket = min(63 - micros.leadingZeroBitCount, latencyMicrosecondsLog2.count - 1)

@@ -196,11 +196,10 @@ public final class AdminQueueDriver: @unchecked Sendable {
 
     /// Resets the device (so it lets go of the rings), then fails every command in flight.
     public func close() {
-        let failures = lock.withLock {
+        lock.withLock {
             try? transport.reset()
-            return failAllLocked(.notRunning(device: address), newState: .closed)
+            failAllLocked(.notRunning(device: address), newState: .closed)
         }
-        failures.forEach { $0() }
     }
 
     // MARK: Submission
@@ -222,6 +221,9 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 
     /// Submits a command and returns the device's response, whatever its status.
+    ///
+    /// Continuations are resumed while the lock is held: resuming only enqueues the waiting
+    /// task, so nothing runs re-entrantly, and the completion path needs no buffers.
     public func submit(_ command: AdminCommand, timeout: Duration? = nil) async throws(AdminError) -> AdminResponse {
         let limit = options.slotBytes
         guard AdminCommandLayout.headerSize + command.data.count <= limit,
@@ -229,17 +231,23 @@ public final class AdminQueueDriver: @unchecked Sendable {
             throw .commandTooLarge(opcode: command.opcode, dataBytes: command.data.count, resultBytes: command.resultLength,
                                    limit: limit - AdminCommandLayout.headerSize)
         }
-        let token = lock.withLock { () -> UInt64 in
+        let (token, immediate) = lock.withLock { () -> (UInt64, Result<Int?, AdminError>) in
             nextToken += 1
-            return nextToken
+            if let error = stateErrorLocked(for: command.opcode) { return (nextToken, .failure(error)) }
+            return (nextToken, .success(freeSlots.popLast()))
         }
-        let slot = try await acquireSlot(command, token: token)
+        let slot: Int
+        if let ready = try immediate.get() { slot = ready } else { slot = try await waitForSlot(command, token: token) }
         let timeout = timeout ?? options.defaultTimeout
         let result: Result<AdminResponse, AdminError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let resumes = lock.withLock { submitLocked(slot: slot, command: command, token: token, timeout: timeout, continuation: continuation) }
-                resumes.forEach { $0() }
-                ensurePoller()
+                let startPoller = lock.withLock { () -> Bool in
+                    submitLocked(slot: slot, command: command, token: token, timeout: timeout, continuation: continuation)
+                    guard !pollerRunning, busyCountLocked > 0 else { return false }
+                    pollerRunning = true
+                    return true
+                }
+                if startPoller { Task.detached { [self] in await pollLoop() } }
             }
         } onCancel: {
             cancel(token: token)
@@ -247,33 +255,26 @@ public final class AdminQueueDriver: @unchecked Sendable {
         return try result.get()
     }
 
-    /// Waits for a free command slot (or fails when the driver is not running).
-    func acquireSlot(_ command: AdminCommand, token: UInt64) async throws(AdminError) -> Int {
-        let immediate: Result<Int?, AdminError> = lock.withLock {
-            if let error = stateErrorLocked(for: command.opcode) { return .failure(error) }
-            if let slot = freeSlots.popLast() { return .success(slot) }
-            return .success(nil)
-        }
-        if let slot = try immediate.get() { return slot }
+    /// Waits for a command slot to be handed over (or fails when the driver stops).
+    func waitForSlot(_ command: AdminCommand, token: UInt64) async throws(AdminError) -> Int {
         let slot: Int? = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let resumeNow = lock.withLock { () -> Bool in
-                    if stateErrorLocked(for: command.opcode) != nil { return true }
-                    if let slot = freeSlots.popLast() {
+                lock.withLock {
+                    if stateErrorLocked(for: command.opcode) != nil {
+                        continuation.resume(returning: nil)
+                    } else if let slot = freeSlots.popLast() {
                         continuation.resume(returning: slot)
-                        return false
+                    } else {
+                        waiters.append(Waiter(token: token, continuation: continuation))
                     }
-                    waiters.append(Waiter(token: token, continuation: continuation))
-                    return false
                 }
-                if resumeNow { continuation.resume(returning: nil) }
             }
         } onCancel: {
-            let waiter = lock.withLock { () -> Waiter? in
-                guard let index = waiters.firstIndex(where: { $0.token == token }) else { return nil }
-                return waiters.remove(at: index)
+            lock.withLock {
+                if let index = waiters.firstIndex(where: { $0.token == token }) {
+                    waiters.remove(at: index).continuation.resume(returning: nil)
+                }
             }
-            waiter?.continuation.resume(returning: nil)
         }
         guard let slot else {
             let error = lock.withLock { stateErrorLocked(for: command.opcode) }
@@ -298,39 +299,50 @@ public final class AdminQueueDriver: @unchecked Sendable {
         }
     }
 
-    /// Places a command on the ring and notifies (lock held). Returns resumptions to run
-    /// after the lock is released.
+    /// Places a command on the ring and notifies (lock held), then reaps what the device
+    /// already completed.
     func submitLocked(slot index: Int, command: AdminCommand, token: UInt64, timeout: Duration,
-                      continuation: CheckedContinuation<Result<AdminResponse, AdminError>, Never>) -> [() -> Void] {
+                      continuation: CheckedContinuation<Result<AdminResponse, AdminError>, Never>) {
         if let error = stateErrorLocked(for: command.opcode) {
-            releaseSlotLocked(index).forEach { $0() }
-            return [{ continuation.resume(returning: .failure(error)) }]
+            releaseSlotLocked(index)
+            continuation.resume(returning: .failure(error))
+            return
         }
         guard let queue, let slab, let notifier else {
-            return [{ continuation.resume(returning: .failure(.notRunning(device: self.address))) }]
+            continuation.resume(returning: .failure(.notRunning(device: address)))
+            return
         }
         let requestOffset = index * options.slotBytes * 2
         let responseOffset = requestOffset + options.slotBytes
-        let bytes = command.bytes
-        bytes.withUnsafeBytes { slab.cpuAddress.advanced(by: requestOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        // The header and data go straight into the slot (no intermediate array).
+        let request = slab.cpuAddress.advanced(by: requestOffset)
+        let header = UnsafeMutableRawBufferPointer(start: request, count: AdminCommandLayout.headerSize)
+        header.initializeMemory(as: UInt8.self, repeating: 0)
+        header.writeLE(command.opcode.rawValue, at: AdminCommandLayout.opcode)
+        header.writeLE(command.groupType.rawValue, at: AdminCommandLayout.groupType)
+        header.writeLE(command.member.rawValue, at: AdminCommandLayout.groupMemberID)
+        if !command.data.isEmpty {
+            command.data.withUnsafeBytes { request.advanced(by: AdminCommandLayout.headerSize).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        }
+        let length = AdminCommandLayout.headerSize + command.data.count
         // The status header is zeroed so a device that writes nothing cannot fake success.
         slab.cpuAddress.advanced(by: responseOffset).initializeMemory(as: UInt8.self, repeating: 0, count: AdminCommandLayout.resultHeaderSize)
         let head: UInt16
         do {
             head = try queue.add(
-                readable: CollectionOfOne(DMABuffer(address: slab.deviceAddress(at: requestOffset), length: UInt32(bytes.count))),
+                readable: CollectionOfOne(DMABuffer(address: slab.deviceAddress(at: requestOffset), length: UInt32(length))),
                 writable: CollectionOfOne(DMABuffer(address: slab.deviceAddress(at: responseOffset),
                                                    length: UInt32(AdminCommandLayout.resultHeaderSize + command.resultLength))))
         } catch {
             // Slots are sized to the ring, so a full ring here is a driver bug; fail the command cleanly.
-            releaseSlotLocked(index).forEach { $0() }
-            return [{ continuation.resume(returning: .failure(.deviceMisbehaved(device: self.address, error))) }]
+            releaseSlotLocked(index)
+            continuation.resume(returning: .failure(.deviceMisbehaved(device: address, error)))
+            return
         }
         let now = monotonicNanoseconds()
         slots[index].continuation = continuation
         slots[index].opcode = command.opcode
         slots[index].member = command.member
-        slots[index].command = traceHandler == nil ? nil : command
         slots[index].started = now
         slots[index].timeout = timeout
         slots[index].deadline = now &+ timeout.nanoseconds
@@ -338,74 +350,73 @@ public final class AdminQueueDriver: @unchecked Sendable {
         slots[index].busy = true
         headToSlot[Int(head)] = Int32(index)
         counters.submitted += 1
-        traceHandler?(.sent(command, bytes: bytes))
+        if let traceHandler {
+            slots[index].command = command
+            traceHandler(.sent(command, bytes: Array(UnsafeRawBufferPointer(start: request, count: length))))
+        }
         if queue.publish() {
             counters.notifies += 1
             notifier.notify()
         }
         // A device that completes during the notify (or already had) is reaped right away.
-        return pollLocked(now: now)
+        _ = pollLocked(now: now)
     }
 
     /// Gives a slot to the first waiter or back to the free list (lock held).
-    func releaseSlotLocked(_ index: Int) -> [() -> Void] {
+    func releaseSlotLocked(_ index: Int) {
         slots[index] = Slot()
         if !waiters.isEmpty {
-            let waiter = waiters.removeFirst()
-            return [{ waiter.continuation.resume(returning: index) }]
+            waiters.removeFirst().continuation.resume(returning: index)
+        } else {
+            freeSlots.append(index)
         }
-        freeSlots.append(index)
-        return []
     }
 
     func cancel(token: UInt64) {
-        let resume = lock.withLock { () -> (() -> Void)? in
-            guard let index = slots.firstIndex(where: { $0.busy && $0.token == token }), let continuation = slots[index].continuation else { return nil }
+        lock.withLock {
+            guard let index = slots.firstIndex(where: { $0.busy && $0.token == token }), let continuation = slots[index].continuation else { return }
             slots[index].continuation = nil  // the slot stays busy until the device gives it back
             counters.cancellations += 1
-            let error = AdminError.cancelled(device: address, opcode: slots[index].opcode, opcodeName: opcodeNames[slots[index].opcode] ?? slots[index].opcode.specName)
-            return { continuation.resume(returning: .failure(error)) }
+            continuation.resume(returning: .failure(.cancelled(device: address, opcode: slots[index].opcode,
+                                                               opcodeName: opcodeNames[slots[index].opcode] ?? slots[index].opcode.specName)))
         }
-        resume?()
     }
 
     // MARK: Completion
 
-    /// Takes completions and expired timeouts (lock held).
-    func pollLocked(now: UInt64) -> [() -> Void] {
-        guard let queue, let slab else { return [] }
-        var resumes: [() -> Void] = []
+    /// Takes completions (lock held) and resumes their callers. Returns how many completed.
+    func pollLocked(now: UInt64) -> Int {
+        guard let queue, let slab else { return 0 }
         do {
-            try queue.takeCompletions { element in
+            return try queue.takeCompletions { element in
                 let index = Int(headToSlot[Int(element.head)])
                 headToSlot[Int(element.head)] = -1
                 guard index >= 0 else { return }
                 let slot = slots[index]
                 counters.completed += 1
-                let responseOffset = index * options.slotBytes * 2 + options.slotBytes
-                let length = Int(element.length)
-                let response = Array(UnsafeRawBufferPointer(start: slab.cpuAddress + responseOffset, count: length))
+                let response = UnsafeRawBufferPointer(start: slab.cpuAddress + index * options.slotBytes * 2 + options.slotBytes, count: Int(element.length))
                 if let continuation = slot.continuation {
-                    let outcome: Result<AdminResponse, AdminError>
-                    if let header = AdminResultHeader(decoding: response) {
-                        counters.byStatus[header.status.rawValue, default: 0] += 1
+                    if response.count >= AdminCommandLayout.resultHeaderSize {
+                        let status = AdminStatus(rawValue: response.readLE(UInt16.self, at: AdminCommandLayout.status))
+                        let qualifier = AdminStatusQualifier(rawValue: response.readLE(UInt16.self, at: AdminCommandLayout.statusQualifier))
+                        counters.record(status: status)
                         counters.record(latencyNanoseconds: now &- slot.started)
-                        outcome = .success(AdminResponse(status: header.status, qualifier: header.qualifier,
-                                                         result: Array(response.dropFirst(AdminCommandLayout.resultHeaderSize))))
+                        let result = Array(UnsafeRawBufferPointer(rebasing: response[AdminCommandLayout.resultHeaderSize...]))
+                        if let command = slot.command, let traceHandler { traceHandler(.received(command, bytes: Array(response))) }
+                        continuation.resume(returning: .success(AdminResponse(status: status, qualifier: qualifier, result: result)))
                     } else {
-                        outcome = .failure(.resultTooShort(device: address, opcode: slot.opcode, opcodeName: opcodeNames[slot.opcode] ?? slot.opcode.specName,
-                                                           expected: AdminCommandLayout.resultHeaderSize, received: length))
+                        continuation.resume(returning: .failure(.resultTooShort(
+                            device: address, opcode: slot.opcode, opcodeName: opcodeNames[slot.opcode] ?? slot.opcode.specName,
+                            expected: AdminCommandLayout.resultHeaderSize, received: response.count)))
                     }
-                    if let command = slot.command, let handler = traceHandler { handler(.received(command, bytes: response)) }
-                    resumes.append { continuation.resume(returning: outcome) }
                 }
-                resumes.append(contentsOf: releaseSlotLocked(index))
+                releaseSlotLocked(index)
             }
         } catch {
             try? transport.reset()
-            resumes.append(contentsOf: failAllLocked(.deviceMisbehaved(device: address, error), newState: nil))
+            failAllLocked(.deviceMisbehaved(device: address, error), newState: nil)
+            return 1
         }
-        return resumes
     }
 
     /// Whether a command waits past its deadline (lock held).
@@ -414,60 +425,44 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 
     /// Fails expired commands (lock held). Their slots stay busy until the device completes them.
-    func expireLocked(now: UInt64) -> [() -> Void] {
-        var resumes: [() -> Void] = []
+    func expireLocked(now: UInt64) {
         for index in slots.indices where slots[index].busy && slots[index].continuation != nil && now >= slots[index].deadline {
             let continuation = slots[index].continuation!
             slots[index].continuation = nil
             counters.timeouts += 1
             let slot = slots[index]
-            let error = AdminError.timeout(device: address, opcode: slot.opcode, opcodeName: opcodeNames[slot.opcode] ?? slot.opcode.specName,
-                                           member: slot.member, after: slot.timeout)
-            resumes.append { continuation.resume(returning: .failure(error)) }
+            continuation.resume(returning: .failure(.timeout(device: address, opcode: slot.opcode, opcodeName: opcodeNames[slot.opcode] ?? slot.opcode.specName,
+                                                             member: slot.member, after: slot.timeout)))
         }
-        return resumes
     }
 
     /// Fails every command in flight and every waiter (lock held).
-    func failAllLocked(_ error: AdminError, newState: State?) -> [() -> Void] {
-        var resumes: [() -> Void] = []
+    func failAllLocked(_ error: AdminError, newState: State?) {
         for index in slots.indices {
             if let continuation = slots[index].continuation {
                 counters.failedInFlight += 1
-                resumes.append { continuation.resume(returning: .failure(error)) }
+                continuation.resume(returning: .failure(error))
             }
             slots[index] = Slot()
         }
         freeSlots = Array(slots.indices.reversed())
         headToSlot = Array(repeating: -1, count: headToSlot.count)
-        for waiter in waiters { resumes.append { waiter.continuation.resume(returning: nil) } }
+        for waiter in waiters { waiter.continuation.resume(returning: nil) }
         waiters.removeAll()
         state = newState ?? .failed(error)
         _ = queue?.abandonAll()
-        return resumes
     }
 
     var busyCountLocked: Int { slots.count - freeSlots.count }
 
-    /// Starts the background poller when commands are in flight and none runs.
-    func ensurePoller() {
-        let start = lock.withLock { () -> Bool in
-            guard !pollerRunning, busyCountLocked > 0 else { return false }
-            pollerRunning = true
-            return true
-        }
-        if start { Task.detached { [self] in await pollLoop() } }
-    }
-
+    /// Polls while commands are in flight: completions, timeouts, and device health.
     func pollLoop() async {
-        var idleRounds = 0
         var lastProgress = monotonicNanoseconds()
         var nextExpiry: UInt64 = 0
         while true {
             let now = monotonicNanoseconds()
-            let (resumes, keepGoing, progressed) = lock.withLock { () -> ([() -> Void], Bool, Bool) in
-                var resumes = pollLocked(now: now)
-                let progressed = !resumes.isEmpty
+            let (keepGoing, progressed) = lock.withLock { () -> (Bool, Bool) in
+                let progressed = pollLocked(now: now) > 0
                 let expiring = now >= nextExpiry && hasExpiredLocked(now: now)
                 if now >= nextExpiry { nextExpiry = now + 1_000_000 }
                 // Before timing a command out, and when nothing moved for a while, look at the
@@ -478,24 +473,20 @@ public final class AdminQueueDriver: @unchecked Sendable {
                     do throws(TransportError) { try transport.checkHealth() } catch {
                         let mapped: AdminError = error == .surpriseRemoval(device: address) ? .deviceRemoved(device: address) : .deviceNeedsReset(device: address)
                         try? transport.reset()
-                        resumes.append(contentsOf: failAllLocked(mapped, newState: nil))
+                        failAllLocked(mapped, newState: nil)
                     }
                 }
-                if expiring { resumes.append(contentsOf: expireLocked(now: now)) }
+                if expiring { expireLocked(now: now) }
                 let busy = busyCountLocked > 0
                 if !busy { pollerRunning = false }
-                return (resumes, busy, progressed)
+                return (busy, progressed)
             }
-            resumes.forEach { $0() }
             if !keepGoing { return }
-            if progressed {
-                idleRounds = 0
-                lastProgress = now
-            } else {
-                idleRounds += 1
-            }
-            if idleRounds > 2_000 {
-                try? await Task.sleep(for: .microseconds(50))
+            if progressed { lastProgress = now }
+            // Spin (yielding to other tasks) while completions keep coming; after 2 ms
+            // without one, sleep between polls so a slow device does not cost a core.
+            if now &- lastProgress > 2_000_000 {
+                try? await Task.sleep(for: .microseconds(200))
             } else {
                 await Task.yield()
             }

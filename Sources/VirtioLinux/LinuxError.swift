@@ -17,6 +17,8 @@ public enum LinuxError: Error, Hashable, Sendable, CustomStringConvertible {
     case config(PCIConfigError)
     /// A sysfs attribute holds text that does not parse.
     case malformedAttribute(address: PCIAddress, attribute: String, value: String)
+    /// A device path resolves outside the sysfs root (a symlink pointing elsewhere).
+    case outsideSysfsRoot(address: PCIAddress, resolved: String, root: String)
     /// libudev failed.
     case udev(call: String, errno: Int32)
 
@@ -42,6 +44,8 @@ public enum LinuxError: Error, Hashable, Sendable, CustomStringConvertible {
             error.description
         case let .malformedAttribute(address, attribute, value):
             "\(address): sysfs attribute \(attribute) holds '\(value)', which does not parse."
+        case let .outsideSysfsRoot(address, resolved, root):
+            "\(address): refusing to read \(resolved): it is outside the sysfs root \(root) (a symlink points out of it)."
         case let .udev(call, errno):
             "libudev: \(call) failed (errno \(errno))."
         }

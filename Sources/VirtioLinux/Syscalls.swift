@@ -77,6 +77,13 @@ enum Sys {
     }
 
     static var isRoot: Bool { geteuid() == 0 }
+
+    /// The canonical path (symlinks resolved), or nil when it does not exist.
+    static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
 }
 
 /// The last path component.

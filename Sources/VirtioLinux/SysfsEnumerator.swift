@@ -53,9 +53,18 @@ public struct SysfsEnumerator: Sendable {
             if !Sys.exists(devicesDirectory) { throw .sysfsMissing(path: devicesDirectory) }
             throw .noSuchDevice(address: address, path: source.directory)
         }
+        try checkInsideRoot(source.directory, address: address)
         if let function = source.virtioFunction(address: address) { return function }
         throw .notVirtio(address: address, vendorID: source.hexAttribute(SysfsAttribute.vendor) ?? 0,
                          deviceID: source.hexAttribute(SysfsAttribute.device) ?? 0)
+    }
+
+    /// Never follow a symlink out of the sysfs root: the device directory must resolve
+    /// inside the root's own resolved path.
+    func checkInsideRoot(_ path: String, address: PCIAddress) throws(LinuxError) {
+        guard let resolved = Sys.realPath(path), let rootResolved = Sys.realPath(root) else { return }
+        let prefix = rootResolved == "/" ? "/" : rootResolved + "/"
+        guard resolved.hasPrefix(prefix) else { throw .outsideSysfsRoot(address: address, resolved: resolved, root: rootResolved) }
     }
 
     /// Reads and decodes the config space of `address` (with BAR sizes from `resource`).

@@ -16,6 +16,8 @@ struct AdminCommandProcessor {
     var memberSupportedFeatures: FeatureSet
     var members: [MemberResources]
     var numVFs: Int
+    /// The member the last command changed, if any.
+    var changedMember: Int?
 
     static let alwaysInUse: [AdminOpcode] = [.listQuery, .listUse]
 
@@ -47,6 +49,7 @@ struct AdminCommandProcessor {
 
     /// Executes one command (its device-readable bytes) and returns status and result.
     mutating func execute(_ command: [UInt8], resultCapacity: Int) -> Outcome {
+        changedMember = nil
         guard let header = AdminCommandHeader(decoding: command) else { return .refuse(.einval, .invalidCommand) }
         guard header.groupType == .srIOV else { return .refuse(.einval, .invalidGroup) }
         let opcode = header.opcode
@@ -108,6 +111,7 @@ struct AdminCommandProcessor {
             guard !members[index].inUse else { return .refuse(.ebusy, .ok) }
             guard vectors - members[index].msixVectors <= availableVectors else { return .refuse(.einval, .noResource) }
             members[index].msixVectors = vectors
+            changedMember = index
             return .ok()
         case opcodes.featuresGet, opcodes.featuresCapsGet:
             let features = opcode == opcodes.featuresGet ? members[index].features : memberSupportedFeatures
@@ -121,6 +125,7 @@ struct AdminCommandProcessor {
             guard features.isSubset(of: memberSupportedFeatures), features.contains(.version1) else { return .refuse(.einval, .invalidField) }
             guard !members[index].inUse else { return .refuse(.ebusy, .ok) }
             members[index].features = features
+            changedMember = index
             return .ok()
         case opcodes.macGet:
             return .ok(members[index].mac + [0, 0])
@@ -131,6 +136,7 @@ struct AdminCommandProcessor {
             guard mac[0] & 1 == 0, mac.contains(where: { $0 != 0 }) else { return .refuse(.einval, .invalidField) }
             guard !members[index].inUse else { return .refuse(.ebusy, .ok) }
             members[index].mac = mac
+            changedMember = index
             return .ok()
         default:
             return .refuse(.einval, .invalidOpcode)

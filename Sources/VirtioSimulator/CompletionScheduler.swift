@@ -60,8 +60,16 @@ final class CompletionScheduler: @unchecked Sendable {
     func add(_ newItems: [Item]) {
         pthread_mutex_lock(&mutex)
         ensureThread()
-        items.append(contentsOf: newItems)
-        items.sort { $0.due < $1.due }
+        // Keep `items` sorted by due time: insert each after the last item due no later.
+        for item in newItems {
+            var low = 0
+            var high = items.count
+            while low < high {
+                let middle = (low + high) / 2
+                if items[middle].due <= item.due { low = middle + 1 } else { high = middle }
+            }
+            items.insert(item, at: low)
+        }
         pthread_cond_signal(&condition)
         pthread_mutex_unlock(&mutex)
     }
@@ -78,7 +86,8 @@ final class CompletionScheduler: @unchecked Sendable {
     }
 
     private func run() {
-        let spinThreshold: UInt64 = 200_000  // 200 µs
+        // Below this the worker spins (sched_yield) instead of sleeping on the condition.
+        let spinThreshold: UInt64 = UInt64(getenv("VIRTIO_SIM_SPIN_NS").flatMap { Int(String(cString: $0)) } ?? 200_000)
         while true {
             pthread_mutex_lock(&mutex)
             while items.isEmpty && !stopping { pthread_cond_wait(&condition, &mutex) }

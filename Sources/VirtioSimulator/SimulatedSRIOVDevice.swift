@@ -328,8 +328,9 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
         guard chain.capacity >= AdminCommandLayout.resultHeaderSize else { return 0 }
         let outcome = admin.execute(chain.readable, resultCapacity: chain.capacity)
         if outcome.status != .ok { function.counters.adminErrors += 1 }
-        // Apply member resources to the VF functions.
-        for (index, resources) in admin.members.enumerated() where index < vfs.count {
+        // The changed member's VF function now shows its new resources.
+        if let index = admin.changedMember, index < vfs.count {
+            let resources = admin.members[index]
             vfs[index].msixTableSize = resources.msixVectors
             vfs[index].offeredFeatures = resources.features
             for (byte, value) in resources.mac.enumerated() { vfs[index].deviceConfig[byte] = value }

@@ -113,3 +113,21 @@ struct FakeTreeTests {
         #expect(functions.count == 3)
     }
 }
+
+struct SymlinkEscapeTests {
+    @Test func aDeviceLinkPointingOutOfTheRootIsRefused() throws {
+        let root = makeTemporaryDirectory("escape")
+        try SimulatedSysfsTree(totalVFs: 1, numVFs: 1).write(to: root)
+        let outside = makeTemporaryDirectory("outside")
+        try FileManager.default.copyItem(atPath: root + "/devices/pci0000:00/0000:3b:00.1", toPath: outside + "/0000:3b:00.1")
+        let link = root + "/bus/pci/devices/0000:3b:00.1"
+        try FileManager.default.removeItem(atPath: link)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: outside + "/0000:3b:00.1")
+        #expect {
+            try SysfsEnumerator(root: root).function(at: PCIAddress("0000:3b:00.1")!)
+        } throws: { error in
+            guard case LinuxError.outsideSysfsRoot(let address, let resolved, _) = error else { return false }
+            return address == PCIAddress("0000:3b:00.1") && resolved.hasSuffix("/0000:3b:00.1") && !resolved.hasPrefix(root)
+        }
+    }
+}

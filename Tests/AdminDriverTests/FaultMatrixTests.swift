@@ -1,0 +1,131 @@
+import Testing
+import FeatureBitsResourceManager
+import MSIXResourceManager
+import VirtioAdminDriver
+import VirtioAdminTestKit
+import VirtioSimulator
+import VirtioSpec
+import VirtioTransport
+
+/// Every device-model fault × every operation: a typed outcome within a bounded time, no
+/// hang, no crash, no lost or duplicated completion, the device left reset or consistent.
+/// The outcome table is printed with the test output (and copied into RELIABILITY.md).
+struct FaultMatrixTests {
+    static let operations = ["negotiation", "queue setup", "msix get", "msix set", "msix pool", "features get", "features set", "features caps", "concurrent load"]
+    static let faults: [SimulatedFault?] = [nil] + SimulatedFault.allCases.map { $0 }
+
+    /// The outcome a cell must have; nil = success.
+    static func expected(_ fault: SimulatedFault?, _ operation: String) -> String? {
+        guard let fault else { return nil }
+        switch (fault, operation) {
+        case (.refuseFeaturesOK, "negotiation"), (.refuseFeaturesOK, "queue setup"): return "featuresRefused"
+        case (.noAdminQueue, "negotiation"): return "noAdminQueue"
+        case (.queueSizeZero, "negotiation"), (.queueSizeZero, "queue setup"): return "queueUnavailable"
+        case (.surpriseRemoval, _): return "deviceRemoved"
+        case (.refuseFeaturesOK, _), (.noAdminQueue, _), (.queueSizeZero, _): return nil  // only bring-up reads these
+        case (.neverComplete, "negotiation"): return "timeout"
+        case (.neverComplete, _): return "timeout"
+        case (.outOfRangeID, _), (.duplicateID, _), (.usedLengthTooLarge, _): return "deviceMisbehaved"
+        case (.needsResetMidFlight, _): return "deviceNeedsReset"
+        }
+    }
+
+    /// The name of an outcome: "ok" or the error case (nested transport errors by their own case).
+    static func name(_ error: any Error) -> String {
+        if case AdminError.transport(let inner) = error { return Mirror(reflecting: inner).children.first?.label ?? "\(inner)" }
+        if let transport = error as? TransportError {
+            if case .surpriseRemoval = transport { return "deviceRemoved" }
+            return Mirror(reflecting: transport).children.first?.label ?? "\(transport)"
+        }
+        return Mirror(reflecting: error).children.first?.label ?? "\(error)"
+    }
+
+    func run(_ fault: SimulatedFault?, _ operation: String) async -> (outcome: String, consistent: Bool, completions: Bool) {
+        var options = AdminQueueDriver.Options()
+        options.defaultTimeout = .milliseconds(150)
+        let plugins: [any ResourceManager.AdminCommandHandler] = [MSIXResourceManager(), FeatureBitsResourceManager()]
+        if operation == "negotiation" || operation == "queue setup" {
+            let device = SimulatedSRIOVDevice()
+            defer { device.stop() }
+            if let fault { device.setFault(fault) }
+            do {
+                let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
+                if operation == "negotiation" {
+                    let driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, options: options)
+                    driver.close()
+                } else {
+                    try transport.negotiate(required: [])
+                    let rings = try device.memory.allocate(length: 8192, alignment: 4096)
+                    _ = try transport.setUpQueue(0, size: 16, descriptorArea: rings.deviceAddress, driverArea: rings.deviceAddress + 256,
+                                                 deviceArea: rings.deviceAddress + 1024)
+                    try transport.reset()
+                }
+                return ("ok", device.pfStatus == [] || fault == .surpriseRemoval, true)
+            } catch {
+                let status = device.pfStatus
+                return (Self.name(error), status == [] || status.contains(.failed) || fault == .surpriseRemoval, true)
+            }
+        }
+        let group: SimulatedAdminGroup
+        do { group = try await SimulatedAdminGroup(plugins: plugins, options: options) } catch { return ("setup failed: \(error)", false, false) }
+        defer { group.shutDown() }
+        if let fault { group.device.setFault(fault) }
+        let msix = MSIXResourceManager()
+        let features = FeatureBitsResourceManager()
+        let driver = group.driver
+        var outcome = "ok"
+        var completionsOK = true
+        do {
+            switch operation {
+            case "msix get": _ = try await msix.vectors(of: 1, driver: driver)
+            case "msix set": try await msix.setVectors(3, of: 1, driver: driver)
+            case "msix pool": _ = try await msix.pool(driver: driver)
+            case "features get": _ = try await features.features(of: 1, driver: driver)
+            case "features set": try await features.setFeatures([.version1, FeatureSet(bit: 5)], of: 1, driver: driver)
+            case "features caps": _ = try await features.capabilities(of: 1, driver: driver)
+            default:
+                let results = await withTaskGroup(of: String.self) { tasks in
+                    for vf in 0..<64 {
+                        tasks.addTask {
+                            do throws(AdminError) { _ = try await msix.vectors(of: vf % 8, driver: driver); return "ok" } catch { return Self.name(error) }
+                        }
+                    }
+                    return await tasks.reduce(into: [String]()) { $0.append($1) }
+                }
+                completionsOK = results.count == 64
+                let stats = driver.statistics
+                completionsOK = completionsOK && stats.completed <= stats.submitted
+                outcome = results.first { $0 != "ok" } ?? "ok"
+            }
+        } catch {
+            outcome = Self.name(error)
+        }
+        let status = group.device.pfStatus
+        let consistent = fault == .surpriseRemoval || status == [] || (status.contains(.driverOK) && !status.contains(.deviceNeedsReset))
+        return (outcome, consistent, completionsOK)
+    }
+
+    @Test(.timeLimit(.minutes(3))) func everyFaultTimesEveryOperation() async throws {
+        var table: [[String]] = []
+        let clock = ContinuousClock()
+        for fault in Self.faults {
+            var row = [fault?.rawValue ?? "(none)"]
+            for operation in Self.operations {
+                let start = clock.now
+                let result = await run(fault, operation)
+                let elapsed = clock.now - start
+                #expect(elapsed < .seconds(5), "\(fault?.rawValue ?? "none") × \(operation) took \(elapsed)")
+                let wanted = Self.expected(fault, operation) ?? "ok"
+                #expect(result.outcome == wanted, "\(fault?.rawValue ?? "none") × \(operation): \(result.outcome), expected \(wanted)")
+                #expect(result.consistent, "\(fault?.rawValue ?? "none") × \(operation): device neither reset nor consistent")
+                #expect(result.completions, "\(fault?.rawValue ?? "none") × \(operation): lost or duplicated completion")
+                row.append(result.outcome)
+            }
+            table.append(row)
+        }
+        let header = ["fault \\ operation"] + Self.operations
+        var lines = ["| " + header.joined(separator: " | ") + " |", "|" + String(repeating: " --- |", count: header.count)]
+        lines += table.map { "| " + $0.joined(separator: " | ") + " |" }
+        print("Fault-injection matrix (\(Self.faults.count - 1) faults × \(Self.operations.count) operations):\n" + lines.joined(separator: "\n"))
+    }
+}
