@@ -82,8 +82,9 @@ final class FunctionModel {
     var adminQueueIndex: Int { queues.count - adminQueueCount }
     var reportedAdminQueueCount: Int { faults.contains(.noAdminQueue) ? 0 : adminQueueCount }
 
+    /// Whether queue `index` is an admin queue (what the device is, not what a fault makes it report).
     func isAdminQueue(_ index: Int) -> Bool {
-        isOwner && reportedAdminQueueCount > 0 && index >= adminQueueIndex && index < queues.count
+        isOwner && adminQueueCount > 0 && index >= adminQueueIndex && index < queues.count
     }
 
     func reset() {

@@ -210,8 +210,10 @@ public final class ModernPCITransport: @unchecked Sendable {
             guard queue < count else { throw .noSuchQueue(device: address, queue: queue, numQueues: count) }
         }
         let maximum = queueMaximumSize(queue)
-        guard maximum > 0 else { throw .queueUnavailable(device: address, queue: queue) }
+        // A queue the driver cannot set up is fatal for this initialisation: FAILED (spec §3.1.1).
+        guard maximum > 0 else { fail(); throw .queueUnavailable(device: address, queue: queue) }
         guard size > 0, size <= maximum, size & (size - 1) == 0 else {
+            fail()
             throw .invalidQueueSize(device: address, queue: queue, size: size, maximum: maximum)
         }
         guard read16(.queueEnable) == 0 else { throw .queueAlreadyEnabled(device: address, queue: queue) }
@@ -226,12 +228,14 @@ public final class ModernPCITransport: @unchecked Sendable {
             write16(.queueMSIXVector, msixVector)
             let readBack = read16(.queueMSIXVector)
             guard readBack == msixVector else {
+                fail()
                 throw .vectorNotAccepted(device: address, register: .queueMSIXVector, queue: queue, written: msixVector, readBack: readBack)
             }
         }
         let notifyOff = UInt64(read16(.queueNotifyOff))
         let offset = notifyOff * UInt64(notifyMultiplier)
         guard offset + 2 <= UInt64(notifyRegion.length) else {
+            fail()
             throw .notifyOutOfRange(device: address, queue: queue, offset: offset, regionLength: UInt64(notifyRegion.length))
         }
         write16(.queueEnable, 1)

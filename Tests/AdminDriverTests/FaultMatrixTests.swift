@@ -6,6 +6,7 @@ import VirtioAdminTestKit
 import VirtioSimulator
 import VirtioSpec
 import VirtioTransport
+import ResourceManager
 
 /// Every device-model fault × every operation: a typed outcome within a bounded time, no
 /// hang, no crash, no lost or duplicated completion, the device left reset or consistent.
@@ -22,6 +23,7 @@ struct FaultMatrixTests {
         case (.noAdminQueue, "negotiation"): return "noAdminQueue"
         case (.queueSizeZero, "negotiation"), (.queueSizeZero, "queue setup"): return "queueUnavailable"
         case (.surpriseRemoval, _): return "deviceRemoved"
+        case (_, "queue setup"): return nil  // admin-queue faults do not touch a regular queue
         case (.refuseFeaturesOK, _), (.noAdminQueue, _), (.queueSizeZero, _): return nil  // only bring-up reads these
         case (.neverComplete, "negotiation"): return "timeout"
         case (.neverComplete, _): return "timeout"
@@ -32,7 +34,7 @@ struct FaultMatrixTests {
 
     /// The name of an outcome: "ok" or the error case (nested transport errors by their own case).
     static func name(_ error: any Error) -> String {
-        if case AdminError.transport(let inner) = error { return Mirror(reflecting: inner).children.first?.label ?? "\(inner)" }
+        if case AdminError.transport(let inner) = error { return name(inner) }
         if let transport = error as? TransportError {
             if case .surpriseRemoval = transport { return "deviceRemoved" }
             return Mirror(reflecting: transport).children.first?.label ?? "\(transport)"
@@ -43,7 +45,7 @@ struct FaultMatrixTests {
     func run(_ fault: SimulatedFault?, _ operation: String) async -> (outcome: String, consistent: Bool, completions: Bool) {
         var options = AdminQueueDriver.Options()
         options.defaultTimeout = .milliseconds(150)
-        let plugins: [any ResourceManager.AdminCommandHandler] = [MSIXResourceManager(), FeatureBitsResourceManager()]
+        let plugins: [any AdminCommandHandler] = [MSIXResourceManager(), FeatureBitsResourceManager()]
         if operation == "negotiation" || operation == "queue setup" {
             let device = SimulatedSRIOVDevice()
             defer { device.stop() }
