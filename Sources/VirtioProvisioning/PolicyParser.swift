@@ -97,6 +97,19 @@ extension ProvisioningPolicy {
 
     /// Parses and validates a policy. Every error names the line and column.
     public init(text: String, file: String) throws(PolicyError) {
+        // A policy is ASCII: ids, addresses, feature names. Anything else (control bytes,
+        // invalid UTF-8, other scripts) is refused before the TOML parser sees it — the
+        // parser (toml++ inside TOMLKit) aborts on some such input (found by fuzzing).
+        var line = 1
+        var column = 1
+        for byte in text.utf8 {
+            if byte == 0x0a { line += 1; column = 1; continue }
+            guard byte == 0x09 || byte == 0x0d || (0x20...0x7e).contains(byte) else {
+                throw PolicyError(file: file, position: SourcePosition(line: line, column: column),
+                                  message: "byte \(hex(byte, width: 2)) is not printable ASCII; a policy is plain ASCII text.")
+            }
+            column += 1
+        }
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch let error as TOMLParseError {
             throw PolicyError(file: file, position: SourcePosition(line: error.source.begin.line, column: error.source.begin.column),

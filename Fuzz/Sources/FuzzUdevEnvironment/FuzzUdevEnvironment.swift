@@ -10,7 +10,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         if pair.count == 2 { environment[String(pair[0])] = String(pair[1]) }
     }
     if let event = try? UdevEvent(environment: environment) {
-        precondition(event.devpath.hasPrefix("/devices/") && !event.devpath.contains(".."))
+        // Accepted paths stay under /devices: no empty, "." or ".." component.
+        precondition(event.devpath.hasPrefix("/devices/"))
+        precondition(!event.devpath.split(separator: "/", omittingEmptySubsequences: false).dropFirst().contains { $0.isEmpty || $0 == "." || $0 == ".." })
         _ = try? UdevEvent(environment: UdevEvent.environment(fromWire: event.wireLine))
     }
     _ = UdevEvent.environment(fromWire: text)
