@@ -92,3 +92,19 @@ struct PolicyFuzzFindingTests {
         }
     }
 }
+
+struct PolicyHeaderCheckTests {
+    @Test(arguments: [("[[[[pfp", 1, 3), ("[pf", 1, 1), ("[a..b]", 1, 4), ("[[pf]\n", 1, 5), ("[pf] x", 1, 6), ("$x = 1", 1, 1)])
+    func malformedHeadersAreRefused(text: String, line: Int, column: Int) {
+        #expect {
+            try ProvisioningPolicy(text: text, file: "p.toml")
+        } throws: { error in
+            (error as? PolicyError)?.position == SourcePosition(line: line, column: column)
+        }
+    }
+
+    @Test func multiLineArraysStillParse() throws {
+        let policy = try ProvisioningPolicy(text: "[defaults]\nfeatures = [\n  \"VERSION_1\",\n  \"MAC\",  # comment\n]\n", file: "p.toml")
+        #expect(policy.defaults.featureNames == ["VERSION_1", "MAC"])
+    }
+}
