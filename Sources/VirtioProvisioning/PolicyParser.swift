@@ -88,76 +88,6 @@ extension String {
 }
 
 extension ProvisioningPolicy {
-    /// Table headers must be `[name]` or `[[name]]` with bare dotted keys; keys must be bare
-    /// or quoted. Checked before the TOML parser, which asserts (aborts) on some malformed
-    /// headers and keys — found by fuzzing (`[[[[pfp`).
-    static func checkHeaders(_ text: String, file: String) throws(PolicyError) {
-        var depth = 0  // open brackets/braces of a value spanning lines
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = Array(rawLine.utf8)
-            var start = 0
-            while start < line.count, line[start] == 0x20 || line[start] == 0x09 { start += 1 }
-            func bad(_ message: String, _ column: Int) -> PolicyError {
-                PolicyError(file: file, position: SourcePosition(line: index + 1, column: column + 1), message: message)
-            }
-            func isBare(_ byte: UInt8) -> Bool {
-                (0x30...0x39).contains(byte) || (0x41...0x5a).contains(byte) || (0x61...0x7a).contains(byte) || byte == 0x5f || byte == 0x2d
-            }
-            if depth == 0, start < line.count, line[start] == UInt8(ascii: "[") {
-                let double = start + 1 < line.count && line[start + 1] == UInt8(ascii: "[")
-                var cursor = start + (double ? 2 : 1)
-                var sawKey = false
-                var expectKey = true
-                while cursor < line.count, line[cursor] != UInt8(ascii: "]") {
-                    let byte = line[cursor]
-                    if byte == 0x20 || byte == 0x09 { cursor += 1; continue }
-                    if byte == UInt8(ascii: ".") {
-                        guard !expectKey else { throw bad("a table header has an empty key.", cursor) }
-                        expectKey = true
-                    } else if isBare(byte) {
-                        guard expectKey else { throw bad("a table header key may not contain spaces.", cursor) }
-                        while cursor + 1 < line.count, isBare(line[cursor + 1]) { cursor += 1 }
-                        expectKey = false
-                        sawKey = true
-                    } else {
-                        throw bad("a table header holds '\(Character(UnicodeScalar(byte)))'; write [name] or [[name]] with letters, digits, '_', '-' and '.'.", cursor)
-                    }
-                    cursor += 1
-                }
-                guard sawKey, !expectKey, cursor < line.count else { throw bad("a table header must be [name] or [[name]].", start) }
-                if double {
-                    guard cursor + 1 < line.count, line[cursor + 1] == UInt8(ascii: "]") else { throw bad("an array-of-tables header must end with ]].", cursor) }
-                    cursor += 1
-                }
-                var rest = cursor + 1
-                while rest < line.count, line[rest] == 0x20 || line[rest] == 0x09 || line[rest] == 0x0d { rest += 1 }
-                guard rest == line.count || line[rest] == UInt8(ascii: "#") else { throw bad("unexpected text after a table header.", rest) }
-                continue
-            }
-            // Track brackets of values outside strings and comments (arrays spanning lines).
-            var quoted = false
-            var cursor = start
-            while cursor < line.count {
-                let byte = line[cursor]
-                if quoted {
-                    if byte == UInt8(ascii: "\\") { cursor += 2; continue }
-                    if byte == UInt8(ascii: "\"") { quoted = false }
-                } else if byte == UInt8(ascii: "\"") {
-                    quoted = true
-                } else if byte == UInt8(ascii: "#") {
-                    break
-                } else if byte == UInt8(ascii: "[") || byte == UInt8(ascii: "{") {
-                    depth += 1
-                } else if byte == UInt8(ascii: "]") || byte == UInt8(ascii: "}") {
-                    depth = max(0, depth - 1)
-                } else if depth == 0 && cursor == start && !(isBare(byte) || byte == UInt8(ascii: "'")) && byte != 0x0d {
-                    throw bad("a line must start with a key, a table header or '#'.", cursor)
-                }
-                cursor += 1
-            }
-        }
-    }
-
     static let topKeys: Set<String> = ["defaults", "pf"]
     static let resourceKeys: Set<String> = ["msix-vectors", "features", "features-mask", "on-failure"]
     static let defaultKeys = resourceKeys.union(["hold-vf-drivers"])
@@ -199,7 +129,8 @@ extension ProvisioningPolicy {
             column += 1
         }
         let text = String(decoding: cleaned, as: UTF8.self)
-        try Self.checkHeaders(text, file: file)
+        var recognizer = PolicyRecognizer(text, file: file)
+        try recognizer.recognize()
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch let error as TOMLParseError {
             throw PolicyError(file: file, position: SourcePosition(line: error.source.begin.line, column: error.source.begin.column),

@@ -94,7 +94,8 @@ struct PolicyFuzzFindingTests {
 }
 
 struct PolicyHeaderCheckTests {
-    @Test(arguments: [("[[[[pfp", 1, 3), ("[pf", 1, 1), ("[a..b]", 1, 4), ("[[pf]\n", 1, 5), ("[pf] x", 1, 6), ("$x = 1", 1, 1)])
+    @Test(arguments: [("[[[[pfp", 1, 3), ("[pf", 1, 4), ("[a..b]", 1, 4), ("[[pf]\n", 1, 6), ("[pf] x", 1, 6), ("$x = 1", 1, 1),
+                      ("a = [\"X\", # c\n \n }4", 3, 2), ("a = { b = 1", 1, 12), ("a = 1.5", 1, 6)])
     func malformedHeadersAreRefused(text: String, line: Int, column: Int) {
         #expect {
             try ProvisioningPolicy(text: text, file: "p.toml")
