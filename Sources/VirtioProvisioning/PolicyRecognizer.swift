@@ -40,16 +40,25 @@ struct PolicyRecognizer {
     /// Spaces and tabs (and, when `newlines`, line breaks and comments).
     mutating func skipSpace(newlines: Bool = false) {
         while let byte = current {
-            if byte == 0x20 || byte == 0x09 || byte == 0x0d { advance() } else if newlines && byte == 0x0a { advance() } else if newlines && byte == UInt8(ascii: "#") {
+            // A carriage return counts only as part of a CRLF line end (as in TOML).
+            if byte == 0x20 || byte == 0x09 { advance() } else if newlines && (byte == 0x0a || isCRLF) { advance() } else if newlines && byte == UInt8(ascii: "#") {
                 while let next = current, next != 0x0a { _ = next; advance() }
             } else { return }
         }
     }
 
+    var isCRLF: Bool { current == 0x0d && index + 1 < bytes.count && bytes[index + 1] == 0x0a }
+
     /// The end of a line: optional spaces and comment, then a newline or the end.
     mutating func endOfLine() throws(PolicyError) {
         skipSpace()
-        if current == UInt8(ascii: "#") { while let byte = current, byte != 0x0a { _ = byte; advance() } }
+        if current == UInt8(ascii: "#") {
+            while let byte = current, byte != 0x0a {
+                if byte < 0x20 && byte != 0x09 && !isCRLF { throw fail("a control character in a comment.") }
+                advance()
+            }
+        }
+        if isCRLF { advance() }
         guard current == nil || current == 0x0a else { throw fail("unexpected '\(Character(UnicodeScalar(current!)))' at the end of the line.") }
         if current == 0x0a { advance() }
     }
@@ -58,7 +67,7 @@ struct PolicyRecognizer {
         while current != nil {
             skipSpace()
             guard let byte = current else { return }
-            if byte == 0x0a { advance(); continue }
+            if byte == 0x0a || isCRLF { advance(); continue }
             if byte == UInt8(ascii: "#") { try endOfLine(); continue }
             if byte == UInt8(ascii: "[") { try header(); continue }
             try key()
@@ -107,7 +116,8 @@ struct PolicyRecognizer {
         let quote = current!
         advance()
         while let byte = current {
-            if byte == 0x0a { throw fail("a string is not closed on its line.") }
+            if byte == 0x0a || byte == 0x0d { throw fail("a string is not closed on its line.") }
+            if byte < 0x20 && byte != 0x09 { throw fail("a control character in a string.") }
             if byte == quote { advance(); return }
             if quote == UInt8(ascii: "\"") && byte == UInt8(ascii: "\\") {
                 advance()

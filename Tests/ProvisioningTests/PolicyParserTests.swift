@@ -95,13 +95,18 @@ struct PolicyFuzzFindingTests {
 
 struct PolicyHeaderCheckTests {
     @Test(arguments: [("[[[[pfp", 1, 3), ("[pf", 1, 4), ("[a..b]", 1, 4), ("[[pf]\n", 1, 6), ("[pf] x", 1, 6), ("$x = 1", 1, 1),
-                      ("a = [\"X\", # c\n \n }4", 3, 2), ("a = { b = 1", 1, 12), ("a = 1.5", 1, 6)])
+                      ("a = [\"X\", # c\n \n }4", 3, 2), ("a = { b = 1", 1, 12), ("a = 1.5", 1, 6), ("[\rz\t]", 1, 2)])
     func malformedHeadersAreRefused(text: String, line: Int, column: Int) {
         #expect {
             try ProvisioningPolicy(text: text, file: "p.toml")
         } throws: { error in
             (error as? PolicyError)?.position == SourcePosition(line: line, column: column)
         }
+    }
+
+    @Test func crlfLineEndsParse() throws {
+        let policy = try ProvisioningPolicy(text: "[defaults]\r\nmsix-vectors = 2 # c\r\n", file: "p.toml")
+        #expect(policy.defaults.msixVectors == 2)
     }
 
     @Test func multiLineArraysStillParse() throws {
