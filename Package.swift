@@ -37,7 +37,7 @@ let package = Package(
         // BAR mapping (sysfs resourceN, VFIO regions), DMA (VFIO type-1, pagemap). Glibc only.
         .target(name: "VirtioLinux", dependencies: ["VirtioSpec", "PCIConfig", "CUdev", "CLinuxVFIO", "VirtioTransport", "VirtioLock"]),
         // A pthread-based lock (visible to ThreadSanitizer).
-        .target(name: "VirtioLock"),
+        .target(name: "VirtioLock"),  // also: Duration.nanoseconds, the root-trust file check
         // C shim: volatile MMIO access, atomics for shared ring fields, per-architecture barriers.
         .target(name: "CVolatile"),
         // Register and DMA protocols, and the modern virtio-PCI transport. No Foundation.
@@ -66,7 +66,7 @@ let package = Package(
             name: "VirtioAdminCLI",
             dependencies: [
                 "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver",
-                "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning",
+                "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioLock",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

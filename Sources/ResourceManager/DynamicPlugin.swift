@@ -1,6 +1,7 @@
 import CVirtioAdminPlugin
 import VirtioAdminDriver
 import VirtioSpec
+import VirtioLock
 
 #if canImport(Glibc)
 import Glibc
@@ -93,17 +94,9 @@ public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
     /// root or is group- or world-writable — the way sshd and sudo treat their files:
     /// anyone who can write it could run code as root.
     public static func checkTrusted(_ path: String, effectiveUser: uid_t = geteuid()) throws(PluginError) {
-        guard effectiveUser == 0 else { return }
         let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
         for item in [path, directory.isEmpty ? "/" : directory] {
-            var info = stat()
-            guard stat(item, &info) == 0 else { continue }  // dlopen reports a missing file
-            if info.st_uid != 0 {
-                throw .untrusted(path: item, reason: "it is owned by uid \(info.st_uid), not root")
-            }
-            if info.st_mode & (S_IWGRP | S_IWOTH) != 0 {
-                throw .untrusted(path: item, reason: "it is writable by \(info.st_mode & S_IWOTH != 0 ? "everyone" : "its group") (mode \(String(info.st_mode & 0o7777, radix: 8)))")
-            }
+            if let reason = untrustedFileReason(item, effectiveUser: effectiveUser) { throw .untrusted(path: item, reason: reason) }
         }
     }
 

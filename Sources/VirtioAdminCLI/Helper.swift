@@ -8,6 +8,7 @@ import VirtioLinux
 import VirtioProvisioning
 import VirtioSimulator
 import VirtioSpec
+import VirtioLock
 
 /// Options of the udev helper and the service.
 struct HelperOptions: ParsableArguments {
@@ -42,12 +43,8 @@ struct HelperOptions: ParsableArguments {
 
 /// When running as root, a policy file others could write is refused (as sshd and sudo do).
 func checkTrustedFile(_ path: String) throws {
-    guard geteuid() == 0 else { return }
-    var info = stat()
-    guard stat(path, &info) == 0 else { return }
-    if info.st_uid != 0 { throw CLIError("refusing the policy \(path): it is owned by uid \(info.st_uid), not root, and virtio-admin runs as root.") }
-    if info.st_mode & (S_IWGRP | S_IWOTH) != 0 {
-        throw CLIError("refusing the policy \(path): it is writable by \(info.st_mode & S_IWOTH != 0 ? "everyone" : "its group") (mode \(String(info.st_mode & 0o7777, radix: 8))), and virtio-admin runs as root.")
+    if let reason = untrustedFileReason(path) {
+        throw CLIError("refusing the policy \(path): \(reason), and virtio-admin runs as root.")
     }
 }
 
@@ -252,13 +249,7 @@ struct UdevEventCommand: AsyncParsableCommand {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let path = Array(options.socket.utf8)
-        guard path.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            for (index, byte) in path.enumerated() { buffer[index] = byte }
-        }
+        guard var address = unixSocketAddress(options.socket) else { return nil }
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
@@ -334,13 +325,7 @@ struct Serve: AsyncParsableCommand {
         unlink(options.socket)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw CLIError("socket() failed: \(String(cString: strerror(errno))).") }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let path = Array(options.socket.utf8)
-        guard path.count < MemoryLayout.size(ofValue: address.sun_path) else { throw CLIError("socket path \(options.socket) is too long.") }
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            for (index, byte) in path.enumerated() { buffer[index] = byte }
-        }
+        guard var address = unixSocketAddress(options.socket) else { throw CLIError("socket path \(options.socket) is too long.") }
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
@@ -348,4 +333,16 @@ struct Serve: AsyncParsableCommand {
         chmod(options.socket, 0o600)
         return fd
     }
+}
+
+/// A `sockaddr_un` for `path`, or nil when the path does not fit.
+func unixSocketAddress(_ path: String) -> sockaddr_un? {
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
+    withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+        for (index, byte) in bytes.enumerated() { buffer[index] = byte }
+    }
+    return address
 }

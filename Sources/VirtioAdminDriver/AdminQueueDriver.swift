@@ -494,12 +494,6 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 }
 
-extension Duration {
-    var nanoseconds: UInt64 {
-        let (seconds, attoseconds) = components
-        return UInt64(max(0, seconds)) &* 1_000_000_000 &+ UInt64(max(0, attoseconds)) / 1_000_000_000
-    }
-}
 
 /// Nanoseconds since the first call (ContinuousClock: stdlib only, no Foundation).
 func monotonicNanoseconds() -> UInt64 {

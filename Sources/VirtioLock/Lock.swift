@@ -33,3 +33,24 @@ public final class Lock: @unchecked Sendable {
         return try body()
     }
 }
+
+extension Duration {
+    /// The duration in whole nanoseconds (negative durations count as 0).
+    public var nanoseconds: UInt64 {
+        let (seconds, attoseconds) = components
+        return UInt64(max(0, seconds)) &* 1_000_000_000 &+ UInt64(max(0, attoseconds)) / 1_000_000_000
+    }
+}
+
+/// Why a file must not be trusted by a process running as root, or nil when it may be:
+/// it must be owned by root and not writable by group or others (as sshd and sudo require).
+public func untrustedFileReason(_ path: String, effectiveUser: uid_t = geteuid()) -> String? {
+    guard effectiveUser == 0 else { return nil }
+    var info = stat()
+    guard stat(path, &info) == 0 else { return nil }
+    if info.st_uid != 0 { return "it is owned by uid \(info.st_uid), not root" }
+    if info.st_mode & (S_IWGRP | S_IWOTH) != 0 {
+        return "it is writable by \(info.st_mode & S_IWOTH != 0 ? "everyone" : "its group") (mode \(String(info.st_mode & 0o7777, radix: 8)))"
+    }
+    return nil
+}

@@ -427,12 +427,6 @@ extension FunctionModel {
     var negotiatedEventIndex: Bool { driverFeatures.contains(.eventIndex) && status.contains(.featuresOK) }
 }
 
-extension Duration {
-    var nanoseconds: UInt64 {
-        let (seconds, attoseconds) = components
-        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds)) / 1_000_000_000
-    }
-}
 
 func monotonicNanoseconds() -> UInt64 {
     var now = timespec()

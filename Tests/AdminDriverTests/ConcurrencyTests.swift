@@ -81,7 +81,7 @@ struct ConcurrencyTests {
                                                  member: GroupMemberID(vfIndex: 0), after: .milliseconds(100))) {
             _ = try await lost.value
         }
-        #expect(clock.now - start < .seconds(2))
+        #expect(clock.now - start < .seconds(10), "bounded (generous: CI machines are shared)")
         #expect(group.driver.statistics.timeouts == 1)
         // The timed-out command still holds its slot (the device owns its buffers) — and the driver keeps working.
         #expect(try await msix.vectors(of: 3, driver: group.driver) == 2)
