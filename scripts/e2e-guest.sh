@@ -78,5 +78,16 @@ check "probe $net through resourceN" sh -c "$VA probe $net | grep -q VERSION_1"
 check "restore $net" $VA restore $net
 [ "$(driver $net)" = "virtio-pci" ] && pass "driver of $net is virtio-pci again" || fail "driver of $net is $(driver $net)"
 
+# 7. A real udevd runs the helper for the guest's devices (rule in /etc/udev/rules.d).
+/lib/systemd/systemd-udevd --daemon >/tmp/udevd.log 2>&1
+udevadm trigger --action=add --subsystem-match=pci >/dev/null 2>&1
+udevadm settle --timeout=20 >/dev/null 2>&1
+sleep 1
+if grep -q "add $rng: ignored: $rng has no SR-IOV role" /tmp/helper.log && grep -q "add $net:" /tmp/helper.log; then
+    pass "udevd ran the helper with a real event for $rng and $net ($(grep -c virtio-admin /tmp/helper.log) log lines)"
+else
+    fail "udevd did not run the helper as expected: $(head -c 300 /tmp/helper.log) $(head -c 200 /tmp/udevd.log)"
+fi
+
 echo "$passed passed, $failed failed"
 poweroff -f

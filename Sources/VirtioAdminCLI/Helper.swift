@@ -242,6 +242,7 @@ struct UdevEventCommand: AsyncParsableCommand {
         let policy = try options.loadPolicy()
         let outcome = await EventHandler(options: options, policy: policy, logger: logger).handle(event)
         if !outcome.succeeded { throw ExitCode(1) }
+        if !outcome.summary.hasPrefix("provisioned") { logger.info("\(event.action.rawValue) \(event.address): \(outcome.summary)") }
     }
 
     /// Hands the event to the running service; nil when none listens.
