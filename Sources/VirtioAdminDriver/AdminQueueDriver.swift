@@ -63,6 +63,8 @@ public final class AdminQueueDriver: @unchecked Sendable {
     var waiters: [Waiter] = []
     var nextToken: UInt64 = 1
     var pollerRunning = false
+    /// Chains were published without a notify; the poller sends one.
+    var kickPending = false
     var counters = AdminCounters()
     var supportedOpcodes = AdminOpcodeBitmap()
     var inUseOpcodes = AdminOpcodeBitmap()
@@ -355,8 +357,14 @@ public final class AdminQueueDriver: @unchecked Sendable {
             traceHandler(.sent(command, bytes: Array(UnsafeRawBufferPointer(start: request, count: length))))
         }
         if queue.publish() {
-            counters.notifies += 1
-            notifier.notify()
+            if pollerRunning && busyCountLocked > 1 {
+                // Commands are in flight and the poller runs: let it ring the doorbell once
+                // for everything published until its next round (one notify per batch).
+                kickPending = true
+            } else {
+                counters.notifies += 1
+                notifier.notify()
+            }
         }
         // A device that completes during the notify (or already had) is reaped right away.
         _ = pollLocked(now: now)
@@ -462,6 +470,11 @@ public final class AdminQueueDriver: @unchecked Sendable {
         while true {
             let now = monotonicNanoseconds()
             let (keepGoing, progressed) = lock.withLock { () -> (Bool, Bool) in
+                if kickPending, let notifier {
+                    kickPending = false
+                    counters.notifies += 1
+                    notifier.notify()
+                }
                 let progressed = pollLocked(now: now) > 0
                 let expiring = now >= nextExpiry && hasExpiredLocked(now: now)
                 if now >= nextExpiry { nextExpiry = now + 1_000_000 }
@@ -477,7 +490,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
                     }
                 }
                 if expiring { expireLocked(now: now) }
-                let busy = busyCountLocked > 0
+                let busy = busyCountLocked > 0 || kickPending
                 if !busy { pollerRunning = false }
                 return (busy, progressed)
             }

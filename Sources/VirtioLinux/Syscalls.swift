@@ -136,3 +136,38 @@ extension Sys {
         while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
     }
 }
+
+extension Sys {
+    /// A directory descriptor for relative lookups, or -1.
+    static func openDirectory(_ path: String) -> Int32 {
+        open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    }
+
+    static func closeFD(_ fd: Int32) { close(fd) }
+
+    /// A small file (sysfs attribute) under a directory descriptor, read into a stack buffer.
+    static func readSmallText(at directory: Int32, _ name: String) -> String? {
+        let fd = openat(directory, name, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256) { buffer -> String? in
+            var total = 0
+            while total < buffer.count {
+                let got = read(fd, buffer.baseAddress! + total, buffer.count - total)
+                if got < 0 { if errno == EINTR { continue }; return nil }
+                if got == 0 { break }
+                total += got
+            }
+            return String(decoding: UnsafeBufferPointer(rebasing: buffer[0..<total]), as: UTF8.self)
+        }
+    }
+
+    /// The target of a link under a directory descriptor.
+    static func readLink(at directory: Int32, _ name: String) -> String? {
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(PATH_MAX) + 1) { buffer -> String? in
+            let length = readlinkat(directory, name, buffer.baseAddress!, buffer.count - 1)
+            guard length > 0 else { return nil }
+            return String(decoding: UnsafeRawBufferPointer(start: buffer.baseAddress!, count: length), as: UTF8.self)
+        }
+    }
+}

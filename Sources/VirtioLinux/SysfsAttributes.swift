@@ -38,11 +38,18 @@ protocol DeviceAttributeSource {
     func attribute(_ name: String) -> String?
     /// The bound driver's name.
     func driverName() -> String?
+    /// The target of the link `name` in the device directory.
+    func link(_ name: String) -> String?
+    /// Names in the device directory.
+    func entries() -> [String]
 }
 
 extension DeviceAttributeSource {
+    func link(_ name: String) -> String? { Sys.readLink(directory + "/" + name) }
+    func entries() -> [String] { (try? Sys.listDirectory(directory)) ?? [] }
+
     func linkBaseName(_ name: String) -> String? {
-        Sys.readLink(directory + "/" + name).map(baseName)
+        link(name).map(baseName)
     }
 
     func driverName() -> String? { linkBaseName(SysfsAttribute.driver) }
@@ -82,24 +89,38 @@ extension DeviceAttributeSource {
                 totalVFs: totalVFs, numVFs: intAttribute(SysfsAttribute.sriovNumVFs) ?? 0,
                 vfTotalMSIX: intAttribute(SysfsAttribute.sriovVFTotalMSIX),
                 driversAutoprobe: intAttribute(SysfsAttribute.sriovDriversAutoprobe).map { $0 != 0 })
-            if let entries = try? Sys.listDirectory(directory) {
-                for entry in entries where entry.hasPrefix(SysfsAttribute.virtfnPrefix) {
-                    guard let index = Int(entry.dropFirst(SysfsAttribute.virtfnPrefix.count)),
-                          let vf = linkBaseName(entry).flatMap(PCIAddress.init) else { continue }
-                    function.virtfns[index] = vf
-                }
+            for entry in entries() where entry.hasPrefix(SysfsAttribute.virtfnPrefix) {
+                guard let index = Int(entry.dropFirst(SysfsAttribute.virtfnPrefix.count)),
+                      let vf = linkBaseName(entry).flatMap(PCIAddress.init) else { continue }
+                function.virtfns[index] = vf
             }
         }
         return function
     }
 }
 
-/// A device directory read directly.
-struct SysfsDirectory: DeviceAttributeSource {
-    var directory: String
+/// A device directory read directly: opened once, every attribute and link read relative
+/// to it (openat/readlinkat), so the `bus/pci/devices/ADDR` symlink is resolved once per
+/// function instead of once per file.
+final class SysfsDirectory: DeviceAttributeSource {
+    let directory: String
+    let fd: Int32
+
+    init(directory: String) {
+        self.directory = directory
+        fd = Sys.openDirectory(directory)
+    }
+
+    deinit { if fd >= 0 { Sys.closeFD(fd) } }
+
     func attribute(_ name: String) -> String? {
-        guard let text = try? Sys.readText(directory + "/" + name) else { return nil }
-        return trimmed(text)
+        guard fd >= 0 else { return nil }
+        return Sys.readSmallText(at: fd, name).map(trimmed)
+    }
+
+    func link(_ name: String) -> String? {
+        guard fd >= 0 else { return nil }
+        return Sys.readLink(at: fd, name)
     }
 }
 
