@@ -79,7 +79,7 @@ func renderDetails(_ details: FunctionDetails) -> String {
         lines.append("  SR-IOV: TotalVFs \(sriov.totalVFs), InitialVFs \(sriov.initialVFs), NumVFs \(sriov.numVFs), VF enable \(sriov.vfEnabled ? "on" : "off")")
         lines.append("          first VF offset \(sriov.firstVFOffset), stride \(sriov.vfStride), VF device id \(hex(sriov.vfDeviceID, width: 4))")
         for (index, vf) in function.virtfns.sorted(by: { $0.key < $1.key }) {
-            lines.append("          virtfn\(index) -> \(vf)\(index < 8 || index == function.virtfns.count - 1 ? "" : "")")
+            lines.append("          virtfn\(index) -> \(vf)")
         }
     }
     if let state = function.sriov {

@@ -126,27 +126,28 @@ public final class SplitVirtqueue: @unchecked Sendable {
         let total = readable.count + writable.count
         guard total > 0, total <= size else { throw .invalidChain(buffers: total, queueSize: size) }
         guard total <= freeStack.count else { throw .full(needed: total, free: freeStack.count) }
-        var ids = freeStack.suffix(total).reversed().makeIterator()
-        freeStack.removeLast(total)
-        let head = ids.next()!
-        var current = head
-        var remaining = total
+        // Take `total` descriptors from the top of the free stack (no allocation) and link them in order.
+        let base = freeStack.count - total
+        func descriptorID(_ position: Int) -> UInt16 { freeStack[base + total - 1 - position] }
+        let head = descriptorID(0)
         var capacity: UInt32 = 0
-        func place(_ buffer: DMABuffer, write: Bool, next: inout UInt16?) {
-            remaining -= 1
-            let following = remaining > 0 ? ids.next()! : 0
+        var position = 0
+        func place(_ buffer: DMABuffer, write: Bool) {
+            let id = descriptorID(position)
+            let last = position == total - 1
+            let next = last ? 0 : descriptorID(position + 1)
             var flags: DescriptorFlags = write ? .write : []
-            if remaining > 0 { flags.insert(.next) }
-            ring.writeDescriptor(Int(current), address: buffer.address, length: buffer.length, flags: flags, next: following)
-            chainNext[Int(current)] = following
-            if remaining > 0 { current = following }
+            if !last { flags.insert(.next) }
+            ring.writeDescriptor(Int(id), address: buffer.address, length: buffer.length, flags: flags, next: next)
+            chainNext[Int(id)] = next
+            position += 1
         }
-        var unused: UInt16?
-        for buffer in readable { place(buffer, write: false, next: &unused) }
+        for buffer in readable { place(buffer, write: false) }
         for buffer in writable {
             capacity &+= buffer.length
-            place(buffer, write: true, next: &unused)
+            place(buffer, write: true)
         }
+        freeStack.removeLast(total)
         chainCount[Int(head)] = UInt16(total)
         writableCapacity[Int(head)] = capacity
         inFlight[Int(head)] = true
