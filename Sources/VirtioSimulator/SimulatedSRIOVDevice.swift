@@ -333,7 +333,11 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
             let resources = admin.members[index]
             vfs[index].msixTableSize = resources.msixVectors
             vfs[index].offeredFeatures = resources.features
-            for (byte, value) in resources.mac.enumerated() { vfs[index].deviceConfig[byte] = value }
+            if Array(vfs[index].deviceConfig.prefix(6)) != resources.mac {
+                for (byte, value) in resources.mac.enumerated() { vfs[index].deviceConfig[byte] = value }
+                // Device config changed: a driver reading it across the change must retry.
+                vfs[index].configGeneration &+= 1
+            }
         }
         return fill(chain, with: AdminResultHeader(status: outcome.status, qualifier: outcome.qualifier).encode() + outcome.result)
     }

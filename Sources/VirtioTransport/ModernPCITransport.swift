@@ -257,6 +257,9 @@ public final class ModernPCITransport: @unchecked Sendable {
 
     // MARK: Device configuration
 
+    /// `config_generation`: changes whenever the device changes its device config.
+    public var configGeneration: UInt8 { read8(.configGeneration) }
+
     /// Reads `length` bytes of device config at `offset`, repeating until
     /// `config_generation` is the same before and after. Spec: §2.5.1 / §4.1.4.3.1.
     public func readDeviceConfig(offset: Int, length: Int, maximumAttempts: Int = 16) throws(TransportError) -> [UInt8] {

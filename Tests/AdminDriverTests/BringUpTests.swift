@@ -102,3 +102,19 @@ struct BringUpTests {
         #expect(group.driver.statistics.byStatus[22] == 3)
     }
 }
+
+struct DeviceConfigChangeTests {
+    @Test func macChangeBumpsTheVFsConfigGeneration() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [])
+        defer { group.shutDown() }
+        let vf = try ModernPCITransport(config: group.device.vfConfigSpace(1), bars: [0: group.device.vfBAR(1)])
+        let before = vf.configGeneration
+        let mac: [UInt8] = [0x02, 0, 0, 0, 0, 0x42, 0, 0]
+        _ = try await group.driver.run(AdminCommand(opcode: AdminOpcode(0x51), member: GroupMemberID(vfIndex: 1), data: mac))
+        #expect(vf.configGeneration == before &+ 1)
+        #expect(try vf.readDeviceConfig(offset: 0, length: 6) == Array(mac.prefix(6)))
+        // Setting the same address again changes nothing, so the generation stays.
+        _ = try await group.driver.run(AdminCommand(opcode: AdminOpcode(0x51), member: GroupMemberID(vfIndex: 1), data: mac))
+        #expect(vf.configGeneration == before &+ 1)
+    }
+}
