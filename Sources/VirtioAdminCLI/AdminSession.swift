@@ -122,17 +122,7 @@ func withRealAdminSession<T>(pf: PCIAddress, registry: PluginRegistry, options: 
     } catch {
         throw CLIError("\(error)" + (options.simulate == nil ? " (Without such hardware, use --simulate PATH; see 'virtio-admin simulate create --help'.)" : ""))
     }
-    let transport: ModernPCITransport
-    do { transport = try ModernPCITransport(config: opened.config, bars: opened.bars) } catch { throw CLIError(error.description) }
-    var driverOptions = AdminQueueDriver.Options()
-    driverOptions.defaultTimeout = .milliseconds(options.timeout)
-    let driver: AdminQueueDriver
-    do {
-        driver = try await AdminQueueDriver.open(transport: transport, allocator: opened.allocator, options: driverOptions,
-                                                 opcodeNames: registry.opcodeNames, trace: options.trace ? printTrace : nil)
-    } catch {
-        throw CLIError(error.description)
-    }
+    let driver = try await openDriver(config: opened.config, bars: opened.bars, allocator: opened.allocator, registry: registry, options: options)
     let vfs = function.virtfns.sorted { $0.key < $1.key }.map(\.value)
     let session = AdminSession(driver: driver, registry: registry, numVFs: function.sriov?.numVFs ?? 0,
                                memberType: opened.config.sriov.flatMap { VirtioDeviceType(pciDeviceID: $0.vfDeviceID) } ?? function.type ?? .net,
@@ -141,19 +131,24 @@ func withRealAdminSession<T>(pf: PCIAddress, registry: PluginRegistry, options: 
     return try await body(session)
 }
 
-func openSession(device: SimulatedSRIOVDevice, registry: PluginRegistry, options: AdminOptions) async throws -> AdminSession {
+/// The transport and the admin-queue driver of a PF, as every admin command opens them.
+func openDriver(config: PCIConfigSpace, bars: [Int: any RegisterSpace], allocator: any DMAAllocator,
+                registry: PluginRegistry, options: AdminOptions) async throws -> AdminQueueDriver {
     let transport: ModernPCITransport
-    do { transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()]) } catch { throw CLIError("\(error)") }
+    do { transport = try ModernPCITransport(config: config, bars: bars) } catch { throw CLIError(error.description) }
     var driverOptions = AdminQueueDriver.Options()
     driverOptions.defaultTimeout = .milliseconds(options.timeout)
-    let names = registry.opcodeNames
-    let trace: (@Sendable (AdminTraceEvent) -> Void)? = options.trace ? printTrace : nil
-    let driver: AdminQueueDriver
     do {
-        driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, options: driverOptions, opcodeNames: names, trace: trace)
+        return try await AdminQueueDriver.open(transport: transport, allocator: allocator, options: driverOptions,
+                                               opcodeNames: registry.opcodeNames, trace: options.trace ? printTrace : nil)
     } catch {
         throw CLIError(error.description)
     }
+}
+
+func openSession(device: SimulatedSRIOVDevice, registry: PluginRegistry, options: AdminOptions) async throws -> AdminSession {
+    let driver = try await openDriver(config: device.pfConfigSpace(), bars: [0: device.pfBAR()], allocator: device.memory,
+                                      registry: registry, options: options)
     return AdminSession(driver: driver, registry: registry, numVFs: device.numVFs, memberType: device.configuration.vfType,
                         vfAddresses: (0..<device.configuration.totalVFs).map(device.configuration.vfAddress),
                         timeout: .milliseconds(options.timeout))

@@ -257,15 +257,7 @@ struct UdevEventCommand: AsyncParsableCommand {
         guard connected == 0 else { return nil }
         let line = event.wireLine + "\n"
         _ = line.withCString { write(fd, $0, strlen($0)) }
-        var reply = [UInt8]()
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let got = read(fd, &buffer, buffer.count)
-            if got <= 0 { break }
-            reply += buffer[0..<got]
-            if reply.last == 0x0a { break }
-        }
-        let text = String(decoding: reply, as: UTF8.self).trimmingCharacters(in: .newlines)
+        let text = readLine(fd, limit: 4096)
         return text.isEmpty ? "error the service closed the connection without answering" : text
     }
 }
@@ -294,15 +286,7 @@ struct Serve: AsyncParsableCommand {
         while maxEvents.map({ handled < $0 }) ?? true {
             let client = accept(listener, nil, nil)
             if client < 0 { if errno == EINTR { continue }; throw CLIError("accept on \(options.socket) failed: \(String(cString: strerror(errno))).") }
-            var bytes = [UInt8]()
-            var buffer = [UInt8](repeating: 0, count: 1024)
-            while bytes.count < 4096 {
-                let got = read(client, &buffer, buffer.count)
-                if got <= 0 { break }
-                bytes += buffer[0..<got]
-                if bytes.last == 0x0a { break }
-            }
-            let line = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .newlines)
+            let line = readLine(client, limit: 4096)
             let reply: String
             do {
                 let event = try UdevEvent(environment: UdevEvent.environment(fromWire: line))
@@ -346,4 +330,17 @@ func unixSocketAddress(_ path: String) -> sockaddr_un? {
         for (index, byte) in bytes.enumerated() { buffer[index] = byte }
     }
     return address
+}
+
+/// One newline-terminated line from a socket (at most about `limit` bytes), without the newline.
+func readLine(_ fd: Int32, limit: Int) -> String {
+    var bytes = [UInt8]()
+    var buffer = [UInt8](repeating: 0, count: 1024)
+    while bytes.count < limit {
+        let got = read(fd, &buffer, buffer.count)
+        if got <= 0 { break }
+        bytes += buffer[0..<got]
+        if bytes.last == 0x0a { break }
+    }
+    return String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .newlines)
 }

@@ -64,16 +64,7 @@ public struct RealDeviceOpener: Sendable {
         let fd: Int32
         do { fd = try Sys.openFile(path, flags: O_RDWR) } catch { throw .system(address: address, error) }
         defer { close(fd) }
-        var command: UInt16 = 0
-        guard pread(fd, &command, 2, off_t(PCIHeader.command)) == 2 else {
-            throw .system(address: address, SystemCallError(call: "pread", path: path, errno: errno))
-        }
-        let wanted = UInt16(littleEndian: command) | PCIHeader.commandMemorySpace | PCIHeader.commandBusMaster
-        guard wanted != UInt16(littleEndian: command) else { return }
-        var little = wanted.littleEndian
-        guard pwrite(fd, &little, 2, off_t(PCIHeader.command)) == 2 else {
-            throw .system(address: address, SystemCallError(call: "pwrite", path: path, errno: errno))
-        }
+        try setBusMaster(fd: fd, configOffset: 0, path: path, address: address)
     }
 
     /// Every capability's structure must lie inside the BAR as mapped.

@@ -142,16 +142,7 @@ public final class VFIODevice: @unchecked Sendable {
     /// it to user space, and a device without it cannot DMA.
     public func enableBusMaster() throws(DeviceAccessError) {
         let info = try regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX))
-        var command: UInt16 = 0
-        let offset = off_t(info.offset) + off_t(PCIHeader.command)
-        guard pread(deviceFD, &command, 2, offset) == 2 else {
-            throw .system(address: address, SystemCallError(call: "pread", path: "vfio config", errno: errno))
-        }
-        command = UInt16(littleEndian: command) | PCIHeader.commandMemorySpace | PCIHeader.commandBusMaster
-        var little = command.littleEndian
-        guard pwrite(deviceFD, &little, 2, offset) == 2 else {
-            throw .system(address: address, SystemCallError(call: "pwrite", path: "vfio config", errno: errno))
-        }
+        try setBusMaster(fd: deviceFD, configOffset: off_t(info.offset), path: "vfio config", address: address)
     }
 
     /// Config space through region 7.
@@ -309,5 +300,21 @@ public final class VFIODMAAllocator: DMAAllocator, @unchecked Sendable {
         unmap(iova: region.deviceAddress, length: mapping.length)
         munmap(mapping.pointer, mapping.length)
         lock.withLock { iovas.release(start: region.deviceAddress, length: UInt64(mapping.length)) }
+    }
+}
+
+/// Sets Memory Space and Bus Master Enable in the PCI command register of config space
+/// reached through `fd` at `configOffset` (a VFIO config region or sysfs `config`).
+func setBusMaster(fd: Int32, configOffset: off_t, path: String, address: PCIAddress) throws(DeviceAccessError) {
+    let offset = configOffset + off_t(PCIHeader.command)
+    var command: UInt16 = 0
+    guard pread(fd, &command, 2, offset) == 2 else {
+        throw .system(address: address, SystemCallError(call: "pread", path: path, errno: errno))
+    }
+    let wanted = UInt16(littleEndian: command) | PCIHeader.commandMemorySpace | PCIHeader.commandBusMaster
+    guard wanted != UInt16(littleEndian: command) else { return }
+    var little = wanted.littleEndian
+    guard pwrite(fd, &little, 2, offset) == 2 else {
+        throw .system(address: address, SystemCallError(call: "pwrite", path: path, errno: errno))
     }
 }

@@ -47,12 +47,7 @@ import VirtioTestSupport
         environment["PCI_SLOT_NAME"] = address
         environment["PCI_ID"] = "1AF4:1041"
         environment.merge(extra) { $1 }
-        return try runAdmin(setup.helper, environment: environment)
-    }
-
-    func runAdmin(_ arguments: [String], environment: [String: String]) throws -> (status: Int32, output: String, error: String) {
-        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        return try runProgram(products.appendingPathComponent("virtio-admin").path, arguments, environment: environment)
+        return try virtioAdmin(setup.helper, environment: environment)
     }
 
     func vfState(_ setup: Setup) throws -> [String] {
@@ -97,12 +92,11 @@ import VirtioTestSupport
 
     @Test func killedMidProvisioningConvergesOnRerun() throws {
         let setup = try setup(vfs: 8)
-        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let addresses = (1...7).map { "0000:3b:00.\($0)" } + ["0000:3b:01.0"]
         var generator = SystemRandomNumberGenerator()
         for (round, address) in addresses.enumerated() {
             let process = Process()
-            process.executableURL = products.appendingPathComponent("virtio-admin")
+            process.executableURL = URL(fileURLWithPath: virtioAdminPath)
             process.arguments = setup.helper
             var environment = ProcessInfo.processInfo.environment
             environment["ACTION"] = "add"; environment["SUBSYSTEM"] = "pci"
@@ -178,9 +172,8 @@ import VirtioTestSupport
     @Test func serviceSerialisesConcurrentEvents() throws {
         let setup = try setup(vfs: 8)
         let socket = setup.directory + "/serve.sock"
-        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let server = Process()
-        server.executableURL = products.appendingPathComponent("virtio-admin")
+        server.executableURL = URL(fileURLWithPath: virtioAdminPath)
         server.arguments = ["serve", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys, "--socket", socket, "--max-events", "8"]
         server.standardError = FileHandle.nullDevice
         try server.run()
@@ -192,7 +185,7 @@ import VirtioTestSupport
             var environment = ProcessInfo.processInfo.environment
             environment["ACTION"] = "add"; environment["SUBSYSTEM"] = "pci"
             environment["DEVPATH"] = "/devices/pci0000:00/\(addresses[index])"
-            let result = try? runAdmin(["udev-event", "--socket", socket, "--policy", "/nonexistent"], environment: environment)
+            let result = try? virtioAdmin(["udev-event", "--socket", socket, "--policy", "/nonexistent"], environment: environment)
             outputs.withLock { $0.append("\(result?.status ?? -1)|\(result?.error ?? "")") }
         }
         server.waitUntilExit()
@@ -215,7 +208,7 @@ import VirtioTestSupport
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/make") else { print("skipped: make is not installed"); return }
         let destination = makeTemporaryDirectory("install")
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("virtio-admin").path
+        let binary = virtioAdminPath
         let result = try runProgram("/usr/bin/make", ["-C", root, "install-files", "DESTDIR=\(destination)", "PREFIX=/opt/va", "BINARY=\(binary)"])
         #expect(result.status == 0, "\(result.output)\(result.error)")
         let rule = try String(contentsOfFile: destination + "/etc/udev/rules.d/99-virtio-admin.rules", encoding: .utf8)
