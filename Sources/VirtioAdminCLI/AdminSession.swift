@@ -138,6 +138,7 @@ func openDriver(config: PCIConfigSpace, bars: [Int: any RegisterSpace], allocato
     do { transport = try ModernPCITransport(config: config, bars: bars) } catch { throw CLIError(error.description) }
     var driverOptions = AdminQueueDriver.Options()
     driverOptions.defaultTimeout = .milliseconds(options.timeout)
+    driverOptions.wantedOpcodes = registry.plugins.flatMap { $0.opcodes.map(\.0) }  // LIST_USE: what the plugins know
     do {
         return try await AdminQueueDriver.open(transport: transport, allocator: allocator, options: driverOptions,
                                                opcodeNames: registry.opcodeNames, trace: options.trace ? printTrace : nil)

@@ -26,7 +26,11 @@ public struct AdminCommand: Sendable, Hashable {
 public struct AdminResponse: Sendable, Hashable {
     public var status: AdminStatus
     public var qualifier: AdminStatusQualifier
+    /// The command-specific result, zero-filled to the length the command asked for when
+    /// the device wrote less (the spec's truncation rule: missing fields read as zero).
     public var result: [UInt8]
+    /// Result bytes the device actually wrote (the used length minus the status header).
+    public var resultBytesWritten: Int
 }
 
 /// A line of `--trace`: the bytes sent or received for one command.

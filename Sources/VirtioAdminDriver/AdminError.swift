@@ -31,6 +31,15 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
     case resultTooShort(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, expected: Int, received: Int)
     /// The driver was closed or failed; reinitialise it.
     case notRunning(device: PCIAddress)
+    /// A group type's command set could not be negotiated (for the SR-IOV group: VF Enable
+    /// is clear, so the group does not exist yet).
+    case groupUnavailable(device: PCIAddress, group: AdminGroupType, reason: String)
+    /// DMA addresses are IOVAs (VFIO) but the device does not offer VIRTIO_F_ACCESS_PLATFORM,
+    /// so it would use them as physical addresses; it was left reset.
+    case accessPlatformNotOffered(device: PCIAddress)
+    /// The device did not confirm its reset and bus mastering could not be cleared: the
+    /// rings and command buffers are kept (quarantined), never released.
+    case memoryQuarantined(device: PCIAddress, bytes: Int, reason: String)
     case transport(TransportError)
     case dma(DMAError)
 
@@ -62,9 +71,23 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
             "\(device): \(name) returned \(received) result bytes; \(expected) expected."
         case let .notRunning(device):
             "\(device): the admin queue is not running (it failed or was closed); reinitialise it."
+        case let .groupUnavailable(device, group, reason):
+            group == .srIOV
+                ? "\(device): the SR-IOV group's commands are unavailable until VFs are enabled (VF Enable is clear; LIST_QUERY/LIST_USE for it were refused: \(reason))."
+                : "\(device): the \(group) group's commands are unavailable: \(reason)."
+        case let .accessPlatformNotOffered(device):
+            "\(device): the device does not offer VIRTIO_F_ACCESS_PLATFORM, so it would take the driver's IOVAs for physical addresses; refused and left reset (enable the device's IOMMU support, e.g. QEMU iommu_platform=on)."
+        case let .memoryQuarantined(device, bytes, reason):
+            "\(device): the device did not confirm its reset (\(reason)) and bus mastering could not be cleared, so \(bytes) bytes of DMA memory it may still write are kept, never released."
         case .transport(let error): error.description
         case .dma(let error): error.description
         }
+    }
+
+    /// The device answered EINVAL / INVALID_GROUP.
+    public var isInvalidGroup: Bool {
+        if let (status, qualifier) = deviceStatus { return status == .einval && qualifier == .invalidGroup }
+        return false
     }
 
     /// For `commandFailed`: the device's status and qualifier.

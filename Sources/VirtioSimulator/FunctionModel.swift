@@ -44,6 +44,8 @@ final class FunctionModel {
     let type: VirtioDeviceType
     let isOwner: Bool
     var offeredFeatures: FeatureSet
+    /// Driver features this function needs before it accepts FEATURES_OK.
+    var requiredDriverFeatures: FeatureSet = []
     var driverFeatures: FeatureSet = []
     var status: DeviceStatus = []
     var deviceFeatureSelect: UInt32 = 0
@@ -203,6 +205,7 @@ final class FunctionModel {
         if added.contains(.featuresOK) {
             let acceptable = driverFeatures.isSubset(of: offeredFeatures) && driverFeatures.contains(.version1)
                 && !faults.contains(.refuseFeaturesOK) && status.contains(.driver)
+                && driverFeatures.isSuperset(of: requiredDriverFeatures)
             if !acceptable { added.remove(.featuresOK) }
         }
         if added.contains(.driverOK) && !(status.union(added)).contains(.featuresOK) {

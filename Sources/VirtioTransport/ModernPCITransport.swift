@@ -28,6 +28,8 @@ public final class ModernPCITransport: @unchecked Sendable {
     let deviceConfig: RegisterWindow?
     /// Features negotiated by the last successful ``negotiate(required:wanted:)``.
     public private(set) var negotiatedFeatures: FeatureSet = []
+    /// The function has a PCI SR-IOV capability (a PF that can enable VFs).
+    public let hasSRIOVCapability: Bool
 
     /// Locates the common, notify, ISR and device structures from the decoded capabilities.
     ///
@@ -40,6 +42,7 @@ public final class ModernPCITransport: @unchecked Sendable {
     ///   ``TransportError/capabilityTooSmall(device:_:length:minimum:)`` for a common
     ///   structure shorter than virtio 1.0's.
     public init(config: PCIConfigSpace, bars: [Int: any RegisterSpace]) throws(TransportError) {
+        hasSRIOVCapability = config.sriov != nil
         address = config.address
         func window(_ type: VirtioPCICfgType, required: Bool) throws(TransportError) -> RegisterWindow? {
             guard let cap = config.virtioCapability(type) else {
