@@ -73,7 +73,7 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
             "\(device): the admin queue is not running (it failed or was closed); reinitialise it."
         case let .groupUnavailable(device, group, reason):
             group == .srIOV
-                ? "\(device): the SR-IOV group's commands are unavailable until VFs are enabled (VF Enable is clear; LIST_QUERY/LIST_USE for it were refused: \(reason))."
+                ? "\(device): the SR-IOV group's commands are unavailable until VFs are enabled (VF Enable is clear; \(reason))."
                 : "\(device): the \(group) group's commands are unavailable: \(reason)."
         case let .accessPlatformNotOffered(device):
             "\(device): the device does not offer VIRTIO_F_ACCESS_PLATFORM, so it would take the driver's IOVAs for physical addresses; refused and left reset (enable the device's IOMMU support, e.g. QEMU iommu_platform=on)."

@@ -176,7 +176,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
                 } catch let error where error.isInvalidGroup {
                     // Not fatal: the SR-IOV group does not exist while VF Enable is clear
                     // [admin:417-423]; it is negotiated again when a command needs it.
-                    lock.withLock { groups[group.rawValue, default: GroupCommands()].unavailable = error }
+                    lock.withLock { groups[group.rawValue, default: GroupCommands()].unavailable = unavailableError(group, error) }
                 }
             }
             lock.withLock { if case .starting = state { state = .running } }
@@ -212,12 +212,18 @@ public final class AdminQueueDriver: @unchecked Sendable {
         }
     }
 
+    /// The error commands for `group` get while its LIST_QUERY/LIST_USE are refused.
+    func unavailableError(_ group: AdminGroupType, _ error: AdminError) -> AdminError {
+        let reason = error.deviceStatus.map { "\($0.0.name) / \($0.1.name)" } ?? error.description
+        return .groupUnavailable(device: address, group: group, reason: "the device refused its LIST_QUERY/LIST_USE with \(reason)")
+    }
+
     /// Negotiates `group` again if it was unavailable (a command for it is about to be sent).
     public func refreshGroup(_ group: AdminGroupType) async throws(AdminError) {
         do {
             try await negotiate(group)
         } catch let error where error.isInvalidGroup {
-            let reason = AdminError.groupUnavailable(device: address, group: group, reason: error.description)
+            let reason = unavailableError(group, error)
             lock.withLock { groups[group.rawValue, default: GroupCommands()].unavailable = reason }
             throw reason
         }
@@ -519,10 +525,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
                 return .groupUnavailable(device: address, group: command.groupType,
                                          reason: "the driver negotiated no command set for this group type (LIST_QUERY/LIST_USE)")
             }
-            if let unavailable = group.unavailable {
-                if case .groupUnavailable = unavailable { return unavailable }
-                return .groupUnavailable(device: address, group: command.groupType, reason: unavailable.description)
-            }
+            if let unavailable = group.unavailable { return unavailable }
             if !group.inUse.contains(opcode) {
                 return .commandNotInUse(device: address, opcode: opcode, opcodeName: opcodeNames[opcode] ?? opcode.specName,
                                         supported: group.supported.contains(opcode))

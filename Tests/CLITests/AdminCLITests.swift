@@ -66,7 +66,8 @@ import VirtioTestSupport
 
     @Test func passthruReportsStatusAndQualifier() throws {
         let path = try state()
-        let ok = try virtioAdmin(["--simulate", path, "passthru", "0000:3b:00.0", "--opcode", "0x42", "--json"])
+        // MSIX_POOL_GET asks about the owner: self group (type 0), member 0.
+        let ok = try virtioAdmin(["--simulate", path, "passthru", "0000:3b:00.0", "--opcode", "0x42", "--group-type", "0", "--json"])
         let object = try #require(try json(ok.output) as? [String: Any])
         #expect(object["statusName"] as? String == "OK")
         #expect((object["result"] as? String)?.hasPrefix("40 00 00 00 30 00 00 00") == true, "pool 64, 48 available")
