@@ -9,6 +9,8 @@ public struct AdminCommand: Sendable, Hashable {
     public var data: [UInt8]
     /// Bytes of command-specific result the caller expects (after the 8-byte status).
     public var resultLength: Int
+    /// Sent without the driver's command-set check (``AdminQueueDriver/submitUnchecked(_:timeout:)``).
+    var unchecked = false
 
     public init(opcode: AdminOpcode, groupType: AdminGroupType = .srIOV, member: GroupMemberID = .none, data: [UInt8] = [], resultLength: Int = 0) {
         self.opcode = opcode

@@ -98,6 +98,8 @@ public final class AdminQueueDriver: @unchecked Sendable {
     var pollerRunning = false
     /// Chains were published without a notify; the poller sends one.
     var kickPending = false
+    /// ``submitTogether(_:timeout:)`` is placing a batch: no doorbell until all are on the ring.
+    var holdNotify = false
     var counters = AdminCounters()
     var groups: [UInt16: GroupCommands] = [:]
     /// Bumped by every fail-all: slot grants of an older epoch are stale.
@@ -403,6 +405,52 @@ public final class AdminQueueDriver: @unchecked Sendable {
         return try await submitAdmitted(command, timeout: timeout, exclusive: true)
     }
 
+    /// Submits a command without checking it against the negotiated command sets (the
+    /// conformance checks send what a device must refuse). Everything else — padding,
+    /// LIST_USE exclusivity, timeouts — is as ``submit(_:timeout:)``.
+    public func submitUnchecked(_ command: AdminCommand, timeout: Duration? = nil) async throws(AdminError) -> AdminResponse {
+        var command = command
+        command.unchecked = true
+        return try await submit(command, timeout: timeout)
+    }
+
+    /// Places all `commands` on the ring before ringing the doorbell once, so that the
+    /// device sees them as one batch (in this order), and returns their outcomes in order.
+    /// LIST_USE is not allowed here (it must be alone on the queue).
+    public func submitTogether(_ commands: [AdminCommand], unchecked: Bool = false, timeout: Duration? = nil) async -> [Result<AdminResponse, AdminError>] {
+        precondition(!commands.contains { $0.opcode == .listUse }, "LIST_USE must be alone on the queue")
+        lock.withLock { holdNotify = true }
+        let placedBefore = statistics.submitted
+        let results = await withTaskGroup(of: (Int, Result<AdminResponse, AdminError>).self) { tasks in
+            for (index, command) in commands.enumerated() {
+                var command = command
+                command.unchecked = unchecked
+                let placed = command
+                tasks.addTask { [self] in
+                    do throws(AdminError) { return (index, .success(try await submit(placed, timeout: timeout))) } catch { return (index, .failure(error)) }
+                }
+                // Wait until it is on the ring (bounded: a command refused before placing never is).
+                let deadline = monotonicNanoseconds().addingSaturated(100_000_000)
+                while statistics.submitted < placedBefore + index + 1 && monotonicNanoseconds() < deadline
+                        && lock.withLock({ holdNotify && stateErrorLocked(for: placed) == nil }) {
+                    await Task.yield()
+                }
+            }
+            // All placed (or the driver failed): one doorbell for the batch.
+            lock.withLock {
+                holdNotify = false
+                if kickPending, let notifier {
+                    kickPending = false
+                    counters.notifies += 1
+                    notifier.notify()
+                    _ = pollLocked(now: monotonicNanoseconds())
+                }
+            }
+            return await tasks.reduce(into: [(Int, Result<AdminResponse, AdminError>)]()) { $0.append($1) }
+        }
+        return results.sorted { $0.0 < $1.0 }.map(\.1)
+    }
+
     /// Bytes of the device-readable part: header and data, padded with zeros to a multiple
     /// of 8 [admin:622-624] except where the length carries meaning (legacy config
     /// accesses 0x2–0x5, whose lengths are the access size; fact sheet A5).
@@ -520,7 +568,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
             return opcode == .listQuery || opcode == .listUse ? nil : .notRunning(device: address)
         case .running:
             // LIST_QUERY changes nothing and may ask any group; LIST_USE negotiates one.
-            if opcode == .listQuery || opcode == .listUse { return nil }
+            if opcode == .listQuery || opcode == .listUse || command.unchecked { return nil }
             guard let group = groups[command.groupType.rawValue] else {
                 return .groupUnavailable(device: address, group: command.groupType,
                                          reason: "the driver negotiated no command set for this group type (LIST_QUERY/LIST_USE)")
@@ -599,7 +647,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
             traceHandler(.sent(command, bytes: Array(UnsafeRawBufferPointer(start: request, count: length))))
         }
         if queue.publish() {
-            if pollerRunning && busyCountLocked > 1 {
+            if holdNotify || (pollerRunning && busyCountLocked > 1) {
                 // Commands are in flight and the poller runs: let it ring the doorbell once
                 // for everything published until its next round (one notify per batch).
                 kickPending = true
@@ -719,7 +767,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
         while true {
             let now = monotonicNanoseconds()
             let (keepGoing, progressed) = lock.withLock { () -> (Bool, Bool) in
-                if kickPending, let notifier {
+                if kickPending, !holdNotify, let notifier {
                     kickPending = false
                     counters.notifies += 1
                     notifier.notify()

@@ -61,6 +61,7 @@ struct AdminCommandProcessor {
 
     /// Resets what a device reset resets: the negotiated command lists.
     mutating func deviceReset() {
+        guard strictness.resetClearsListUse else { return }
         for key in groups.keys { groups[key]!.inUse = AdminOpcodeBitmap(opcodes: Self.alwaysInUse) }
     }
 
