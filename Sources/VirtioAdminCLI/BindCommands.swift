@@ -5,6 +5,8 @@ import VirtioLinux
 import VirtioSpec
 import VirtioTransport
 import Virtqueue
+import VirtioAdminDriver
+import VirtioSimulator
 
 extension UserSpaceDriver: ExpressibleByArgument {}
 
@@ -143,16 +145,23 @@ struct Entropy: ParsableCommand {
     }
 }
 
-struct Probe: ParsableCommand {
+struct Probe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Read a user-space-bound function's registers: device status, offered features, queues, admin queue fields.",
-        discussion: "The function must be bound to vfio-pci or uio_pci_generic. JSON: {status, statusBits, features, numQueues, adminQueueIndex, adminQueueNum, mode}.")
+        discussion: """
+            The function must be bound to vfio-pci or uio_pci_generic. JSON: {status, statusBits, features, \
+            numQueues, adminQueueIndex, adminQueueNum, mode}. With --simulate PATH the simulated PF is opened \
+            as the admin driver opens it (features negotiated, admin queue up) and probed then; JSON adds \
+            negotiatedFeatures.
+            """)
     @OptionGroup var global: GlobalOptions
     @Argument(help: ArgumentHelp("The function's PCI address.", valueName: "ADDRESS")) var address: String
     @Flag(help: "Print JSON.") var json = false
+    @Option(help: ArgumentHelp("Probe the simulated PF in PATH, with its admin queue open.", valueName: "PATH")) var simulate: String?
 
-    func run() throws {
+    func run() async throws {
         let address = try parseAddress(address)
+        if let simulate { return try await probeSimulated(address, path: simulate) }
         do {
             let opened = try RealDeviceOpener(sysfsRoot: global.sysfsRoot).open(address)
             let transport = try ModernPCITransport(config: opened.config, bars: opened.bars)
@@ -172,5 +181,42 @@ struct Probe: ParsableCommand {
                 print("access: \(opened.mode)")
             }
         } catch let error as CLIError { throw error } catch { throw CLIError("\(error)") }
+    }
+}
+
+extension Probe {
+    /// Opens the simulated PF as the admin driver does, then reports what a probe of a real
+    /// PF reports, plus the features the driver negotiated.
+    func probeSimulated(_ address: PCIAddress, path: String) async throws {
+        try await SimulatedDeviceStore.withLock(path) {
+            let device: SimulatedSRIOVDevice
+            do { device = try SimulatedDeviceStore.load(path) } catch { throw CLIError("\(error)") }
+            defer { device.stop() }
+            guard device.pfAddress == address else { throw CLIError("\(path) simulates PF \(device.pfAddress); \(address) is not in it.") }
+            do {
+                let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
+                let driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory)
+                let type = device.configuration.pfType
+                let status = transport.status
+                let offered = transport.deviceFeatures().names(for: type)
+                let negotiated = transport.negotiatedFeatures.names(for: type)
+                let admin = transport.adminQueues
+                let mode = "simulated PF (\(path)), admin queue open"
+                if json {
+                    try printJSON(JSONValue.object([
+                        ("status", .int(Int(status.rawValue))), ("statusBits", .string(status.description)),
+                        ("features", .array(offered.map(JSONValue.string))), ("negotiatedFeatures", .array(negotiated.map(JSONValue.string))),
+                        ("numQueues", .int(transport.numQueues)),
+                        ("adminQueueIndex", admin.map { .int($0.index) } ?? .null), ("adminQueueNum", admin.map { .int($0.count) } ?? .null),
+                        ("mode", .string(mode)),
+                    ]))
+                } else {
+                    print("\(address): device_status \(status); negotiated \(negotiated.joined(separator: " ")); offered \(offered.joined(separator: " ")); num_queues \(transport.numQueues); admin queues \(admin.map { "index \($0.index), count \($0.count)" } ?? "none")")
+                    print("access: \(mode)")
+                }
+                driver.close()
+                try SimulatedDeviceStore.save(device, to: path)
+            } catch let error as CLIError { throw error } catch { throw CLIError("\(error)") }
+        }
     }
 }

@@ -47,6 +47,8 @@ public struct ConformanceReport: Sendable {
 /// the project's MAC_GET/MAC_SET — VF 0's MAC is changed twice and then restored.
 public struct ConformanceSuite: Sendable {
     public static let checks: [ConformanceCheck] = [
+        ConformanceCheck(id: "admin-queue-fields", rule: "admin_queue_num is at least 1 and admin_queue_index is at least num_queues (admin queues come after the others)",
+                         spec: "transport-pci.tex:352-354,418-430,491-496"),
         ConformanceCheck(id: "list-query-lists-itself", rule: "LIST_QUERY succeeds in every group the device has and sets bits 0 (LIST_QUERY) and 1 (LIST_USE)",
                          spec: "admin.tex:285-288"),
         ConformanceCheck(id: "ok-qualifier-zero", rule: "status_qualifier is 0 when status is OK", spec: "admin.tex:204-205"),
@@ -121,6 +123,11 @@ public struct ConformanceSuite: Sendable {
             driver = try await AdminQueueDriver.open(transport: transport, allocator: allocator, options: driverOptions, trace: trace)
         } catch {
             return report(error)
+        }
+        if let admin = transport.adminQueues {
+            let numQueues = transport.numQueues
+            let good = admin.count >= 1 && admin.index >= numQueues
+            record("admin-queue-fields", good ? .pass : .fail, "num_queues \(numQueues), admin_queue_index \(admin.index), admin_queue_num \(admin.count)")
         }
         let srIOV = driver.unavailability(of: .srIOV) == nil && !driver.supported(in: .srIOV).opcodes.isEmpty
         let selfGroup = driver.unavailability(of: .selfGroup) == nil && !driver.supported(in: .selfGroup).opcodes.isEmpty

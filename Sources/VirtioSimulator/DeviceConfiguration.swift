@@ -60,6 +60,8 @@ public struct SimulatedStrictness: Sendable, Hashable {
     public var inOrderProcessing = true
     /// Set bits 0 and 1 in every LIST_QUERY result [admin:285-288].
     public var listsListCommands = true
+    /// num_queues leaves the admin queues out [transport-pci.tex:352-354].
+    public var numQueuesExcludesAdminQueues = true
     /// A device reset brings the legal list back to {LIST_QUERY, LIST_USE} [admin:239-242].
     public var resetClearsListUse = true
     public init() {}

@@ -55,6 +55,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
                            maximumQueueSize: configuration.maximumQueueSize, msixTableSize: configuration.pfMSIXVectors,
                            mac: [0x52, 0x54, 0x00, 0x3b, 0xff, 0xff])
         pf.requiredDriverFeatures = configuration.requiredDriverFeatures.intersection(configuration.pfFeatures)
+        pf.countsAdminQueues = !configuration.strictness.numQueuesExcludesAdminQueues
         vfs = []
         admin = AdminCommandProcessor(configuration: configuration, members: resources)
         timing = configuration.timing

@@ -28,7 +28,7 @@ struct ConformanceTests {
         let withoutVFs = try await Self.run { $0.numVFs = 0 }
         #expect(Self.failed(withoutVFs).isEmpty)
         #expect(withoutVFs.outcome(of: "vf-enable") == .pass)
-        #expect(ConformanceSuite.checks.count == 12 && withVFs.results.count == 12)
+        #expect(ConformanceSuite.checks.count == 13 && withVFs.results.count == 13)
     }
 
     @Test(arguments: [
@@ -40,6 +40,7 @@ struct ConformanceTests {
         ("short result failed", ["truncation"]),
         ("SR-IOV list commands without VFs (Linux-compatible)", ["vf-enable"]),
         ("slow reset", ["reset"]),
+        ("admin queue counted in num_queues", ["admin-queue-fields"]),
     ])
     func variantFailsExactlyItsChecks(variant: String, expected: [String]) async throws {
         let report: ConformanceReport
@@ -52,6 +53,7 @@ struct ConformanceTests {
         case "short result failed": report = try await Self.run { $0.strictness.truncateShortResults = false }
         case "SR-IOV list commands without VFs (Linux-compatible)":
             report = try await Self.run { $0.numVFs = 0; $0.strictness.listCommandsWithoutVFs = true }
+        case "admin queue counted in num_queues": report = try await Self.run { $0.strictness.numQueuesExcludesAdminQueues = false }
         default: report = try await Self.run(fault: .slowReset)
         }
         #expect(Self.failed(report) == Set(expected), "\(variant): \(report.results.filter { $0.outcome == .fail }.map { "\($0.check.id): \($0.detail)" })")
