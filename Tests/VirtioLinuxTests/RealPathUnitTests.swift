@@ -3,6 +3,7 @@ import Foundation
 import Testing
 import VirtioSimulator
 import VirtioTestSupport
+import VirtioTransport
 @testable import PCIConfig
 @testable import VirtioLinux
 
@@ -18,6 +19,28 @@ struct RealPathUnitTests {
         #expect(PagemapEntry(raw: 0x12345).physicalAddress(pageSize: 4096) == nil, "not present")
         #expect(PagemapEntry(raw: 1 << 63).physicalAddress(pageSize: 4096) == nil, "PFN hidden (non-root reader)")
         #expect(PagemapEntry(raw: 1 << 63 | 1 << 62 | 1 << 55 | 7).frameNumber == 7, "flag bits are not part of the PFN")
+    }
+
+    @Test func pagemapEntriesAreReadInNativeByteOrder() {
+        // pagemap holds one u64 per page in the CPU's byte order (little-endian on x86-64
+        // and arm64 Linux): present bit 63, PFN 0x12345.
+        let value: UInt64 = 1 << 63 | 0x12345
+        let native = withUnsafeBytes(of: value) { Array($0) }
+        #expect(PagemapEntry(nativeBytes: native) == PagemapEntry(raw: value))
+        #if _endian(little)
+        #expect(native == [0x45, 0x23, 0x01, 0, 0, 0, 0, 0x80])
+        #endif
+        #expect(PagemapEntry(nativeBytes: [1, 2, 3]) == nil)
+    }
+
+    @Test func pagemapPathRefusesSmallPages() {
+        // No huge page to be had: no fallback to small pages (compaction may move them).
+        let allocator = PagemapDMAAllocator(mapHugePage: { _ in nil })
+        #expect(throws: DMAError.mappingFailed(reason: DeviceAccessError.hugePageRequired(requested: 4096).description)) {
+            _ = try allocator.allocate(length: 4096, alignment: 4096)
+        }
+        #expect(DeviceAccessError.hugePageRequired(requested: 4096).description.hasPrefix(
+            "DMA at physical addresses (no IOMMU) needs a 2 MiB huge page for 4096 bytes, and none is available"))
     }
 
     @Test func iovaAllocation() {
