@@ -366,8 +366,17 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// Runs a command and returns its command-specific result; a status other than OK
     /// throws ``AdminError/commandFailed(device:opcode:opcodeName:member:status:qualifier:)``.
     /// - Parameter minimumResult: result bytes the caller needs (fewer → `resultTooShort`).
+    ///
+    /// EAGAIN has no side effects, so the command is sent again (the driver SHOULD retry
+    /// [admin:607-609,642-643]): up to ``eagainRetries`` more times, 1, 4, 16 … ms apart.
     public func run(_ command: AdminCommand, timeout: Duration? = nil, minimumResult: Int = 0) async throws(AdminError) -> [UInt8] {
-        let response = try await submit(command, timeout: timeout)
+        var response = try await submit(command, timeout: timeout)
+        var delay = Duration.milliseconds(1)
+        for _ in 0..<Self.eagainRetries where response.status == .eagain {
+            try? await Task.sleep(for: delay)
+            delay *= 4
+            response = try await submit(command, timeout: timeout)
+        }
         guard response.status == .ok else {
             throw .commandFailed(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode), member: command.member,
                                  status: response.status, qualifier: response.qualifier)
@@ -378,6 +387,9 @@ public final class AdminQueueDriver: @unchecked Sendable {
         }
         return response.result
     }
+
+    /// How many times ``run(_:timeout:minimumResult:)`` sends a command again after EAGAIN.
+    public static let eagainRetries = 5
 
     /// Submits a command and returns the device's response, whatever its status.
     ///

@@ -30,6 +30,9 @@ public enum SimulatedFault: String, CaseIterable, Sendable, Hashable {
     /// attempted (when the reset takes effect, at the next read of device_status or when a
     /// slow reset ends), through the IOMMU: memory the driver released by then is a fault.
     case lateWrite
+    /// Answer the next three commands (LIST_QUERY/LIST_USE excepted) with EAGAIN /
+    /// Q_TRYAGAIN, without side effects: a device that is briefly busy.
+    case transientEAGAIN
 }
 
 /// Which device-side rules the model enforces. The default is stricter than the spec;

@@ -34,6 +34,8 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     var srIOVNegotiated: Bool
     /// Bus Master Enable of the PF's command register: clear = the device starts no DMA.
     var busMaster = true
+    /// Commands still to be answered EAGAIN under `transientEAGAIN`.
+    var eagainRemaining = 0
     /// A reset written while the device still works: when it takes effect (ns).
     var pendingResetAt: UInt64?
 
@@ -144,6 +146,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     public func setFault(_ fault: SimulatedFault, _ enabled: Bool = true) {
         lock.withLock {
             if enabled { pf.faults.insert(fault) } else { pf.faults.remove(fault) }
+            if fault == .transientEAGAIN { eagainRemaining = enabled ? 3 : 0 }
         }
     }
     public var faults: Set<SimulatedFault> { lock.withLock { pf.faults } }
@@ -395,6 +398,11 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
 
     func executeAdmin(_ chain: TakenChain, function: FunctionModel, queue: QueueModel) -> Int {
         guard chain.capacity >= AdminCommandLayout.resultHeaderSize else { return 0 }
+        if function.faults.contains(.transientEAGAIN), eagainRemaining > 0, chain.readable.count >= 2, chain.readable[0] > 1 || chain.readable[1] != 0 {
+            eagainRemaining -= 1
+            function.counters.adminErrors += 1
+            return fill(chain, with: AdminResultHeader(status: .eagain, qualifier: .tryAgain).encode())
+        }
         let outcome = admin.execute(chain.readable, resultCapacity: chain.capacity, othersOutstanding: queue.inService.count > 1)
         if outcome.status != .ok { function.counters.adminErrors += 1 }
         // The changed member's VF function now shows its new resources.

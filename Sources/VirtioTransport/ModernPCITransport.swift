@@ -1,3 +1,4 @@
+import CVolatile
 import PCIConfig
 import VirtioSpec
 
@@ -8,8 +9,13 @@ public struct QueueNotifier: Sendable {
     let offset: Int
     public let queue: UInt16
 
-    /// Notifies the device that queue `queue` has new buffers.
-    @inline(__always) public func notify() { window.write16(queue, offset) }
+    /// Notifies the device that queue `queue` has new buffers. The ring stores before it are
+    /// ordered against the doorbell with a DMA-strength write barrier (as Linux's writel()
+    /// does; on arm64 `dmb oshst`), whatever ORDER_PLATFORM says.
+    @inline(__always) public func notify() {
+        cv_dma_write_barrier()
+        window.write16(queue, offset)
+    }
 }
 
 /// The modern (virtio 1.0+) PCI transport over a ``RegisterSpace`` per BAR.

@@ -36,6 +36,7 @@ struct FaultMatrixTests {
         case (.slowReset, "queue setup"): return nil
         case (.slowReset, _): return "ok+quarantined"
         case (.lateWrite, _): return nil
+        case (.transientEAGAIN, _): return nil  // retried: EAGAIN has no side effects
         }
     }
 

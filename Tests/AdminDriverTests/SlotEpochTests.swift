@@ -42,3 +42,14 @@ struct SlotEpochTests {
         #expect(group.driver.statistics.timeouts == 0)
     }
 }
+
+struct EAGAINTests {
+    @Test func eagainIsRetried() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [])
+        defer { group.shutDown() }
+        group.device.setFault(.transientEAGAIN)  // the next three commands get EAGAIN / Q_TRYAGAIN
+        let result = try await group.driver.run(AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(rawValue: 1), resultLength: 8))
+        #expect(result.prefix(2) == [0x02, 0x00], "2 vectors")
+        #expect(group.driver.statistics.byStatus[11] == 3, "three EAGAIN answers, then OK")
+    }
+}
