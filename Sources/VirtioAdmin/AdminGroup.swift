@@ -26,6 +26,8 @@ public final class AdminGroup: @unchecked Sendable {
         public var trace: (@Sendable (AdminTraceEvent) -> Void)?
         /// Admin-queue driver options (queue size, slot size).
         public var driver = AdminQueueDriver.Options()
+        /// Names of opcodes no registered plugin names (for errors and traces).
+        public var opcodeNames: [AdminOpcode: String] = [:]
         public init() {}
     }
 
@@ -59,8 +61,9 @@ public final class AdminGroup: @unchecked Sendable {
                 }
                 guard busy.isEmpty else { throw VirtioAdminError.vfsInUse(pf: opener.address, busy: busy) }
             }
+            // A group owner need not have SR-IOV (its self group); the driver refuses a
+            // device without an admin queue, and leaves it reset.
             let access = try opener.open()
-            guard access.config.sriov != nil else { throw VirtioAdminError.notAPF(address: opener.address) }
             let transport: ModernPCITransport
             do { transport = try ModernPCITransport(config: access.config, bars: access.bars) } catch {
                 throw VirtioAdminError.transport(pf: opener.address, error.description)
@@ -70,7 +73,7 @@ public final class AdminGroup: @unchecked Sendable {
             let driver: AdminQueueDriver
             do {
                 driver = try await AdminQueueDriver.open(transport: transport, allocator: access.allocator, options: driverOptions,
-                                                         opcodeNames: registry.opcodeNames, trace: options.trace)
+                                                         opcodeNames: registry.opcodeNames.merging(options.opcodeNames) { plugin, _ in plugin }, trace: options.trace)
             } catch { throw VirtioAdminError.admin(error) }
             let group = AdminGroup(opener: opener, registry: registry, options: options, access: access, driver: driver, sysfs: sysfs)
             group.update(from: pf)
