@@ -125,7 +125,8 @@ public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
 }
 
 /// The device model as a PF. Its sysfs view is a tree that plays `/sys` (by default
-/// `STATE.sys`), written from the model when missing.
+/// `STATE.sys`), written from the model when missing (`simulate sysfs --from STATE` and
+/// `simulate numvfs` write it anew; until then it shows the VFs' MSI-X counts as they were).
 ///
 /// With a state file (`virtio-admin simulate create`) the model is loaded when the PF is
 /// taken and stays in memory while the opener holds it; its state is saved atomically at
@@ -138,7 +139,6 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
     public let sysfsRoot: String
     let lockFile: LockFile?
     public private(set) var device: SimulatedSRIOVDevice?
-    var savedMembers: [MemberResources] = []
 
     /// The sysfs root that goes with a state file when none is named.
     public static func defaultSysfsRoot(forState path: String) -> String { path + ".sys" }
@@ -158,7 +158,6 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         self.sysfsRoot = sysfsRoot
         lockFile = nil
         self.device = device
-        savedMembers = device.members
     }
 
     public func lock(wait: Duration?) throws(VirtioAdminError) { try lockFile?.lock(wait: wait, pf: address) }
@@ -172,7 +171,6 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
                 throw .wrongSimulatedPF(path: statePath, simulates: loaded.pfAddress, asked: address)
             }
             device = loaded
-            savedMembers = loaded.members
         }
         guard let device else { throw .closed(pf: address) }
         try Self.ensureSysfsTree(of: device, at: sysfsRoot)
@@ -197,17 +195,6 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         if let statePath {
             do { try SimulatedDeviceStore.save(device, to: statePath) } catch { throw .simulatedState(error) }
         }
-        // The VFs whose MSI-X count changed show it in the tree, as sysfs does.
-        let members = device.members
-        let numVFs = device.numVFs
-        for (index, member) in members.enumerated() where index < numVFs && index < savedMembers.count
-            && member.msixVectors != savedMembers[index].msixVectors {
-            let directory = sysfsRoot + "/bus/pci/devices/\(device.configuration.vfAddress(index))"
-            var status = stat()
-            guard stat(directory, &status) == 0 else { continue }
-            writeSmallFile(directory + "/sriov_vf_msix_count", "\(max(member.msixVectors, 1))\n")
-        }
-        savedMembers = members
     }
 
     public func release() {

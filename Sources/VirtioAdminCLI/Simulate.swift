@@ -137,7 +137,7 @@ struct SimulateShow: ParsableCommand {
             ]))
             return
         }
-        print("PF \(device.pfAddress): \(device.numVFs) of \(configuration.totalVFs) VFs; latency \(timing.latency), parallelism \(timing.parallelism)")
+        print("PF \(device.pfAddress): \(device.numVFs) of \(configuration.totalVFs) VFs; latency \(timing.latency.nanoseconds / 1000) µs, parallelism \(timing.parallelism)")
         print("counters: resets \(counters.resets), admin commands \(counters.adminCommands) (errors \(counters.adminErrors)), notifies \(counters.notifies)")
         let names = ProjectOpcodeTable.default.names
         print("by opcode: " + (byOpcode.isEmpty ? "none" : byOpcode.map { "\(names[AdminOpcode($0.key)] ?? AdminOpcode($0.key).specName) (\(hex($0.key, width: 1))) \($0.value)" }.joined(separator: ", ")))
