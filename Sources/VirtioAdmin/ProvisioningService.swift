@@ -238,6 +238,8 @@ actor PFWorker {
     }
 
     func run(_ requests: [VFRequest]) async -> [Result<VFOutcome, VirtioAdminError>] {
+        let clock = ContinuousClock()
+        let start = clock.now
         let group: AdminGroup
         do { group = try await openGroup() } catch { return requests.map { _ in .failure(error) } }
         do { try await group.recoverIfNeeded() } catch { return requests.map { _ in .failure(error) } }
@@ -251,6 +253,10 @@ actor PFWorker {
             for (index, outcome) in zip(again, retried) { outcomes[index] = outcome }
         }
         do { try group.checkpoint() } catch { service.logger.error("PF \(pf): \(error)") }
+        let failed = outcomes.filter { !$0.succeeded }.count
+        let message: Logger.Message = "batch \(batches) on PF \(pf): \(requests.count) VFs, \(failed) failed, state saved"
+        let metadata: Logger.Metadata = ["ms": "\((clock.now - start).milliseconds)", "peakInFlight": "\(group.driver.statistics.peakInFlight)"]
+        if service.options.keepOpen { service.logger.info(message, metadata: metadata) } else { service.logger.debug(message, metadata: metadata) }
         return outcomes.map { .success($0) }
     }
 

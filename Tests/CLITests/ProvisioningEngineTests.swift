@@ -57,11 +57,16 @@ import VirtioTestSupport
         return vfs.filter { $0["msixVectors"] as? Int == 4 && $0["features"] as? String == "0x100400020" }.count
     }
 
-    func startService(_ setup: Setup, extra: [String] = []) throws -> Process {
+    func startService(_ setup: Setup, extra: [String] = [], log: String? = nil) throws -> Process {
         let server = Process()
         server.executableURL = URL(fileURLWithPath: virtioAdminPath)
         server.arguments = ["serve", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys, "--socket", setup.socket] + extra
-        server.standardError = FileHandle.nullDevice
+        if let log {
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+            server.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        } else {
+            server.standardError = FileHandle.nullDevice
+        }
         try? FileManager.default.removeItem(atPath: setup.socket)
         try server.run()
         for _ in 0..<500 where !FileManager.default.fileExists(atPath: setup.socket) { usleep(10_000) }
@@ -81,7 +86,8 @@ import VirtioTestSupport
     @Test func serviceOpensThePFOnceAndProvisionsEveryVF() throws {
         let count = 256
         let setup = try setup(vfs: count, bindVFs: "virtio-pci")
-        let server = try startService(setup)
+        let log = setup.directory + "/serve.log"
+        let server = try startService(setup, log: log)
         defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
         var clients: [(Process, Pipe)] = []
         for index in 0..<count {
@@ -114,6 +120,13 @@ import VirtioTestSupport
         server.waitUntilExit()
         #expect(server.terminationStatus == 0)
         #expect(try counters(setup).resets == 2)
+        // Events that arrived while a batch ran were coalesced into the next one: fewer
+        // batches (each followed by one save of the state) than VFs, covering every VF.
+        let batches = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").filter { $0.contains("info: batch ") }
+        let sizes = batches.compactMap { line in line.split(separator: ": ").last.flatMap { Int($0.split(separator: " ").first ?? "") } }
+        #expect(sizes.reduce(0, +) == count, "\(batches.prefix(3))")
+        #expect(batches.count < count / 4, "\(batches.count) batches for \(count) VFs")
+        #expect(sizes.max() ?? 0 > 1)
     }
 
     /// Events delivered again after the service was killed in the middle of a 1024-VF batch
