@@ -157,11 +157,10 @@ struct Probe: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: ArgumentHelp("The function's PCI address.", valueName: "ADDRESS")) var address: String
     @Flag(help: "Print JSON.") var json = false
-    @Option(help: ArgumentHelp("Probe the simulated PF in PATH, with its admin queue open.", valueName: "PATH")) var simulate: String?
 
     func run() async throws {
         let address = try parseAddress(address)
-        if let simulate { return try await probeSimulated(address, path: simulate) }
+        if let simulate = global.simulate { return try await probeSimulated(address, path: simulate) }
         do {
             let opened = try RealDeviceOpener(sysfsRoot: global.sysfsRoot).open(address)
             let transport = try ModernPCITransport(config: opened.config, bars: opened.bars)

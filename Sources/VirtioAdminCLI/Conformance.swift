@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PCIConfig
+import VirtioAdmin
 import VirtioAdminDriver
 import VirtioConformance
 import VirtioLinux
@@ -18,7 +19,7 @@ struct Conformance: AsyncParsableCommand {
 
             The PF is reset several times; if it lists the project's MAC_GET/MAC_SET, VF 0's MAC
             is changed and restored. A real PF must be bound to vfio-pci (or uio_pci_generic);
-            --simulate PATH checks a simulated PF (its state file is not changed).
+            --simulate PATH checks a simulated PF.
             Exit status 1 when a check fails or the admin queue cannot be opened.
             JSON: {device, passed, failed, skipped, checks: [{id, outcome, rule, spec, detail}]}.
             """)
@@ -37,37 +38,30 @@ struct Conformance: AsyncParsableCommand {
         }
         guard let pf else { throw CLIError("conformance needs the PF's PCI address (or --list).") }
         let address = try parseAddress(pf)
-        let report: ConformanceReport
         var driverOptions = AdminQueueDriver.Options()
         driverOptions.defaultTimeout = .milliseconds(options.timeout)
         let trace: (@Sendable (AdminTraceEvent) -> Void)? = options.trace ? printTrace : nil
-        if let path = options.simulate {
-            report = try await SimulatedDeviceStore.withLock(path) { () async throws -> ConformanceReport in
-                let device: SimulatedSRIOVDevice
-                do { device = try SimulatedDeviceStore.load(path) } catch { throw CLIError("\(error)") }
-                defer { device.stop() }
-                guard device.pfAddress == address else { throw CLIError("\(path) simulates PF \(device.pfAddress); \(address) is not in it.") }
-                let transport: ModernPCITransport
-                do { transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()]) } catch { throw CLIError("\(error)") }
-                return await ConformanceSuite(transport: transport, allocator: device.memory, numVFs: device.numVFs,
-                                              driverOptions: driverOptions, trace: trace).run()
-            }
-        } else {
-            let opened: OpenedFunction
-            let numVFs: Int
-            do {
-                numVFs = try SysfsEnumerator(root: options.sysfsRoot).function(at: address).sriov?.numVFs ?? 0
-                opened = try RealDeviceOpener(sysfsRoot: options.sysfsRoot).open(address)
-            } catch {
-                throw CLIError("\(error) (Without such hardware, use --simulate PATH; see 'virtio-admin simulate create --help'.)")
-            }
-            // VFIO hands the device IOVAs: it must translate them (ACCESS_PLATFORM).
-            driverOptions.requireAccessPlatform = opened.vfio != nil
-            let transport: ModernPCITransport
-            do { transport = try ModernPCITransport(config: opened.config, bars: opened.bars) } catch { throw CLIError(error.description) }
-            report = await ConformanceSuite(transport: transport, allocator: opened.allocator, numVFs: numVFs,
-                                            driverOptions: driverOptions, trace: trace).run()
+        // The same opener as every admin command: the device model or the Linux host.
+        let opener = options.opener(address)
+        let access: PFAccess
+        let numVFs: Int
+        do {
+            try opener.lock(wait: .seconds(10))
+            try opener.prepare()
+            numVFs = try SysfsEnumerator(root: opener.sysfsRoot).function(at: address).sriov?.numVFs ?? 0
+            access = try opener.open()
+        } catch {
+            opener.release()
+            let hint = options.simulate == nil ? " (Without such hardware, use --simulate PATH; see 'virtio-admin simulate create --help'.)" : ""
+            throw CLIError("\(error)" + hint)
         }
+        defer { opener.release() }
+        // VFIO hands the device IOVAs: it must translate them (ACCESS_PLATFORM).
+        driverOptions.requireAccessPlatform = access.iovaDMA
+        let transport: ModernPCITransport
+        do { transport = try ModernPCITransport(config: access.config, bars: access.bars) } catch { throw CLIError(error.description) }
+        let report = await ConformanceSuite(transport: transport, allocator: access.allocator, numVFs: numVFs,
+                                            driverOptions: driverOptions, trace: trace).run()
         if options.json {
             try printJSON(Output(device: "\(report.device)", passed: report.passed, failed: report.failed, skipped: report.skipped,
                                  checks: report.results.map { Row(id: $0.check.id, outcome: $0.outcome.rawValue, rule: $0.check.rule, spec: $0.check.spec, detail: $0.detail) }))

@@ -163,6 +163,14 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// Why group `group` cannot be used now (its LIST_QUERY/LIST_USE failed), if so.
     public func unavailability(of group: AdminGroupType) -> AdminError? { lock.withLock { groups[group.rawValue]?.unavailable } }
     public var statistics: AdminCounters { lock.withLock { counters } }
+    /// The driver stopped after DEVICE_NEEDS_RESET, surprise removal or a protocol
+    /// violation, and waits for ``reinitialize()``.
+    public var isFailed: Bool {
+        lock.withLock {
+            if case .failed = state { return true }
+            return false
+        }
+    }
     /// Commands the device can hold at once (queue size / 2).
     public var slotCount: Int { lock.withLock { slots.count } }
 
@@ -442,7 +450,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
                     do throws(AdminError) { return (index, .success(try await submit(placed, timeout: timeout))) } catch { return (index, .failure(error)) }
                 }
                 // Wait until it is on the ring (bounded: a command refused before placing never is).
-                let deadline = monotonicNanoseconds().addingSaturated(100_000_000)
+                let deadline = monotonicNanoseconds().addingSaturated(2_000_000_000)
                 while statistics.submitted < placedBefore + index + 1 && monotonicNanoseconds() < deadline
                         && lock.withLock({ holdNotify && stateErrorLocked(for: placed) == nil }) {
                     await Task.yield()
@@ -654,6 +662,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
         slots[index].busy = true
         headToSlot[Int(head)] = Int32(index)
         counters.submitted += 1
+        counters.peakInFlight = max(counters.peakInFlight, busyCountLocked)
         if let traceHandler {
             slots[index].command = command
             traceHandler(.sent(command, bytes: Array(UnsafeRawBufferPointer(start: request, count: length))))

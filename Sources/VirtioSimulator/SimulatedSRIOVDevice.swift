@@ -163,6 +163,10 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     public var counters: SimulatedCounters { lock.withLock { pf.counters } }
     public func vfCounters(_ index: Int) -> SimulatedCounters { lock.withLock { vfs[index].counters } }
     public func resetCounters() { lock.withLock { pf.counters = SimulatedCounters() } }
+    /// Restores the PF's counters (a state file carries them across processes).
+    public func restoreCounters(_ counters: SimulatedCounters) { lock.withLock { pf.counters = counters } }
+    /// The timing the model runs with.
+    public var currentTiming: DeviceTiming { lock.withLock { timing } }
 
     /// The PF's device status (what the driver left it in).
     public var pfStatus: DeviceStatus { lock.withLock { pf.status } }
@@ -246,6 +250,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
                    function.faults.contains(.slowReset) || function.faults.contains(.lateWrite) {
                     // The reset takes effect later: at once under lateWrite alone (on the
                     // next access), after slowResetDuration under slowReset.
+                    function.counters.resets += 1
                     if pendingResetAt == nil {
                         let delay = function.faults.contains(.slowReset) ? configuration.slowResetDuration.nanoseconds : 0
                         pendingResetAt = monotonicNanoseconds() + delay
@@ -253,6 +258,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
                     return
                 }
                 let wasReset = function.writeCommon(common, width: width, value: value)
+                if wasReset { function.counters.resets += 1 }
                 if wasReset && function.isOwner { admin.deviceReset() }
                 if function.isOwner && function.status.contains(.featuresOK) && function.driverFeatures.contains(.srIOV) {
                     srIOVNegotiated = true
@@ -330,6 +336,9 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
             let written: Int
             if isAdmin {
                 function.counters.adminCommands += 1
+                if chain.readable.count >= 2 {
+                    function.counters.adminCommandsByOpcode[UInt16(chain.readable[0]) | UInt16(chain.readable[1]) << 8, default: 0] += 1
+                }
                 written = executeAdmin(chain, function: function, queue: queue)
             } else {
                 function.counters.queueRequests += 1
