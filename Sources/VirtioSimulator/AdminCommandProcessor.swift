@@ -147,6 +147,11 @@ struct AdminCommandProcessor {
         case .listUse:
             let requested = AdminOpcodeBitmap(decoding: data)
             guard data.count >= 8, requested.isSubset(of: groups[group.rawValue]!.supported) else { return .refuse(.einval, .invalidField) }
+            if strictness.listUseAllOrNothing {
+                let listed = groups[group.rawValue]!.supported
+                let enabled = requested.union(Self.alwaysInUse)
+                guard enabled == listed || enabled == AdminOpcodeBitmap(opcodes: Self.alwaysInUse) else { return .refuse(.einval, .invalidField) }
+            }
             // Bits 0 and 1 may be cleared by the driver [admin:463-465]; the model keeps them
             // usable so that a driver can always renegotiate.
             groups[group.rawValue]!.inUse = requested.union(Self.alwaysInUse)

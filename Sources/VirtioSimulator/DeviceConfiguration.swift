@@ -65,6 +65,10 @@ public struct SimulatedStrictness: Sendable, Hashable {
     public var listsListCommands = true
     /// num_queues leaves the admin queues out [transport-pci.tex:352-354].
     public var numQueuesExcludesAdminQueues = true
+    /// A device with internal dependencies between its commands: it refuses (EINVAL /
+    /// Q_INVALID_FIELD, as it MAY [admin:374-378]) a LIST_USE that enables some but not
+    /// all of its listed commands.
+    public var listUseAllOrNothing = false
     /// A device reset brings the legal list back to {LIST_QUERY, LIST_USE} [admin:239-242].
     public var resetClearsListUse = true
     public init() {}

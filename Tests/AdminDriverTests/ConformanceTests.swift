@@ -14,8 +14,11 @@ struct ConformanceTests {
         defer { device.stop() }
         if let fault { device.setFault(fault) }
         let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
+        let macs = device.members.map(\.mac)
         let report = await ConformanceSuite(transport: transport, allocator: device.memory, numVFs: device.numVFs).run()
         #expect(device.memory.releasedMemoryAccesses == 0)
+        #expect(device.members.map(\.mac) == macs, "the in-order check restores VF 0's MAC")
+        #expect(device.pfStatus == [] || fault == .slowReset, "left reset")
         return report
     }
 

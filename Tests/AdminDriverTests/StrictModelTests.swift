@@ -164,6 +164,18 @@ struct StrictModelTests {
         #expect(!group.driver.inUse(in: .srIOV).contains(AdminOpcode(0x50)), "MAC_SET is listed but no plugin knows it")
     }
 
+    @Test func listUseFallsBackToEverythingListedWhenTheDeviceRefusesTheCombination() async throws {
+        var configuration = Self.configuration()
+        configuration.strictness.listUseAllOrNothing = true
+        var options = AdminQueueDriver.Options()
+        options.wantedOpcodes = MSIXResourceManager().opcodes.map(\.0)
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: configuration, options: options)
+        defer { group.shutDown() }
+        #expect(group.driver.inUse(in: .srIOV) == group.driver.supported(in: .srIOV))
+        #expect(group.driver.statistics.byStatus[22] == 1, "the SR-IOV group's first LIST_USE was refused; the self group's (all it lists) was not")
+        #expect(try await MSIXResourceManager().vectors(of: 0, driver: group.driver) == 2)
+    }
+
     @Test func modelRefusesListUseWhileAnotherCommandIsOutstanding() {
         var processor = AdminCommandProcessor(configuration: Self.configuration(), members: SimulatedSRIOVDevice().members)
         let listUse: [UInt8] = [0x01, 0x00, 0x01, 0x00] + [UInt8](repeating: 0, count: 20) + [0x03, 0, 0, 0, 0, 0, 0, 0]
