@@ -94,6 +94,8 @@ public final class AdminQueueDriver: @unchecked Sendable {
     var freeSlots: [Int] = []
     var headToSlot: [Int32] = []
     var waiters: [Waiter] = []
+    /// Waiters whose wait for a slot outlasted their timeout.
+    var expiredWaiters = Set<UInt64>()
     var nextToken: UInt64 = 1
     var pollerRunning = false
     /// Chains were published without a notify; the poller sends one.
@@ -531,7 +533,9 @@ public final class AdminQueueDriver: @unchecked Sendable {
             return (nextToken, .success(freeSlots.popLast().map { SlotGrant(index: $0, epoch: slotEpoch) }))
         }
         let slot: SlotGrant
-        if let ready = try immediate.get() { slot = ready } else { slot = try await waitForSlot(command, token: token, exclusive: holder) }
+        if let ready = try immediate.get() { slot = ready } else {
+            slot = try await waitForSlot(command, token: token, exclusive: holder, timeout: timeout ?? options.defaultTimeout)
+        }
         let timeout = timeout ?? options.defaultTimeout
         let result: Result<AdminResponse, AdminError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
@@ -550,8 +554,20 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 
     /// Waits for a command slot to be handed over (or fails when the driver stops). While a
-    /// LIST_USE holds the queue, only its holder gets a slot.
-    func waitForSlot(_ command: AdminCommand, token: UInt64, exclusive holder: Bool) async throws(AdminError) -> SlotGrant {
+    /// LIST_USE holds the queue, only its holder gets a slot. The wait is bounded by the
+    /// command's timeout (slots of commands the device never completes stay taken).
+    func waitForSlot(_ command: AdminCommand, token: UInt64, exclusive holder: Bool, timeout: Duration) async throws(AdminError) -> SlotGrant {
+        let expiry = Task.detached { [self] in
+            try? await Task.sleep(for: timeout)
+            guard !Task.isCancelled else { return }
+            lock.withLock {
+                if let index = waiters.firstIndex(where: { $0.token == token }) {
+                    expiredWaiters.insert(token)
+                    waiters.remove(at: index).continuation.resume(returning: nil)
+                }
+            }
+        }
+        defer { expiry.cancel() }
         let slot: SlotGrant? = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 lock.withLock {
@@ -572,7 +588,11 @@ public final class AdminQueueDriver: @unchecked Sendable {
             }
         }
         guard let slot else {
-            let error = lock.withLock { stateErrorLocked(for: command) }
+            let (error, expired) = lock.withLock { (stateErrorLocked(for: command), expiredWaiters.remove(token) != nil) }
+            if expired {
+                lock.withLock { counters.timeouts += 1 }
+                throw .timeout(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode), member: command.member, after: timeout)
+            }
             throw error ?? .cancelled(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode))
         }
         return slot

@@ -30,6 +30,22 @@ struct SlotEpochTests {
         #expect(response.status == .ok)
     }
 
+    @Test(.timeLimit(.minutes(1))) func waitingForASlotIsBoundedByTheTimeout() async throws {
+        var options = AdminQueueDriver.Options()
+        options.queueSize = 4  // two command slots
+        let group = try await SimulatedAdminGroup(plugins: [], options: options)
+        defer { group.shutDown() }
+        group.device.setFault(.neverComplete)  // the device keeps both slots' buffers
+        let command = AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(rawValue: 1), resultLength: 8)
+        for _ in 0..<2 { _ = try? await group.driver.submit(command, timeout: .milliseconds(20)) }
+        let start = ContinuousClock.now
+        await #expect(throws: AdminError.timeout(device: group.device.pfAddress, opcode: AdminOpcode(0x40), opcodeName: "MSIX_GET",
+                                                 member: GroupMemberID(rawValue: 1), after: .milliseconds(50))) {
+            _ = try await group.driver.submit(command, timeout: .milliseconds(50))
+        }
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
+
     @Test func hugeTimeoutDoesNotWrap() async throws {
         var configuration = SimulatedDeviceConfiguration()
         configuration.timing = DeviceTiming(latency: .milliseconds(5))
