@@ -15,6 +15,8 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
                        status: AdminStatus, qualifier: AdminStatusQualifier)
     /// The command did not complete in time (the device still owns its buffers).
     case timeout(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, member: GroupMemberID, after: Duration)
+    /// No command slot became free in time: the device holds every slot's buffers.
+    case noFreeSlot(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, after: Duration)
     /// The caller's task was cancelled.
     case cancelled(device: PCIAddress, opcode: AdminOpcode, opcodeName: String)
     /// The device set DEVICE_NEEDS_RESET; every command in flight failed with this.
@@ -53,6 +55,8 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
             "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4)))\(member == .none ? "" : " for \(memberText(member))") failed: \(status.name) (\(status.meaning)), qualifier \(qualifier.name)."
         case let .timeout(device, opcode, name, member, after):
             "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4)))\(member == .none ? "" : " for \(memberText(member))") did not complete within \(after)."
+        case let .noFreeSlot(device, opcode, name, after):
+            "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4))) found no free command slot within \(after): the device holds every slot's buffers."
         case let .cancelled(device, _, name):
             "\(device): \(name) was cancelled before it completed."
         case let .deviceNeedsReset(device):

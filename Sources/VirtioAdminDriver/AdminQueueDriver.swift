@@ -37,6 +37,9 @@ public final class AdminQueueDriver: @unchecked Sendable {
         /// Clears Bus Master Enable in the function's command register; returns whether it
         /// did. Used only when a reset is not confirmed.
         public var disableBusMaster: (@Sendable () -> Bool)?
+        /// How long a command waits for a free command slot (all slots can stay taken by
+        /// commands a device never completes).
+        public var slotWaitTimeout: Duration = .seconds(60)
         /// DMA addresses are IOVAs (VFIO): the device must translate them, so
         /// VIRTIO_F_ACCESS_PLATFORM is required, not just wanted.
         public var requireAccessPlatform = false
@@ -534,7 +537,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
         }
         let slot: SlotGrant
         if let ready = try immediate.get() { slot = ready } else {
-            slot = try await waitForSlot(command, token: token, exclusive: holder, timeout: timeout ?? options.defaultTimeout)
+            slot = try await waitForSlot(command, token: token, exclusive: holder, timeout: options.slotWaitTimeout)
         }
         let timeout = timeout ?? options.defaultTimeout
         let result: Result<AdminResponse, AdminError> = await withTaskCancellationHandler {
@@ -554,8 +557,8 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 
     /// Waits for a command slot to be handed over (or fails when the driver stops). While a
-    /// LIST_USE holds the queue, only its holder gets a slot. The wait is bounded by the
-    /// command's timeout (slots of commands the device never completes stay taken).
+    /// LIST_USE holds the queue, only its holder gets a slot. The wait is bounded by
+    /// ``Options/slotWaitTimeout`` (slots of commands the device never completes stay taken).
     func waitForSlot(_ command: AdminCommand, token: UInt64, exclusive holder: Bool, timeout: Duration) async throws(AdminError) -> SlotGrant {
         let expiry = Task.detached { [self] in
             try? await Task.sleep(for: timeout)
@@ -591,7 +594,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
             let (error, expired) = lock.withLock { (stateErrorLocked(for: command), expiredWaiters.remove(token) != nil) }
             if expired {
                 lock.withLock { counters.timeouts += 1 }
-                throw .timeout(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode), member: command.member, after: timeout)
+                throw .noFreeSlot(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode), after: timeout)
             }
             throw error ?? .cancelled(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode))
         }

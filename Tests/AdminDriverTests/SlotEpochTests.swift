@@ -33,16 +33,16 @@ struct SlotEpochTests {
     @Test(.timeLimit(.minutes(1))) func waitingForASlotIsBoundedByTheTimeout() async throws {
         var options = AdminQueueDriver.Options()
         options.queueSize = 4  // two command slots
+        options.slotWaitTimeout = .milliseconds(50)
         let group = try await SimulatedAdminGroup(plugins: [], options: options)
         defer { group.shutDown() }
         group.device.setFault(.neverComplete)  // the device keeps both slots' buffers
         let command = AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(rawValue: 1), resultLength: 8)
         for _ in 0..<2 { _ = try? await group.driver.submit(command, timeout: .milliseconds(20)) }
         let start = ContinuousClock.now
-        await #expect(throws: AdminError.timeout(device: group.device.pfAddress, opcode: AdminOpcode(0x40), opcodeName: "MSIX_GET",
-                                                 member: GroupMemberID(rawValue: 1), after: .milliseconds(50))) {
-            _ = try await group.driver.submit(command, timeout: .milliseconds(50))
-        }
+        let error = AdminError.noFreeSlot(device: group.device.pfAddress, opcode: AdminOpcode(0x40), opcodeName: "MSIX_GET", after: .milliseconds(50))
+        await #expect(throws: error) { _ = try await group.driver.submit(command, timeout: .seconds(10)) }
+        #expect(error.description == "0000:3b:00.0: MSIX_GET (opcode 0x0040) found no free command slot within 0.05 seconds: the device holds every slot's buffers.")
         #expect(ContinuousClock.now - start < .seconds(5))
     }
 
