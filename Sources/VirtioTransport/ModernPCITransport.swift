@@ -271,26 +271,26 @@ public final class ModernPCITransport: @unchecked Sendable {
 
     /// Reads `length` bytes of device config at `offset`, repeating until
     /// `config_generation` is the same before and after. Spec: §2.5.1 / §4.1.4.3.1.
-    public func readDeviceConfig(offset: Int, length: Int, maximumAttempts: Int = 16) throws(TransportError) -> [UInt8] {
+    /// - Parameter fieldWidth: width of the fields read (1 for byte arrays such as a MAC, 2
+    ///   for le16 fields, …): every access has exactly that width.
+    public func readDeviceConfig(offset: Int, length: Int, fieldWidth: Int = 1, maximumAttempts: Int = 16) throws(TransportError) -> [UInt8] {
         guard let deviceConfig, offset >= 0, length >= 0, offset + length <= deviceConfig.length else {
             throw .deviceConfigOutOfRange(device: address, offset: offset, length: length, regionLength: deviceConfig?.length ?? 0)
+        }
+        guard [1, 2, 4, 8].contains(fieldWidth), offset % fieldWidth == 0, length % fieldWidth == 0 else {
+            throw .deviceConfigMisaligned(device: address, offset: offset, length: length, fieldWidth: fieldWidth)
         }
         for _ in 0..<maximumAttempts {
             let before = read8(.configGeneration)
             var bytes: [UInt8] = []
             bytes.reserveCapacity(length)
-            var position = offset
-            while position < offset + length {
-                let remaining = offset + length - position
-                if position % 4 == 0 && remaining >= 4 {
-                    bytes.appendLE(deviceConfig.read32(position))
-                    position += 4
-                } else if position % 2 == 0 && remaining >= 2 {
-                    bytes.appendLE(deviceConfig.read16(position))
-                    position += 2
-                } else {
-                    bytes.append(deviceConfig.read8(position))
-                    position += 1
+            // Each field with its natural width (spec 4.1.3.1), never one access spanning
+            // several narrower fields; a 64-bit field as two 32-bit reads.
+            for position in stride(from: offset, to: offset + length, by: min(fieldWidth, 4)) {
+                switch fieldWidth {
+                case 1: bytes.append(deviceConfig.read8(position))
+                case 2: bytes.appendLE(deviceConfig.read16(position))
+                default: bytes.appendLE(deviceConfig.read32(position))
                 }
             }
             if read8(.configGeneration) == before { return bytes }

@@ -140,10 +140,28 @@ struct TransportTests {
         let transport = try ModernPCITransport(config: device.vfConfigSpace(2), bars: [0: device.vfBAR(2)])
         let mac = try transport.readDeviceConfig(offset: 0, length: 6)
         #expect(mac == device.member(2).mac)
-        let status = try transport.readDeviceConfig(offset: 6, length: 2)
+        let status = try transport.readDeviceConfig(offset: 6, length: 2, fieldWidth: 2)
         #expect(status == [1, 0])
         #expect(throws: TransportError.deviceConfigOutOfRange(device: device.configuration.vfAddress(2), offset: 0xfe, length: 4, regionLength: 0x100)) {
             try transport.readDeviceConfig(offset: 0xfe, length: 4)
+        }
+    }
+
+    @Test func deviceConfigFieldsAreReadWithTheirOwnWidth() throws {
+        let device = SimulatedSRIOVDevice()
+        let bar = TracingRegisterSpace(device.vfBAR(2))
+        let transport = try ModernPCITransport(config: device.vfConfigSpace(2), bars: [0: bar])
+        bar.clear()
+        // virtio-net config: mac[6] @0 (bytes), status le16 @6, max_virtqueue_pairs le16 @8.
+        _ = try transport.readDeviceConfig(offset: 0, length: 6)
+        let config = Int(SimulatedBARLayout.deviceOffset)
+        #expect(bar.accesses.filter { $0.offset >= config }.map { [$0.offset - config, $0.width] } == (0..<6).map { [$0, 1] }, "six 8-bit reads, no 32-bit read across mac[0..3]")
+        bar.clear()
+        let two = try transport.readDeviceConfig(offset: 6, length: 4, fieldWidth: 2)
+        #expect(two == [1, 0, 1, 0])
+        #expect(bar.accesses.filter { $0.offset >= config }.map { [$0.offset - config, $0.width] } == [[6, 2], [8, 2]], "status and max_virtqueue_pairs: two 16-bit reads, not one 32-bit read spanning both")
+        #expect(throws: TransportError.deviceConfigMisaligned(device: device.configuration.vfAddress(2), offset: 7, length: 2, fieldWidth: 2)) {
+            try transport.readDeviceConfig(offset: 7, length: 2, fieldWidth: 2)
         }
     }
 
