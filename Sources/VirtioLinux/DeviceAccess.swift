@@ -113,6 +113,7 @@ public final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
         mapHugePage = { length in
             let pointer = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE | MAP_LOCKED, -1, 0)
             guard let pointer, pointer != MAP_FAILED else { return nil }
+            _ = madvise(pointer, length, MADV_DONTFORK)  // no copy-on-write copy of DMA memory in a child
             return pointer
         }
     }

@@ -43,6 +43,54 @@ struct RealPathUnitTests {
             "DMA at physical addresses (no IOMMU) needs a 2 MiB huge page for 4096 bytes, and none is available"))
     }
 
+    @Test func iovaWindowComesFromTheIOVARangeCapability() {
+        // linux/vfio.h layouts, checked against the header itself.
+        #expect(cvfio_iommu_info_cap_offset_offset() == 16 && cvfio_iommu_info_caps_flag() == 1 << 1)
+        #expect(cvfio_iova_range_cap_id() == 1 && cvfio_iova_range_ranges_offset() == 16)
+        // info: argsz 4096, flags CAPS, pgsizes 4 KiB, cap_offset 24; one capability at 24:
+        // id 1, version 1, next 0, nr_iovas 2: [0, 0xfedfffff] and [0xfef00000, 2^48 − 1]
+        // (the x86 MSI window 0xfee00000–0xfeefffff is a hole).
+        var info = [UInt8](repeating: 0, count: 88)
+        info.writeLE(UInt32(4096), at: 0)
+        info.writeLE(UInt32(2), at: 4)
+        info.writeLE(UInt64(4096), at: 8)
+        info.writeLE(UInt32(24), at: 16)
+        info.writeLE(UInt16(1), at: 24)
+        info.writeLE(UInt16(1), at: 26)
+        info.writeLE(UInt32(0), at: 28)
+        info.writeLE(UInt32(2), at: 32)
+        info.writeLE(UInt64(0), at: 40)
+        info.writeLE(UInt64(0xfedf_ffff), at: 48)
+        info.writeLE(UInt64(0xfef0_0000), at: 56)
+        info.writeLE(UInt64(1 << 48 - 1), at: 64)
+        let ranges = IOVAWindow.ranges(info: info) ?? []
+        #expect(ranges.map { [$0.start, $0.end] } == [[0, 0xfedf_ffff], [0xfef0_0000, 1 << 48 - 1]])
+        let window = IOVAWindow.choose(info: info)
+        #expect(window.base == 0xfef0_0000 && window.limit == 1 << 48, "the larger range, end exclusive")
+        // No capability (flags 0): the fixed fallback.
+        info.writeLE(UInt32(0), at: 4)
+        #expect(IOVAWindow.choose(info: info) == IOVAWindow.fallback)
+        // A chain that points at itself does not hang.
+        info.writeLE(UInt32(2), at: 4)
+        info.writeLE(UInt16(9), at: 24)
+        info.writeLE(UInt32(24), at: 28)
+        #expect(IOVAWindow.ranges(info: info) == nil)
+    }
+
+    @Test func eventfdsAreClosedWhenOneCannotBeMade() throws {
+        var made: [Int32] = []
+        #expect(throws: DeviceAccessError.self) {
+            _ = try VFIODevice.makeEventFDs(count: 4, address: nil) {
+                guard made.count < 2 else { errno = EMFILE; return -1 }
+                let fd = cvfio_eventfd()
+                made.append(fd)
+                return fd
+            }
+        }
+        #expect(made.count == 2)
+        for fd in made { #expect(fcntl(fd, F_GETFD) == -1 && errno == EBADF, "eventfd \(fd) was closed") }
+    }
+
     @Test func iovaAllocation() {
         var allocator = IOVAAllocator(base: 0x1000, limit: 0x11000)
         let a = allocator.allocate(length: 0x1000, alignment: 0x1000)
