@@ -17,6 +17,7 @@ struct VirtioAdminCommand: AsyncParsableCommand {
         if let first = arguments.first, !first.hasPrefix("-"), !staticSubcommands.contains(first) {
             arguments.insert("run", at: 0)
         }
+        if !["serve", "monitor"].contains(arguments.first ?? "") { InterruptCleanup.install() }
         await main(arguments)
     }
 

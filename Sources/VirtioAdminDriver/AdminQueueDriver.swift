@@ -139,9 +139,23 @@ public final class AdminQueueDriver: @unchecked Sendable {
         self.transport = transport
         self.allocator = allocator
         self.options = options
+        OpenDrivers.add(self)
+    }
+
+    /// Closes every admin-queue driver of this process that is still alive (each PF reset,
+    /// or its memory quarantined): what an interrupted program does before it exits, so
+    /// that no device keeps writing into memory the process is about to give back.
+    /// - Returns: each driver's PF with the quarantine error, if it came to that, and the
+    ///   device status read after the close (0 once the reset is confirmed).
+    public static func closeAllOpen() -> [(device: PCIAddress, quarantine: AdminError?, status: DeviceStatus)] {
+        OpenDrivers.all().map { driver in
+            let quarantine = driver.close()
+            return (driver.address, quarantine, driver.transport.status)
+        }
     }
 
     deinit {
+        OpenDrivers.remove(self)
         // Only memory of a device known to be quiet is here (quarantined memory was moved
         // to the quarantine list and is never released).
         if let slab { allocator.release(slab) }
@@ -848,6 +862,16 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 }
 
+
+/// The drivers alive in this process (weakly held), for ``AdminQueueDriver/closeAllOpen()``.
+enum OpenDrivers {
+    struct Entry: @unchecked Sendable { weak var driver: AdminQueueDriver? }
+    nonisolated(unsafe) static var entries: [ObjectIdentifier: Entry] = [:]
+    static let lock = Lock()
+    static func add(_ driver: AdminQueueDriver) { lock.withLock { entries[ObjectIdentifier(driver)] = Entry(driver: driver) } }
+    static func remove(_ driver: AdminQueueDriver) { lock.withLock { _ = entries.removeValue(forKey: ObjectIdentifier(driver)) } }
+    static func all() -> [AdminQueueDriver] { lock.withLock { entries.values.compactMap(\.driver) } }
+}
 
 /// DMA memory a device may still write: the rings and command slots of a device whose
 /// reset was not confirmed and whose bus mastering could not be cleared. Kept (mapped and

@@ -60,3 +60,33 @@ import VirtioTestSupport
         #expect(after.output == "VF 1: 2 MSI-X vectors\n", "\(after.error)")
     }
 }
+
+/// A one-shot command interrupted by SIGINT resets the PF before it exits.
+@Suite(.serialized) struct InterruptCLITests {
+    @Test func sigintResetsThePFBeforeExit() async throws {
+        let path = makeTemporaryDirectory("cli-interrupt") + "/pf.state"
+        #expect(try virtioAdmin(["simulate", "create", path, "--vfs", "2"]).status == 0)
+        // Every command takes 3 s in this device model.
+        let handle = try #require(FileHandle(forWritingAtPath: path))
+        handle.seekToEndOfFile()
+        handle.write(Data("timing latency-ns=3000000000 parallelism=1\n".utf8))
+        handle.closeFile()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: virtioAdminPath)
+        process.arguments = ["--simulate", path, "--timeout", "10000", "msix", "get", "0000:3b:00.0", "--vf", "0"]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = Pipe()
+        try process.run()
+        // LIST_QUERY/LIST_USE of both groups take 4 × 3 s; interrupt during the first.
+        try await Task.sleep(for: .milliseconds(800))
+        let start = ContinuousClock.now
+        process.interrupt()  // SIGINT
+        process.waitUntilExit()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 130)
+        #expect(ContinuousClock.now - start < .seconds(2), "it did not wait for the 3 s command")
+        #expect(text.contains("virtio-admin: interrupted by signal 2."))
+        #expect(text.contains("virtio-admin: 0000:3b:00.0: admin queue closed; device_status reads 0 (reset)."), "\(text)")
+    }
+}
