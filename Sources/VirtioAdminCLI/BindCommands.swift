@@ -97,10 +97,39 @@ struct Entropy: ParsableCommand {
         let opened: OpenedFunction
         do { opened = try RealDeviceOpener(sysfsRoot: global.sysfsRoot).open(address) } catch { throw CLIError(error.description) }
         guard opened.config.virtioDeviceType == .entropy else { throw CLIError("\(address): not a virtio entropy device.") }
+        // Memory the device may write is released only after its reset is confirmed; if it
+        // is not, it is kept until the process exits (and the user is told).
+        var transportForCleanup: ModernPCITransport?
+        var keep: [AnyObject] = []
+        var buffers: [DMARegion] = []
+        func quiesce() -> String? {
+            guard let transport = transportForCleanup else { return nil }
+            do { try transport.reset() } catch {
+                keep.forEach { _ = Unmanaged.passRetained($0) }  // never released: the device may still write
+                buffers.removeAll()
+                return "\(address): the device did not confirm its reset (\(error)); its DMA memory is kept until exit."
+            }
+            return nil
+        }
+        defer {
+            if let warning = quiesce() { FileHandle.standardError.write(Data((warning + "\n").utf8)) }
+            buffers.forEach { opened.allocator.release($0) }
+        }
         do {
             let transport = try ModernPCITransport(config: opened.config, bars: opened.bars)
-            let features = try transport.negotiate(required: [.version1], wanted: [.accessPlatform, .eventIndex])
+            transportForCleanup = transport
+            // VFIO hands the device IOVAs: only a device that translates them (ACCESS_PLATFORM) may have them.
+            let iova = opened.vfio != nil
+            let features: FeatureSet
+            let negotiated = Result { () throws(TransportError) -> FeatureSet in
+                try transport.negotiate(required: iova ? [.version1, .accessPlatform] : [.version1], wanted: [.accessPlatform, .eventIndex])
+            }
+            if case .failure(let error) = negotiated, case let .missingFeatures(_, missing, _) = error, missing.contains(.accessPlatform) {
+                throw CLIError("\(address): the device does not offer VIRTIO_F_ACCESS_PLATFORM, so it would take VFIO's IOVAs for physical addresses; refused.")
+            }
+            features = try negotiated.get()
             let queue = try SplitVirtqueue(size: 8, allocator: opened.allocator, eventIndex: features.contains(.eventIndex))
+            keep.append(queue)
             var vector: UInt16?
             var eventFD: Int32?
             if useMSIX, let vfio = opened.vfio {
@@ -112,7 +141,7 @@ struct Entropy: ParsableCommand {
                                                     deviceArea: queue.deviceArea, msixVector: vector)
             try transport.driverOK()
             let buffer = try opened.allocator.allocate(length: bytes, alignment: 64)
-            defer { opened.allocator.release(buffer) }
+            buffers.append(buffer)
             try queue.add(readable: [], writable: [DMABuffer(address: buffer.deviceAddress, length: UInt32(bytes))])
             if queue.publish() { notifier.notify() }
             var received = 0
@@ -129,7 +158,8 @@ struct Entropy: ParsableCommand {
                 if received == 0 && Date() > deadline { throw CLIError("\(address): the device returned no entropy within 5 s.") }
             }
             let data = Array(buffer.bytes.prefix(received))
-            try transport.reset()
+            if let warning = quiesce() { throw CLIError(warning) }
+            transportForCleanup = nil
             if json {
                 try printJSON(["bytes": hexBytes(data), "mode": opened.mode, "features": features.names().joined(separator: " "),
                                "interrupt": eventFD != nil ? "msix" : "polling"])
