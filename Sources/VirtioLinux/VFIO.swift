@@ -145,6 +145,12 @@ public final class VFIODevice: @unchecked Sendable {
         try setBusMaster(fd: deviceFD, configOffset: off_t(info.offset), path: "vfio config", address: address)
     }
 
+    /// Clears Bus Master Enable through the VFIO config region; returns whether it reads clear.
+    public func disableBusMaster() -> Bool {
+        guard let info = try? regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX)) else { return false }
+        return clearBusMaster(fd: deviceFD, configOffset: off_t(info.offset))
+    }
+
     /// Config space through region 7.
     public func readConfig() throws(DeviceAccessError) -> [UInt8] {
         let info = try regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX))
@@ -389,4 +395,19 @@ enum IOVAWindow {
         }
         return best ?? fallback
     }
+}
+
+/// Clears Bus Master Enable in the command register (config space through `fd` at
+/// `configOffset`) and reads it back: the device can start no more DMA. What the admin
+/// driver does when a device does not confirm its reset, before it lets memory go.
+/// - Returns: whether the bit reads clear afterwards.
+func clearBusMaster(fd: Int32, configOffset: off_t) -> Bool {
+    let offset = configOffset + off_t(PCIHeader.command)
+    var command: UInt16 = 0
+    guard pread(fd, &command, 2, offset) == 2 else { return false }
+    var cleared = (UInt16(littleEndian: command) & ~PCIHeader.commandBusMaster).littleEndian
+    guard pwrite(fd, &cleared, 2, offset) == 2 else { return false }
+    var readBack: UInt16 = 0
+    guard pread(fd, &readBack, 2, offset) == 2 else { return false }
+    return UInt16(littleEndian: readBack) & PCIHeader.commandBusMaster == 0
 }

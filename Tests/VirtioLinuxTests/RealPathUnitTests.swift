@@ -77,6 +77,21 @@ struct RealPathUnitTests {
         #expect(IOVAWindow.ranges(info: info) == nil)
     }
 
+    @Test func busMasterIsClearedAndReadBack() throws {
+        // A config-space file (as sysfs `config` reads): command register le16 @0x04 =
+        // 0x0006 (memory space + bus master). Clearing keeps memory space.
+        let path = makeTemporaryDirectory("bme") + "/config"
+        var bytes = [UInt8](repeating: 0, count: 64)
+        bytes[4] = 0x06
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        let fd = open(path, O_RDWR)
+        defer { close(fd) }
+        #expect(clearBusMaster(fd: fd, configOffset: 0))
+        let after = try #require(FileManager.default.contents(atPath: path))
+        #expect(Array(after[4...5]) == [0x02, 0x00])
+        #expect(clearBusMaster(fd: -1, configOffset: 0) == false, "an unreadable config space is reported, not assumed")
+    }
+
     @Test func eventfdsAreClosedWhenOneCannotBeMade() throws {
         var made: [Int32] = []
         #expect(throws: DeviceAccessError.self) {
