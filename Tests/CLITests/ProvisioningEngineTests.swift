@@ -242,6 +242,33 @@ import VirtioTestSupport
         #expect(try counters(setup).resets == 0, "the PF was not touched")
     }
 
+    /// The Linux opener runs the same code as far as it can without hardware: on a fake
+    /// sysfs tree whose BAR 0 (`resource0`) is a plain file, the in-use check refuses with
+    /// the same sentence as for the model; without bound VFs the PF is locked, its BAR
+    /// mapped and the driver negotiates through it — and finds no device behind it.
+    @Test func linuxOpenerSharesTheCodeAfterOpening() throws {
+        let directory = makeTemporaryDirectory("linux-opener")
+        for bound in [true, false] {
+            let sys = directory + (bound ? "/bound" : "/free")
+            #expect(try virtioAdmin(["simulate", "sysfs", sys, "--vfs", "2"] + (bound ? ["--bind-vfs", "virtio-pci"] : [])).status == 0)
+            let bar = sys + "/devices/pci0000:00/0000:3b:00.0/resource0"
+            #expect(FileManager.default.createFile(atPath: bar, contents: Data(count: 0x8000)))
+            let result = try virtioAdmin(["msix", "get", "0000:3b:00.0", "--vf", "0", "--sysfs-root", sys, "--lock-dir", directory + "/locks"])
+            #expect(result.status != 0)
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: bar))
+            if bound {
+                #expect(result.error.contains("PF 0000:3b:00.0 has VFs in use (VF 0 bound to virtio-pci, VF 1 bound to virtio-pci); opening its admin queue would reset the PF"), "\(result.error)")
+                #expect(bytes.allSatisfy { $0 == 0 }, "the BAR was not touched")
+            } else {
+                #expect(result.error.contains("0000:3b:00.0: the device does not offer VERSION_1"), "\(result.error)")
+                // device_feature_select (common config offset 0) was last set to window 3:
+                // the driver read every feature window through the mapped BAR.
+                #expect(bytes[0] == 3)
+                #expect(FileManager.default.fileExists(atPath: directory + "/locks/0000:3b:00.0.pf.lock"))
+            }
+        }
+    }
+
     /// `--simulate PATH` works with list and show: the simulated PF and its VFs appear as on a host.
     @Test func listAndShowSeeTheSimulatedPF() throws {
         let directory = makeTemporaryDirectory("simulate-list")
