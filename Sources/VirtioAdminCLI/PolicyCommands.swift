@@ -223,8 +223,13 @@ struct Monitor: ParsableCommand {
     @Option(help: "Stop after this many seconds (default: run until interrupted).") var timeout: Int?
     @Option(help: "Stop after this many events.") var count: Int?
     @Option(help: "Event source: udev (after udev's rules ran) or kernel.") var source: String = "udev"
+    @Option(name: .long, help: ArgumentHelp("Refused: the device model raises no hotplug events (try 'serve --simulate PATH' with 'udev-event' clients).", valueName: "PATH"))
+    var simulate: String?
 
     func run() throws {
+        if let simulate {
+            throw CLIError("monitor watches the host's udev; the device model in \(simulate) raises no hotplug events (run 'serve --simulate \(simulate)' and hand it events with 'udev-event --socket').")
+        }
         let monitor: UdevMonitor
         do { monitor = try UdevMonitor(source: source) } catch { throw CLIError(error.description) }
         let deadline = timeout.map { Date().addingTimeInterval(TimeInterval($0)) }

@@ -282,6 +282,27 @@ import VirtioTestSupport
         #expect(show.status == 0 && show.output.contains("SR-IOV"), "\(show.output)\(show.error)")
     }
 
+    /// `--simulate PATH` is taken by every command (before or after its name); those that
+    /// cannot apply to the model say why in one sentence.
+    @Test(arguments: [
+        ["list"], ["show", "0000:3b:00.0"], ["commands", "0000:3b:00.0"], ["plugins"], ["msix", "pool", "0000:3b:00.0"],
+        ["msix", "get", "0000:3b:00.0", "--vf", "1"], ["features", "get", "0000:3b:00.0", "--vf", "0"],
+        ["passthru", "0000:3b:00.0", "--opcode", "0x40", "--vf", "0"], ["bind", "0000:3b:00.1", "--driver", "vfio-pci", "--dry-run"],
+        ["unbind", "0000:3b:00.1", "--dry-run"], ["restore", "0000:3b:00.1", "--dry-run"], ["entropy", "0000:3b:00.0"], ["monitor", "--timeout", "1"],
+        ["simulate", "show"], ["policy", "plan"], ["policy", "apply"],
+    ])
+    func everyCommandTakesSimulate(arguments: [String]) throws {
+        let setup = try setup(vfs: 2)
+        for placement in [["--simulate", setup.state] + arguments, arguments + ["--simulate", setup.state]] {
+            let extra = arguments.first == "policy" ? ["--policy", setup.policy] : []
+            let result = try virtioAdmin(placement + extra)
+            #expect(!result.error.contains("Unknown option"), "\(placement): \(result.error)")
+            if result.status != 0 {
+                #expect(result.error.split(separator: "\n").count == 1 && result.error.contains("device model"), "\(placement): \(result.error)")
+            }
+        }
+    }
+
     /// Every line of the udev rule that a remove event reaches filters on what the event
     /// carries: a removed device's ATTR{} cannot be read (udev then skips the line).
     @Test func udevRuleFiltersRemovalsOnTheEventItself() throws {
