@@ -64,6 +64,7 @@ public struct PolicyApplication: Sendable {
         for address in named {
             let function: VirtioFunction
             do { function = try enumerator.function(at: address) } catch { throw .notInSysfs(pf: address, root: sysfsRoot, error) }
+            if function.role == .vf { throw .vfNotPF(address: address, pf: function.physfn) }
             guard function.role == .pf else { throw .notAPF(address: address) }
             result.append(function)
         }

@@ -14,6 +14,7 @@ public enum VirtioAdminError: Error, Sendable, CustomStringConvertible {
     /// The PF is not where the sysfs view says functions are.
     case notInSysfs(pf: PCIAddress, root: String, LinuxError)
     case notAPF(address: PCIAddress)
+    case vfNotPF(address: PCIAddress, pf: PCIAddress?)
     case access(pf: PCIAddress, DeviceAccessError)
     case simulatedState(SimulatedStateError)
     case simulatorFile(SimulatorFileError)
@@ -32,6 +33,7 @@ public enum VirtioAdminError: Error, Sendable, CustomStringConvertible {
             "PF \(pf) has VFs in use (\(busy.joined(separator: ", "))); opening its admin queue would reset the PF. Run 'virtio-admin serve', which keeps the queue open (or pass --force)."
         case let .notInSysfs(pf, root, error): "PF \(pf) is not in the sysfs view under \(root): \(error)"
         case let .notAPF(address): "\(address) is not an SR-IOV PF (it has no SR-IOV capability)."
+        case let .vfNotPF(address, pf): "\(address) is a VF\(pf.map { " of \($0)" } ?? ""), not a PF; name its PF."
         case let .access(pf, error): "cannot reach PF \(pf): \(error)"
         case .simulatedState(let error): error.description
         case .simulatorFile(let error): error.description

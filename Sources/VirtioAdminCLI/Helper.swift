@@ -48,8 +48,12 @@ struct HelperOptions: ParsableArguments {
 
     func loadPolicy() throws -> ProvisioningPolicy {
         let text: String
+        guard FileManager.default.fileExists(atPath: policy) else {
+            throw CLIError("cannot read the policy \(policy): it does not exist (give one with --policy FILE; 'virtio-admin policy --help' shows the format).")
+        }
         do { text = try String(contentsOfFile: policy, encoding: .utf8) } catch {
-            throw CLIError("cannot read the policy \(policy): \((error as NSError).localizedDescription).")
+            let reason = (error as NSError).localizedDescription
+            throw CLIError("cannot read the policy \(policy): \(reason.hasSuffix(".") ? String(reason.dropLast()) : reason).")
         }
         try checkTrustedFile(policy)
         do { return try ProvisioningPolicy(text: text, file: policy) } catch { throw CLIError(error.description) }

@@ -167,13 +167,22 @@ struct PolicyCommand: AsyncParsableCommand {
 }
 
 /// Runs the policy over the PFs in the sysfs view (the same engine for `plan` and `apply`).
+/// Bad input — the policy, a PF argument, a PF not in the view, an unreadable state file —
+/// is one sentence on stderr and exit status 2.
 func runPolicy(options: HelperOptions, pfs names: [String], planOnly: Bool, maxInFlight: Int?, force: Bool,
                progress: (@Sendable (PCIAddress, Int, Int) -> Void)?) async throws -> [PFApplyReport] {
-    let policy: ProvisioningPolicy
-    do { policy = try options.loadPolicy() } catch let error as CLIError {
-        FileHandle.standardError.write(Data("virtio-admin: \(error.description)\n".utf8))
+    let prepared: (PolicyApplication, [VirtioFunction])
+    do {
+        prepared = try preparePolicyRun(options: options, pfs: names, planOnly: planOnly, maxInFlight: maxInFlight, force: force)
+    } catch let error as CLIError {
+        FileHandle.standardError.write(Data("Error: \(error.description)\n".utf8))
         throw ExitCode(2)
     }
+    return await prepared.0.run(prepared.1, progress: progress)
+}
+
+func preparePolicyRun(options: HelperOptions, pfs names: [String], planOnly: Bool, maxInFlight: Int?, force: Bool) throws -> (PolicyApplication, [VirtioFunction]) {
+    let policy = try options.loadPolicy()
     var addresses: [PCIAddress] = []
     for name in names { addresses.append(try parseAddress(name)) }
     var groupOptions = AdminGroup.Options()
@@ -191,9 +200,7 @@ func runPolicy(options: HelperOptions, pfs names: [String], planOnly: Bool, maxI
     let application = PolicyApplication(policy: policy, sysfsRoot: root, opener: { pf in
         makeOpener(pf, simulate: simulate, sysfsRoot: root, lockDirectory: lockDirectory, force: force)
     }, groupOptions: groupOptions, maxInFlight: maxInFlight, planOnly: planOnly)
-    let pfs: [VirtioFunction]
-    do { pfs = try application.pfs(named: addresses) } catch { throw CLIError(error.description) }
-    return await application.run(pfs, progress: progress)
+    do { return (application, try application.pfs(named: addresses)) } catch { throw CLIError(error.description) }
 }
 
 /// `PF 0000:3b:00.0: 512/1024 VFs` on one terminal line, rewritten in place.

@@ -229,6 +229,22 @@ import VirtioTestSupport
         #expect(text.output.contains("VF 0 (0000:3b:00.1) failed: ") && text.output.contains("it now holds 4 MSI-X vectors"), "\(text.output)")
     }
 
+    /// Bad input is exit status 2 with one sentence; nothing is opened.
+    @Test(arguments: [
+        (["0000:3b:00.1"], "0000:3b:00.1 is a VF of 0000:3b:00.0, not a PF; name its PF."),
+        (["zz"], "'zz' is not a PCI address"),
+        (["0000:3b:07.0"], "PF 0000:3b:07.0 is not in the sysfs view"),
+    ])
+    func policyApplyBadInputIsStatusTwo(pfs: [String], message: String) throws {
+        let setup = try setup(vfs: 2)
+        let result = try virtioAdmin(["policy", "apply", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys] + pfs)
+        #expect(result.status == 2)
+        #expect(result.error.contains(message) && result.error.split(separator: "\n").count == 1, "\(result.error)")
+        #expect(try counters(setup).resets == 0)
+        let missing = try virtioAdmin(["policy", "apply", "--policy", setup.directory + "/missing.toml", "--simulate", setup.state])
+        #expect(missing.status == 2 && missing.error.contains("it does not exist"), "\(missing.error)")
+    }
+
     /// Without a service, the helper refuses to open (and so reset) a PF whose VFs have
     /// drivers — the same check for a simulated PF as for a real one.
     @Test func helperWithoutServiceRefusesAPFWhoseVFsAreInUse() throws {
