@@ -58,7 +58,7 @@ public struct PolicyApplication: Sendable {
     public func pfs(named: [PCIAddress]) throws(VirtioAdminError) -> [VirtioFunction] {
         let enumerator = SysfsEnumerator(root: sysfsRoot)
         if named.isEmpty {
-            do { return try enumerator.physicalFunctions() } catch { throw .notInSysfs(pf: PCIAddress(domain: 0, bus: 0, device: 0, function: 0), root: sysfsRoot, error) }
+            do { return try enumerator.physicalFunctions() } catch { throw .sysfsView(root: sysfsRoot, error) }
         }
         var result: [VirtioFunction] = []
         for address in named {

@@ -198,7 +198,7 @@ func preparePolicyRun(options: HelperOptions, pfs names: [String], planOnly: Boo
         } catch let error as CustomStringConvertible { throw CLIError(error.description) }
     }
     let application = PolicyApplication(policy: policy, sysfsRoot: root, opener: { pf in
-        makeOpener(pf, simulate: simulate, sysfsRoot: root, lockDirectory: lockDirectory, force: force)
+        makeOpener(pf, simulate: simulate, sysfsRoot: root, lockDirectory: lockDirectory)
     }, groupOptions: groupOptions, maxInFlight: maxInFlight, planOnly: planOnly)
     do { return (application, try application.pfs(named: addresses)) } catch { throw CLIError(error.description) }
 }

@@ -245,6 +245,39 @@ import VirtioTestSupport
         #expect(missing.status == 2 && missing.error.contains("it does not exist"), "\(missing.error)")
     }
 
+    /// A PF whose VFs the policy does not reach (here: none enabled) is opened, nothing is
+    /// sent for VFs, and the run succeeds.
+    @Test func policyApplyOnAPFWithoutVFs() throws {
+        let setup = try setup(vfs: 0, extra: ["--total-vfs", "4"])
+        let result = try virtioAdmin(["policy", "apply", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys])
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output.contains("0 VFs: 0 changed, 0 unchanged, 0 failed; 0 admin commands"), "\(result.output)")
+    }
+
+    /// A client that goes away before its answer costs the service nothing (no SIGPIPE).
+    @Test func serviceSurvivesAClientThatLeaves() throws {
+        let setup = try setup(vfs: 4)
+        let server = try startService(setup)
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        for index in 0..<4 {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { buffer in for (i, byte) in setup.socket.utf8.enumerated() { buffer[i] = byte } }
+            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            _ = "ACTION=add SUBSYSTEM=pci DEVPATH=/devices/pci0000:00/\(vfAddress(index))\n".withCString { write(fd, $0, strlen($0)) }
+            close(fd)
+        }
+        usleep(300_000)
+        #expect(server.isRunning)
+        let reply = sendEvent(setup.socket, "ACTION=add SUBSYSTEM=pci DEVPATH=/devices/pci0000:00/\(vfAddress(0))")
+        #expect(reply?.hasPrefix("ok provisioned") == true, "\(reply ?? "no answer")")
+        kill(server.processIdentifier, SIGTERM)
+        server.waitUntilExit()
+        #expect(server.terminationStatus == 0)
+        #expect(!FileManager.default.fileExists(atPath: setup.socket), "the service unlinks the socket it made")
+    }
+
     /// Without a service, the helper refuses to open (and so reset) a PF whose VFs have
     /// drivers — the same check for a simulated PF as for a real one.
     @Test func helperWithoutServiceRefusesAPFWhoseVFsAreInUse() throws {
