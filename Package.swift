@@ -94,6 +94,8 @@ let package = Package(
         .testTarget(name: "FeatureBitsResourceManagerTests", dependencies: ["FeatureBitsResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/FeatureBitsResourceManagerTests"),
         .testTarget(name: "ResourceManagerTests", dependencies: ["ResourceManager", "VirtioAdminTestKit", "VirtioAdminDriver", "VirtioSimulator", "VirtioSpec", "VirtioTestSupport"]),
         .testTarget(name: "ProvisioningTests", dependencies: ["VirtioProvisioning", "VirtioSpec", "PCIConfig"]),
+        .testTarget(name: "VirtioAdminTests", dependencies: ["VirtioAdmin", "VirtioProvisioning", "VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "PCIConfig", "VirtioSpec",
+                                                      .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "CLITests", dependencies: ["VirtioAdminCLI", "VirtioSimulator", "VirtioLinux", "VirtioTestSupport"]),
     ]
 )
