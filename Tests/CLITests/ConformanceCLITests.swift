@@ -44,6 +44,21 @@ func virtioAdminOffPool(_ arguments: [String]) async throws -> (status: Int32, o
         #expect(list.output.split(separator: "\n").count == 13)
     }
 
+    @Test func conformanceOfAPFWithoutAnAdminQueueExitsWithStatus1() async throws {
+        let path = try await state(vfs: 2)
+        // The same PF without VIRTIO_F_ADMIN_VQ (bit 41) among its features.
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let edited = text.split(separator: "\n").map { line -> String in
+            guard line.hasPrefix("pf-features "), let mask = UInt128(line.dropFirst("pf-features 0x".count), radix: 16) else { return String(line) }
+            return "pf-features 0x" + String(mask & ~(UInt128(1) << 41), radix: 16)
+        }.joined(separator: "\n") + "\n"
+        try edited.write(toFile: path, atomically: true, encoding: .utf8)
+        let result = try await virtioAdminOffPool(["--simulate", path, "conformance", "0000:3b:00.0"])
+        #expect(result.status == 1)
+        #expect(result.output.contains("0 passed, 0 failed, 13 skipped"), "\(result.output)")
+        #expect(result.error.contains("0000:3b:00.0: the device does not offer VIRTIO_F_ADMIN_VQ"), "\(result.error)")
+    }
+
     @Test func pfWithNoVFsOpensAndVFsNeedSRIOVNegotiated() async throws {
         let path = try await state(vfs: 0)
         // VFs cannot be enabled before the PF's driver negotiated VIRTIO_F_SR_IOV.
