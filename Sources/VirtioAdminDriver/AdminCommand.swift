@@ -9,6 +9,8 @@ public struct AdminCommand: Sendable, Hashable {
     public var data: [UInt8]
     /// Bytes of command-specific result the caller expects (after the 8-byte status).
     public var resultLength: Int
+    /// Sent without the driver's command-set check (``AdminQueueDriver/submitUnchecked(_:timeout:)``).
+    var unchecked = false
 
     public init(opcode: AdminOpcode, groupType: AdminGroupType = .srIOV, member: GroupMemberID = .none, data: [UInt8] = [], resultLength: Int = 0) {
         self.opcode = opcode
@@ -26,7 +28,11 @@ public struct AdminCommand: Sendable, Hashable {
 public struct AdminResponse: Sendable, Hashable {
     public var status: AdminStatus
     public var qualifier: AdminStatusQualifier
+    /// The command-specific result, zero-filled to the length the command asked for when
+    /// the device wrote less (the spec's truncation rule: missing fields read as zero).
     public var result: [UInt8]
+    /// Result bytes the device actually wrote (the used length minus the status header).
+    public var resultBytesWritten: Int
 }
 
 /// A line of `--trace`: the bytes sent or received for one command.

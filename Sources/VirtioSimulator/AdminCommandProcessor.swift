@@ -3,19 +3,34 @@ import VirtioSpec
 /// The group owner's admin command set: LIST_QUERY/LIST_USE and the project-defined
 /// MSI-X, feature-bit and MAC commands, with the device's own validation.
 ///
-/// Checks follow the spec's order (digest §7): group type (INVALID_GROUP), then opcode
-/// (INVALID_OPCODE), then member (INVALID_MEMBER), then fields. A refused command changes
-/// no state.
+/// Two groups: the SR-IOV group (type 1; the VFs are its members, ids 1...NumVFs) and the
+/// self group (type 0; the owner is its only member, id 0), each with its own command list
+/// and its own LIST_USE state [admin:380-383]. MSIX_POOL_GET asks about the owner itself, so
+/// it belongs to the self group; every other project command names a VF.
+///
+/// Checks up front, in the spec's order (ratified fact sheet §3, [admin:344-357,417-432]):
+/// group type (INVALID_GROUP; the whole SR-IOV group while VF Enable is clear), then opcode
+/// (INVALID_OPCODE: not listed, or not enabled by LIST_USE), then member (INVALID_MEMBER),
+/// then the driver-side MUSTs the model enforces: LIST_USE with another command outstanding
+/// [admin:446-449] and parts that are not multiples of 8 bytes [admin:622-624], both
+/// EINVAL / INVALID_COMMAND. A refused command changes no state. A result longer than the
+/// writable buffer is truncated, never failed [admin:589-591].
 struct AdminCommandProcessor {
+    /// One group type's command list and LIST_USE state.
+    struct GroupCommands {
+        var supported: AdminOpcodeBitmap
+        var inUse: AdminOpcodeBitmap
+    }
+
     var opcodes: ProjectOpcodeTable
-    var supported: AdminOpcodeBitmap
-    var inUse: AdminOpcodeBitmap
+    var groups: [UInt16: GroupCommands]
     var pool: Int
     var perMemberMaximum: Int
     var perMemberMinimum: Int
     var memberSupportedFeatures: FeatureSet
     var members: [MemberResources]
     var numVFs: Int
+    var strictness: SimulatedStrictness
     /// The member the last command changed, if any.
     var changedMember: Int?
 
@@ -23,21 +38,35 @@ struct AdminCommandProcessor {
 
     init(configuration: SimulatedDeviceConfiguration, members: [MemberResources]) {
         opcodes = configuration.opcodes
-        supported = AdminOpcodeBitmap(opcodes: configuration.supportedOpcodes ?? configuration.implementedOpcodes)
-        inUse = AdminOpcodeBitmap(opcodes: Self.alwaysInUse)
+        let listed = configuration.supportedOpcodes.map(Set.init)
+        func commands(_ implemented: [AdminOpcode]) -> GroupCommands {
+            GroupCommands(supported: AdminOpcodeBitmap(opcodes: implemented.filter { listed?.contains($0) ?? true }).union(Self.alwaysInUse),
+                          inUse: AdminOpcodeBitmap(opcodes: Self.alwaysInUse))
+        }
+        groups = [AdminGroupType.srIOV.rawValue: commands(configuration.srIOVGroupOpcodes)]
+        if configuration.strictness.selfGroup {
+            groups[AdminGroupType.selfGroup.rawValue] = commands(configuration.selfGroupOpcodes)
+        }
         pool = configuration.vfMSIXPool
         perMemberMaximum = configuration.perVFMaximumVectors
         perMemberMinimum = configuration.perVFMinimumVectors
         memberSupportedFeatures = configuration.memberSupportedFeatures
         self.members = members
         numVFs = configuration.numVFs
+        strictness = configuration.strictness
     }
 
     /// Vectors of the pool not given to a VF.
     var availableVectors: Int { pool - members.prefix(numVFs).reduce(0) { $0 + $1.msixVectors } }
 
-    /// Resets what a device reset resets: the negotiated command list.
-    mutating func deviceReset() { inUse = AdminOpcodeBitmap(opcodes: Self.alwaysInUse) }
+    /// Resets what a device reset resets: the negotiated command lists.
+    mutating func deviceReset() {
+        guard strictness.resetClearsListUse else { return }
+        for key in groups.keys { groups[key]!.inUse = AdminOpcodeBitmap(opcodes: Self.alwaysInUse) }
+    }
+
+    /// The SR-IOV group's list as LIST_QUERY reports it (and the union over groups).
+    var supported: AdminOpcodeBitmap { groups.values.reduce(AdminOpcodeBitmap()) { $0.union($1.supported.opcodes) } }
 
     struct Outcome {
         var status: AdminStatus
@@ -47,25 +76,57 @@ struct AdminCommandProcessor {
         static func refuse(_ status: AdminStatus, _ qualifier: AdminStatusQualifier) -> Outcome { Outcome(status: status, qualifier: qualifier, result: []) }
     }
 
+    /// Opcodes whose part lengths carry meaning (the legacy config accesses, fact sheet A5):
+    /// the multiple-of-8 rule is not applied to them.
+    static let lengthCarriesMeaning: Set<AdminOpcode> = [AdminOpcode(0x2), AdminOpcode(0x3), AdminOpcode(0x4), AdminOpcode(0x5)]
+
     /// Executes one command (its device-readable bytes) and returns status and result.
-    mutating func execute(_ command: [UInt8], resultCapacity: Int) -> Outcome {
+    /// - Parameters:
+    ///   - resultCapacity: bytes of the device-writable part (status header included).
+    ///   - othersOutstanding: other commands of the same admin queue are in service.
+    mutating func execute(_ command: [UInt8], resultCapacity: Int, othersOutstanding: Bool = false) -> Outcome {
         changedMember = nil
         guard let header = AdminCommandHeader(decoding: command) else { return .refuse(.einval, .invalidCommand) }
-        guard header.groupType == .srIOV else { return .refuse(.einval, .invalidGroup) }
         let opcode = header.opcode
-        guard supported.contains(opcode) || Self.alwaysInUse.contains(opcode) else { return .refuse(.einval, .invalidOpcode) }
-        guard inUse.contains(opcode) else { return .refuse(.einval, .invalidOpcode) }
-        let data = Array(command.dropFirst(AdminCommandLayout.headerSize))
-        var outcome = dispatch(opcode, member: header.memberID, data: data)
-        let room = resultCapacity - AdminCommandLayout.resultHeaderSize
-        if opcode == .listQuery && outcome.result.count > room {
-            // A LIST_QUERY bitmap may be cut to the words that fit: the driver learns the
-            // opcodes its buffer can describe (Linux reads one word).
-            outcome.result = Array(outcome.result.prefix(room - room % 8))
+        if !strictness.groupCheckedFirst && !groups.values.contains(where: { $0.supported.contains(opcode) }) {
+            // A non-conforming variant: the opcode is checked before the group.
+            return .refuse(.einval, .invalidOpcode)
         }
-        if outcome.status == .ok && outcome.result.count > room {
+        // 1. Group: a type the device does not have, or the SR-IOV group while VF Enable is clear.
+        guard let group = groups[header.groupType.rawValue] else { return .refuse(.einval, .invalidGroup) }
+        if header.groupType == .srIOV && numVFs == 0 {
+            let listCommand = opcode == .listQuery || opcode == .listUse
+            guard listCommand && strictness.listCommandsWithoutVFs else { return .refuse(.einval, .invalidGroup) }
+        }
+        // 2. Opcode: listed for this group and enabled by LIST_USE.
+        guard group.supported.contains(opcode), group.inUse.contains(opcode) || !strictness.enforceListUse else {
+            return .refuse(.einval, .invalidOpcode)
+        }
+        // 3. Member: the self group's only member is 0; SR-IOV members are 1...NumVFs.
+        //    LIST_QUERY and LIST_USE do not use the member (the driver sets 0).
+        let usesMember = !Self.alwaysInUse.contains(opcode)
+        if usesMember {
+            if header.groupType == .selfGroup {
+                guard header.memberID == .none else { return .refuse(.einval, .invalidMember) }
+            } else if memberIndex(header.memberID) == nil {
+                return .refuse(.einval, .invalidMember)
+            }
+        }
+        // 4. Driver-side rules the model enforces.
+        if opcode == .listUse && othersOutstanding && strictness.refuseListUseWhileOutstanding { return .refuse(.einval, .invalidCommand) }
+        if strictness.requireMultipleOf8Parts && !Self.lengthCarriesMeaning.contains(opcode)
+            && (command.count % 8 != 0 || resultCapacity % 8 != 0) {
+            return .refuse(.einval, .invalidCommand)
+        }
+        let data = Array(command.dropFirst(AdminCommandLayout.headerSize))
+        let outcome = dispatch(opcode, group: header.groupType, member: header.memberID, data: data)
+        let room = resultCapacity - AdminCommandLayout.resultHeaderSize
+        if outcome.result.count > room && !strictness.truncateShortResults {
+            // A non-conforming variant: fails a command whose result does not fit.
             return .refuse(.einval, .invalidField)
         }
+        // Truncation happens as the result is written: only what fits is written, and the
+        // used length says how much [admin:540-546,573-582].
         return outcome
     }
 
@@ -75,17 +136,27 @@ struct AdminCommandProcessor {
         return index
     }
 
-    mutating func dispatch(_ opcode: AdminOpcode, member: GroupMemberID, data: [UInt8]) -> Outcome {
+    mutating func dispatch(_ opcode: AdminOpcode, group: AdminGroupType, member: GroupMemberID, data: [UInt8]) -> Outcome {
         switch opcode {
         case .listQuery:
-            return .ok(supported.encode())
+            var listed = groups[group.rawValue]!.supported
+            if !strictness.listsListCommands {
+                listed = AdminOpcodeBitmap(opcodes: listed.opcodes.filter { !Self.alwaysInUse.contains($0) })
+            }
+            return .ok(listed.encode())
         case .listUse:
             let requested = AdminOpcodeBitmap(decoding: data)
-            guard data.count >= 8, requested.isSubset(of: supported.union(Self.alwaysInUse)) else { return .refuse(.einval, .invalidField) }
-            inUse = requested.union(Self.alwaysInUse)
+            guard data.count >= 8, requested.isSubset(of: groups[group.rawValue]!.supported) else { return .refuse(.einval, .invalidField) }
+            if strictness.listUseAllOrNothing {
+                let listed = groups[group.rawValue]!.supported
+                let enabled = requested.union(Self.alwaysInUse)
+                guard enabled == listed || enabled == AdminOpcodeBitmap(opcodes: Self.alwaysInUse) else { return .refuse(.einval, .invalidField) }
+            }
+            // Bits 0 and 1 may be cleared by the driver [admin:463-465]; the model keeps them
+            // usable so that a driver can always renegotiate.
+            groups[group.rawValue]!.inUse = requested.union(Self.alwaysInUse)
             return .ok()
         case opcodes.msixPoolGet:
-            guard member == .none else { return .refuse(.einval, .invalidMember) }
             var result = [UInt8](repeating: 0, count: ProjectCommandLayout.msixPoolResultSize)
             result.writeLE(UInt32(pool), at: ProjectCommandLayout.msixPoolTotal)
             result.writeLE(UInt32(availableVectors), at: ProjectCommandLayout.msixPoolAvailable)
@@ -141,13 +212,5 @@ struct AdminCommandProcessor {
         default:
             return .refuse(.einval, .invalidOpcode)
         }
-    }
-}
-
-extension AdminOpcodeBitmap {
-    func union<S: Sequence>(_ opcodes: S) -> AdminOpcodeBitmap where S.Element == AdminOpcode {
-        var copy = self
-        for opcode in opcodes { copy.insert(opcode) }
-        return copy
     }
 }

@@ -56,9 +56,15 @@ import VirtioTestSupport
         let path = try state()
         let result = try virtioAdmin(["--simulate", path, "--trace", "msix", "get", "0000:3b:00.0", "--vf", "1"])
         let lines = result.error.split(separator: "\n").map(String.init)
-        // LIST_QUERY, LIST_USE, then MSIX_GET for member 2.
-        #expect(lines.filter { $0.hasPrefix("admin> ") }.count == 3)
-        #expect(lines.filter { $0.hasPrefix("admin< ") }.count == 3)
+        // LIST_QUERY and LIST_USE for the SR-IOV group (type 1) and the self group (type 0),
+        // then MSIX_GET for member 2.
+        #expect(lines.filter { $0.hasPrefix("admin> ") }.count == 5)
+        #expect(lines.filter { $0.hasPrefix("admin< ") }.count == 5)
+        // LIST_USE enables only what the registered plugins know (fact sheet §2.1: bit b of
+        // word i = opcode 64·i+b): SR-IOV word 1 = 0x40, 0x41, 0x48, 0x49, 0x4a (not MAC 0x50/0x51,
+        // which the device lists but no plugin knows); self word 1 = 0x42. Parts are 40 bytes.
+        #expect(lines.contains("admin> 01 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 03 07 00 00 00 00 00 00"))
+        #expect(lines.contains("admin> 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 04 00 00 00 00 00 00 00"))
         #expect(lines.contains("admin> 40 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00"))
         #expect(lines.contains("admin< 00 00 00 00 00 00 00 00 02 00 20 00 00 00 00 00"))
         #expect(result.output == "VF 1: 2 MSI-X vectors\n")
@@ -66,7 +72,8 @@ import VirtioTestSupport
 
     @Test func passthruReportsStatusAndQualifier() throws {
         let path = try state()
-        let ok = try virtioAdmin(["--simulate", path, "passthru", "0000:3b:00.0", "--opcode", "0x42", "--json"])
+        // MSIX_POOL_GET asks about the owner: self group (type 0), member 0.
+        let ok = try virtioAdmin(["--simulate", path, "passthru", "0000:3b:00.0", "--opcode", "0x42", "--group-type", "0", "--json"])
         let object = try #require(try json(ok.output) as? [String: Any])
         #expect(object["statusName"] as? String == "OK")
         #expect((object["result"] as? String)?.hasPrefix("40 00 00 00 30 00 00 00") == true, "pool 64, 48 available")
