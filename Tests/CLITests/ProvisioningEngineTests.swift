@@ -338,6 +338,7 @@ import VirtioTestSupport
         ["msix", "get", "0000:3b:00.0", "--vf", "1"], ["features", "get", "0000:3b:00.0", "--vf", "0"],
         ["passthru", "0000:3b:00.0", "--opcode", "0x40", "--vf", "0"], ["bind", "0000:3b:00.1", "--driver", "vfio-pci", "--dry-run"],
         ["unbind", "0000:3b:00.1", "--dry-run"], ["restore", "0000:3b:00.1", "--dry-run"], ["entropy", "0000:3b:00.0"], ["monitor", "--timeout", "1"],
+        ["probe", "0000:3b:00.0"], ["conformance", "0000:3b:00.0"],
         ["simulate", "show"], ["policy", "plan"], ["policy", "apply"],
     ])
     func everyCommandTakesSimulate(arguments: [String]) throws {
