@@ -18,6 +18,11 @@ struct AdminCommandProcessor {
     var numVFs: Int
     /// The member the last command changed, if any.
     var changedMember: Int?
+    /// The ratified commands' state (RatifiedCommands.swift) and the VFs they act on.
+    var ratified: RatifiedState
+    var vfFunctions: [FunctionModel] = []
+    /// Legacy Queue Notify writes (VF, queue) for the device to process.
+    var legacyNotifications: [(FunctionModel, Int)] = []
 
     static let alwaysInUse: [AdminOpcode] = [.listQuery, .listUse]
 
@@ -31,13 +36,17 @@ struct AdminCommandProcessor {
         memberSupportedFeatures = configuration.memberSupportedFeatures
         self.members = members
         numVFs = configuration.numVFs
+        ratified = RatifiedState(deviceGetLimit: configuration.devicePartsGetLimit, deviceSetLimit: configuration.devicePartsSetLimit)
     }
 
     /// Vectors of the pool not given to a VF.
     var availableVectors: Int { pool - members.prefix(numVFs).reduce(0) { $0 + $1.msixVectors } }
 
     /// Resets what a device reset resets: the negotiated command list.
-    mutating func deviceReset() { inUse = AdminOpcodeBitmap(opcodes: Self.alwaysInUse) }
+    mutating func deviceReset() {
+        inUse = AdminOpcodeBitmap(opcodes: Self.alwaysInUse)
+        ratified.ownerReset()
+    }
 
     struct Outcome {
         var status: AdminStatus
@@ -45,19 +54,23 @@ struct AdminCommandProcessor {
         var result: [UInt8]
         static func ok(_ result: [UInt8] = []) -> Outcome { Outcome(status: .ok, qualifier: .ok, result: result) }
         static func refuse(_ status: AdminStatus, _ qualifier: AdminStatusQualifier) -> Outcome { Outcome(status: status, qualifier: qualifier, result: []) }
+        /// Writes past the writable buffer are dropped [admin:564-571].
+        func truncated(to room: Int) -> Outcome { Outcome(status: status, qualifier: qualifier, result: Array(result.prefix(max(room, 0)))) }
     }
 
     /// Executes one command (its device-readable bytes) and returns status and result.
     mutating func execute(_ command: [UInt8], resultCapacity: Int) -> Outcome {
         changedMember = nil
         guard let header = AdminCommandHeader(decoding: command) else { return .refuse(.einval, .invalidCommand) }
+        let room = resultCapacity - AdminCommandLayout.resultHeaderSize
+        if header.groupType == .selfGroup { return executeSelf(header, data: Array(command.dropFirst(AdminCommandLayout.headerSize)), room: room).truncated(to: room) }
         guard header.groupType == .srIOV else { return .refuse(.einval, .invalidGroup) }
         let opcode = header.opcode
         guard supported.contains(opcode) || Self.alwaysInUse.contains(opcode) else { return .refuse(.einval, .invalidOpcode) }
         guard inUse.contains(opcode) else { return .refuse(.einval, .invalidOpcode) }
         let data = Array(command.dropFirst(AdminCommandLayout.headerSize))
+        if let outcome = executeRatified(opcode, member: header.memberID, data: data, room: room) { return outcome.truncated(to: room) }
         var outcome = dispatch(opcode, member: header.memberID, data: data)
-        let room = resultCapacity - AdminCommandLayout.resultHeaderSize
         if opcode == .listQuery && outcome.result.count > room {
             // A LIST_QUERY bitmap may be cut to the words that fit: the driver learns the
             // opcodes its buffer can describe (Linux reads one word).

@@ -85,6 +85,9 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
     /// Opcodes the device lists in LIST_QUERY; `nil` = all it implements.
     public var supportedOpcodes: [AdminOpcode]?
     public var timing: DeviceTiming = .immediate
+    /// VIRTIO_DEV_PARTS_CAP: how many GET and SET DEV_PARTS objects the device allows.
+    public var devicePartsGetLimit: UInt8 = 4
+    public var devicePartsSetLimit: UInt8 = 4
 
     public init() {
         let net = { (bit: Int) in FeatureSet(bit: bit) }
@@ -97,7 +100,7 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
     /// Every admin opcode the model implements.
     public var implementedOpcodes: [AdminOpcode] {
         [.listQuery, .listUse, opcodes.msixGet, opcodes.msixSet, opcodes.msixPoolGet, opcodes.featuresGet,
-         opcodes.featuresSet, opcodes.featuresCapsGet, opcodes.macGet, opcodes.macSet]
+         opcodes.featuresSet, opcodes.featuresCapsGet, opcodes.macGet, opcodes.macSet] + AdminCommandProcessor.ratifiedSRIOVOpcodes
     }
 
     /// Address of VF `index` (0-based).

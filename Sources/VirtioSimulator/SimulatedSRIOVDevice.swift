@@ -54,6 +54,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
         workerFreeAt = [UInt64](repeating: 0, count: configuration.timing.parallelism)
         scheduler = CompletionScheduler()
         vfs = (0..<configuration.totalVFs).map { makeVF($0, resources[$0]) }
+        admin.vfFunctions = vfs
         scheduler.start(device: self)
     }
 
@@ -234,7 +235,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     func processNotify(_ function: FunctionModel, queue index: Int) {
         guard index < function.queues.count else { return }
         let queue = function.queues[index]
-        guard queue.enabled, function.status.contains(.driverOK), !function.status.contains(.deviceNeedsReset) else { return }
+        guard queue.enabled, function.status.contains(.driverOK), !function.status.contains(.deviceNeedsReset), !function.stopped else { return }
         guard let ring = ringView(queue) else { function.needsReset(); return }
         let availIndex = ring.loadAvailIndex()
         let pending = Int(availIndex &- queue.lastAvail)
@@ -339,6 +340,8 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
                 vfs[index].configGeneration &+= 1
             }
         }
+        for (vf, queue) in admin.legacyNotifications { processNotify(vf, queue: queue) }
+        admin.legacyNotifications = []
         return fill(chain, with: AdminResultHeader(status: outcome.status, qualifier: outcome.qualifier).encode() + outcome.result)
     }
 
