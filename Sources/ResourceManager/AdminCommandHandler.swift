@@ -8,6 +8,7 @@ public indirect enum PluginValue: Sendable, Hashable {
     case bool(Bool)
     case strings([String])
     case object([(String, PluginValue)])
+    case list([PluginValue])
     case null
 
     public static func == (lhs: PluginValue, rhs: PluginValue) -> Bool { lhs.text == rhs.text && lhs.kind == rhs.kind }
@@ -20,6 +21,7 @@ public indirect enum PluginValue: Sendable, Hashable {
         case .strings: 3
         case .object: 4
         case .null: 5
+        case .list: 6
         }
     }
 
@@ -31,6 +33,7 @@ public indirect enum PluginValue: Sendable, Hashable {
         case .bool(let value): value ? "yes" : "no"
         case .strings(let values): values.joined(separator: " ")
         case .object(let fields): fields.map { "\($0.0)=\($0.1.text)" }.joined(separator: " ")
+        case .list(let values): values.map(\.text).joined(separator: "; ")
         case .null: "-"
         }
     }

@@ -19,6 +19,8 @@ public enum PluginError: Error, Hashable, Sendable, CustomStringConvertible {
     case badResult(plugin: String, message: String)
     /// The VF index is not a VF of the group.
     case noSuchVF(device: PCIAddress, vf: Int, numVFs: Int)
+    /// The device refused a command; the message says what its status and qualifier mean here.
+    case refused(plugin: String, message: String)
 
     public var description: String {
         switch self {
@@ -34,6 +36,7 @@ public enum PluginError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .untrusted(path, reason): "refusing to load a plugin from \(path): \(reason), and virtio-admin runs as root."
         case let .badArgument(plugin, message): "\(plugin): \(message)"
         case let .badResult(plugin, message): "\(plugin): the device's result does not decode: \(message)"
+        case let .refused(plugin, message): "\(plugin): \(message)"
         case let .noSuchVF(device, vf, numVFs):
             numVFs == 0 ? "\(device): VF \(vf) does not exist (the PF has no VFs enabled)."
                 : "\(device): VF \(vf) does not exist (VFs are 0 to \(numVFs - 1))."

@@ -1,5 +1,9 @@
 import ArgumentParser
+import CapabilitiesResourceManager
+import DevicePartsResourceManager
 import FeatureBitsResourceManager
+import LegacyAccessResourceManager
+import ResourceObjectsResourceManager
 import Foundation
 import MSIXResourceManager
 import PCIConfig
@@ -38,7 +42,10 @@ struct AdminOptions: ParsableArguments {
 }
 
 /// The built-in plugins (statically registered, as an appliance links them).
-func builtInPlugins() -> [any AdminCommandHandler] { [MSIXResourceManager(), FeatureBitsResourceManager()] }
+func builtInPlugins() -> [any AdminCommandHandler] {
+    [MSIXResourceManager(), FeatureBitsResourceManager(), CapabilitiesResourceManager(), DevicePartsResourceManager(),
+     ResourceObjectsResourceManager(), LegacyAccessResourceManager()]
+}
 
 /// Builds the registry: built-in plugins plus any run-time ones asked for.
 func makeRegistry(_ options: AdminOptions) throws -> PluginRegistry {
@@ -138,12 +145,21 @@ func openDriver(config: PCIConfigSpace, bars: [Int: any RegisterSpace], allocato
     do { transport = try ModernPCITransport(config: config, bars: bars) } catch { throw CLIError(error.description) }
     var driverOptions = AdminQueueDriver.Options()
     driverOptions.defaultTimeout = .milliseconds(options.timeout)
+    let driver: AdminQueueDriver
     do {
-        return try await AdminQueueDriver.open(transport: transport, allocator: allocator, options: driverOptions,
-                                               opcodeNames: registry.opcodeNames, trace: options.trace ? printTrace : nil)
+        driver = try await AdminQueueDriver.open(transport: transport, allocator: allocator, options: driverOptions,
+                                                 opcodeNames: registry.opcodeNames, trace: options.trace ? printTrace : nil)
     } catch {
         throw CLIError(error.description)
     }
+    // As Linux does after LIST_QUERY/LIST_USE: the capability handshake, when the device lists it.
+    do {
+        _ = try await CapabilitiesResourceManager.handshake(driver: driver)
+    } catch {
+        driver.close()
+        throw CLIError("\(driver.address): the capability handshake failed: \(error)")
+    }
+    return driver
 }
 
 func openSession(device: SimulatedSRIOVDevice, registry: PluginRegistry, options: AdminOptions) async throws -> AdminSession {
@@ -184,6 +200,7 @@ enum JSONValue: Encodable {
         case .bool(let v): self = .bool(v)
         case .strings(let v): self = .array(v.map(JSONValue.string))
         case .object(let fields): self = .object(fields.map { ($0.0, JSONValue($0.1)) })
+        case .list(let values): self = .array(values.map(JSONValue.init))
         case .null: self = .null
         }
     }
