@@ -23,8 +23,8 @@ func ratifiedGroup(handshake: DevicePartsCapability? = nil, _ configure: (inout 
 final class SentCommands: Sendable {
     let sent = Mutex<[[UInt8]]>([])
     init(_ driver: AdminQueueDriver) {
-        driver.setTrace { [sent] event in
-            if case .sent(_, let bytes) = event { sent.withLock { $0.append(bytes) } }
+        driver.setTrace { [self] event in
+            if case .sent(_, let bytes) = event { self.sent.withLock { $0.append(bytes) } }
         }
     }
     var all: [[UInt8]] { sent.withLock { $0 } }
