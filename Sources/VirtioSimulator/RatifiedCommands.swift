@@ -529,3 +529,12 @@ public struct SimulatedDriverState: Sendable, Hashable {
     public var configVector: UInt16
     public var queues: [Queue]
 }
+
+extension SimulatedSRIOVDevice {
+    /// The DEV_PARTS_CAP limits the driver set with DRIVER_CAP_SET (0 when never set).
+    public var driverDevicePartsLimits: (get: Int, set: Int) {
+        lock.withLock { (Int(admin.ratified.driverGetLimit), Int(admin.ratified.driverSetLimit)) }
+    }
+    /// DEV_PARTS resource objects that exist now.
+    public var devicePartsObjectCount: Int { lock.withLock { admin.ratified.objects.count } }
+}

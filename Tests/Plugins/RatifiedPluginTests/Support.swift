@@ -10,11 +10,11 @@ import VirtioSimulator
 import VirtioSpec
 
 /// A simulated group with the ratified plugins, the capability handshake done.
-func ratifiedGroup(handshake: DevicePartsCapability? = nil, _ configure: (inout SimulatedDeviceConfiguration) -> Void = { _ in }) async throws -> SimulatedAdminGroup {
+func ratifiedGroup(handshake: DevicePartsCapability? = nil, members: [MemberResources]? = nil, _ configure: (inout SimulatedDeviceConfiguration) -> Void = { _ in }) async throws -> SimulatedAdminGroup {
     var configuration = SimulatedDeviceConfiguration()
     configure(&configuration)
     let group = try await SimulatedAdminGroup(plugins: [CapabilitiesResourceManager(), DevicePartsResourceManager(), ResourceObjectsResourceManager(),
-                                                        LegacyAccessResourceManager()], configuration: configuration)
+                                                        LegacyAccessResourceManager()], configuration: configuration, members: members)
     _ = try await CapabilitiesResourceManager.handshake(driver: group.driver, wanted: handshake)
     return group
 }
