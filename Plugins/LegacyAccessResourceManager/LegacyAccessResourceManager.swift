@@ -36,6 +36,11 @@ public struct LegacyNotifyEntry: Sendable, Hashable {
     public var flags: UInt8
     public var bar: UInt8
     public var offset: UInt64
+    public init(flags: UInt8, bar: UInt8, offset: UInt64) {
+        self.flags = flags
+        self.bar = bar
+        self.offset = offset
+    }
 
     /// Decodes the result the way a driver must [legacy:353-366]: stop at the first entry with
     /// flags 0, and skip entries with reserved flags, a BAR outside 1–5 or an odd offset.
