@@ -5,6 +5,7 @@ let package = Package(
     name: "VirtioAdmin",
     products: [
         .executable(name: "virtio-admin", targets: ["VirtioAdminCLI"]),
+        .library(name: "VirtioAdmin", targets: ["VirtioAdmin"]),
         .library(name: "VirtioSpec", targets: ["VirtioSpec"]),
         .library(name: "PCIConfig", targets: ["PCIConfig"]),
         .library(name: "VirtioLinux", targets: ["VirtioLinux"]),
@@ -69,13 +70,22 @@ let package = Package(
             "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioAdminDriver", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
+        // The library an appliance, the CLI and the service use: one owner per PF's admin queue
+        // (opened through the Linux or the simulated opener), bulk provisioning, policy apply,
+        // the provisioning service. No Foundation.
+        .target(name: "VirtioAdmin", dependencies: [
+            "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver", "ResourceManager",
+            "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioLock",
+            "CapabilitiesResourceManager", "ResourceObjectsResourceManager", "DevicePartsResourceManager", "LegacyAccessResourceManager",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // A test kit for plugin authors: the device model with its admin queue open.
         .target(name: "VirtioAdminTestKit", dependencies: ["VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "VirtioTransport", "PCIConfig", "VirtioSpec"]),
         .executableTarget(
             name: "VirtioAdminCLI",
             dependencies: [
                 "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver",
-                "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioLock",
+                "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioLock", "VirtioAdmin",
                 "CapabilitiesResourceManager", "ResourceObjectsResourceManager", "DevicePartsResourceManager", "LegacyAccessResourceManager",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

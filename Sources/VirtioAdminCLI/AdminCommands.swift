@@ -4,6 +4,7 @@ import Foundation
 import MSIXResourceManager
 import PCIConfig
 import ResourceManager
+import VirtioAdmin
 import VirtioAdminDriver
 import VirtioSimulator
 import VirtioSpec
@@ -42,7 +43,16 @@ struct SimulateCreate: ParsableCommand {
     @Option(help: "PCI address of the PF.")
     var pf: String = "0000:3b:00.0"
 
+    @Option(name: .customLong("latency-us"), help: ArgumentHelp("Service time of one admin command in microseconds (the device's latency L).", valueName: "US"))
+    var latency: Int = 0
+
+    @Option(help: ArgumentHelp("Admin commands the device works on at once (its parallelism D).", valueName: "D"))
+    var parallelism: Int = 1
+
     func run() throws {
+        guard latency >= 0, latency <= 10_000_000, (1...4096).contains(parallelism) else {
+            throw CLIError("--latency-us must be 0 to 10000000 and --parallelism 1 to 4096.")
+        }
         guard let deviceType = VirtioDeviceType(name: type) else { throw CLIError("'\(type)' is not a virtio device type; try net or block.") }
         let total = totalVFs ?? vfs
         guard (1...4096).contains(total), (0...total).contains(vfs) else {
@@ -61,11 +71,20 @@ struct SimulateCreate: ParsableCommand {
         configuration.perVFMaximumVectors = maxVectors
         configuration.initialVFVectors = min(2, maxVectors, total > 0 ? pool / total : 0)
         configuration.perVFMinimumVectors = min(1, configuration.initialVFVectors)
+        configuration.timing = DeviceTiming(latency: .microseconds(latency), parallelism: parallelism)
         let device = SimulatedSRIOVDevice(configuration: configuration)
         defer { device.stop() }
         do { try SimulatedDeviceStore.save(device, to: path) } catch { throw CLIError("\(error)") }
-        print("Created a simulated virtio \(deviceType.name) PF \(configuration.pfAddress) with \(vfs) of \(total) VFs, a pool of \(pool) MSI-X vectors (\(configuration.initialVFVectors) per VF now), in \(path).")
+        try rewriteSimulatedTree(device, state: path)
+        print("Created a simulated virtio \(deviceType.name) PF \(configuration.pfAddress) with \(vfs) of \(total) VFs, a pool of \(pool) MSI-X vectors (\(configuration.initialVFVectors) per VF now), in \(path); its sysfs view is \(SimulatedPFOpener.defaultSysfsRoot(forState: path)).")
     }
+}
+
+/// Writes the simulated PF's own sysfs view (STATE.sys) anew from the model.
+func rewriteSimulatedTree(_ device: SimulatedSRIOVDevice, state: String) throws {
+    let root = SimulatedPFOpener.defaultSysfsRoot(forState: state)
+    try? FileManager.default.removeItem(atPath: root)
+    do { try device.sysfsTree().write(to: root) } catch { throw CLIError(error.description) }
 }
 
 struct Commands: AsyncParsableCommand {
@@ -244,7 +263,7 @@ struct Passthru: AsyncParsableCommand {
         try await withAdminSession(pf: pf, options: options) { session in
             let command = AdminCommand(opcode: AdminOpcode(code), groupType: AdminGroupType(rawValue: groupType), member: memberID, data: bytes, resultLength: resultLength)
             let response: AdminResponse
-            do { response = try await session.driver.submit(command, timeout: session.timeout) } catch { throw CLIError("\(error)") }
+            do { response = try await session.driver.submit(command, timeout: session.options.timeout) } catch { throw CLIError("\(error)") }
             if options.json {
                 try printJSON(JSONValue.object([
                     ("opcode", .int(Int(code))), ("member", .int(Int(memberID.rawValue))), ("status", .int(Int(response.status.rawValue))),

@@ -1,9 +1,5 @@
 import ArgumentParser
-import CapabilitiesResourceManager
-import DevicePartsResourceManager
 import FeatureBitsResourceManager
-import LegacyAccessResourceManager
-import ResourceObjectsResourceManager
 import Foundation
 import MSIXResourceManager
 import PCIConfig
@@ -13,12 +9,13 @@ import VirtioSimulator
 import VirtioSpec
 import VirtioTransport
 import VirtioLinux
+import VirtioAdmin
 
 /// Options of every command that talks to a PF's admin queue.
 struct AdminOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
         "Run against the simulated PF whose state lives in PATH (see 'virtio-admin simulate create').",
-        discussion: "The real driver stack runs in-process against the device model; state persists across invocations.",
+        discussion: "The real driver stack runs in-process against the device model; state persists across invocations. Its sysfs view is PATH.sys unless --sysfs-root names another.",
         valueName: "PATH"))
     var simulate: String?
 
@@ -31,20 +28,47 @@ struct AdminOptions: ParsableArguments {
     @Option(name: .customLong("plugin"), help: ArgumentHelp("Load the run-time plugin at PATH.", valueName: "PATH"))
     var pluginPaths: [String] = []
 
-    @Option(name: .customLong("sysfs-root"), help: ArgumentHelp("Mount point of sysfs (real devices).", valueName: "DIR"))
-    var sysfsRoot: String = "/sys"
+    @Option(name: .customLong("sysfs-root"), help: ArgumentHelp("Mount point of sysfs (default /sys; with --simulate PATH, PATH.sys).", valueName: "DIR"))
+    var sysfsRoot: String?
 
     @Option(help: ArgumentHelp("Per-command timeout in milliseconds.", valueName: "MS"))
     var timeout: Int = 5000
 
+    @Option(name: .customLong("lock-dir"), help: ArgumentHelp("Where a real PF's ownership lock lives.", valueName: "DIR"))
+    var lockDirectory: String = "/run/virtio-admin"
+
+    @Flag(help: "Open the PF even when its VFs have drivers (opening resets the PF).")
+    var force = false
+
     @Flag(help: "Print JSON instead of text.")
     var json = false
+
+    /// The sysfs view the command reads: --sysfs-root, else the simulated PF's tree, else /sys.
+    var resolvedSysfsRoot: String { resolveSysfsRoot(sysfsRoot, simulate: simulate) }
+
+    /// How the PF is reached: the device model in --simulate PATH, or the Linux host.
+    func opener(_ pf: PCIAddress) -> any PFOpener {
+        makeOpener(pf, simulate: simulate, sysfsRoot: resolvedSysfsRoot, lockDirectory: lockDirectory, force: force)
+    }
+
+    var groupOptions: AdminGroup.Options {
+        var options = AdminGroup.Options()
+        options.timeout = .milliseconds(timeout)
+        options.trace = trace ? printTrace : nil
+        options.refuseWhenVFsInUse = !force
+        return options
+    }
 }
 
-/// The built-in plugins (statically registered, as an appliance links them).
-func builtInPlugins() -> [any AdminCommandHandler] {
-    [MSIXResourceManager(), FeatureBitsResourceManager(), CapabilitiesResourceManager(), DevicePartsResourceManager(),
-     ResourceObjectsResourceManager(), LegacyAccessResourceManager()]
+/// --sysfs-root, else the simulated PF's tree (PATH.sys), else /sys.
+func resolveSysfsRoot(_ root: String?, simulate: String?) -> String {
+    root ?? simulate.map(SimulatedPFOpener.defaultSysfsRoot(forState:)) ?? "/sys"
+}
+
+/// The opener of a PF: the device model when a state file is named, else the Linux host.
+func makeOpener(_ pf: PCIAddress, simulate: String?, sysfsRoot: String, lockDirectory: String, force: Bool) -> any PFOpener {
+    if let simulate { return SimulatedPFOpener(address: pf, statePath: simulate, sysfsRoot: sysfsRoot) }
+    return LinuxPFOpener(address: pf, sysfsRoot: sysfsRoot, lockDirectory: lockDirectory, force: force)
 }
 
 /// Builds the registry: built-in plugins plus any run-time ones asked for.
@@ -59,58 +83,20 @@ func makeRegistry(_ options: AdminOptions) throws -> PluginRegistry {
     return registry
 }
 
-/// An open admin queue on a PF, with what plugins need to know about the group.
-struct AdminSession {
-    let driver: AdminQueueDriver
-    let registry: PluginRegistry
-    let numVFs: Int
-    let memberType: VirtioDeviceType
-    let vfAddresses: [PCIAddress]
-    let timeout: Duration
+typealias AdminSession = AdminGroup
 
-    var context: PluginContext { PluginContext(driver: driver, numVFs: numVFs, memberType: memberType, timeout: timeout) }
-
-    /// Resolves `--vf` given as an index or as a VF address.
-    func vfIndex(_ text: String) throws -> String {
-        if Int(text) != nil { return text }
-        guard let address = PCIAddress(text) else {
-            throw CLIError("--vf '\(text)' is neither a VF index (0, 1, …) nor a PCI address.")
-        }
-        guard let index = vfAddresses.firstIndex(of: address) else {
-            throw CLIError("\(address) is not a VF of \(driver.address).")
-        }
-        return String(index)
-    }
-}
-
-/// Opens the PF named on the command line, runs `body`, and closes it again (saving the
-/// simulated state). Errors come out as one sentence.
-func withAdminSession<T>(pf text: String, options: AdminOptions, _ body: (AdminSession) async throws -> T) async throws -> T {
+/// Opens the PF named on the command line (one ``AdminGroup``: the same code for a real and
+/// a simulated PF), runs `body`, and closes it again. Errors come out as one sentence.
+func withAdminSession<T>(pf text: String, options: AdminOptions, _ body: (AdminGroup) async throws -> T) async throws -> T {
     let pf = try parseAddress(text)
     let registry = try makeRegistry(options)
-    guard let path = options.simulate else {
-        return try await withRealAdminSession(pf: pf, registry: registry, options: options, body)
-    }
     do {
-        return try await SimulatedDeviceStore.withLock(path) {
-            let device: SimulatedSRIOVDevice
-            do { device = try SimulatedDeviceStore.load(path) } catch { throw CLIError("\(error)") }
-            defer { device.stop() }
-            guard device.pfAddress == pf else {
-                throw CLIError("\(path) simulates PF \(device.pfAddress); \(pf) is not in it.")
-            }
-            let session = try await openSession(device: device, registry: registry, options: options)
-            do {
-                let result = try await body(session)
-                session.driver.close()
-                try SimulatedDeviceStore.save(device, to: path)
-                return result
-            } catch {
-                session.driver.close()
-                try? SimulatedDeviceStore.save(device, to: path)
-                throw error
-            }
-        }
+        return try await AdminGroup.with(opener: options.opener(pf), registry: registry, options: options.groupOptions, body)
+    } catch let error as VirtioAdminError {
+        var text = error.description
+        if options.simulate == nil, case .notInSysfs = error { text += " (Without such hardware, use --simulate PATH; see 'virtio-admin simulate create --help'.)" }
+        if options.simulate == nil, case .access = error { text += " (Without such hardware, use --simulate PATH; see 'virtio-admin simulate create --help'.)" }
+        throw CLIError(text)
     } catch let error as CLIError {
         throw error
     } catch let error as CustomStringConvertible {
@@ -118,63 +104,13 @@ func withAdminSession<T>(pf text: String, options: AdminOptions, _ body: (AdminS
     }
 }
 
-/// Opens a real PF (bound to vfio-pci or uio_pci_generic) and runs `body` on its admin queue.
-func withRealAdminSession<T>(pf: PCIAddress, registry: PluginRegistry, options: AdminOptions, _ body: (AdminSession) async throws -> T) async throws -> T {
-    let sysfs = SysfsEnumerator(root: options.sysfsRoot)
-    let function: VirtioFunction
-    let opened: OpenedFunction
-    do {
-        function = try sysfs.function(at: pf)
-        opened = try RealDeviceOpener(sysfsRoot: options.sysfsRoot).open(pf)
-    } catch {
-        throw CLIError("\(error)" + (options.simulate == nil ? " (Without such hardware, use --simulate PATH; see 'virtio-admin simulate create --help'.)" : ""))
-    }
-    let driver = try await openDriver(config: opened.config, bars: opened.bars, allocator: opened.allocator, registry: registry, options: options)
-    let vfs = function.virtfns.sorted { $0.key < $1.key }.map(\.value)
-    let session = AdminSession(driver: driver, registry: registry, numVFs: function.sriov?.numVFs ?? 0,
-                               memberType: opened.config.sriov.flatMap { VirtioDeviceType(pciDeviceID: $0.vfDeviceID) } ?? function.type ?? .net,
-                               vfAddresses: vfs, timeout: .milliseconds(options.timeout))
-    defer { driver.close() }
-    return try await body(session)
-}
-
-/// The transport and the admin-queue driver of a PF, as every admin command opens them.
-func openDriver(config: PCIConfigSpace, bars: [Int: any RegisterSpace], allocator: any DMAAllocator,
-                registry: PluginRegistry, options: AdminOptions) async throws -> AdminQueueDriver {
-    let transport: ModernPCITransport
-    do { transport = try ModernPCITransport(config: config, bars: bars) } catch { throw CLIError(error.description) }
-    var driverOptions = AdminQueueDriver.Options()
-    driverOptions.defaultTimeout = .milliseconds(options.timeout)
-    let driver: AdminQueueDriver
-    do {
-        driver = try await AdminQueueDriver.open(transport: transport, allocator: allocator, options: driverOptions,
-                                                 opcodeNames: registry.opcodeNames, trace: options.trace ? printTrace : nil)
-    } catch {
-        throw CLIError(error.description)
-    }
-    // As Linux does after LIST_QUERY/LIST_USE: the capability handshake, when the device lists it.
-    do {
-        _ = try await CapabilitiesResourceManager.handshake(driver: driver)
-    } catch {
-        driver.close()
-        throw CLIError("\(driver.address): the capability handshake failed: \(error)")
-    }
-    return driver
-}
-
-func openSession(device: SimulatedSRIOVDevice, registry: PluginRegistry, options: AdminOptions) async throws -> AdminSession {
-    let driver = try await openDriver(config: device.pfConfigSpace(), bars: [0: device.pfBAR()], allocator: device.memory,
-                                      registry: registry, options: options)
-    return AdminSession(driver: driver, registry: registry, numVFs: device.numVFs, memberType: device.configuration.vfType,
-                        vfAddresses: (0..<device.configuration.totalVFs).map(device.configuration.vfAddress),
-                        timeout: .milliseconds(options.timeout))
-}
-
 /// Runs a plugin operation and prints its output.
 func runPluginOperation(plugin: String, operation: String, pf: String, options: AdminOptions, arguments: [String: [String]]) async throws {
     try await withAdminSession(pf: pf, options: options) { session in
         var arguments = arguments
-        if let vf = arguments["vf"]?.last { arguments["vf"] = [try session.vfIndex(vf)] }
+        if let vf = arguments["vf"]?.last {
+            do throws(VirtioAdminError) { arguments["vf"] = [String(try session.vfIndex(vf))] } catch { throw CLIError(error.description) }
+        }
         let output: PluginOutput
         do {
             output = try await session.registry.run(plugin: plugin, operation: operation, context: session.context, arguments: PluginArguments(arguments))
@@ -191,7 +127,7 @@ func runPluginOperation(plugin: String, operation: String, pf: String, options: 
 
 /// A JSON value with ordered keys (plugin output keeps its field order).
 enum JSONValue: Encodable {
-    case int(Int), string(String), bool(Bool), array([JSONValue]), object([(String, JSONValue)]), null
+    case int(Int), double(Double), string(String), bool(Bool), array([JSONValue]), object([(String, JSONValue)]), null
 
     init(_ value: PluginValue) {
         switch value {
@@ -215,6 +151,7 @@ enum JSONValue: Encodable {
     func encode(to encoder: any Encoder) throws {
         switch self {
         case .int(let v): var c = encoder.singleValueContainer(); try c.encode(v)
+        case .double(let v): var c = encoder.singleValueContainer(); try c.encode((v * 10).rounded() / 10)
         case .string(let v): var c = encoder.singleValueContainer(); try c.encode(v)
         case .bool(let v): var c = encoder.singleValueContainer(); try c.encode(v)
         case .null: var c = encoder.singleValueContainer(); try c.encodeNil()

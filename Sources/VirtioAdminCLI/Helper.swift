@@ -9,12 +9,13 @@ import VirtioProvisioning
 import VirtioSimulator
 import VirtioSpec
 import VirtioLock
+import VirtioAdmin
 
 /// Options of the udev helper and the service.
 struct HelperOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The provisioning policy.", valueName: "FILE")) var policy: String = ProvisioningPolicy.standardPath
     @Option(name: .long, help: ArgumentHelp("Act on the simulated PF in PATH instead of hardware.", valueName: "PATH")) var simulate: String?
-    @Option(name: .customLong("sysfs-root"), help: ArgumentHelp("Mount point of sysfs.", valueName: "DIR")) var sysfsRoot: String = "/sys"
+    @Option(name: .customLong("sysfs-root"), help: ArgumentHelp("Mount point of sysfs (default /sys; with --simulate PATH, PATH.sys).", valueName: "DIR")) var sysfsRoot: String?
     @Option(help: ArgumentHelp("The service's socket (udev-event talks to it when it runs).", valueName: "PATH"))
     var socket: String = "/run/virtio-admin/serve.sock"
     @Option(name: .customLong("lock-dir"), help: ArgumentHelp("Where per-PF locks live when no service runs.", valueName: "DIR"))
@@ -29,6 +30,20 @@ struct HelperOptions: ParsableArguments {
         var logger = Logger(label: label)
         logger.logLevel = level
         return logger
+    }
+
+    var resolvedSysfsRoot: String { resolveSysfsRoot(sysfsRoot, simulate: simulate) }
+
+    /// The provisioning engine: the service's (`keepOpen`) or the one-shot helper's.
+    func makeService(policy: ProvisioningPolicy, logger: Logger, keepOpen: Bool) -> ProvisioningService {
+        var serviceOptions = ProvisioningService.Options()
+        serviceOptions.sysfsRoot = resolvedSysfsRoot
+        serviceOptions.keepOpen = keepOpen
+        serviceOptions.groupOptions.timeout = .milliseconds(timeout)
+        let (simulate, root, lockDirectory) = (simulate, resolvedSysfsRoot, lockDirectory)
+        return ProvisioningService(policy: policy, options: serviceOptions, logger: logger) { pf in
+            makeOpener(pf, simulate: simulate, sysfsRoot: root, lockDirectory: lockDirectory, force: false)
+        }
     }
 
     func loadPolicy() throws -> ProvisioningPolicy {
@@ -78,139 +93,6 @@ enum LoggingBootstrap {
     }
 }
 
-/// What handling one event did.
-struct EventOutcome {
-    var summary: String
-    var succeeded: Bool
-}
-
-/// Handles validated udev events: prepares PFs, provisions VFs, forgets removed functions.
-struct EventHandler {
-    let options: HelperOptions
-    let policy: ProvisioningPolicy
-    let logger: Logger
-
-    var enumerator: SysfsEnumerator { SysfsEnumerator(root: options.sysfsRoot) }
-
-    func handle(_ event: UdevEvent) async -> EventOutcome {
-        let start = ContinuousClock.now
-        switch event.action {
-        case .remove:
-            logger.info("forgot \(event.address) (removed)")
-            return EventOutcome(summary: "forgot \(event.address)", succeeded: true)
-        case .bind, .unbind, .change:
-            logger.debug("ignored \(event.action.rawValue) of \(event.address)")
-            return EventOutcome(summary: "ignored \(event.action.rawValue)", succeeded: true)
-        case .add:
-            break
-        }
-        let function: VirtioFunction
-        do { function = try enumerator.function(at: event.address) } catch {
-            if case .notVirtio = error { return EventOutcome(summary: "ignored: \(event.address) is not a virtio function", succeeded: true) }
-            logger.error("\(error.description)")
-            return EventOutcome(summary: error.description, succeeded: false)
-        }
-        switch function.role {
-        case .pf:
-            return preparePF(function)
-        case .function:
-            return EventOutcome(summary: "ignored: \(event.address) has no SR-IOV role", succeeded: true)
-        case .vf:
-            let outcome = await provisionVF(function)
-            let elapsed = ContinuousClock.now - start
-            let milliseconds = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000
-            if outcome.succeeded {
-                logger.info("\(outcome.summary)", metadata: ["ms": "\(String(format: "%.1f", milliseconds))"])
-            } else {
-                logger.error("\(outcome.summary)", metadata: ["ms": "\(String(format: "%.1f", milliseconds))"])
-            }
-            return outcome
-        }
-    }
-
-    func rule(for pf: VirtioFunction) -> PFRule? {
-        policy.rule(address: pf.address, vendorID: pf.vendorID, deviceID: pf.deviceID, subsystemVendorID: pf.subsystemVendorID,
-                    subsystemID: pf.subsystemID, type: pf.type)
-    }
-
-    /// A PF appeared: hold its future VFs' drivers back (sriov_drivers_autoprobe = 0), so
-    /// each VF is provisioned before a driver binds; the helper probes the VF afterwards.
-    func preparePF(_ pf: VirtioFunction) -> EventOutcome {
-        guard let rule = rule(for: pf) else { return EventOutcome(summary: "no policy matches PF \(pf.address)", succeeded: true) }
-        guard rule.holdVFDrivers else { return EventOutcome(summary: "PF \(pf.address): VF drivers not held (hold-vf-drivers = false)", succeeded: true) }
-        let path = enumerator.directory(of: pf.address) + "/" + SysfsAttribute.sriovDriversAutoprobe
-        do {
-            try "0".write(toFile: path, atomically: false, encoding: .utf8)
-            logger.info("prepared PF \(pf.address): sriov_drivers_autoprobe=0 (VFs wait for provisioning)")
-            return EventOutcome(summary: "prepared PF \(pf.address)", succeeded: true)
-        } catch {
-            logger.error("PF \(pf.address): cannot write \(path): \(error.localizedDescription)")
-            return EventOutcome(summary: "cannot hold VF drivers of \(pf.address)", succeeded: false)
-        }
-    }
-
-    func provisionVF(_ vf: VirtioFunction) async -> EventOutcome {
-        guard let pfAddress = vf.physfn else { return EventOutcome(summary: "\(vf.address): VF without physfn", succeeded: false) }
-        let pf: VirtioFunction
-        do { pf = try enumerator.function(at: pfAddress) } catch { return EventOutcome(summary: error.description, succeeded: false) }
-        guard let index = pf.virtfns.first(where: { $0.value == vf.address })?.key else {
-            return EventOutcome(summary: "\(vf.address): not among the virtfn links of PF \(pfAddress)", succeeded: false)
-        }
-        guard let rule = rule(for: pf), let desired = policy.desired(for: index, under: rule) else {
-            probe(vf.address, hold: rule(for: pf)?.holdVFDrivers ?? false)
-            return EventOutcome(summary: "no policy for PF \(pfAddress) VF \(index); nothing to do", succeeded: true)
-        }
-        do {
-            let changes = try await withPFSession(pf: pf) { session in
-                try await Provisioner(driver: session.driver, memberType: session.memberType).apply(vf: index, desired: desired)
-            }
-            probe(vf.address, hold: rule.holdVFDrivers)
-            let text = changes.isEmpty ? "already as the policy says (no change)" : changes.map { change -> String in
-                switch change.kind {
-                case let .msixVectors(from, to): "MSI-X vectors \(from) -> \(to)"
-                case let .features(from, to): "features \(from.hexMask) -> \(to.hexMask)"
-                }
-            }.joined(separator: "; ")
-            return EventOutcome(summary: "provisioned \(vf.address) (PF \(pfAddress) VF \(index)): \(text)", succeeded: true)
-        } catch {
-            if desired.onFailure == .bindAnyway { probe(vf.address, hold: rule.holdVFDrivers) }
-            let after = desired.onFailure == .keepUnbound ? " VF left without a driver (on-failure = keep-unbound)." : ""
-            return EventOutcome(summary: "provisioning \(vf.address) (PF \(pfAddress) VF \(index)) failed: \(error)\(after)", succeeded: false)
-        }
-    }
-
-    /// Lets the VF's driver bind now that it is provisioned (it was held back).
-    func probe(_ address: PCIAddress, hold: Bool) {
-        guard hold else { return }
-        do { try address.description.write(toFile: options.sysfsRoot + "/bus/pci/drivers_probe", atomically: false, encoding: .utf8) } catch {
-            logger.debug("drivers_probe for \(address): \(error.localizedDescription)")
-        }
-    }
-
-    /// Runs `body` with the PF's admin queue, one process at a time per PF.
-    func withPFSession<T>(pf: VirtioFunction, _ body: (AdminSession) async throws -> T) async throws -> T {
-        var admin = try AdminOptions.parse([])
-        admin.simulate = options.simulate
-        admin.sysfsRoot = options.sysfsRoot
-        admin.timeout = options.timeout
-        if options.simulate != nil {
-            return try await withAdminSession(pf: pf.address.description, options: admin, body)
-        }
-        // Opening a real PF's admin queue resets the PF: never while its VFs are in use.
-        let busy = pf.virtfns.sorted { $0.key < $1.key }.compactMap { index, address -> String? in
-            guard let driver = (try? enumerator.function(at: address))?.driver else { return nil }
-            return "VF \(index) bound to \(driver)"
-        }
-        guard busy.isEmpty else {
-            throw CLIError("PF \(pf.address) has VFs in use (\(busy.joined(separator: ", "))); opening its admin queue would reset the PF. Run 'virtio-admin serve', which keeps the queue open.")
-        }
-        try FileManager.default.createDirectory(atPath: options.lockDirectory, withIntermediateDirectories: true)
-        return try await SimulatedDeviceStore.withLock(options.lockDirectory + "/\(pf.address).pf") {
-            try await withAdminSession(pf: pf.address.description, options: admin, body)
-        }
-    }
-}
-
 struct UdevEventCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "udev-event",
@@ -234,113 +116,72 @@ struct UdevEventCommand: AsyncParsableCommand {
             logger.error("\(error.description)")
             throw ExitCode(2)
         }
-        if let reply = sendToService(event) {
+        if let reply = ServiceSocket.send(event, to: options.socket) {
             if reply.hasPrefix("ok ") { logger.info("\(reply.dropFirst(3)) (via service)"); return }
             logger.error("\(reply.dropFirst(6)) (via service)")
             throw ExitCode(1)
         }
         let policy = try options.loadPolicy()
-        let outcome = await EventHandler(options: options, policy: policy, logger: logger).handle(event)
+        let service = options.makeService(policy: policy, logger: logger, keepOpen: false)
+        let outcome = await service.handle(event)
+        await service.shutDown()
         if !outcome.succeeded { throw ExitCode(1) }
         if !outcome.summary.hasPrefix("provisioned") { logger.info("\(event.action.rawValue) \(event.address): \(outcome.summary)") }
-    }
-
-    /// Hands the event to the running service; nil when none listens.
-    func sendToService(_ event: UdevEvent) -> String? {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        guard var address = unixSocketAddress(options.socket) else { return nil }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else { return nil }
-        let line = event.wireLine + "\n"
-        _ = line.withCString { write(fd, $0, strlen($0)) }
-        let text = readLine(fd, limit: 4096)
-        return text.isEmpty ? "error the service closed the connection without answering" : text
     }
 }
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Own the PFs' admin queues and handle udev events from 'virtio-admin udev-event' (socket activation or --socket).",
+        abstract: "Own the PFs' admin queues and provision VFs as they appear (socket activation or --socket, and udev itself).",
         discussion: """
-            Only one process can own a PF's admin queue, and udev runs events in parallel: the
-            service takes one event at a time from its Unix socket, so N simultaneous VF events
-            for one PF are applied one after another, and it keeps each real PF's queue open
-            (opening resets the PF, which must not happen while its VFs are in use). Under
-            systemd it takes the socket from virtio-admin.socket (LISTEN_FDS).
+            Only one process can own a PF's admin queue, and opening it resets the PF. The
+            service opens each PF once, at the first event that needs it, and keeps its admin
+            queue open until it exits: it never resets a PF while it runs, except to recover
+            from DEVICE_NEEDS_RESET. Events come from 'virtio-admin udev-event' clients on its
+            Unix socket (each answered with its own VF's outcome) and, on a host, from udev
+            itself (libudev monitor), so 1024 VFs created at once need no helper processes.
+            They are handled concurrently; VF events for one PF that arrive while a batch
+            runs are coalesced into the next batch, whose commands are all in flight on the
+            PF's admin queue at once. A simulated PF's state is saved after each batch.
+            SIGTERM or SIGINT: finish what is in flight, save, exit 0. Under systemd it takes
+            its socket from virtio-admin.socket (LISTEN_FDS).
             """)
     @OptionGroup var options: HelperOptions
     @Option(name: .customLong("max-events"), help: "Exit after this many events (tests).") var maxEvents: Int?
+    @Flag(name: .customLong("no-udev-monitor"), help: "Take events only from the socket (the monitor runs only on a host's /sys, never with --simulate).")
+    var noUdevMonitor = false
 
     func run() async throws {
         let logger = options.makeLogger("serve")
         let policy = try options.loadPolicy()
-        let listener = try listeningSocket(logger)
+        let listener = try listeningSocket()
         defer { close(listener) }
-        logger.info("serving on \(options.socket)")
-        let handler = EventHandler(options: options, policy: policy, logger: logger)
-        var handled = 0
-        while maxEvents.map({ handled < $0 }) ?? true {
-            let client = accept(listener, nil, nil)
-            if client < 0 { if errno == EINTR { continue }; throw CLIError("accept on \(options.socket) failed: \(String(cString: strerror(errno))).") }
-            let line = readLine(client, limit: 4096)
-            let reply: String
-            do {
-                let event = try UdevEvent(environment: UdevEvent.environment(fromWire: line))
-                let outcome = await handler.handle(event)
-                reply = (outcome.succeeded ? "ok " : "error ") + outcome.summary
-            } catch {
-                logger.error("\(error)")
-                reply = "error \(error)"
-            }
-            _ = (reply + "\n").withCString { write(client, $0, strlen($0)) }
-            close(client)
-            handled += 1
+        var monitor: UdevMonitor?
+        if !noUdevMonitor, options.simulate == nil, options.resolvedSysfsRoot == "/sys" {
+            do { monitor = try UdevMonitor() } catch { logger.warning("no udev monitor (\(error.description)); events come from the socket only") }
         }
+        let stop = StopFlag()
+        let signals = [SIGTERM, SIGINT].map { number -> DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler {
+                logger.info("signal \(number): finishing what is in flight")
+                stop.stop()
+            }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
+        logger.info("serving on \(options.socket)\(monitor == nil ? "" : " and the udev monitor")")
+        let service = options.makeService(policy: policy, logger: logger, keepOpen: true)
+        await service.serve(listener: listener, monitor: monitor, maxEvents: maxEvents, stop: stop)
+        logger.info("stopped; every PF's admin queue closed")
     }
 
-    func listeningSocket(_ logger: Logger) throws -> Int32 {
+    func listeningSocket() throws -> Int32 {
         // systemd socket activation: fd 3 when LISTEN_PID is us.
         let environment = ProcessInfo.processInfo.environment
         if environment["LISTEN_FDS"] == "1", environment["LISTEN_PID"] == String(getpid()) { return 3 }
-        try FileManager.default.createDirectory(atPath: (options.socket as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        unlink(options.socket)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw CLIError("socket() failed: \(String(cString: strerror(errno))).") }
-        guard var address = unixSocketAddress(options.socket) else { throw CLIError("socket path \(options.socket) is too long.") }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard bound == 0, listen(fd, 64) == 0 else { throw CLIError("cannot listen on \(options.socket): \(String(cString: strerror(errno))).") }
-        chmod(options.socket, 0o600)
-        return fd
+        do { return try ServiceSocket.listen(at: options.socket) } catch { throw CLIError(error.description) }
     }
-}
-
-/// A `sockaddr_un` for `path`, or nil when the path does not fit.
-func unixSocketAddress(_ path: String) -> sockaddr_un? {
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
-    guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
-    withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-        for (index, byte) in bytes.enumerated() { buffer[index] = byte }
-    }
-    return address
-}
-
-/// One newline-terminated line from a socket (at most about `limit` bytes), without the newline.
-func readLine(_ fd: Int32, limit: Int) -> String {
-    var bytes = [UInt8]()
-    var buffer = [UInt8](repeating: 0, count: 1024)
-    while bytes.count < limit {
-        let got = read(fd, &buffer, buffer.count)
-        if got <= 0 { break }
-        bytes += buffer[0..<got]
-        if bytes.last == 0x0a { break }
-    }
-    return String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .newlines)
 }

@@ -5,6 +5,7 @@ import VirtioLinux
 import VirtioProvisioning
 import VirtioSimulator
 import VirtioSpec
+import VirtioAdmin
 
 struct PolicyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,7 +30,7 @@ struct PolicyCommand: AsyncParsableCommand {
                 msix-vectors = 2
                 features-mask = "0x100000020"
             """,
-        subcommands: [Check.self, Plan.self])
+        subcommands: [Check.self, Plan.self, Apply.self])
 
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Validate a policy file; errors give line:column.")
@@ -66,58 +67,152 @@ struct PolicyCommand: AsyncParsableCommand {
             abstract: "Show what the policy would change on the present PFs' VFs (a dry run: only reads).",
             discussion: "JSON: an array of {pf, vf, change, from, to}.")
         @OptionGroup var options: HelperOptions
+        @Argument(help: ArgumentHelp("PFs to look at (default: every PF the policy matches).", valueName: "PF")) var pfs: [String] = []
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
-            let policy = try options.loadPolicy()
-            var pfs: [(address: PCIAddress, vendor: UInt16, device: UInt16, subsystemVendor: UInt16?, subsystem: UInt16?, type: VirtioDeviceType?, numVFs: Int)] = []
-            if let state = options.simulate {
-                let device: SimulatedSRIOVDevice
-                do { device = try SimulatedDeviceStore.load(state) } catch { throw CLIError(error.description) }
-                let config = device.pfConfigSpace()
-                pfs.append((device.pfAddress, config.vendorID, config.deviceID, config.subsystemVendorID, config.subsystemID, config.virtioDeviceType, device.numVFs))
-                device.stop()
-            } else {
-                do {
-                    for function in try SysfsEnumerator(root: options.sysfsRoot).functions() where function.role == .pf {
-                        pfs.append((function.address, function.vendorID, function.deviceID, function.subsystemVendorID, function.subsystemID, function.type, function.sriov?.numVFs ?? 0))
-                    }
-                } catch { throw CLIError(error.description) }
-            }
+            let reports = try await runPolicy(options: options, pfs: pfs, planOnly: true, maxInFlight: nil, force: false, progress: nil)
             var rows: [JSONValue] = []
             var lines: [String] = []
-            for pf in pfs {
-                guard let rule = policy.rule(address: pf.address, vendorID: pf.vendor, deviceID: pf.device, subsystemVendorID: pf.subsystemVendor,
-                                             subsystemID: pf.subsystem, type: pf.type) else {
-                    lines.append("PF \(pf.address): no rule matches")
-                    continue
-                }
-                var admin = try AdminOptions.parse([])
-                admin.simulate = options.simulate
-                admin.sysfsRoot = options.sysfsRoot
-                let changes = try await withAdminSession(pf: pf.address.description, options: admin) { session in
-                    var all: [ProvisioningChange] = []
-                    let provisioner = Provisioner(driver: session.driver, memberType: session.memberType)
-                    for vf in 0..<pf.numVFs {
-                        guard let desired = policy.desired(for: vf, under: rule) else { continue }
-                        do { all += try await provisioner.plan(vf: vf, desired: desired) } catch { throw CLIError("\(error)") }
-                    }
-                    return all
-                }
-                if changes.isEmpty { lines.append("PF \(pf.address) (\(rule.match)): \(pf.numVFs) VFs already as the policy says") }
+            for report in reports {
+                guard let rule = report.rule else { lines.append("PF \(report.pf): no rule matches"); continue }
+                if let error = report.error { lines.append("PF \(report.pf): \(error)"); continue }
+                let changes = report.outcomes.flatMap(\.changes)
+                if changes.isEmpty { lines.append("PF \(report.pf) (\(rule)): \(report.vfAddresses.count) VFs already as the policy says") }
                 for change in changes {
-                    lines.append("PF \(pf.address) \(change)")
-                    switch change.kind {
-                    case let .msixVectors(from, to):
-                        rows.append(.object([("pf", .string(pf.address.description)), ("vf", .int(change.vf)), ("change", .string("msix-vectors")), ("from", .int(from)), ("to", .int(to))]))
-                    case let .features(from, to):
-                        rows.append(.object([("pf", .string(pf.address.description)), ("vf", .int(change.vf)), ("change", .string("features")), ("from", .string(from.hexMask)), ("to", .string(to.hexMask))]))
-                    }
+                    lines.append("PF \(report.pf) \(change)")
+                    rows.append(changeJSON(change, pf: report.pf))
+                }
+                for outcome in report.outcomes where !outcome.succeeded {
+                    lines.append("PF \(report.pf) VF \(outcome.vf): cannot read: \(outcome.error!)")
                 }
             }
             if json { try printJSON(JSONValue.array(rows)) } else { print(lines.isEmpty ? "No virtio PF present." : lines.joined(separator: "\n")) }
+            if reports.contains(where: { $0.error != nil || $0.failed > 0 }) { throw ExitCode(1) }
         }
     }
+
+    struct Apply: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Provision every present VF as the policy says, in one pipelined run per PF.",
+            discussion: """
+                Each PF the policy matches (or each PF named) is opened once; every VF is read
+                first and only what differs is written, with all VFs' commands in flight on the
+                PF's admin queue together. Running it again changes nothing. Progress goes to
+                stderr when it is a terminal (not with --quiet); then one line per PF: VFs
+                changed, unchanged and failed, commands sent, peak commands in flight, wall
+                time, and one line per VF that failed with what it holds now.
+                JSON: {pfs: [{pf, rule, changed, unchanged, failed, commands, peakInFlight,
+                milliseconds, error}], vfs: [{pf, vf, address, status (changed, unchanged or
+                failed), changes: [{change, from, to}], error, holding}]}.
+                Exit status: 0 all applied, 1 some VF or PF failed, 2 bad input (policy,
+                arguments). Typical use: Examples/systemd/virtio-admin-apply.service at boot.
+                """)
+        @OptionGroup var options: HelperOptions
+        @Argument(help: ArgumentHelp("PFs to provision (default: every PF the policy matches).", valueName: "PF")) var pfs: [String] = []
+        @Option(name: .customLong("max-in-flight"), help: ArgumentHelp("VFs worked on at once (default: all; 1 sends one command after another).", valueName: "N"))
+        var maxInFlight: Int?
+        @Flag(help: "Open a PF even when its VFs have drivers (opening resets the PF).") var force = false
+        @Flag(help: "Print JSON.") var json = false
+
+        func validate() throws {
+            if let maxInFlight, maxInFlight < 1 { throw ValidationError("--max-in-flight must be at least 1.") }
+        }
+
+        func run() async throws {
+            let showProgress = !options.quiet && isatty(2) == 1
+            var progress: (@Sendable (PCIAddress, Int, Int) -> Void)?
+            if showProgress { progress = printProgress }
+            let reports = try await runPolicy(options: options, pfs: pfs, planOnly: false, maxInFlight: maxInFlight, force: force, progress: progress)
+            if json {
+                var pfRows: [JSONValue] = []
+                var vfRows: [JSONValue] = []
+                for report in reports {
+                    pfRows.append(.object([
+                        ("pf", .string(report.pf.description)), ("rule", report.rule.map(JSONValue.string) ?? .null),
+                        ("changed", .int(report.changed)), ("unchanged", .int(report.unchanged)), ("failed", .int(report.failed)),
+                        ("commands", .int(report.commands)), ("peakInFlight", .int(report.peakInFlight)),
+                        ("milliseconds", .double(report.elapsed.seconds * 1000)), ("error", report.error.map(JSONValue.string) ?? .null),
+                    ]))
+                    for outcome in report.outcomes {
+                        let status = !outcome.succeeded ? "failed" : (outcome.changes.isEmpty ? "unchanged" : "changed")
+                        let holding: JSONValue = outcome.holding.map {
+                            .object([("msixVectors", $0.msixVectors.map(JSONValue.int) ?? .null), ("features", $0.features.map { .string($0.hexMask) } ?? .null)])
+                        } ?? .null
+                        vfRows.append(.object([
+                            ("pf", .string(report.pf.description)), ("vf", .int(outcome.vf)),
+                            ("address", report.vfAddresses[outcome.vf].map { .string($0.description) } ?? .null), ("status", .string(status)),
+                            ("changes", .array(outcome.changes.map { changeJSON($0, pf: nil) })),
+                            ("error", outcome.error.map { .string($0.description) } ?? .null), ("holding", holding),
+                        ]))
+                    }
+                }
+                try printJSON(JSONValue.object([("pfs", .array(pfRows)), ("vfs", .array(vfRows))]))
+            } else {
+                if reports.isEmpty { print("No virtio PF present.") }
+                for report in reports {
+                    guard let rule = report.rule else { print("PF \(report.pf): no rule matches"); continue }
+                    if let error = report.error, report.outcomes.isEmpty { print("PF \(report.pf) (\(rule)): \(error)"); continue }
+                    print("PF \(report.pf) (\(rule)): \(report.outcomes.count) VFs: \(report.changed) changed, \(report.unchanged) unchanged, \(report.failed) failed; "
+                          + "\(report.commands) admin commands, peak \(report.peakInFlight) in flight, \(String(format: "%.1f", report.elapsed.seconds * 1000)) ms")
+                    for outcome in report.outcomes where !outcome.succeeded {
+                        print("  VF \(outcome.vf) (\(report.vfAddresses[outcome.vf].map(\.description) ?? "?")) failed: \(outcome.error!)\(outcome.partialDescription)")
+                    }
+                    if let error = report.error { print("  \(error)") }
+                }
+            }
+            if reports.contains(where: { $0.error != nil || $0.failed > 0 }) { throw ExitCode(1) }
+        }
+    }
+}
+
+/// Runs the policy over the PFs in the sysfs view (the same engine for `plan` and `apply`).
+func runPolicy(options: HelperOptions, pfs names: [String], planOnly: Bool, maxInFlight: Int?, force: Bool,
+               progress: (@Sendable (PCIAddress, Int, Int) -> Void)?) async throws -> [PFApplyReport] {
+    let policy: ProvisioningPolicy
+    do { policy = try options.loadPolicy() } catch let error as CLIError {
+        FileHandle.standardError.write(Data("virtio-admin: \(error.description)\n".utf8))
+        throw ExitCode(2)
+    }
+    var addresses: [PCIAddress] = []
+    for name in names { addresses.append(try parseAddress(name)) }
+    var groupOptions = AdminGroup.Options()
+    groupOptions.timeout = .milliseconds(options.timeout)
+    groupOptions.refuseWhenVFsInUse = !force
+    let (simulate, root, lockDirectory) = (options.simulate, options.resolvedSysfsRoot, options.lockDirectory)
+    if let simulate {
+        // The simulated PF's sysfs view exists before PFs are looked for in it.
+        do {
+            let device = try SimulatedDeviceStore.load(simulate)
+            defer { device.stop() }
+            try SimulatedPFOpener.ensureSysfsTree(of: device, at: root)
+        } catch let error as CustomStringConvertible { throw CLIError(error.description) }
+    }
+    let application = PolicyApplication(policy: policy, sysfsRoot: root, opener: { pf in
+        makeOpener(pf, simulate: simulate, sysfsRoot: root, lockDirectory: lockDirectory, force: force)
+    }, groupOptions: groupOptions, maxInFlight: maxInFlight, planOnly: planOnly)
+    let pfs: [VirtioFunction]
+    do { pfs = try application.pfs(named: addresses) } catch { throw CLIError(error.description) }
+    return await application.run(pfs, progress: progress)
+}
+
+/// `PF 0000:3b:00.0: 512/1024 VFs` on one terminal line, rewritten in place.
+@Sendable func printProgress(_ pf: PCIAddress, _ done: Int, _ all: Int) {
+    guard done == all || done % 16 == 0 else { return }
+    FileHandle.standardError.write(Data("\rPF \(pf): \(done)/\(all) VFs\(done == all ? "\n" : "")".utf8))
+}
+
+func changeJSON(_ change: ProvisioningChange, pf: PCIAddress?) -> JSONValue {
+    var fields: [(String, JSONValue)] = pf.map { [("pf", .string($0.description)), ("vf", .int(change.vf))] } ?? []
+    switch change.kind {
+    case let .msixVectors(from, to): fields += [("change", .string("msix-vectors")), ("from", .int(from)), ("to", .int(to))]
+    case let .features(from, to): fields += [("change", .string("features")), ("from", .string(from.hexMask)), ("to", .string(to.hexMask))]
+    }
+    return .object(fields)
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
 struct Monitor: ParsableCommand {

@@ -2,11 +2,12 @@ import ArgumentParser
 import PCIConfig
 import VirtioSimulator
 import VirtioSpec
+import VirtioAdminDriver
 
 struct Simulate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create simulated virtio SR-IOV devices (no hardware needed).",
-        subcommands: [SimulateCreate.self, SimulateSysfs.self, SimulateNumVFs.self])
+        subcommands: [SimulateCreate.self, SimulateSysfs.self, SimulateNumVFs.self, SimulateShow.self])
 }
 
 struct SimulateSysfs: ParsableCommand {
@@ -84,7 +85,58 @@ struct SimulateNumVFs: AsyncParsableCommand {
             }
             device.setNumVFs(count)
             do { try SimulatedDeviceStore.save(device, to: path) } catch { throw CLIError("\(error)") }
+            try rewriteSimulatedTree(device, state: path)
         }
         print("\(path): NumVFs is now \(count).")
+    }
+}
+
+struct SimulateShow: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Print the simulated PF's counters and each VF's state.",
+        discussion: """
+            Counters (kept in the state file across processes): resets (writes of 0 to the
+            PF's device_status), admin commands by opcode, notifies, admin commands and
+            errors. Then each VF: MSI-X vectors, features, MAC, in use.
+            JSON: {pf, numVFs, totalVFs, timing: {latencyNanoseconds, parallelism},
+            counters: {resets, notifies, adminCommands, adminErrors, byOpcode: {"0x0": N, …}},
+            vfs: [{vf, address, msixVectors, features, mac, inUse}]}.
+            """)
+    @Argument(help: ArgumentHelp("State file.", valueName: "PATH")) var path: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let device: SimulatedSRIOVDevice
+        do { device = try SimulatedDeviceStore.load(path) } catch { throw CLIError(error.description) }
+        defer { device.stop() }
+        let counters = device.counters
+        let configuration = device.configuration
+        let timing = device.currentTiming
+        let byOpcode = counters.adminCommandsByOpcode.sorted { $0.key < $1.key }
+        func mac(_ bytes: [UInt8]) -> String { bytes.map { hex($0, width: 2).dropFirst(2) }.joined(separator: ":") }
+        let members = device.members
+        if json {
+            try printJSON(JSONValue.object([
+                ("pf", .string(device.pfAddress.description)), ("numVFs", .int(device.numVFs)), ("totalVFs", .int(configuration.totalVFs)),
+                ("timing", .object([("latencyNanoseconds", .int(Int(timing.latency.nanoseconds))), ("parallelism", .int(timing.parallelism))])),
+                ("counters", .object([
+                    ("resets", .int(counters.resets)), ("notifies", .int(counters.notifies)), ("adminCommands", .int(counters.adminCommands)),
+                    ("adminErrors", .int(counters.adminErrors)), ("byOpcode", .object(byOpcode.map { (hex($0.key, width: 1), JSONValue.int($0.value)) })),
+                ])),
+                ("vfs", .array(members.enumerated().map { index, member in
+                    .object([("vf", .int(index)), ("address", .string(configuration.vfAddress(index).description)), ("msixVectors", .int(member.msixVectors)),
+                             ("features", .string(member.features.hexMask)), ("mac", .string(mac(member.mac))), ("inUse", .bool(member.inUse))])
+                })),
+            ]))
+            return
+        }
+        print("PF \(device.pfAddress): \(device.numVFs) of \(configuration.totalVFs) VFs; latency \(timing.latency), parallelism \(timing.parallelism)")
+        print("counters: resets \(counters.resets), admin commands \(counters.adminCommands) (errors \(counters.adminErrors)), notifies \(counters.notifies)")
+        let names = ProjectOpcodeTable.default.names
+        print("by opcode: " + (byOpcode.isEmpty ? "none" : byOpcode.map { "\(names[AdminOpcode($0.key)] ?? AdminOpcode($0.key).specName) (\(hex($0.key, width: 1))) \($0.value)" }.joined(separator: ", ")))
+        for (index, member) in members.enumerated() {
+            print("  VF \(index) \(configuration.vfAddress(index)): \(member.msixVectors) MSI-X vectors, features \(member.features.hexMask), MAC \(mac(member.mac))\(member.inUse ? ", in use" : "")")
+        }
     }
 }

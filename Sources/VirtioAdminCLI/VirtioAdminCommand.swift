@@ -1,3 +1,5 @@
+import VirtioAdmin
+import VirtioSimulator
 import ArgumentParser
 
 @main
@@ -78,9 +80,27 @@ struct VirtioAdminCommand: AsyncParsableCommand {
 
 /// Options every subcommand takes.
 struct GlobalOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp(
+    @Option(name: .customLong("sysfs-root"), help: ArgumentHelp(
         "Mount point of sysfs to read devices from.",
         discussion: "Devices are read under DIR/bus/pci/devices. Point it at a tree written by 'virtio-admin simulate sysfs' to work without hardware.",
         valueName: "DIR"))
-    var sysfsRoot: String = "/sys"
+    var sysfsRootOption: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Show the simulated PF in PATH (see 'virtio-admin simulate create') and its VFs as a host would.",
+        discussion: "Reads the simulated PF's sysfs view, PATH.sys (written from the model when missing), unless --sysfs-root names another.",
+        valueName: "PATH"))
+    var simulate: String?
+
+    /// The sysfs view: --sysfs-root, else the simulated PF's tree, else /sys.
+    var sysfsRoot: String { resolveSysfsRoot(sysfsRootOption, simulate: simulate) }
+
+    func validate() throws {
+        guard let simulate else { return }
+        do {
+            let device = try SimulatedDeviceStore.load(simulate)
+            defer { device.stop() }
+            try SimulatedPFOpener.ensureSysfsTree(of: device, at: sysfsRoot)
+        } catch let error as CustomStringConvertible { throw CLIError(error.description) }
+    }
 }

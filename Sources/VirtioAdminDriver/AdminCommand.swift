@@ -43,6 +43,8 @@ public struct AdminCounters: Sendable, Hashable {
     public var cancellations = 0
     public var failedInFlight = 0
     public var notifies = 0
+    /// The most commands the device held at once (on the ring, submitted and not yet completed).
+    public var peakInFlight = 0
     /// Completed commands by device status (OK included).
     public var byStatus: [UInt16: Int] = [:]
     /// Latency histogram: bucket k counts commands that took [2^k, 2^(k+1)) µs (bucket 0 includes < 1 µs).

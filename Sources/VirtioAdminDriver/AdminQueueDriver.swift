@@ -109,6 +109,14 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// Opcodes enabled with LIST_USE.
     public var inUse: AdminOpcodeBitmap { lock.withLock { inUseOpcodes } }
     public var statistics: AdminCounters { lock.withLock { counters } }
+    /// The driver stopped after DEVICE_NEEDS_RESET, surprise removal or a protocol
+    /// violation, and waits for ``reinitialize()``.
+    public var isFailed: Bool {
+        lock.withLock {
+            if case .failed = state { return true }
+            return false
+        }
+    }
     /// Commands the device can hold at once (queue size / 2).
     public var slotCount: Int { lock.withLock { slots.count } }
 
@@ -352,6 +360,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
         slots[index].busy = true
         headToSlot[Int(head)] = Int32(index)
         counters.submitted += 1
+        counters.peakInFlight = max(counters.peakInFlight, busyCountLocked)
         if let traceHandler {
             slots[index].command = command
             traceHandler(.sent(command, bytes: Array(UnsafeRawBufferPointer(start: request, count: length))))

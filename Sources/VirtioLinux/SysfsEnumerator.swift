@@ -45,6 +45,31 @@ public struct SysfsEnumerator: Sendable {
         return result.sorted { $0.address < $1.address }
     }
 
+    /// The virtio SR-IOV PFs, sorted by address. Only functions with `sriov_totalvfs` are
+    /// read in full, so a host with thousands of VFs costs one directory read and one
+    /// `stat` per function.
+    public func physicalFunctions() throws(LinuxError) -> [VirtioFunction] {
+        let names: [String]
+        do { names = try Sys.listDirectory(devicesDirectory) } catch {
+            if error.isNotFound { throw .sysfsMissing(path: devicesDirectory) }
+            throw .unreadable(address: nil, error)
+        }
+        var result: [VirtioFunction] = []
+        for name in names {
+            let directory = devicesDirectory + "/" + name
+            guard Sys.exists(directory + "/" + SysfsAttribute.sriovTotalVFs), let address = PCIAddress(name),
+                  let function = SysfsDirectory(directory: directory).virtioFunction(address: address), function.role == .pf
+            else { continue }
+            result.append(function)
+        }
+        return result.sorted { $0.address < $1.address }
+    }
+
+    /// The driver bound to `address` (the name its `driver` link points at), or nil.
+    public func driver(of address: PCIAddress) -> String? {
+        Sys.readLink(directory(of: address) + "/" + SysfsAttribute.driver).map(baseName)
+    }
+
     /// The virtio function at `address`.
     /// - Throws: ``LinuxError/noSuchDevice(address:path:)`` or ``LinuxError/notVirtio(address:vendorID:deviceID:)``.
     public func function(at address: PCIAddress) throws(LinuxError) -> VirtioFunction {

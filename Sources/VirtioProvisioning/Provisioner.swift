@@ -1,6 +1,7 @@
 import FeatureBitsResourceManager
 import MSIXResourceManager
 import PCIConfig
+import VirtioLinux
 import VirtioAdminDriver
 import VirtioSpec
 
@@ -53,12 +54,28 @@ public struct Provisioner: Sendable {
     /// Applies what VF `vf` needs; returns the changes made.
     public func apply(vf: Int, desired: DesiredResources) async throws(AdminError) -> [ProvisioningChange] {
         let changes = try await plan(vf: vf, desired: desired)
-        for change in changes {
-            switch change.kind {
-            case .msixVectors(_, let to): try await msix.setVectors(to, of: vf, driver: driver)
-            case .features(_, let to): try await features.setFeatures(to, of: vf, driver: driver)
-            }
-        }
+        for change in changes { try await write(change) }
         return changes
+    }
+
+    /// Makes one change on the device.
+    func write(_ change: ProvisioningChange) async throws(AdminError) {
+        switch change.kind {
+        case .msixVectors(_, let to): try await msix.setVectors(to, of: change.vf, driver: driver)
+        case .features(_, let to): try await features.setFeatures(to, of: change.vf, driver: driver)
+        }
+    }
+}
+
+extension ProvisioningPolicy {
+    /// The first PF rule matching a function as enumeration found it.
+    public func rule(for function: VirtioFunction) -> PFRule? {
+        rule(address: function.address, vendorID: function.vendorID, deviceID: function.deviceID,
+             subsystemVendorID: function.subsystemVendorID, subsystemID: function.subsystemID, type: function.type)
+    }
+
+    /// What each of `vfs` (index → address) should get under `rule`, in index order.
+    public func requests(for vfs: [Int: PCIAddress], under rule: PFRule) -> [VFRequest] {
+        vfs.keys.sorted().compactMap { index in desired(for: index, under: rule).map { VFRequest(vf: index, desired: $0) } }
     }
 }

@@ -119,6 +119,10 @@ public struct SimulatedCounters: Sendable, Hashable {
     public var adminCommands = 0
     public var adminErrors = 0
     public var queueRequests = 0
+    /// Device resets: writes of 0 to device_status.
+    public var resets = 0
+    /// Admin commands taken from the admin queue, by opcode.
+    public var adminCommandsByOpcode: [UInt16: Int] = [:]
     public init() {}
 }
 

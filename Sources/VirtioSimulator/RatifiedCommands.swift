@@ -502,11 +502,22 @@ extension SimulatedSRIOVDevice {
     /// Restores what ``vfPersistentState(_:)`` returned; `false` when the parts do not decode.
     func restoreVFState(_ index: Int, stopped: Bool, parts: [UInt8]) -> Bool {
         lock.withLock {
+            // The model's own record, applied as kept (not a driver's DEV_PARTS_SET: nothing to verify).
             guard let decoded = ModelPart.decode(parts) else { return false }
             let vf = vfs[index]
-            vf.stopped = true
-            let outcome = admin.setParts(decoded, vf: vf, index: index)
-            guard outcome.status == .ok, let pending = admin.ratified.pending.removeValue(forKey: index) else { return false }
+            var pending = PendingParts()
+            for part in decoded {
+                switch part.type {
+                case ModelPartType.drvFeatures where part.value.count == 16:
+                    pending.driverFeatures = FeatureSet(low64: part.value.readLE(UInt64.self, at: 0), high64: part.value.readLE(UInt64.self, at: 8))
+                case ModelPartType.deviceStatus where part.value.count == 1:
+                    pending.status = part.value[0]
+                case ModelPartType.vqCfg where part.value.count == 32 && part.selector < UInt64(vf.queues.count):
+                    pending.queues[Int(part.selector)] = part.value
+                default:
+                    break
+                }
+            }
             admin.apply(pending, to: vf)
             vf.stopped = stopped
             return true

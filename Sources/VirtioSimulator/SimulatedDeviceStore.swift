@@ -42,6 +42,14 @@ public enum SimulatedDeviceStore {
                      "per-vf-min \(configuration.perVFMinimumVectors)",
                      "member-supported \(configuration.memberSupportedFeatures.hexMask)",
                      "pf-features \(configuration.pfFeatures.hexMask)"]
+        let timing = device.currentTiming
+        if timing.latency != .zero || timing.parallelism != 1 {
+            lines.append("timing latency-ns=\(timing.latency.nanoseconds) parallelism=\(timing.parallelism)")
+        }
+        let counters = device.counters
+        let byOpcode = counters.adminCommandsByOpcode.sorted { $0.key < $1.key }.map { "\(hex($0.key, width: 1)):\($0.value)" }
+        lines.append("counters resets=\(counters.resets) notifies=\(counters.notifies) admin-commands=\(counters.adminCommands)"
+                     + " admin-errors=\(counters.adminErrors)" + (byOpcode.isEmpty ? "" : " by-opcode=" + byOpcode.joined(separator: ",")))
         for (index, member) in device.members.enumerated() {
             let mac = member.mac.map { byte -> String in
                 let text = String(byte, radix: 16)
@@ -63,6 +71,7 @@ public enum SimulatedDeviceStore {
         var numVFs: Int?
         var members: [Int: MemberResources] = [:]
         var vfStates: [(line: Int, index: Int, stopped: Bool, parts: [UInt8])] = []
+        var counters = SimulatedCounters()
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         guard lines.first.map(String.init) == magic else {
             throw .malformed(path: path, line: 1, message: "not a simulated device state file (expected '\(magic)')")
@@ -96,6 +105,30 @@ public enum SimulatedDeviceStore {
             case "per-vf-min": configuration.perVFMinimumVectors = try int(words[1])
             case "member-supported": configuration.memberSupportedFeatures = try features(words[1])
             case "pf-features": configuration.pfFeatures = try features(words[1])
+            case "timing", "counters":
+                var fields: [String: String] = [:]
+                for word in words.dropFirst() {
+                    let pair = word.split(separator: "=", maxSplits: 1).map(String.init)
+                    guard pair.count == 2 else { throw fail(number, "'\(word)' is not key=value") }
+                    fields[pair[0]] = pair[1]
+                }
+                if words[0] == "timing" {
+                    let latency = try int(fields["latency-ns"] ?? "0"), parallelism = try int(fields["parallelism"] ?? "1")
+                    guard parallelism >= 1 else { throw fail(number, "parallelism must be at least 1") }
+                    configuration.timing = DeviceTiming(latency: .nanoseconds(latency), parallelism: parallelism)
+                    continue
+                }
+                counters.resets = try int(fields["resets"] ?? "0")
+                counters.notifies = try int(fields["notifies"] ?? "0")
+                counters.adminCommands = try int(fields["admin-commands"] ?? "0")
+                counters.adminErrors = try int(fields["admin-errors"] ?? "0")
+                for entry in (fields["by-opcode"] ?? "").split(separator: ",") {
+                    let pair = entry.split(separator: ":").map(String.init)
+                    guard pair.count == 2, pair[0].hasPrefix("0x"), let opcode = UInt16(pair[0].dropFirst(2), radix: 16) else {
+                        throw fail(number, "'\(entry)' is not OPCODE:COUNT")
+                    }
+                    counters.adminCommandsByOpcode[opcode] = try int(pair[1])
+                }
             case "vf":
                 let index = try int(words[1])
                 var fields: [String: String] = [:]
@@ -144,6 +177,7 @@ public enum SimulatedDeviceStore {
                 throw fail(state.line, "vf-state \(state.index) does not restore (no such VF, or parts the VF refuses)")
             }
         }
+        device.restoreCounters(counters)
         return device
     }
 

@@ -150,6 +150,10 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     public var counters: SimulatedCounters { lock.withLock { pf.counters } }
     public func vfCounters(_ index: Int) -> SimulatedCounters { lock.withLock { vfs[index].counters } }
     public func resetCounters() { lock.withLock { pf.counters = SimulatedCounters() } }
+    /// Restores the PF's counters (a state file carries them across processes).
+    public func restoreCounters(_ counters: SimulatedCounters) { lock.withLock { pf.counters = counters } }
+    /// The timing the model runs with.
+    public var currentTiming: DeviceTiming { lock.withLock { timing } }
 
     /// The PF's device status (what the driver left it in).
     public var pfStatus: DeviceStatus { lock.withLock { pf.status } }
@@ -207,6 +211,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
             switch offset {
             case Int(L.commonOffset)..<Int(L.commonOffset + L.commonLength):
                 let wasReset = function.writeCommon(offset - Int(L.commonOffset), width: width, value: value)
+                if wasReset { function.counters.resets += 1 }
                 if wasReset && function.isOwner { admin.deviceReset() }
                 if let index, function.status.contains(.driverOK) != admin.members[index].inUse, !wasReset || admin.members[index].inUse {
                     // A VF whose driver reached DRIVER_OK is in use; a reset frees it.
@@ -259,6 +264,9 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
             let written: Int
             if isAdmin {
                 function.counters.adminCommands += 1
+                if chain.readable.count >= 2 {
+                    function.counters.adminCommandsByOpcode[UInt16(chain.readable[0]) | UInt16(chain.readable[1]) << 8, default: 0] += 1
+                }
                 written = executeAdmin(chain, function: function)
             } else {
                 function.counters.queueRequests += 1

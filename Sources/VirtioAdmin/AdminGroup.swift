@@ -1,0 +1,181 @@
+import CapabilitiesResourceManager
+import Logging
+import PCIConfig
+import ResourceManager
+import VirtioAdminDriver
+import VirtioLinux
+import VirtioLock
+import VirtioSpec
+import VirtioTransport
+
+/// The one owner of a PF's admin queue (virtio spec §2.12: the SR-IOV group owner).
+///
+/// Opened once — lock, sysfs view, reset, feature negotiation, LIST_QUERY/LIST_USE — and
+/// kept open for its lifetime; re-initialised only when the device needs a reset; closed
+/// once. A simulated and a real PF differ only in their ``PFOpener``: after opening,
+/// everything here is the same code.
+public final class AdminGroup: @unchecked Sendable {
+    public struct Options: Sendable {
+        /// Per-command timeout.
+        public var timeout: Duration = .seconds(5)
+        /// How long to wait for another owner to let go (`nil`: as long as it takes).
+        public var lockWait: Duration? = .seconds(10)
+        /// Refuse to open (and so reset) a PF whose VFs have drivers. The service, which
+        /// opens each PF once and keeps it open, turns this off.
+        public var refuseWhenVFsInUse = true
+        /// `--trace`: every command's bytes each way.
+        public var trace: (@Sendable (AdminTraceEvent) -> Void)?
+        /// Admin-queue driver options (queue size, slot size).
+        public var driver = AdminQueueDriver.Options()
+        public init() {}
+    }
+
+    public let address: PCIAddress
+    public let opener: any PFOpener
+    public let registry: PluginRegistry
+    public let options: Options
+    public let access: PFAccess
+    public let driver: AdminQueueDriver
+    /// The device type of the VFs (from the SR-IOV capability's VF device id).
+    public let memberType: VirtioDeviceType?
+    public let sysfs: SysfsEnumerator
+    let lock = Lock()
+    var members: [Int: PCIAddress] = [:]
+    var numVFsNow = 0
+    var closed = false
+    var recoveries = 0
+
+    /// Opens the PF's admin queue through `opener`.
+    public static func open(opener: any PFOpener, registry: PluginRegistry, options: Options = Options()) async throws(VirtioAdminError) -> AdminGroup {
+        try opener.lock(wait: options.lockWait)
+        do {
+            try opener.prepare()
+            let sysfs = SysfsEnumerator(root: opener.sysfsRoot)
+            let pf: VirtioFunction
+            do { pf = try sysfs.function(at: opener.address) } catch { throw VirtioAdminError.notInSysfs(pf: opener.address, root: opener.sysfsRoot, error) }
+            if options.refuseWhenVFsInUse {
+                let busy = pf.virtfns.sorted { $0.key < $1.key }.compactMap { index, address -> String? in
+                    guard let driver = sysfs.driver(of: address) else { return nil }
+                    return "VF \(index) bound to \(driver)"
+                }
+                guard busy.isEmpty else { throw VirtioAdminError.vfsInUse(pf: opener.address, busy: busy) }
+            }
+            let access = try opener.open()
+            guard access.config.sriov != nil else { throw VirtioAdminError.notAPF(address: opener.address) }
+            let transport: ModernPCITransport
+            do { transport = try ModernPCITransport(config: access.config, bars: access.bars) } catch {
+                throw VirtioAdminError.transport(pf: opener.address, error.description)
+            }
+            var driverOptions = options.driver
+            driverOptions.defaultTimeout = options.timeout
+            let driver: AdminQueueDriver
+            do {
+                driver = try await AdminQueueDriver.open(transport: transport, allocator: access.allocator, options: driverOptions,
+                                                         opcodeNames: registry.opcodeNames, trace: options.trace)
+                // As Linux does after LIST_QUERY/LIST_USE: the capability handshake, when the device lists it.
+                _ = try await CapabilitiesResourceManager.handshake(driver: driver)
+            } catch { throw VirtioAdminError.admin(error) }
+            let group = AdminGroup(opener: opener, registry: registry, options: options, access: access, driver: driver, sysfs: sysfs)
+            group.update(from: pf)
+            return group
+        } catch let error as VirtioAdminError {
+            opener.release()
+            throw error
+        } catch {
+            opener.release()
+            throw VirtioAdminError.transport(pf: opener.address, "\(error)")
+        }
+    }
+
+    init(opener: any PFOpener, registry: PluginRegistry, options: Options, access: PFAccess, driver: AdminQueueDriver, sysfs: SysfsEnumerator) {
+        address = opener.address
+        self.opener = opener
+        self.registry = registry
+        self.options = options
+        self.access = access
+        self.driver = driver
+        self.sysfs = sysfs
+        memberType = access.config.sriov.flatMap { VirtioDeviceType(pciDeviceID: $0.vfDeviceID) } ?? access.config.virtioDeviceType
+    }
+
+    func update(from pf: VirtioFunction) {
+        lock.withLock {
+            members = pf.virtfns
+            numVFsNow = pf.sriov?.numVFs ?? pf.virtfns.count
+        }
+    }
+
+    /// Reads the PF's VFs again from the sysfs view (VFs come and go with `sriov_numvfs`).
+    public func refreshMembers() throws(VirtioAdminError) {
+        do { update(from: try sysfs.function(at: address)) } catch { throw .notInSysfs(pf: address, root: sysfs.root, error) }
+    }
+
+    /// VFs enabled now (sysfs `sriov_numvfs`).
+    public var numVFs: Int { lock.withLock { numVFsNow } }
+    /// VF addresses by index (sysfs `virtfnN`).
+    public var vfAddresses: [Int: PCIAddress] { lock.withLock { members } }
+
+    /// The index (`virtfnN`) of the VF at `vf`, or `nil` when it is not one of this PF's VFs.
+    public func vfIndex(of vf: PCIAddress) -> Int? { lock.withLock { members.first { $0.value == vf }?.key } }
+
+    /// Resolves a `--vf` value: an index (0, 1, …) or a VF's PCI address.
+    public func vfIndex(_ text: String) throws(VirtioAdminError) -> Int {
+        if let index = Int(text) { return index }
+        guard let address = PCIAddress(text) else {
+            throw .transport(pf: self.address, "--vf '\(text)' is neither a VF index (0, 1, …) nor a PCI address.")
+        }
+        guard let index = vfIndex(of: address) else { throw .notAVF(address: address, pf: self.address) }
+        return index
+    }
+
+    /// The context plugin operations run in.
+    public var context: PluginContext { PluginContext(driver: driver, numVFs: numVFs, memberType: memberType, timeout: options.timeout) }
+
+    /// Re-initialises the admin queue when the device asked for a reset (DEVICE_NEEDS_RESET)
+    /// or the driver failed; returns whether it did. The only reset an open group makes.
+    @discardableResult
+    public func recoverIfNeeded() async throws(VirtioAdminError) -> Bool {
+        guard driver.isFailed else { return false }
+        do {
+            try await driver.reinitialize()
+            _ = try await CapabilitiesResourceManager.handshake(driver: driver)  // a reset cleared the driver's capabilities
+        } catch { throw .admin(error) }
+        lock.withLock { recoveries += 1 }
+        return true
+    }
+
+    /// Times the queue was re-initialised after a failure.
+    public var recoveryCount: Int { lock.withLock { recoveries } }
+
+    /// Saves what the device keeps by itself (after a batch; see ``PFOpener/checkpoint()``).
+    public func checkpoint() throws(VirtioAdminError) { try opener.checkpoint() }
+
+    /// Closes the admin queue (the device is reset so it lets go of the rings) and lets the PF go.
+    public func close() {
+        let first = lock.withLock { () -> Bool in
+            defer { closed = true }
+            return !closed
+        }
+        guard first else { return }
+        driver.close()
+        opener.release()
+    }
+
+    deinit { close() }
+}
+
+extension AdminGroup {
+    /// Opens the PF, runs `body`, and closes it again, whatever happens.
+    public static func with<T>(opener: any PFOpener, registry: PluginRegistry, options: Options = Options(),
+                               _ body: (AdminGroup) async throws -> T) async throws -> T {
+        let group = try await open(opener: opener, registry: registry, options: options)
+        do {
+            let result = try await body(group)
+            group.close()
+            return result
+        } catch {
+            group.close()
+            throw error
+        }
+    }
+}

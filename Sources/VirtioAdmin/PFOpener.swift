@@ -1,0 +1,215 @@
+import PCIConfig
+import VirtioLinux
+import VirtioSimulator
+import VirtioTransport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func systemErrorText(_ code: Int32) -> String { String(cString: strerror(code)) }
+
+/// What an opener hands the admin-queue owner: the PF's config space, its BARs as
+/// register spaces, DMA memory the device can reach, and how that was done, in words.
+public struct PFAccess: @unchecked Sendable {
+    public var config: PCIConfigSpace
+    public var bars: [Int: any RegisterSpace]
+    public var allocator: any DMAAllocator
+    public var mode: String
+    public init(config: PCIConfigSpace, bars: [Int: any RegisterSpace], allocator: any DMAAllocator, mode: String) {
+        self.config = config
+        self.bars = bars
+        self.allocator = allocator
+        self.mode = mode
+    }
+}
+
+/// How a PF's registers and DMA memory are reached: the only place where a real PF and
+/// the device model differ. Everything above it — the sysfs view, the in-use check, the
+/// admin queue, provisioning, logging and counters — is one code path (``AdminGroup``).
+public protocol PFOpener: AnyObject, Sendable {
+    /// The PF this opener reaches.
+    var address: PCIAddress { get }
+    /// The sysfs root whose tree shows the PF and its VFs (`/sys` on a host).
+    var sysfsRoot: String { get }
+    /// Takes the PF's ownership lock, waiting at most `wait` (`nil`: as long as it takes).
+    /// One process at a time owns a PF's admin queue.
+    func lock(wait: Duration?) throws(VirtioAdminError)
+    /// Makes the sysfs view current (the model writes its tree when there is none). Touches no device.
+    func prepare() throws(VirtioAdminError)
+    /// Reaches the PF's registers and DMA memory.
+    func open() throws(VirtioAdminError) -> PFAccess
+    /// Keeps what a device keeps by itself. Called after each batch, not per command:
+    /// the model saves its state file atomically; hardware needs nothing.
+    func checkpoint() throws(VirtioAdminError)
+    /// Lets the PF go (after the admin queue was closed) and drops the lock.
+    func release()
+}
+
+/// An exclusive `flock` on a file, held until ``unlock()``.
+final class LockFile: @unchecked Sendable {
+    let path: String
+    var fd: Int32 = -1
+
+    init(path: String) { self.path = path }
+
+    /// Waits at most `wait` (`nil`: forever); `pf` names the device in the error.
+    func lock(wait: Duration?, pf: PCIAddress) throws(VirtioAdminError) {
+        guard fd < 0 else { return }
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw .lockFailed(path: path, errno: errno) }
+        let clock = ContinuousClock()
+        let deadline = wait.map { clock.now.advanced(by: $0) }
+        while flock(descriptor, LOCK_EX | (deadline == nil ? 0 : LOCK_NB)) != 0 {
+            let code = errno
+            if code == EINTR { continue }
+            if code == EWOULDBLOCK, let deadline, clock.now < deadline {
+                usleep(5_000)
+                continue
+            }
+            close(descriptor)
+            if code == EWOULDBLOCK { throw .pfBusy(pf: pf, lockPath: path, waited: wait ?? .zero) }
+            throw .lockFailed(path: path, errno: code)
+        }
+        fd = descriptor
+    }
+
+    func unlock() {
+        guard fd >= 0 else { return }
+        flock(fd, LOCK_UN)
+        close(fd)
+        fd = -1
+    }
+
+    deinit { unlock() }
+}
+
+/// A real PF on a Linux host, bound to vfio-pci (VFIO, type-1 IOMMU DMA) or to
+/// uio_pci_generic / no driver (sysfs `resourceN`, pagemap DMA). The ownership lock is
+/// `LOCKDIR/<PF>.pf.lock`.
+public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
+    public let address: PCIAddress
+    public let sysfsRoot: String
+    public let force: Bool
+    let lockFile: LockFile
+    var opened: OpenedFunction?
+
+    public init(address: PCIAddress, sysfsRoot: String = "/sys", lockDirectory: String = "/run/virtio-admin", force: Bool = false) {
+        self.address = address
+        self.sysfsRoot = sysfsRoot
+        self.force = force
+        lockFile = LockFile(path: lockDirectory + "/\(address).pf.lock")
+    }
+
+    public func lock(wait: Duration?) throws(VirtioAdminError) {
+        let directory = String(lockFile.path[..<(lockFile.path.lastIndex(of: "/") ?? lockFile.path.endIndex)])
+        if !directory.isEmpty { mkdir(directory, 0o700) }
+        try lockFile.lock(wait: wait, pf: address)
+    }
+
+    public func prepare() throws(VirtioAdminError) {}
+
+    public func open() throws(VirtioAdminError) -> PFAccess {
+        let function: OpenedFunction
+        do { function = try RealDeviceOpener(sysfsRoot: sysfsRoot).open(address, force: force) } catch { throw .access(pf: address, error) }
+        opened = function
+        return PFAccess(config: function.config, bars: function.bars, allocator: function.allocator, mode: function.mode)
+    }
+
+    public func checkpoint() throws(VirtioAdminError) {}
+
+    public func release() {
+        opened = nil
+        lockFile.unlock()
+    }
+}
+
+/// The device model as a PF: its state lives in a file (`virtio-admin simulate create`),
+/// its sysfs view in a tree that plays `/sys` (by default `STATE.sys`, written from the
+/// model when missing). While the opener holds the PF the model stays in memory; its state
+/// is saved atomically at each ``checkpoint()`` (after each batch) and on release.
+/// The ownership lock is `STATE.lock`.
+public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
+    public let address: PCIAddress
+    public let statePath: String
+    public let sysfsRoot: String
+    let lockFile: LockFile
+    public private(set) var device: SimulatedSRIOVDevice?
+    var savedMembers: [MemberResources] = []
+
+    /// The sysfs root that goes with a state file when none is named.
+    public static func defaultSysfsRoot(forState path: String) -> String { path + ".sys" }
+
+    public init(address: PCIAddress, statePath: String, sysfsRoot: String? = nil) {
+        self.address = address
+        self.statePath = statePath
+        self.sysfsRoot = sysfsRoot ?? Self.defaultSysfsRoot(forState: statePath)
+        lockFile = LockFile(path: statePath + ".lock")
+    }
+
+    public func lock(wait: Duration?) throws(VirtioAdminError) { try lockFile.lock(wait: wait, pf: address) }
+
+    public func prepare() throws(VirtioAdminError) {
+        if device == nil {
+            let loaded: SimulatedSRIOVDevice
+            do { loaded = try SimulatedDeviceStore.load(statePath) } catch { throw .simulatedState(error) }
+            guard loaded.pfAddress == address else {
+                loaded.stop()
+                throw .wrongSimulatedPF(path: statePath, simulates: loaded.pfAddress, asked: address)
+            }
+            device = loaded
+            savedMembers = loaded.members
+        }
+        try Self.ensureSysfsTree(of: device!, at: sysfsRoot)
+    }
+
+    /// Writes the model's sysfs tree under `root` unless it already shows the PF.
+    public static func ensureSysfsTree(of device: SimulatedSRIOVDevice, at root: String) throws(VirtioAdminError) {
+        var status = stat()
+        guard stat(root + "/bus/pci/devices/\(device.pfAddress)/config", &status) != 0 else { return }
+        do { try device.sysfsTree().write(to: root) } catch { throw .simulatorFile(error) }
+    }
+
+    public func open() throws(VirtioAdminError) -> PFAccess {
+        if device == nil { try prepare() }
+        let device = device!
+        return PFAccess(config: device.pfConfigSpace(), bars: [0: device.pfBAR()], allocator: device.memory,
+                        mode: "the device model in \(statePath) (in-process; state saved after each batch)")
+    }
+
+    public func checkpoint() throws(VirtioAdminError) {
+        guard let device else { return }
+        do { try SimulatedDeviceStore.save(device, to: statePath) } catch { throw .simulatedState(error) }
+        // The VFs whose MSI-X count changed show it in the tree, as sysfs does.
+        let members = device.members
+        let tree = device.sysfsTree()
+        for (index, member) in members.enumerated() where index < savedMembers.count && member.msixVectors != savedMembers[index].msixVectors {
+            guard index < device.numVFs else { continue }
+            let directory = sysfsRoot + "/bus/pci/devices/\(tree.vfAddress(index))"
+            var status = stat()
+            guard stat(directory, &status) == 0 else { continue }
+            writeSmallFile(directory + "/sriov_vf_msix_count", "\(max(member.msixVectors, 1))\n")
+        }
+        savedMembers = members
+    }
+
+    public func release() {
+        if let device {
+            try? checkpoint()
+            device.stop()
+        }
+        device = nil
+        lockFile.unlock()
+    }
+}
+
+/// Writes a short text file in place (sysfs attributes take one write).
+@discardableResult
+func writeSmallFile(_ path: String, _ text: String) -> Int32 {
+    let fd = open(path, O_WRONLY | O_CLOEXEC | O_TRUNC)
+    guard fd >= 0 else { return errno }
+    defer { close(fd) }
+    let bytes = Array(text.utf8)
+    let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    return written == bytes.count ? 0 : (written < 0 ? errno : EIO)
+}

@@ -1,0 +1,297 @@
+import Logging
+import MSIXResourceManager
+import CapabilitiesResourceManager
+import DevicePartsResourceManager
+import FeatureBitsResourceManager
+import LegacyAccessResourceManager
+import ResourceObjectsResourceManager
+import PCIConfig
+import ResourceManager
+import VirtioAdminDriver
+import VirtioLinux
+import VirtioLock
+import VirtioProvisioning
+import VirtioSpec
+
+/// The built-in plugins (statically registered, as an appliance links them).
+public func builtInPlugins() -> [any AdminCommandHandler] {
+    [MSIXResourceManager(), FeatureBitsResourceManager(), CapabilitiesResourceManager(), DevicePartsResourceManager(),
+     ResourceObjectsResourceManager(), LegacyAccessResourceManager()]
+}
+
+/// What handling one event did, as the helper logs it and the service answers it.
+public struct EventOutcome: Sendable {
+    public var summary: String
+    public var succeeded: Bool
+    public init(summary: String, succeeded: Bool) {
+        self.summary = summary
+        self.succeeded = succeeded
+    }
+}
+
+/// Handles udev events for virtio functions by a provisioning policy: a PF that appears
+/// gets `sriov_drivers_autoprobe = 0` (its VFs wait for provisioning); a VF that appears is
+/// provisioned through its PF's admin queue, then let go to its driver (`drivers_probe`).
+///
+/// As the service (`keepOpen`), it holds one ``AdminGroup`` per PF for its lifetime — the
+/// PF is reset once, when first opened, and again only to recover from
+/// DEVICE_NEEDS_RESET — and VF events that arrive while a batch runs are coalesced into the
+/// next batch, whose commands are all in flight together. Without `keepOpen` (the helper
+/// when no service runs) each event opens the PF under its lock and closes it again, and a
+/// PF whose VFs have drivers is refused, since opening would reset it.
+public final class ProvisioningService: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var sysfsRoot = "/sys"
+        public var keepOpen = true
+        public var groupOptions = AdminGroup.Options()
+        public init() {}
+    }
+
+    public let policy: ProvisioningPolicy
+    public let options: Options
+    public let logger: Logger
+    let opener: @Sendable (PCIAddress) -> any PFOpener
+    let registry: @Sendable () -> PluginRegistry
+    let lock = Lock()
+    var workers: [PCIAddress: PFWorker] = [:]
+
+    public init(policy: ProvisioningPolicy, options: Options, logger: Logger,
+                opener: @escaping @Sendable (PCIAddress) -> any PFOpener,
+                registry: @escaping @Sendable () -> PluginRegistry = { PluginRegistry(builtInPlugins()) }) {
+        self.policy = policy
+        self.options = options
+        self.logger = logger
+        self.opener = opener
+        self.registry = registry
+    }
+
+    var enumerator: SysfsEnumerator { SysfsEnumerator(root: options.sysfsRoot) }
+
+    /// Handles one validated event.
+    public func handle(_ event: UdevEvent) async -> EventOutcome {
+        let clock = ContinuousClock()
+        let start = clock.now
+        switch event.action {
+        case .remove:
+            let worker = lock.withLock { workers.removeValue(forKey: event.address) }
+            if let worker { await worker.close() }
+            logger.info("forgot \(event.address) (removed)")
+            return EventOutcome(summary: "forgot \(event.address)", succeeded: true)
+        case .bind, .unbind, .change:
+            logger.debug("ignored \(event.action.rawValue) of \(event.address)")
+            return EventOutcome(summary: "ignored \(event.action.rawValue)", succeeded: true)
+        case .add:
+            break
+        }
+        let function: VirtioFunction
+        do { function = try enumerator.function(at: event.address) } catch {
+            if case .notVirtio = error { return EventOutcome(summary: "ignored: \(event.address) is not a virtio function", succeeded: true) }
+            logger.error("\(error.description)")
+            return EventOutcome(summary: error.description, succeeded: false)
+        }
+        switch function.role {
+        case .pf:
+            return preparePF(function)
+        case .function:
+            return EventOutcome(summary: "ignored: \(event.address) has no SR-IOV role", succeeded: true)
+        case .vf:
+            let outcome = await provisionVF(function)
+            let milliseconds = (clock.now - start).milliseconds
+            let metadata: Logger.Metadata = ["ms": "\(milliseconds)"]
+            if outcome.succeeded { logger.info("\(outcome.summary)", metadata: metadata) } else { logger.error("\(outcome.summary)", metadata: metadata) }
+            return outcome
+        }
+    }
+
+    /// A PF appeared: hold its future VFs' drivers back (`sriov_drivers_autoprobe = 0`).
+    func preparePF(_ pf: VirtioFunction) -> EventOutcome {
+        guard let rule = policy.rule(for: pf) else { return EventOutcome(summary: "no policy matches PF \(pf.address)", succeeded: true) }
+        guard rule.holdVFDrivers else { return EventOutcome(summary: "PF \(pf.address): VF drivers not held (hold-vf-drivers = false)", succeeded: true) }
+        let path = enumerator.directory(of: pf.address) + "/" + SysfsAttribute.sriovDriversAutoprobe
+        let code = writeSmallFile(path, "0")
+        guard code == 0 else {
+            logger.error("PF \(pf.address): cannot write \(path): \(systemErrorText(code))")
+            return EventOutcome(summary: "cannot hold VF drivers of \(pf.address)", succeeded: false)
+        }
+        logger.info("prepared PF \(pf.address): sriov_drivers_autoprobe=0 (VFs wait for provisioning)")
+        return EventOutcome(summary: "prepared PF \(pf.address)", succeeded: true)
+    }
+
+    func provisionVF(_ vf: VirtioFunction) async -> EventOutcome {
+        guard let pfAddress = vf.physfn else { return EventOutcome(summary: "\(vf.address): VF without physfn", succeeded: false) }
+        let pf: VirtioFunction
+        do { pf = try enumerator.function(at: pfAddress) } catch { return EventOutcome(summary: error.description, succeeded: false) }
+        guard let index = pf.virtfns.first(where: { $0.value == vf.address })?.key else {
+            return EventOutcome(summary: "\(vf.address): not among the virtfn links of PF \(pfAddress)", succeeded: false)
+        }
+        let rule = policy.rule(for: pf)
+        guard let rule, let desired = policy.desired(for: index, under: rule) else {
+            probe(vf.address, hold: rule?.holdVFDrivers ?? false)
+            return EventOutcome(summary: "no policy for PF \(pfAddress) VF \(index); nothing to do", succeeded: true)
+        }
+        let outcome: VFOutcome
+        do { outcome = try await worker(for: pfAddress).provision(VFRequest(vf: index, desired: desired)) } catch {
+            if desired.onFailure == .bindAnyway { probe(vf.address, hold: rule.holdVFDrivers) }
+            let after = desired.onFailure == .keepUnbound ? " VF left without a driver (on-failure = keep-unbound)." : ""
+            return EventOutcome(summary: "provisioning \(vf.address) (PF \(pfAddress) VF \(index)) failed: \(error)\(after)", succeeded: false)
+        }
+        let name = "\(vf.address) (PF \(pfAddress) VF \(index))"
+        guard let error = outcome.error else {
+            probe(vf.address, hold: rule.holdVFDrivers)
+            let text = outcome.changes.isEmpty ? "already as the policy says (no change)" : outcome.changes.map(\.what).joined(separator: "; ")
+            return EventOutcome(summary: "provisioned \(name): \(text)", succeeded: true)
+        }
+        if desired.onFailure == .bindAnyway { probe(vf.address, hold: rule.holdVFDrivers) }
+        let after = desired.onFailure == .keepUnbound ? " VF left without a driver (on-failure = keep-unbound)." : ""
+        return EventOutcome(summary: "provisioning \(name) failed: \(error)\(outcome.partialDescription)\(after)", succeeded: false)
+    }
+
+    /// Lets the VF's driver bind now that it is provisioned (it was held back).
+    func probe(_ address: PCIAddress, hold: Bool) {
+        guard hold else { return }
+        let code = writeSmallFile(options.sysfsRoot + "/bus/pci/drivers_probe", address.description)
+        if code != 0 { logger.debug("drivers_probe for \(address): \(systemErrorText(code))") }
+    }
+
+    func worker(for pf: PCIAddress) -> PFWorker {
+        lock.withLock {
+            if let worker = workers[pf] { return worker }
+            let worker = PFWorker(service: self, pf: pf)
+            if options.keepOpen { workers[pf] = worker }
+            return worker
+        }
+    }
+
+    /// PFs whose admin queue is open now.
+    public var openPFs: [PCIAddress] { lock.withLock { Array(workers.keys) } }
+
+    /// Finishes what is in flight, saves and closes every PF's admin queue.
+    public func shutDown() async {
+        let all = lock.withLock { () -> [PFWorker] in
+            defer { workers = [:] }
+            return Array(workers.values)
+        }
+        for worker in all { await worker.close() }
+    }
+}
+
+extension ProvisioningChange {
+    /// The change without the VF (the log line names the VF already).
+    var what: String {
+        switch kind {
+        case let .msixVectors(from, to): "MSI-X vectors \(from) -> \(to)"
+        case let .features(from, to): "features \(from.hexMask) -> \(to.hexMask)"
+        }
+    }
+}
+
+extension VFOutcome {
+    /// For a failed VF: what was changed before the failure and what it holds now.
+    public var partialDescription: String {
+        var parts: [String] = []
+        if !changes.isEmpty { parts.append("changed before the failure: " + changes.map(\.what).joined(separator: "; ")) }
+        if let holding {
+            parts.append("it now holds " + [holding.msixVectors.map { "\($0) MSI-X vectors" } ?? "unknown MSI-X vectors",
+                                            holding.features.map { "features \($0.hexMask)" } ?? "unknown features"].joined(separator: ", "))
+        }
+        return parts.isEmpty ? "" : " (" + parts.joined(separator: "; ") + ")"
+    }
+}
+
+extension Duration {
+    /// Milliseconds with one decimal, for log lines.
+    var milliseconds: String {
+        let tenths = (components.seconds * 10_000 + components.attoseconds / 100_000_000_000_000)
+        return "\(tenths / 10).\(tenths % 10)"
+    }
+}
+
+/// One PF's admin queue and its batches. VF requests that arrive while a batch runs wait
+/// for the next one; each batch has all its commands in flight together and is followed
+/// by one checkpoint (the model saves its state once per batch, not per command).
+actor PFWorker {
+    unowned let service: ProvisioningService
+    let pf: PCIAddress
+    var group: AdminGroup?
+    var pending: [(request: VFRequest, continuation: CheckedContinuation<Result<VFOutcome, VirtioAdminError>, Never>)] = []
+    var running = false
+    var batches = 0
+
+    init(service: ProvisioningService, pf: PCIAddress) {
+        self.service = service
+        self.pf = pf
+    }
+
+    func provision(_ request: VFRequest) async throws(VirtioAdminError) -> VFOutcome {
+        let result = await withCheckedContinuation { continuation in
+            pending.append((request, continuation))
+            if !running {
+                running = true
+                Task { await self.drain() }
+            }
+        }
+        return try result.get()
+    }
+
+    func drain() async {
+        while !pending.isEmpty {
+            let batch = pending
+            pending = []
+            let results = await run(batch.map(\.request))
+            for (item, result) in zip(batch, results) { item.continuation.resume(returning: result) }
+        }
+        running = false
+        if !service.options.keepOpen { closeNow() }
+    }
+
+    func run(_ requests: [VFRequest]) async -> [Result<VFOutcome, VirtioAdminError>] {
+        let group: AdminGroup
+        do { group = try await openGroup() } catch { return requests.map { _ in .failure(error) } }
+        do { try await group.recoverIfNeeded() } catch { return requests.map { _ in .failure(error) } }
+        batches += 1
+        let provisioner = Provisioner(driver: group.driver, memberType: group.memberType)
+        var outcomes = await provisioner.apply(requests)
+        // The device asked for a reset mid-batch: recover once and run the failed VFs again.
+        if outcomes.contains(where: { $0.error?.needsRecovery == true }), (try? await group.recoverIfNeeded()) == true {
+            let again = outcomes.indices.filter { outcomes[$0].error?.needsRecovery == true }
+            let retried = await provisioner.apply(again.map { requests[$0] })
+            for (index, outcome) in zip(again, retried) { outcomes[index] = outcome }
+        }
+        do { try group.checkpoint() } catch { service.logger.error("PF \(pf): \(error)") }
+        return outcomes.map { .success($0) }
+    }
+
+    func openGroup() async throws(VirtioAdminError) -> AdminGroup {
+        if let group { return group }
+        var options = service.options.groupOptions
+        // The service opens each PF once and keeps it: that one reset is the point. The
+        // one-shot helper must not reset a PF whose VFs are in use.
+        options.refuseWhenVFsInUse = !service.options.keepOpen
+        if service.options.keepOpen { options.lockWait = .seconds(30) } else { options.lockWait = nil }
+        let opened = try await AdminGroup.open(opener: service.opener(pf), registry: service.registry(), options: options)
+        if service.options.keepOpen { service.logger.info("opened the admin queue of PF \(pf) (kept open)", metadata: ["mode": "\(opened.access.mode)"]) }
+        group = opened
+        return opened
+    }
+
+    /// Waits for the batch in flight (and those queued behind it), then closes the queue.
+    func close() async {
+        while running || !pending.isEmpty { try? await Task.sleep(for: .milliseconds(1)) }
+        closeNow()
+    }
+
+    func closeNow() {
+        group?.close()
+        group = nil
+    }
+}
+
+extension AdminError {
+    /// The driver stopped and the queue must be re-initialised before the next command.
+    var needsRecovery: Bool {
+        switch self {
+        case .deviceNeedsReset, .notRunning: true
+        default: false
+        }
+    }
+}

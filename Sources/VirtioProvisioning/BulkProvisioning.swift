@@ -1,0 +1,94 @@
+import FeatureBitsResourceManager
+import MSIXResourceManager
+import VirtioAdminDriver
+import VirtioSpec
+
+/// What one VF should get in a bulk run.
+public struct VFRequest: Sendable, Hashable {
+    public var vf: Int
+    public var desired: DesiredResources
+    public init(vf: Int, desired: DesiredResources) {
+        self.vf = vf
+        self.desired = desired
+    }
+}
+
+/// What a VF holds (read back from the device).
+public struct HeldResources: Sendable, Hashable {
+    public var msixVectors: Int?
+    public var features: FeatureSet?
+}
+
+/// The outcome of one VF in a bulk run: the changes made (or, in a plan, needed), and on
+/// failure the error and what the VF holds now — a VF that failed part-way is never
+/// reported as provisioned.
+public struct VFOutcome: Sendable {
+    public var vf: Int
+    public var changes: [ProvisioningChange]
+    public var error: AdminError?
+    /// After a failure: the VF's resources as read back (fields the device would not report are nil).
+    public var holding: HeldResources?
+    public var succeeded: Bool { error == nil }
+    public init(vf: Int, changes: [ProvisioningChange], error: AdminError? = nil, holding: HeldResources? = nil) {
+        self.vf = vf
+        self.changes = changes
+        self.error = error
+        self.holding = holding
+    }
+}
+
+extension Provisioner {
+    /// Brings many VFs to what they should have, with all their commands in flight on the
+    /// PF's admin queue at once (or at most `maxInFlight` VFs at a time; 1 sends one
+    /// command after another). Each VF is read first and only what differs is written.
+    ///
+    /// - Parameters:
+    ///   - planOnly: read only; the outcomes' changes are what would be made.
+    ///   - progress: called after each VF with (VFs done, VFs in all), one call at a time.
+    /// - Returns: one outcome per request, in request order.
+    public func apply(_ requests: [VFRequest], maxInFlight: Int? = nil, planOnly: Bool = false,
+                      progress: (@Sendable (Int, Int) -> Void)? = nil) async -> [VFOutcome] {
+        var outcomes = [VFOutcome?](repeating: nil, count: requests.count)
+        let limit = max(1, min(maxInFlight ?? requests.count, requests.count))
+        await withTaskGroup(of: (Int, VFOutcome).self) { group in
+            var next = 0
+            func start() {
+                let position = next
+                let request = requests[position]
+                next += 1
+                group.addTask { (position, await self.outcome(of: request, planOnly: planOnly)) }
+            }
+            while next < limit { start() }
+            var done = 0
+            for await (position, outcome) in group {
+                outcomes[position] = outcome
+                done += 1
+                progress?(done, requests.count)
+                if next < requests.count { start() }
+            }
+        }
+        return outcomes.map { $0! }
+    }
+
+    /// One VF: read, write what differs; on failure, read back what it holds.
+    func outcome(of request: VFRequest, planOnly: Bool) async -> VFOutcome {
+        var made: [ProvisioningChange] = []
+        do {
+            let changes = try await plan(vf: request.vf, desired: request.desired)
+            if planOnly { return VFOutcome(vf: request.vf, changes: changes) }
+            for change in changes {
+                try await write(change)
+                made.append(change)
+            }
+            return VFOutcome(vf: request.vf, changes: made)
+        } catch {
+            return VFOutcome(vf: request.vf, changes: made, error: error, holding: await held(vf: request.vf))
+        }
+    }
+
+    /// What the VF holds now, as far as the device answers.
+    public func held(vf: Int) async -> HeldResources {
+        HeldResources(msixVectors: try? await msix.vectors(of: vf, driver: driver),
+                      features: try? await features.features(of: vf, driver: driver))
+    }
+}
