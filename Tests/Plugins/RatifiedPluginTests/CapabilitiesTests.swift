@@ -97,6 +97,14 @@ struct CapabilitiesTests {
         #expect(CapabilityID.name(0x0801) == "VIRTIO_NET_FF_SELECTOR_CAP" && CapabilityID.name(0x0802) == "VIRTIO_NET_FF_ACTION_CAP")
     }
 
+    @Test func refusalsAreOneSentence() {
+        let address = SimulatedDeviceConfiguration().pfAddress
+        let error = AdminError.commandFailed(device: address, opcode: AdminOpcode(8), opcodeName: "DEVICE_CAP_GET", member: .none, status: .enxio, qualifier: .ok)
+        #expect("\(CapabilitiesResourceManager.explain(error, id: 0x0801))" == "caps: 0000:3b:00.0 has no capability VIRTIO_NET_FF_SELECTOR_CAP (DEVICE_CAP_GET: ENXIO).")
+        let group = AdminError.commandFailed(device: address, opcode: AdminOpcode(7), opcodeName: "CAP_ID_LIST_QUERY", member: .none, status: .einval, qualifier: .invalidGroup)
+        #expect("\(CapabilitiesResourceManager.explain(group, id: 0))" == "caps: 0000:3b:00.0 takes capability commands only in the self group (CAP_ID_LIST_QUERY: EINVAL/INVALID_GROUP).")
+    }
+
     @Test func noHandshakeWhenTheDeviceDoesNotListTheCommands() async throws {
         var configuration = SimulatedDeviceConfiguration()
         configuration.supportedOpcodes = configuration.implementedOpcodes.filter { ![7, 8, 9].contains($0.rawValue) }

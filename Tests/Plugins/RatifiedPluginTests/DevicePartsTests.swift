@@ -147,6 +147,21 @@ struct DevicePartsTests {
         #expect(short.status == .enomem)
     }
 
+    @Test func setPartsTakeEffectOnResume() async throws {
+        let group = try await ratifiedGroup()
+        defer { group.shutDown() }
+        let member = GroupMemberID(vfIndex: 5)
+        let object = ResourceObjectAddress(type: 0, id: 0, member: member)
+        try await DevicePartsResourceManager.setMode(stopped: true, member: member, driver: group.driver)
+        try await ResourceObjectsResourceManager.create(object, specificData: [1, 0, 0, 0, 0, 0, 0, 0], driver: group.driver)
+        // DEVICE_STATUS 0x0103, length 1, value 0x03 (ACKNOWLEDGE|DRIVER).
+        let status = [0x03, 0x01, 0, 0] + [UInt8](repeating: 0, count: 8) + [1, 0, 0, 0, 0x03]
+        try await DevicePartsResourceManager.setParts(object, parts: status, driver: group.driver)
+        #expect(group.device.vfDriverState(5).status == [], "not applied while stopped [dpcmds:239-240]")
+        try await DevicePartsResourceManager.setMode(stopped: false, member: member, driver: group.driver)
+        #expect(group.device.vfDriverState(5).status == [.acknowledge, .driver])
+    }
+
     @Test func modeSetRules() async throws {
         let group = try await ratifiedGroup()
         defer { group.shutDown() }
