@@ -104,7 +104,7 @@ public struct CapabilitiesResourceManager: AdminCommandHandler {
     // MARK: Typed commands
 
     /// CAP_ID_LIST_QUERY: the capability ids the device supports (bit b of word i = id 64·i+b).
-    public static func capabilityIDs(driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) -> [UInt16] {
+    public static func capabilityIDs(driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> [UInt16] {
         let result = try await driver.run(AdminCommand(opcode: CapabilityLayout.capIDListQuery, groupType: .selfGroup, member: .none,
                                                        resultLength: CapabilityLayout.listWords * 8),
                                           timeout: timeout, minimumResult: 8)
@@ -112,7 +112,7 @@ public struct CapabilitiesResourceManager: AdminCommandHandler {
     }
 
     /// DEVICE_CAP_GET of capability `id`.
-    public static func deviceCapability(_ id: UInt16, resultLength: Int, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) -> [UInt8] {
+    public static func deviceCapability(_ id: UInt16, resultLength: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> [UInt8] {
         var data = [UInt8](repeating: 0, count: CapabilityLayout.capGetDataSize)
         data.writeLE(id, at: 0)
         return try await driver.run(AdminCommand(opcode: CapabilityLayout.deviceCapGet, groupType: .selfGroup, member: .none, data: data,
@@ -120,7 +120,7 @@ public struct CapabilitiesResourceManager: AdminCommandHandler {
     }
 
     /// DRIVER_CAP_SET of capability `id` with its capability-specific data.
-    public static func setDriverCapability(_ id: UInt16, _ specific: [UInt8], driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) {
+    public static func setDriverCapability(_ id: UInt16, _ specific: [UInt8], driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         var data = [UInt8](repeating: 0, count: CapabilityLayout.capSetSpecificData)
         data.writeLE(id, at: 0)
         _ = try await driver.run(AdminCommand(opcode: CapabilityLayout.driverCapSet, groupType: .selfGroup, member: .none, data: data + specific),
@@ -131,7 +131,7 @@ public struct CapabilitiesResourceManager: AdminCommandHandler {
     /// DRIVER_CAP_SET (LIST_QUERY/LIST_USE), lists the capabilities and, when
     /// VIRTIO_DEV_PARTS_CAP is among them, sets the driver's limits to min(device, wanted)
     /// (`wanted` nil: the device's own). Returns `nil` when the device does not list the three opcodes.
-    public static func handshake(driver: AdminQueueDriver, wanted: DevicePartsCapability? = nil,
+    public static func handshake(driver: some AdminCommandRunner, wanted: DevicePartsCapability? = nil,
                                  timeout: Duration? = nil) async throws(AdminError) -> CapabilityHandshake? {
         let needed = [CapabilityLayout.capIDListQuery, CapabilityLayout.deviceCapGet, CapabilityLayout.driverCapSet]
         guard needed.allSatisfy(driver.inUse.contains) else { return nil }

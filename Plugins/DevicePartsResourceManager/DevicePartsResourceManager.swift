@@ -34,13 +34,13 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
     // MARK: Typed commands
 
     /// DEV_MODE_SET: stop (flags 0x01) or resume (flags 0x00).
-    public static func setMode(stopped: Bool, member: GroupMemberID, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) {
+    public static func setMode(stopped: Bool, member: GroupMemberID, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         _ = try await driver.run(AdminCommand(opcode: DevicePartsLayout.modeSet, member: member,
                                               data: [stopped ? DevicePartsLayout.modeStopped : DevicePartsLayout.modeRunning]), timeout: timeout)
     }
 
     /// METADATA_GET SIZE: the most bytes all parts take.
-    public static func partsSize(_ object: ResourceObjectAddress, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) -> Int {
+    public static func partsSize(_ object: ResourceObjectAddress, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> Int {
         var data = object.header + [UInt8](repeating: 0, count: 8)
         data[DevicePartsLayout.metadataType] = DevicePartsLayout.metadataSize
         let result = try await driver.run(AdminCommand(opcode: DevicePartsLayout.metadataGet, member: object.member, data: data,
@@ -50,14 +50,14 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
     }
 
     /// DEV_PARTS_GET ALL into a buffer of `size` bytes.
-    public static func allParts(_ object: ResourceObjectAddress, size: Int, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) -> [UInt8] {
+    public static func allParts(_ object: ResourceObjectAddress, size: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> [UInt8] {
         var data = object.header + [UInt8](repeating: 0, count: 8)
         data[DevicePartsLayout.getType] = DevicePartsLayout.getAll
         return try await driver.run(AdminCommand(opcode: DevicePartsLayout.partsGet, member: object.member, data: data, resultLength: size), timeout: timeout)
     }
 
     /// DEV_PARTS_SET of parts (as GET returned them).
-    public static func setParts(_ object: ResourceObjectAddress, parts: [UInt8], driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) {
+    public static func setParts(_ object: ResourceObjectAddress, parts: [UInt8], driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         _ = try await driver.run(AdminCommand(opcode: DevicePartsLayout.partsSet, member: object.member, data: object.header + parts), timeout: timeout)
     }
 

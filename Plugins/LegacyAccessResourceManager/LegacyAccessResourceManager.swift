@@ -76,14 +76,14 @@ public struct LegacyAccessResourceManager: AdminCommandHandler {
     }
 
     /// Reads `width` bytes at `offset` (common or device-specific configuration).
-    public static func read(common: Bool, offset: UInt8, width: Int, member: GroupMemberID, driver: AdminQueueDriver,
+    public static func read(common: Bool, offset: UInt8, width: Int, member: GroupMemberID, driver: some AdminCommandRunner,
                             timeout: Duration? = nil) async throws(AdminError) -> [UInt8] {
         try await driver.run(AdminCommand(opcode: common ? LegacyAccessLayout.commonCfgRead : LegacyAccessLayout.devCfgRead, member: member,
                                           data: [offset], resultLength: width), timeout: timeout, minimumResult: width)
     }
 
     /// Writes `bytes` at `offset`.
-    public static func write(common: Bool, offset: UInt8, bytes: [UInt8], member: GroupMemberID, driver: AdminQueueDriver,
+    public static func write(common: Bool, offset: UInt8, bytes: [UInt8], member: GroupMemberID, driver: some AdminCommandRunner,
                              timeout: Duration? = nil) async throws(AdminError) {
         let data = [offset] + [UInt8](repeating: 0, count: 7) + bytes
         _ = try await driver.run(AdminCommand(opcode: common ? LegacyAccessLayout.commonCfgWrite : LegacyAccessLayout.devCfgWrite, member: member,
@@ -91,7 +91,7 @@ public struct LegacyAccessResourceManager: AdminCommandHandler {
     }
 
     /// LEGACY_NOTIFY_INFO, decoded.
-    public static func notifyInfo(member: GroupMemberID, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) -> [LegacyNotifyEntry] {
+    public static func notifyInfo(member: GroupMemberID, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> [LegacyNotifyEntry] {
         let result = try await driver.run(AdminCommand(opcode: LegacyAccessLayout.notifyInfo, member: member,
                                                        resultLength: LegacyAccessLayout.notifyEntries * LegacyAccessLayout.notifyEntrySize), timeout: timeout)
         return LegacyNotifyEntry.decode(result)

@@ -34,7 +34,7 @@ public struct MSIXResourceManager: AdminCommandHandler {
     // MARK: Typed operations
 
     /// The vector count of VF `vf` (0-based).
-    public func vectors(of vf: Int, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) -> Int {
+    public func vectors(of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> Int {
         let result = try await driver.run(AdminCommand(opcode: opcodeTable.msixGet, member: GroupMemberID(vfIndex: vf),
                                                        resultLength: ProjectCommandLayout.msixGetResultSize),
                                           timeout: timeout, minimumResult: ProjectCommandLayout.msixGetResultSize)
@@ -42,7 +42,7 @@ public struct MSIXResourceManager: AdminCommandHandler {
     }
 
     /// Sets the vector count of VF `vf`.
-    public func setVectors(_ count: Int, of vf: Int, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) {
+    public func setVectors(_ count: Int, of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         precondition((0...Int(UInt16.max)).contains(count), "vector count must fit 16 bits")
         var data = [UInt8](repeating: 0, count: ProjectCommandLayout.msixSetDataSize)
         data.writeLE(UInt16(count), at: ProjectCommandLayout.msixSetVectors)
@@ -50,7 +50,7 @@ public struct MSIXResourceManager: AdminCommandHandler {
     }
 
     /// The owner's pool.
-    public func pool(driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) -> MSIXPool {
+    public func pool(driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> MSIXPool {
         let result = try await driver.run(AdminCommand(opcode: opcodeTable.msixPoolGet, member: .none, resultLength: ProjectCommandLayout.msixPoolResultSize),
                                           timeout: timeout, minimumResult: ProjectCommandLayout.msixPoolResultSize)
         return MSIXPool(total: Int(result.readLE(UInt32.self, at: ProjectCommandLayout.msixPoolTotal)),

@@ -69,13 +69,13 @@ public struct ResourceObjectsResourceManager: AdminCommandHandler {
     }
 
     /// RESOURCE_OBJ_CREATE with flags 0 and the object's specific data.
-    public static func create(_ object: ResourceObjectAddress, specificData: [UInt8], driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) {
+    public static func create(_ object: ResourceObjectAddress, specificData: [UInt8], driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         let data = object.header + [UInt8](repeating: 0, count: 8) + specificData
         _ = try await driver.run(AdminCommand(opcode: ResourceObjectLayout.create, groupType: object.groupType, member: object.member, data: data), timeout: timeout)
     }
 
     /// RESOURCE_OBJ_DESTROY (the 8-byte header only).
-    public static func destroy(_ object: ResourceObjectAddress, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) {
+    public static func destroy(_ object: ResourceObjectAddress, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         _ = try await driver.run(AdminCommand(opcode: ResourceObjectLayout.destroy, groupType: object.groupType, member: object.member, data: object.header),
                                  timeout: timeout)
     }

@@ -75,13 +75,13 @@ public struct PluginArguments: Sendable {
 
 /// What an operation runs against: the owner's admin queue and the group's shape.
 public struct PluginContext: Sendable {
-    public let driver: AdminQueueDriver
+    public let driver: any AdminCommandRunner
     /// Number of VFs the group has now (sysfs `sriov_numvfs`), when known.
     public let numVFs: Int?
     /// The device type of the members (for feature names).
     public let memberType: VirtioDeviceType?
     public let timeout: Duration?
-    public init(driver: AdminQueueDriver, numVFs: Int?, memberType: VirtioDeviceType?, timeout: Duration? = nil) {
+    public init(driver: any AdminCommandRunner, numVFs: Int?, memberType: VirtioDeviceType?, timeout: Duration? = nil) {
         self.driver = driver
         self.numVFs = numVFs
         self.memberType = memberType

@@ -47,7 +47,7 @@ public final class PluginRegistry: @unchecked Sendable {
     }
 
     /// Throws unless the device listed every opcode `plugin` needs.
-    public static func check(_ plugin: any AdminCommandHandler, against driver: AdminQueueDriver) throws(PluginError) {
+    public static func check(_ plugin: any AdminCommandHandler, against driver: some AdminCommandRunner) throws(PluginError) {
         let missing = missingOpcodes(of: plugin, supported: driver.supported)
         guard missing.isEmpty else {
             throw .opcodesNotListed(plugin: plugin.name, device: driver.address,

@@ -1,3 +1,4 @@
+import PCIConfig
 import VirtioSpec
 
 /// One admin command as the driver submits it.
@@ -27,6 +28,11 @@ public struct AdminResponse: Sendable, Hashable {
     public var status: AdminStatus
     public var qualifier: AdminStatusQualifier
     public var result: [UInt8]
+    public init(status: AdminStatus, qualifier: AdminStatusQualifier, result: [UInt8]) {
+        self.status = status
+        self.qualifier = qualifier
+        self.result = result
+    }
 }
 
 /// A line of `--trace`: the bytes sent or received for one command.
@@ -59,3 +65,40 @@ public struct AdminCounters: Sendable, Hashable {
         latencyMicrosecondsLog2[bucket] += 1
     }
 }
+
+/// What a plugin needs of an admin queue: send a command and learn the device's answer.
+///
+/// ``AdminQueueDriver`` is the host's; a run-time plugin built from a Swift
+/// `AdminCommandHandler` (ABI v2) gets one that forwards every command to the host, which
+/// checks it before sending.
+public protocol AdminCommandRunner: Sendable {
+    /// The group owner (the PF).
+    var address: PCIAddress { get }
+    /// Opcodes the device listed in LIST_QUERY.
+    var supported: AdminOpcodeBitmap { get }
+    /// Opcodes enabled with LIST_USE.
+    var inUse: AdminOpcodeBitmap { get }
+    /// The spec or plugin name of an opcode.
+    func name(of opcode: AdminOpcode) -> String
+    /// Sends a command and returns the device's answer, whatever its status.
+    func submit(_ command: AdminCommand, timeout: Duration?) async throws(AdminError) -> AdminResponse
+}
+
+extension AdminCommandRunner {
+    /// Runs a command and returns its result; a status other than OK throws
+    /// ``AdminError/commandFailed(device:opcode:opcodeName:member:status:qualifier:)``.
+    public func run(_ command: AdminCommand, timeout: Duration? = nil, minimumResult: Int = 0) async throws(AdminError) -> [UInt8] {
+        let response = try await submit(command, timeout: timeout)
+        guard response.status == .ok else {
+            throw .commandFailed(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode), member: command.member,
+                                 status: response.status, qualifier: response.qualifier)
+        }
+        guard response.result.count >= minimumResult else {
+            throw .resultTooShort(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode),
+                                  expected: minimumResult, received: response.result.count)
+        }
+        return response.result
+    }
+}
+
+extension AdminQueueDriver: AdminCommandRunner {}

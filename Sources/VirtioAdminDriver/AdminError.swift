@@ -31,6 +31,8 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
     case resultTooShort(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, expected: Int, received: Int)
     /// The driver was closed or failed; reinitialise it.
     case notRunning(device: PCIAddress)
+    /// A run-time plugin's host refused to send the command, or could not complete it (plugin ABI 2).
+    case hostRefused(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, reason: String)
     case transport(TransportError)
     case dma(DMAError)
 
@@ -62,6 +64,7 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
             "\(device): \(name) returned \(received) result bytes; \(expected) expected."
         case let .notRunning(device):
             "\(device): the admin queue is not running (it failed or was closed); reinitialise it."
+        case let .hostRefused(_, _, _, reason): reason
         case .transport(let error): error.description
         case .dma(let error): error.description
         }
