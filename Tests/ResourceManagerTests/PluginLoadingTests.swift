@@ -102,11 +102,13 @@ struct PluginLoadingTests {
         #expect(build.status == 0, "swift build: \(build.output)\(build.error)")
         let registry = PluginRegistry()
         let plugin = try registry.load(path: scratch + "/debug/libMACPlugin.so")
-        #expect(plugin.name == "mac")
+        #expect(plugin.name == "mac" && (plugin as? DynamicPlugin)?.abiVersion == 2, "the example is an ABI 2 plugin (CPluginExport)")
         let group = try await SimulatedAdminGroup(plugins: [plugin])
         defer { group.shutDown() }
         #expect(try await group.run("mac", "get", ["vf": ["1"]])["mac"] == .string("52:54:00:3b:00:01"))
-        _ = try await group.run("mac", "set", ["vf": ["1"], "mac": ["02:aa:bb:cc:dd:ee"]])
+        let before = group.device.counters.adminCommands
+        let set = try await group.run("mac", "set", ["vf": ["1"], "mac": ["02:aa:bb:cc:dd:ee"]])
+        #expect(set["mac"] == .string("02:aa:bb:cc:dd:ee") && group.device.counters.adminCommands == before + 2, "MAC_SET then MAC_GET")
         #expect(group.device.member(1).mac == [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee])
         #expect(try await group.run("mac", "get", ["vf": ["1"]])["mac"] == .string("02:aa:bb:cc:dd:ee"))
         await #expect(throws: PluginError.badArgument(plugin: "mac", message: "--mac must be six hex octets, e.g. 52:54:00:12:34:56.")) {
