@@ -180,7 +180,9 @@ extension AdminCommandProcessor {
         let vf = vfFunctions[index]
         switch opcode {
         case .legacyCommonCfgWrite, .legacyCommonCfgRead, .legacyDevCfgWrite, .legacyDevCfgRead:
-            return legacyAccess(opcode, vf: vf, data: data, room: room)
+            let outcome = legacyAccess(opcode, vf: vf, data: data, room: room)
+            members[index].inUse = vf.status.contains(.driverOK)  // as for a modern status write
+            return outcome
         case .resourceObjCreate:
             return createObject(index, data: data)
         case .resourceObjDestroy:
@@ -237,7 +239,10 @@ extension AdminCommandProcessor {
             if flags & 1 == 1 {
                 vf.stopped = true  // stopping a stopped device succeeds [dpcmds:404-410]
             } else {
-                if vf.stopped, let pending = ratified.pending.removeValue(forKey: index) { apply(pending, to: vf) }
+                if vf.stopped, let pending = ratified.pending.removeValue(forKey: index) {
+                    apply(pending, to: vf)
+                    members[index].inUse = vf.status.contains(.driverOK)  // a VF restored to DRIVER_OK is in use
+                }
                 vf.stopped = false
             }
             return .ok()
@@ -492,7 +497,8 @@ extension SimulatedSRIOVDevice {
     func vfPersistentState(_ index: Int) -> (stopped: Bool, parts: [UInt8])? {
         lock.withLock {
             let vf = vfs[index]
-            guard vf.stopped || !vf.status.isEmpty || !vf.driverFeatures.isEmpty else { return nil }
+            guard vf.stopped || !vf.status.isEmpty || !vf.driverFeatures.isEmpty || vf.queues.contains(where: { $0.enabled || $0.descriptorArea != 0 })
+            else { return nil }
             var bytes: [UInt8] = []
             for part in admin.currentParts(vf) { part.encode(into: &bytes) }
             return (vf.stopped, bytes)
@@ -519,6 +525,7 @@ extension SimulatedSRIOVDevice {
                 }
             }
             admin.apply(pending, to: vf)
+            admin.members[index].inUse = admin.members[index].inUse || vf.status.contains(.driverOK)
             vf.stopped = stopped
             return true
         }

@@ -35,6 +35,7 @@ struct DevicePartsTests {
         #expect(group.device.vfDriverState(3) != before)
         _ = try await group.run("parts", "restore", ["vf": ["3"], "file": [path]])
         #expect(group.device.vfDriverState(3) == before, "driver features, status and every queue as VF 0 had them")
+        #expect(group.device.member(3).inUse, "restored to DRIVER_OK, VF 3 is in use (resource changes get EBUSY)")
         #expect(!group.device.vfStopped(3))
         #expect(group.device.devicePartsObjectCount == 0, "both objects destroyed")
         let file = try DevicePartsResourceManager.readFile(path)
