@@ -22,9 +22,11 @@ install-files:
 	chmod 0644 $(DESTDIR)$(UDEVDIR)/99-virtio-admin.rules
 	sed 's|/usr/local/bin/virtio-admin|$(PREFIX)/bin/virtio-admin|g; s|/usr/local/share|$(PREFIX)/share|g' Examples/udev/virtio-admin.service > $(DESTDIR)$(UNITDIR)/virtio-admin.service
 	install -m 0644 Examples/udev/virtio-admin.socket $(DESTDIR)$(UNITDIR)/virtio-admin.socket
+	sed 's|/usr/local/bin/virtio-admin|$(PREFIX)/bin/virtio-admin|g; s|/usr/local/share|$(PREFIX)/share|g' Examples/systemd/virtio-admin-apply.service > $(DESTDIR)$(UNITDIR)/virtio-admin-apply.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/virtio-admin-apply.service
 	test -e $(DESTDIR)$(SYSCONFDIR)/virtio-admin/policy.toml || install -m 0644 Examples/udev/policy.toml $(DESTDIR)$(SYSCONFDIR)/virtio-admin/policy.toml
 	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/virtio-admin/README.md
-	@echo "Installed. Then: udevadm control --reload && systemctl daemon-reload && systemctl enable --now virtio-admin.socket"
+	@echo "Installed. Then: udevadm control --reload && systemctl daemon-reload && systemctl enable --now virtio-admin.socket (and, to provision at boot, virtio-admin-apply.service)"
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/virtio-admin $(DESTDIR)$(UDEVDIR)/99-virtio-admin.rules $(DESTDIR)$(UNITDIR)/virtio-admin.service $(DESTDIR)$(UNITDIR)/virtio-admin.socket
+	rm -f $(DESTDIR)$(PREFIX)/bin/virtio-admin $(DESTDIR)$(UDEVDIR)/99-virtio-admin.rules $(DESTDIR)$(UNITDIR)/virtio-admin.service $(DESTDIR)$(UNITDIR)/virtio-admin.socket $(DESTDIR)$(UNITDIR)/virtio-admin-apply.service

@@ -19,6 +19,9 @@ let package = Package(
             .product(name: "MSIXResourceManager", package: "VirtioAdmin"),
             .product(name: "FeatureBitsResourceManager", package: "VirtioAdmin"),
             .product(name: "VirtioLinux", package: "VirtioAdmin"),
+            .product(name: "VirtioAdmin", package: "VirtioAdmin"),
+            .product(name: "VirtioProvisioning", package: "VirtioAdmin"),
+            .product(name: "ResourceManager", package: "VirtioAdmin"),
         ]),
         .executableTarget(name: "ratios", dependencies: ["BenchmarkSupport"]),
         .executableTarget(

@@ -89,5 +89,20 @@ else
     fail "udevd did not run the helper as expected: $(head -c 300 /tmp/helper.log) $(head -c 200 /tmp/udevd.log)"
 fi
 
+# 8. The service listens to udev itself: a triggered event reaches it through the libudev
+#    monitor (not through a helper process), and SIGTERM stops it with exit status 0.
+$VA serve --socket /run/e2e-serve.sock >/tmp/serve.log 2>&1 &
+serve=$!
+for i in 1 2 3 4 5 6 7 8 9 10; do [ -S /run/e2e-serve.sock ] && break; sleep 1; done
+udevadm trigger --action=add --subsystem-match=pci >/dev/null 2>&1
+udevadm settle --timeout=20 >/dev/null 2>&1
+sleep 2
+kill -TERM $serve; wait $serve; status=$?
+if grep -q "udev event add $rng: ignored: $rng has no SR-IOV role" /tmp/serve.log && [ "$status" = 0 ]; then
+    pass "the service took udev's own event for $rng and stopped on SIGTERM with status 0"
+else
+    fail "service and the udev monitor (status $status): $(head -c 400 /tmp/serve.log)"
+fi
+
 echo "$passed passed, $failed failed"
 poweroff -f

@@ -27,6 +27,8 @@ public final class AdminGroup: @unchecked Sendable {
         public var trace: (@Sendable (AdminTraceEvent) -> Void)?
         /// Admin-queue driver options (queue size, slot size).
         public var driver = AdminQueueDriver.Options()
+        /// Names of opcodes no registered plugin names (for errors and traces).
+        public var opcodeNames: [AdminOpcode: String] = [:]
         public init() {}
     }
 
@@ -60,8 +62,9 @@ public final class AdminGroup: @unchecked Sendable {
                 }
                 guard busy.isEmpty else { throw VirtioAdminError.vfsInUse(pf: opener.address, busy: busy) }
             }
+            // A group owner need not have SR-IOV (its self group); the driver refuses a
+            // device without an admin queue, and leaves it reset.
             let access = try opener.open()
-            guard access.config.sriov != nil else { throw VirtioAdminError.notAPF(address: opener.address) }
             let transport: ModernPCITransport
             do { transport = try ModernPCITransport(config: access.config, bars: access.bars) } catch {
                 throw VirtioAdminError.transport(pf: opener.address, error.description)
@@ -71,7 +74,7 @@ public final class AdminGroup: @unchecked Sendable {
             let driver: AdminQueueDriver
             do {
                 driver = try await AdminQueueDriver.open(transport: transport, allocator: access.allocator, options: driverOptions,
-                                                         opcodeNames: registry.opcodeNames, trace: options.trace)
+                                                         opcodeNames: registry.opcodeNames.merging(options.opcodeNames) { plugin, _ in plugin }, trace: options.trace)
                 // As Linux does after LIST_QUERY/LIST_USE: the capability handshake, when the device lists it.
                 _ = try await CapabilitiesResourceManager.handshake(driver: driver)
             } catch { throw VirtioAdminError.admin(error) }

@@ -124,22 +124,26 @@ public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
     }
 }
 
-/// The device model as a PF: its state lives in a file (`virtio-admin simulate create`),
-/// its sysfs view in a tree that plays `/sys` (by default `STATE.sys`, written from the
-/// model when missing). While the opener holds the PF the model stays in memory; its state
-/// is saved atomically at each ``checkpoint()`` (after each batch) and on release.
-/// The ownership lock is `STATE.lock`.
+/// The device model as a PF. Its sysfs view is a tree that plays `/sys` (by default
+/// `STATE.sys`), written from the model when missing.
+///
+/// With a state file (`virtio-admin simulate create`) the model is loaded when the PF is
+/// taken and stays in memory while the opener holds it; its state is saved atomically at
+/// each ``checkpoint()`` (after each batch) and on release, and the ownership lock is
+/// `STATE.lock`. Without one (an appliance's self-test, the test kit) the model lives only
+/// in memory.
 public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
     public let address: PCIAddress
-    public let statePath: String
+    public let statePath: String?
     public let sysfsRoot: String
-    let lockFile: LockFile
+    let lockFile: LockFile?
     public private(set) var device: SimulatedSRIOVDevice?
     var savedMembers: [MemberResources] = []
 
     /// The sysfs root that goes with a state file when none is named.
     public static func defaultSysfsRoot(forState path: String) -> String { path + ".sys" }
 
+    /// The model whose state lives in `statePath`.
     public init(address: PCIAddress, statePath: String, sysfsRoot: String? = nil) {
         self.address = address
         self.statePath = statePath
@@ -147,10 +151,20 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         lockFile = LockFile(path: statePath + ".lock")
     }
 
-    public func lock(wait: Duration?) throws(VirtioAdminError) { try lockFile.lock(wait: wait, pf: address) }
+    /// A model in memory, with its sysfs view under `sysfsRoot`.
+    public init(device: SimulatedSRIOVDevice, sysfsRoot: String) {
+        address = device.pfAddress
+        statePath = nil
+        self.sysfsRoot = sysfsRoot
+        lockFile = nil
+        self.device = device
+        savedMembers = device.members
+    }
+
+    public func lock(wait: Duration?) throws(VirtioAdminError) { try lockFile?.lock(wait: wait, pf: address) }
 
     public func prepare() throws(VirtioAdminError) {
-        if device == nil {
+        if device == nil, let statePath {
             let loaded: SimulatedSRIOVDevice
             do { loaded = try SimulatedDeviceStore.load(statePath) } catch { throw .simulatedState(error) }
             guard loaded.pfAddress == address else {
@@ -160,7 +174,8 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
             device = loaded
             savedMembers = loaded.members
         }
-        try Self.ensureSysfsTree(of: device!, at: sysfsRoot)
+        guard let device else { throw .closed(pf: address) }
+        try Self.ensureSysfsTree(of: device, at: sysfsRoot)
     }
 
     /// Writes the model's sysfs tree under `root` unless it already shows the PF.
@@ -172,20 +187,22 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
 
     public func open() throws(VirtioAdminError) -> PFAccess {
         if device == nil { try prepare() }
-        let device = device!
-        return PFAccess(config: device.pfConfigSpace(), bars: [0: device.pfBAR()], allocator: device.memory,
-                        mode: "the device model in \(statePath) (in-process; state saved after each batch)")
+        guard let device else { throw .closed(pf: address) }
+        let mode = statePath.map { "the device model in \($0) (in-process; state saved after each batch)" } ?? "the device model (in memory)"
+        return PFAccess(config: device.pfConfigSpace(), bars: [0: device.pfBAR()], allocator: device.memory, mode: mode)
     }
 
     public func checkpoint() throws(VirtioAdminError) {
         guard let device else { return }
-        do { try SimulatedDeviceStore.save(device, to: statePath) } catch { throw .simulatedState(error) }
+        if let statePath {
+            do { try SimulatedDeviceStore.save(device, to: statePath) } catch { throw .simulatedState(error) }
+        }
         // The VFs whose MSI-X count changed show it in the tree, as sysfs does.
         let members = device.members
-        let tree = device.sysfsTree()
-        for (index, member) in members.enumerated() where index < savedMembers.count && member.msixVectors != savedMembers[index].msixVectors {
-            guard index < device.numVFs else { continue }
-            let directory = sysfsRoot + "/bus/pci/devices/\(tree.vfAddress(index))"
+        let numVFs = device.numVFs
+        for (index, member) in members.enumerated() where index < numVFs && index < savedMembers.count
+            && member.msixVectors != savedMembers[index].msixVectors {
+            let directory = sysfsRoot + "/bus/pci/devices/\(device.configuration.vfAddress(index))"
             var status = stat()
             guard stat(directory, &status) == 0 else { continue }
             writeSmallFile(directory + "/sriov_vf_msix_count", "\(max(member.msixVectors, 1))\n")
@@ -194,6 +211,7 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
     }
 
     public func release() {
+        guard let lockFile else { return }  // an in-memory model stays with its owner
         if let device {
             try? checkpoint()
             device.stop()

@@ -165,7 +165,10 @@ extension ProvisioningService {
                         }
                         guard let event = try? UdevEvent(environment: environment) else { continue }
                         count()
-                        box.add(Task { _ = await self.handle(event) })
+                        box.add(Task {
+                            let outcome = await self.handle(event)
+                            self.logger.info("udev event \(event.action.rawValue) \(event.address): \(outcome.summary)")
+                        })
                     }
                     threads.done()
                 }

@@ -41,12 +41,17 @@ struct SimulateSysfs: ParsableCommand {
     @Option(help: ArgumentHelp("Write the tree of the simulated PF in this state file (its VFs' MSI-X counts as provisioned) instead.", valueName: "STATE"))
     var from: String?
 
+    @Option(name: .customLong("bind-vfs"), help: ArgumentHelp("Show every VF bound to DRIVER (a host whose VFs are in use).", valueName: "DRIVER"))
+    var bindVFs: String?
+
     func run() throws {
         if let from {
             let device: SimulatedSRIOVDevice
             do { device = try SimulatedDeviceStore.load(from) } catch { throw CLIError(error.description) }
             defer { device.stop() }
-            do { try device.sysfsTree().write(to: directory) } catch { throw CLIError(error.description) }
+            var tree = device.sysfsTree()
+            if let bindVFs { for index in 0..<tree.numVFs { tree.vfDrivers[index] = bindVFs } }
+            do { try tree.write(to: directory) } catch { throw CLIError(error.description) }
             print("Wrote the sysfs tree of simulated PF \(device.pfAddress) (\(device.numVFs) VFs) under \(directory).")
             return
         }
@@ -62,6 +67,7 @@ struct SimulateSysfs: ParsableCommand {
         tree.pfAddress = address
         tree.pfType = deviceType
         tree.vfType = deviceType
+        if let bindVFs { for index in 0..<vfs { tree.vfDrivers[index] = bindVFs } }
         do { try tree.write(to: directory) } catch { throw CLIError(error.description) }
         print("Wrote a simulated virtio \(deviceType.name) PF \(address) with \(vfs) of \(total) VFs under \(directory).")
         print("Try: virtio-admin --sysfs-root \(directory) list")

@@ -1,12 +1,18 @@
 import PCIConfig
 import ResourceManager
+import VirtioAdmin
 import VirtioAdminDriver
 import VirtioSimulator
 import VirtioSpec
 import VirtioTransport
 
-/// A simulated SR-IOV group with its admin queue open: the device model, the transport,
-/// the admin driver and a plugin registry, wired together. A plugin's tests are a few lines:
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A simulated SR-IOV group with its admin queue open: the device model reached through
+/// ``SimulatedPFOpener`` and owned by an ``AdminGroup`` — the same code that owns a real
+/// PF — with a plugin registry. A plugin's tests are a few lines:
 ///
 /// ```swift
 /// let group = try await SimulatedAdminGroup(plugins: [MyPlugin()])
@@ -15,9 +21,13 @@ import VirtioTransport
 /// ```
 public final class SimulatedAdminGroup: Sendable {
     public let device: SimulatedSRIOVDevice
-    public let transport: ModernPCITransport
-    public let driver: AdminQueueDriver
-    public let registry: PluginRegistry
+    /// The owner of the PF's admin queue.
+    public let group: AdminGroup
+    public var transport: ModernPCITransport { group.driver.transport }
+    public var driver: AdminQueueDriver { group.driver }
+    public var registry: PluginRegistry { group.registry }
+    /// The model's sysfs view (a temporary directory, removed by ``shutDown()``).
+    public let sysfsRoot: String
 
     /// - Parameters:
     ///   - plugins: the plugins under test (their opcodes are enabled with LIST_USE).
@@ -26,26 +36,49 @@ public final class SimulatedAdminGroup: Sendable {
     public init(plugins: [any AdminCommandHandler], configuration: SimulatedDeviceConfiguration = SimulatedDeviceConfiguration(),
                 members: [MemberResources]? = nil, options: AdminQueueDriver.Options = AdminQueueDriver.Options()) async throws {
         device = SimulatedSRIOVDevice(configuration: configuration, members: members)
-        registry = PluginRegistry()
+        let registry = PluginRegistry()
         for plugin in plugins { try registry.register(plugin) }
-        transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
-        driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, options: options,
-                                                 opcodeNames: registry.opcodeNames.merging(configuration.opcodes.names) { plugin, _ in plugin })
+        var template = Array("/tmp/virtio-admin-testkit-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw VirtioAdminError.lockFailed(path: "/tmp/virtio-admin-testkit-XXXXXX", errno: errno) }
+        sysfsRoot = String(cString: made)
+        var groupOptions = AdminGroup.Options()
+        groupOptions.driver = options
+        groupOptions.timeout = options.defaultTimeout
+        groupOptions.opcodeNames = configuration.opcodes.names
+        group = try await AdminGroup.open(opener: SimulatedPFOpener(device: device, sysfsRoot: sysfsRoot), registry: registry, options: groupOptions)
     }
 
     /// The context plugin operations run in.
-    public var context: PluginContext {
-        PluginContext(driver: driver, numVFs: device.numVFs, memberType: device.configuration.vfType)
-    }
+    public var context: PluginContext { group.context }
 
     /// Runs `operation` of `plugin` with arguments (`["vf": ["0"], "vectors": ["4"]]`).
     public func run(_ plugin: String, _ operation: String, _ arguments: [String: [String]] = [:]) async throws -> PluginOutput {
         try await registry.run(plugin: plugin, operation: operation, context: context, arguments: PluginArguments(arguments))
     }
 
-    /// Closes the admin queue (the device is left reset) and stops the model's worker.
+    /// Closes the admin queue (the device is left reset), stops the model's worker and
+    /// removes the sysfs view.
     public func shutDown() {
-        driver.close()
+        group.close()
         device.stop()
+        removeTree(sysfsRoot)
+    }
+}
+
+/// Removes a directory tree (links are removed, never followed).
+func removeTree(_ path: String) {
+    var status = stat()
+    guard lstat(path, &status) == 0 else { return }
+    if status.st_mode & S_IFMT == S_IFDIR, let directory = opendir(path) {
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        closedir(directory)
+        for name in names { removeTree(path + "/" + name) }
+        rmdir(path)
+    } else {
+        unlink(path)
     }
 }

@@ -16,7 +16,10 @@ struct BringUpTests {
         #expect(supported.opcodes == group.device.configuration.implementedOpcodes.sorted())
         #expect(group.driver.inUse == supported)
         #expect(group.device.pfStatus == [.acknowledge, .driver, .featuresOK, .driverOK])
-        #expect(group.device.counters.adminCommands == 2, "LIST_QUERY and LIST_USE")
+        // LIST_QUERY and LIST_USE, then (as Linux does) the capability handshake in the self group:
+        // CAP_ID_LIST_QUERY, DEVICE_CAP_GET, DRIVER_CAP_SET with min(device, wanted).
+        #expect(group.device.counters.adminCommands == 5)
+        #expect(group.device.driverDevicePartsLimits == (4, 4))
         #expect(group.driver.slotCount == 128, "256-entry admin queue, two descriptors a command")
     }
 

@@ -215,6 +215,8 @@ import VirtioTestSupport
         #expect(rule.contains("RUN+=\"/opt/va/bin/virtio-admin udev-event --quiet\""))
         #expect(try String(contentsOfFile: destination + "/etc/systemd/system/virtio-admin.service", encoding: .utf8).contains("ExecStart=/opt/va/bin/virtio-admin serve"))
         #expect(FileManager.default.fileExists(atPath: destination + "/etc/systemd/system/virtio-admin.socket"))
+        let apply = try String(contentsOfFile: destination + "/etc/systemd/system/virtio-admin-apply.service", encoding: .utf8)
+        #expect(apply.contains("ExecStart=/opt/va/bin/virtio-admin policy apply") && apply.contains("Before=kubelet.service") && apply.contains("Type=oneshot"))
         #expect(FileManager.default.isExecutableFile(atPath: destination + "/opt/va/bin/virtio-admin"))
         let check = try runProgram(destination + "/opt/va/bin/virtio-admin", ["policy", "check", destination + "/etc/virtio-admin/policy.toml"])
         #expect(check.status == 0, "\(check.error)")

@@ -1,3 +1,6 @@
+import ResourceManager
+import VirtioAdmin
+import VirtioProvisioning
 import FeatureBitsResourceManager
 import MSIXResourceManager
 import VirtioAdminDriver
@@ -146,4 +149,150 @@ public func runMeasured(_ path: String, _ arguments: [String], environment: [Str
     wait4(pid, &status, 0, &usage)
     let elapsed = clock.now - start
     return (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, usage.ru_maxrss, status)
+}
+
+// MARK: P6 — the product's provisioning paths
+
+public struct ProvisioningPathTimes: Sendable {
+    public var library: Double
+    public var apply: Double
+    public var start: Double
+    public var service: Double
+    public var serviceResets: Int
+}
+
+/// 1024 VFs by one policy through: the library's bulk provisioner in this process (the
+/// baseline), `policy apply` in a cold process, and a running service receiving one event
+/// per VF concurrently — each on a fresh model with the same timing.
+public func measureProvisioningPaths(binary: String, vfs: Int, timing: DeviceTiming) async throws -> ProvisioningPathTimes {
+    let directory = "/tmp/virtio-admin-bench-p6-\(getpid())"
+    _ = runProcess("/bin/mkdir", ["-p", directory])
+    defer { _ = runProcess("/bin/rm", ["-rf", directory]) }
+    let policyText = "[[pf]]\nmatch = { type = \"net\" }\n  [[pf.vf]]\n  vfs = \"all\"\n  msix-vectors = 4\n  features = [\"VERSION_1\", \"MAC\", \"MQ\"]\n"
+    let policyPath = directory + "/policy.toml"
+    let file = fopen(policyPath, "w")
+    fputs(policyText, file)
+    fclose(file)
+    chmod(policyPath, 0o644)
+    let policy = try ProvisioningPolicy(text: policyText, file: policyPath)
+    let create = ["simulate", "create", "--vfs", "\(vfs)", "--pool", "\(vfs * 8)", "--latency-us", "\(timing.latency.nanoseconds / 1000)", "--parallelism", "\(timing.parallelism)"]
+
+    // Baseline: the library, in process, on a model in memory (open not counted).
+    var library = Double.infinity
+    for _ in 0..<3 {
+        var configuration = SimulatedDeviceConfiguration()
+        configuration.totalVFs = vfs
+        configuration.numVFs = vfs
+        configuration.vfMSIXPool = vfs * 8
+        configuration.timing = timing
+        let device = SimulatedSRIOVDevice(configuration: configuration)
+        let root = directory + "/lib-sys"
+        _ = runProcess("/bin/rm", ["-rf", root])
+        let group = try await AdminGroup.open(opener: SimulatedPFOpener(device: device, sysfsRoot: root), registry: PluginRegistry(builtInPlugins()))
+        let rule = policy.pfs[0]
+        let requests = policy.requests(for: group.vfAddresses, under: rule)
+        let provisioner = Provisioner(driver: group.driver, memberType: group.memberType)
+        let seconds = await measure { _ = await provisioner.apply(requests) }
+        library = min(library, seconds)
+        group.close()
+        device.stop()
+    }
+
+    // policy apply, one cold process, fresh state each run.
+    var apply = Double.infinity
+    var start = Double.infinity
+    for run in 0..<3 {
+        let state = directory + "/apply\(run).state"
+        _ = runProcess(binary, Array(create[0...1]) + [state] + Array(create[2...]))
+        let measured = runMeasured(binary, ["policy", "apply", "--policy", policyPath, "--simulate", state, "--quiet"], environment: [:])
+        if measured.status == 0 { apply = min(apply, measured.seconds) } else { print("policy apply failed: status \(measured.status)") }
+        start = min(start, runMeasured(binary, ["policy", "check", policyPath], environment: [:]).seconds)
+    }
+
+    // The service: 1024 events at once from threads of this process.
+    let state = directory + "/serve.state"
+    _ = runProcess(binary, Array(create[0...1]) + [state] + Array(create[2...]))
+    let socketPath = directory + "/serve.sock"
+    let server = spawn(binary, ["serve", "--policy", policyPath, "--simulate", state, "--socket", socketPath, "--quiet"])
+    for _ in 0..<500 where access(socketPath, F_OK) != 0 { usleep(10_000) }
+    // Open the PF first (one event), as a running service has done before VFs come.
+    _ = sendServiceEvent(socketPath, vf: 0)
+    // Blocking clients need threads of their own (the cooperative pool has one per core).
+    let service = await measure { runThreads(vfs - 1) { index in _ = sendServiceEvent(socketPath, vf: index + 1) } }
+    kill(server, SIGTERM)
+    var status: Int32 = 0
+    waitpid(server, &status, 0)
+    let text = String(decoding: (try? readAll(state)) ?? [], as: UTF8.self)
+    let resets = text.split(separator: "\n").first { $0.hasPrefix("counters ") }
+        .flatMap { $0.split(separator: " ").first { $0.hasPrefix("resets=") } }.flatMap { Int($0.dropFirst(7)) } ?? -1
+    // The service closes (and so resets) the PF when it stops: one reset was the run's.
+    return ProvisioningPathTimes(library: library, apply: apply, start: start, service: service, serviceResets: resets - 1)
+}
+
+func spawn(_ path: String, _ arguments: [String]) -> pid_t {
+    var pid: pid_t = 0
+    let argv = ([path] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    posix_spawn(&pid, path, nil, nil, argv, environ)
+    return pid
+}
+
+func readAll(_ path: String) throws -> [UInt8] {
+    guard let file = fopen(path, "r") else { return [] }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = fread(&buffer, 1, buffer.count, file)
+        if count <= 0 { break }
+        bytes += buffer[0..<count]
+    }
+    return bytes
+}
+
+/// One VF add event to the service (blocking until its answer).
+func sendServiceEvent(_ path: String, vf: Int) -> Bool {
+    let routing = 0x3b00 + 1 + vf
+    let address = "0000:" + hex2(routing >> 8) + ":" + hex2((routing >> 3) & 0x1f) + "." + String(routing & 7)
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var socketAddress = sockaddr_un()
+    socketAddress.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &socketAddress.sun_path) { buffer in for (index, byte) in path.utf8.enumerated() { buffer[index] = byte } }
+    let connected = withUnsafePointer(to: &socketAddress) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard connected == 0 else { return false }
+    let line = "ACTION=add SUBSYSTEM=pci DEVPATH=/devices/pci0000:00/\(address) PCI_SLOT_NAME=\(address)\n"
+    _ = line.withCString { write(fd, $0, strlen($0)) }
+    var buffer = [UInt8](repeating: 0, count: 512)
+    let got = read(fd, &buffer, buffer.count)
+    return got > 3 && buffer[0] == UInt8(ascii: "o")
+}
+
+func hex2(_ value: Int) -> String {
+    let text = String(value, radix: 16)
+    return text.count == 1 ? "0" + text : text
+}
+
+/// Runs `body(0..<count)` on `count` threads at once and waits for all of them.
+func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    final class Box { let index: Int; let body: @Sendable (Int) -> Void; init(_ index: Int, _ body: @escaping @Sendable (Int) -> Void) { self.index = index; self.body = body } }
+    var threads: [pthread_t] = []
+    for index in 0..<count {
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(Box(index, body)).toOpaque()
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        pthread_attr_setstacksize(&attributes, 256 * 1024)
+        pthread_create(&thread, &attributes, { argument in
+            let box = Unmanaged<AnyObject>.fromOpaque(argument!).takeRetainedValue() as! Box
+            box.body(box.index)
+            return nil
+        }, box)
+        pthread_attr_destroy(&attributes)
+        threads.append(thread)
+    }
+    for thread in threads { pthread_join(thread, nil) }
 }

@@ -15,7 +15,8 @@ func f(_ value: Double, _ digits: Int = 2) -> String {
 }
 
 let arguments = CommandLine.arguments
-let only = arguments.count > 1 ? Set(arguments.dropFirst()) : ["p1", "p2", "p3", "p4"]
+let only = Set(arguments.dropFirst().filter { !$0.hasPrefix("--") }).isEmpty ? ["p1", "p2", "p3", "p4", "p6"]
+    : Set(arguments.dropFirst().filter { !$0.hasPrefix("--") })
 
 if only.contains("p1") {
     print("\n## P1 — provisioning 1024 VFs × (MSI-X + features) = 2048 commands, L = 50 µs\n")
@@ -119,4 +120,21 @@ if only.contains("p4") {
     row(["median wall (20 runs)", f(median * 1000) + " ms", f(baselineMedian * 1000) + " ms", f(median / baselineMedian, 1) + "×", "≤ 20 ms"])
     row(["peak RSS", f(Double(helperRSS) / 1024, 1) + " MB", f(Double(baselineRSS) / 1024, 1) + " MB", f(Double(helperRSS) / Double(max(baselineRSS, 1)), 1) + "×", "≤ 16 MB"])
     _ = runProcess("/bin/rm", ["-rf", directory])
+}
+
+if only.contains("p6") {
+    print("\n## P6 — the product's provisioning paths: 1024 VFs by policy (4 vectors + features each), L = 50 µs, D = 8\n")
+    let binary = arguments.first { $0.hasPrefix("--binary=") }.map { String($0.dropFirst(9)) } ?? "../.build/release/virtio-admin"
+    print("(binary: \(binary); baseline: the same policy through the library's bulk provisioner in this process, same L and D;")
+    print(" a process start: `virtio-admin policy check` of the same policy)\n")
+    let timing = DeviceTiming(latency: .microseconds(50), parallelism: 8)
+    let result = try await measureProvisioningPaths(binary: binary, vfs: 1024, timing: timing)
+    row(["path", "wall", "baseline (library, in process)", "ratio", "goal"])
+    row(["---", "---", "---", "---", "---"])
+    row(["library bulk provisioner", f(result.library * 1000) + " ms", f(result.library * 1000) + " ms", "1.00×", "—"])
+    row(["`policy apply` (one cold process)", f(result.apply * 1000) + " ms", f(result.library * 1000) + " ms + start " + f(result.start * 1000) + " ms",
+         f(result.apply / (result.library + result.start)) + "× of (library + start)", "≤ 1.5× library + one start: " + (result.apply <= 1.5 * result.library + result.start ? "✔" : "✘")])
+    row(["service, 1024 concurrent events", f(result.service * 1000) + " ms", f(result.library * 1000) + " ms", f(result.service / result.library) + "×",
+         "≤ 2×: " + (result.service <= 2 * result.library ? "✔" : "✘")])
+    row(["model resets during the service run", "\(result.serviceResets)", "—", "—", "1"])
 }

@@ -1,48 +1,54 @@
-// Provision every VF of a (simulated) SR-IOV PF: 4 MSI-X vectors and a fixed feature set,
-// the way an appliance's firmware would at boot. Core modules only; no Foundation.
-import FeatureBitsResourceManager
-import MSIXResourceManager
-import VirtioAdminDriver
+// Provision every VF of an SR-IOV PF: 4 MSI-X vectors and a fixed feature set, the way an
+// appliance's firmware would at boot. The VirtioAdmin library only; no CLI, no Foundation.
+//
+//   EmbeddedProvisioner                 the device model (in memory), no hardware needed
+//   EmbeddedProvisioner 0000:3b:00.0    a real PF bound to vfio-pci or uio_pci_generic
+import PCIConfig
+import ResourceManager
+import VirtioAdmin
+import VirtioProvisioning
 import VirtioSimulator
 import VirtioSpec
-import VirtioTransport
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-let vfCount = 8
-var configuration = SimulatedDeviceConfiguration()
-configuration.totalVFs = vfCount
-configuration.numVFs = vfCount
-let device = SimulatedSRIOVDevice(configuration: configuration)
-
-let msix = MSIXResourceManager()
-let features = FeatureBitsResourceManager()
 let wanted: FeatureSet = [.version1, .accessPlatform, FeatureSet(bit: 5) /* MAC */, FeatureSet(bit: 16) /* STATUS */]
 
+// The only line that differs between hardware and the model: how the PF is reached.
+let opener: any PFOpener
+if CommandLine.arguments.count > 1 {
+    guard let address = PCIAddress(CommandLine.arguments[1]) else {
+        print("'\(CommandLine.arguments[1])' is not a PCI address (DDDD:BB:DD.F).")
+        exit(2)
+    }
+    opener = LinuxPFOpener(address: address)
+} else {
+    var configuration = SimulatedDeviceConfiguration()
+    configuration.totalVFs = 8
+    configuration.numVFs = 8
+    configuration.timing = DeviceTiming(latency: .microseconds(50), parallelism: 8)  // a device that takes time
+    var template = Array("/tmp/embedded-sysfs-XXXXXX".utf8CString)
+    guard let directory = mkdtemp(&template) else { print("cannot make a directory for the model's sysfs view"); exit(1) }
+    opener = SimulatedPFOpener(device: SimulatedSRIOVDevice(configuration: configuration), sysfsRoot: String(cString: directory))
+}
+
 do {
-    let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
-    let driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory,
-                                                 options: AdminQueueDriver.Options(), opcodeNames: ProjectOpcodeTable.default.names)
-    // All VFs at once: the admin queue keeps many commands in flight.
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for vf in 0..<vfCount {
-            group.addTask {
-                try await msix.setVectors(4, of: vf, driver: driver)
-                try await features.setFeatures(wanted, of: vf, driver: driver)
-            }
-        }
-        try await group.waitForAll()
+    // One owner of the PF's admin queue: opened once, every VF's commands in flight together.
+    let group = try await AdminGroup.open(opener: opener, registry: PluginRegistry(builtInPlugins()))
+    defer { group.close() }
+    let requests = group.vfAddresses.keys.sorted().map { VFRequest(vf: $0, desired: DesiredResources(msixVectors: 4, featuresMask: wanted)) }
+    let provisioner = Provisioner(driver: group.driver, memberType: group.memberType)
+    let outcomes = await provisioner.apply(requests)
+    for outcome in outcomes {
+        let held = await provisioner.held(vf: outcome.vf)
+        let status = outcome.error.map { "failed: \($0)" } ?? (outcome.changes.isEmpty ? "unchanged" : "provisioned")
+        print("VF \(outcome.vf): \(status); \(held.msixVectors ?? 0) MSI-X vectors, features \(held.features?.hexMask ?? "?")")
     }
-    for vf in 0..<vfCount {
-        let vectors = try await msix.vectors(of: vf, driver: driver)
-        let offered = try await features.features(of: vf, driver: driver)
-        print("VF \(vf): \(vectors) MSI-X vectors, features \(offered.hexMask) (\(offered.names(for: .net).joined(separator: " ")))")
-    }
-    let pool = try await msix.pool(driver: driver)
-    print("pool: \(pool.available) of \(pool.total) vectors available")
-    driver.close()
+    let statistics = group.driver.statistics
+    print("\(statistics.submitted) admin commands, at most \(statistics.peakInFlight) in flight (\(group.access.mode))")
+    if outcomes.contains(where: { !$0.succeeded }) { exit(1) }
 } catch {
     print("provisioning failed: \(error)")
     exit(1)

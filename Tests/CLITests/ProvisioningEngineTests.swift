@@ -1,0 +1,285 @@
+import Foundation
+import Synchronization
+import Testing
+import VirtioTestSupport
+
+/// The provisioning engine end to end, against the device model: the service keeps each PF
+/// open and pipelines every VF, `policy apply` is one pipelined run, and the model's
+/// counters (resets, admin commands by opcode) are the proof.
+@Suite(.serialized) struct ProvisioningEngineTests {
+    static let everyVF = """
+        [[pf]]
+        match = { address = "0000:3b:00.0" }
+          [[pf.vf]]
+          vfs = "all"
+          msix-vectors = 4
+          features = ["VERSION_1", "MAC", "MQ"]
+        """
+
+    struct Setup {
+        let directory: String
+        var state: String { directory + "/pf.state" }
+        var sys: String { directory + "/sys" }
+        var policy: String { directory + "/policy.toml" }
+        var socket: String { directory + "/serve.sock" }
+    }
+
+    func setup(vfs: Int, policy: String = everyVF, extra: [String] = [], bindVFs: String? = nil) throws -> Setup {
+        let setup = Setup(directory: makeTemporaryDirectory("engine"))
+        let create = try virtioAdmin(["simulate", "create", setup.state, "--vfs", "\(vfs)", "--pool", "\(vfs * 8)"] + extra)
+        #expect(create.status == 0, "\(create.error)")
+        let tree = try virtioAdmin(["simulate", "sysfs", setup.sys, "--from", setup.state] + (bindVFs.map { ["--bind-vfs", $0] } ?? []))
+        #expect(tree.status == 0, "\(tree.error)")
+        try policy.write(toFile: setup.policy, atomically: true, encoding: .utf8)
+        chmod(setup.policy, 0o644)
+        return setup
+    }
+
+    /// The VF addresses of the model's PF 0000:3b:00.0 (first VF offset 1, stride 1).
+    func vfAddress(_ index: Int) -> String {
+        let routing = 0x3b00 + 1 + index
+        return String(format: "0000:%02x:%02x.%x", routing >> 8, (routing >> 3) & 0x1f, routing & 7)
+    }
+
+    func show(_ setup: Setup) throws -> [String: Any] {
+        let result = try virtioAdmin(["simulate", "show", setup.state, "--json"])
+        #expect(result.status == 0, "\(result.error)")
+        return try #require(try json(result.output) as? [String: Any])
+    }
+
+    func counters(_ setup: Setup) throws -> (resets: Int, byOpcode: [String: Int]) {
+        let counters = try #require(try show(setup)["counters"] as? [String: Any])
+        return (counters["resets"] as? Int ?? -1, counters["byOpcode"] as? [String: Int] ?? [:])
+    }
+
+    func provisionedVFs(_ setup: Setup) throws -> Int {
+        let vfs = try #require(try show(setup)["vfs"] as? [[String: Any]])
+        return vfs.filter { $0["msixVectors"] as? Int == 4 && $0["features"] as? String == "0x100400020" }.count
+    }
+
+    func startService(_ setup: Setup, extra: [String] = []) throws -> Process {
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: virtioAdminPath)
+        server.arguments = ["serve", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys, "--socket", setup.socket] + extra
+        server.standardError = FileHandle.nullDevice
+        try? FileManager.default.removeItem(atPath: setup.socket)
+        try server.run()
+        for _ in 0..<500 where !FileManager.default.fileExists(atPath: setup.socket) { usleep(10_000) }
+        return server
+    }
+
+    func addEnvironment(_ address: String) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["ACTION"] = "add"; environment["SUBSYSTEM"] = "pci"
+        environment["DEVPATH"] = "/devices/pci0000:00/\(address)"
+        environment["PCI_SLOT_NAME"] = address
+        return environment
+    }
+
+    /// 256 VF add events from 256 concurrent `udev-event` processes, on a host whose VFs
+    /// already have drivers: every VF provisioned, the PF reset exactly once for the run.
+    @Test func serviceOpensThePFOnceAndProvisionsEveryVF() throws {
+        let count = 256
+        let setup = try setup(vfs: count, bindVFs: "virtio-pci")
+        let server = try startService(setup)
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        var clients: [(Process, Pipe)] = []
+        for index in 0..<count {
+            let client = Process()
+            client.executableURL = URL(fileURLWithPath: virtioAdminPath)
+            client.arguments = ["udev-event", "--socket", setup.socket, "--policy", "/nonexistent"]
+            client.environment = addEnvironment(vfAddress(index))
+            let pipe = Pipe()
+            client.standardError = pipe
+            try client.run()
+            clients.append((client, pipe))
+        }
+        var answers: [String] = []
+        for (client, pipe) in clients {
+            let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            client.waitUntilExit()
+            answers.append("\(client.terminationStatus)|\(text)")
+        }
+        #expect(answers.allSatisfy { $0.hasPrefix("0|") && $0.contains("info: provisioned") && $0.contains("(via service)") }, "\(answers.filter { !$0.hasPrefix("0|") }.prefix(3))")
+        // Each client got its own VF's outcome.
+        for index in 0..<count { #expect(answers[index].contains(vfAddress(index) + " (PF 0000:3b:00.0 VF \(index))"), "\(answers[index])") }
+        // While the service runs: one reset, one LIST_QUERY, every VF provisioned.
+        let during = try counters(setup)
+        #expect(during.resets == 1, "the PF was reset \(during.resets) times")
+        #expect(during.byOpcode["0x0"] == 1 && during.byOpcode["0x1"] == 1, "\(during.byOpcode)")
+        #expect(during.byOpcode["0x41"] == count && during.byOpcode["0x49"] == count, "\(during.byOpcode)")
+        #expect(try provisionedVFs(setup) == count)
+        // SIGTERM: finish, save, exit 0; closing resets the PF once more (it lets go of the rings).
+        kill(server.processIdentifier, SIGTERM)
+        server.waitUntilExit()
+        #expect(server.terminationStatus == 0)
+        #expect(try counters(setup).resets == 2)
+    }
+
+    /// Events delivered again after the service was killed in the middle of a 1024-VF batch
+    /// converge on the policy.
+    @Test func killedServiceConvergesWhenEventsComeAgain() throws {
+        let count = 1024
+        let setup = try setup(vfs: count, extra: ["--latency-us", "40", "--parallelism", "4"])
+        let first = try startService(setup)
+        let answered = Atomic<Int>(0)
+        let threads = (0..<count).map { index in
+            Thread { if sendEvent(setup.socket, "ACTION=add SUBSYSTEM=pci DEVPATH=/devices/pci0000:00/\(self.vfAddress(index))") != nil { answered.add(1, ordering: .relaxed) } }
+        }
+        threads.forEach { $0.start() }
+        usleep(150_000)
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        usleep(200_000)
+        // The state file is whole (saved atomically per batch), whatever was cut short.
+        #expect(try (show(setup)["vfs"] as? [[String: Any]])?.count == count)
+        let second = try startService(setup)
+        defer { if second.isRunning { kill(second.processIdentifier, SIGKILL) } }
+        let replies = Mutex<[String]>([])
+        let again = (0..<count).map { index in
+            Thread {
+                let reply = sendEvent(setup.socket, "ACTION=add SUBSYSTEM=pci DEVPATH=/devices/pci0000:00/\(self.vfAddress(index))") ?? "none"
+                replies.withLock { $0.append(reply) }
+            }
+        }
+        again.forEach { $0.start() }
+        for _ in 0..<3000 where replies.withLock({ $0.count }) < count { usleep(10_000) }
+        let all = replies.withLock { $0 }
+        #expect(all.count == count && all.allSatisfy { $0.hasPrefix("ok provisioned") }, "\(all.filter { !$0.hasPrefix("ok") }.prefix(3))")
+        kill(second.processIdentifier, SIGTERM)
+        second.waitUntilExit()
+        #expect(try provisionedVFs(setup) == count)
+    }
+
+    /// `policy apply` provisions every VF in one run; a second run only reads.
+    @Test func policyApplyIsPipelinedAndIdempotent() throws {
+        let setup = try setup(vfs: 64, extra: ["--latency-us", "50", "--parallelism", "8"])
+        let first = try virtioAdmin(["policy", "apply", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys, "--json"])
+        #expect(first.status == 0, "\(first.error)")
+        let report = try #require(try json(first.output) as? [String: Any])
+        let vfs = try #require(report["vfs"] as? [[String: Any]])
+        #expect(vfs.count == 64 && vfs.allSatisfy { $0["status"] as? String == "changed" })
+        #expect(vfs.first?["address"] as? String == "0000:3b:00.1")
+        let pf = try #require((report["pfs"] as? [[String: Any]])?.first)
+        #expect(pf["commands"] as? Int == 64 * 4, "read MSI-X, read features, set both: \(pf)")
+        #expect((pf["peakInFlight"] as? Int ?? 0) > 8, "commands were in flight together: \(pf)")
+        #expect(try provisionedVFs(setup) == 64)
+        let before = try counters(setup)
+        #expect(before.resets == 2, "one open, one close")
+
+        let second = try virtioAdmin(["policy", "apply", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys, "--json"])
+        #expect(second.status == 0)
+        let again = try #require((try json(second.output) as? [String: Any])?["vfs"] as? [[String: Any]])
+        #expect(again.allSatisfy { $0["status"] as? String == "unchanged" })
+        let after = try counters(setup)
+        // Only reads: no MSIX_SET (0x41) or FEATURES_SET (0x49) was sent the second time.
+        #expect(after.byOpcode["0x41"] == before.byOpcode["0x41"] && after.byOpcode["0x49"] == before.byOpcode["0x49"])
+        #expect(after.byOpcode["0x40"] == 128 && after.byOpcode["0x48"] == 128)
+
+        // The same run with one command in flight: the same result, one command at a time.
+        let serial = try self.setup(vfs: 64)
+        let one = try virtioAdmin(["policy", "apply", "--policy", serial.policy, "--simulate", serial.state, "--sysfs-root", serial.sys, "--max-in-flight", "1", "--json"])
+        #expect(one.status == 0)
+        let onePF = try #require(((try json(one.output) as? [String: Any])?["pfs"] as? [[String: Any]])?.first)
+        #expect(onePF["peakInFlight"] as? Int == 1)
+        #expect(try provisionedVFs(serial) == 64)
+    }
+
+    /// A VF whose change fails part-way is reported as failed, with what it holds now.
+    @Test func policyApplyReportsAPartialFailureWithWhatTheVFHolds() throws {
+        // Bit 50 is outside what the model's VFs can offer: FEATURES_SET is refused after
+        // MSIX_SET succeeded.
+        let policy = """
+            [[pf]]
+            match = { address = "0000:3b:00.0" }
+              [[pf.vf]]
+              vfs = "0-1"
+              msix-vectors = 4
+              features-mask = "0x4000100000020"
+              [[pf.vf]]
+              vfs = "2-3"
+              msix-vectors = 4
+            """
+        let setup = try setup(vfs: 4, policy: policy)
+        let result = try virtioAdmin(["policy", "apply", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys, "--json"])
+        #expect(result.status == 1)
+        let vfs = try #require((try json(result.output) as? [String: Any])?["vfs"] as? [[String: Any]])
+        for vf in vfs.prefix(2) {
+            #expect(vf["status"] as? String == "failed")
+            #expect((vf["changes"] as? [[String: Any]])?.first?["change"] as? String == "msix-vectors")
+            #expect((vf["holding"] as? [String: Any])?["msixVectors"] as? Int == 4, "\(vf)")
+            #expect((vf["error"] as? String)?.contains("INVALID_FIELD") == true || (vf["error"] as? String)?.contains("invalid field") == true, "\(vf)")
+        }
+        #expect(vfs.suffix(2).allSatisfy { $0["status"] as? String == "changed" })
+        let text = try virtioAdmin(["policy", "apply", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys])
+        #expect(text.status == 1)
+        #expect(text.output.contains("VF 0 (0000:3b:00.1) failed: ") && text.output.contains("it now holds 4 MSI-X vectors"), "\(text.output)")
+    }
+
+    /// Without a service, the helper refuses to open (and so reset) a PF whose VFs have
+    /// drivers — the same check for a simulated PF as for a real one.
+    @Test func helperWithoutServiceRefusesAPFWhoseVFsAreInUse() throws {
+        let setup = try setup(vfs: 4, bindVFs: "virtio-pci")
+        var environment = addEnvironment(vfAddress(1))
+        environment["PCI_ID"] = "1AF4:1041"
+        let result = try virtioAdmin(["udev-event", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys,
+                                      "--socket", setup.directory + "/none.sock", "--lock-dir", setup.directory], environment: environment)
+        #expect(result.status == 1)
+        #expect(result.error.contains("PF 0000:3b:00.0 has VFs in use (VF 0 bound to virtio-pci") && result.error.contains("Run 'virtio-admin serve'"), "\(result.error)")
+        #expect(try counters(setup).resets == 0, "the PF was not touched")
+    }
+
+    /// `--simulate PATH` works with list and show: the simulated PF and its VFs appear as on a host.
+    @Test func listAndShowSeeTheSimulatedPF() throws {
+        let directory = makeTemporaryDirectory("simulate-list")
+        #expect(try virtioAdmin(["simulate", "create", directory + "/pf.state", "--vfs", "3"]).status == 0)
+        let list = try virtioAdmin(["--simulate", directory + "/pf.state", "list", "--json"])
+        #expect(list.status == 0, "\(list.error)")
+        let rows = try #require(try json(list.output) as? [[String: Any]])
+        #expect(rows.map { $0["address"] as? String } == ["0000:3b:00.0", "0000:3b:00.1", "0000:3b:00.2", "0000:3b:00.3"])
+        #expect(rows.first?["role"] as? String == "pf")
+        let show = try virtioAdmin(["show", "0000:3b:00.0", "--simulate", directory + "/pf.state"])
+        #expect(show.status == 0 && show.output.contains("SR-IOV"), "\(show.output)\(show.error)")
+    }
+
+    /// Every line of the udev rule that a remove event reaches filters on what the event
+    /// carries: a removed device's ATTR{} cannot be read (udev then skips the line).
+    @Test func udevRuleFiltersRemovalsOnTheEventItself() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let rules = try String(contentsOfFile: root + "/Examples/udev/99-virtio-admin.rules", encoding: .utf8)
+        let lines = rules.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") && !$0.hasPrefix("LABEL") }
+        let seenByRemove = lines.filter { !$0.contains("ACTION==\"add\"") }
+        #expect(!seenByRemove.isEmpty)
+        for line in seenByRemove {
+            #expect(!line.contains("ATTR{") && !line.contains("ATTRS{") && !line.contains("TEST"), "a remove event reaches: \(line)")
+        }
+        #expect(seenByRemove.contains { $0.contains("ACTION==\"remove\"") && $0.contains("ENV{PCI_ID}!=\"1AF4:*") && $0.contains("GOTO") })
+        // Add events are still filtered on the vendor attribute before anything runs.
+        let firstRun = try #require(lines.firstIndex { $0.contains("RUN+=") })
+        #expect(lines[..<firstRun].contains { $0.contains("ACTION==\"add\"") && $0.contains("ATTR{vendor}!=\"0x1af4\"") })
+    }
+}
+
+/// One event line to the service's socket, and its answer (nil when nothing listens).
+func sendEvent(_ path: String, _ line: String) -> String? {
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var address = sockaddr_un()
+    address.sun_family = sa_family_t(AF_UNIX)
+    withUnsafeMutableBytes(of: &address.sun_path) { buffer in for (index, byte) in path.utf8.enumerated() { buffer[index] = byte } }
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard connected == 0 else { return nil }
+    _ = (line + "\n").withCString { write(fd, $0, strlen($0)) }
+    var bytes = [UInt8]()
+    var buffer = [UInt8](repeating: 0, count: 1024)
+    while true {
+        let got = read(fd, &buffer, buffer.count)
+        if got <= 0 { break }
+        bytes += buffer[0..<got]
+        if bytes.last == 0x0a { break }
+    }
+    return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .newlines)
+}
