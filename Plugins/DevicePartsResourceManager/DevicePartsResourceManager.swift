@@ -69,14 +69,11 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
     public func save(vf: Int, keepStopped: Bool, context: PluginContext) async throws -> DevicePartsFile {
         let driver = context.driver
         let member = GroupMemberID(vfIndex: vf)
-        let object = object(member)
+        var object = object(member)
         try await step("stop VF \(vf)", vf: vf) { () throws(AdminError) in try await Self.setMode(stopped: true, member: member, driver: driver, timeout: context.timeout) }
         var parts: [UInt8] = []
         do {
-            try await step("create a GET object", vf: vf, object: object) { () throws(AdminError) in
-                try await ResourceObjectsResourceManager.create(object, specificData: [DevicePartsLayout.objectKindGet] + [UInt8](repeating: 0, count: 7),
-                                                                driver: driver, timeout: context.timeout)
-            }
+            object = try await createObject(object, kind: DevicePartsLayout.objectKindGet, vf: vf, context: context)
             do {
                 let size = try await step("read the parts' size", vf: vf) { () throws(AdminError) in try await Self.partsSize(object, driver: driver, timeout: context.timeout) }
                 guard size > 0 else { throw PluginError.badResult(plugin: name, message: "\(driver.address) reports 0 bytes of parts for VF \(vf)") }
@@ -105,13 +102,10 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
             throw PluginError.badArgument(plugin: name, message: "the file holds the parts of a virtio \(file.deviceType.name) VF, but the VFs of \(driver.address) are virtio \(type.name); parts restore only into a VF of the same type.")
         }
         let member = GroupMemberID(vfIndex: vf)
-        let object = object(member)
+        var object = object(member)
         try await step("stop VF \(vf)", vf: vf) { () throws(AdminError) in try await Self.setMode(stopped: true, member: member, driver: driver, timeout: context.timeout) }
         do {
-            try await step("create a SET object", vf: vf, object: object) { () throws(AdminError) in
-                try await ResourceObjectsResourceManager.create(object, specificData: [DevicePartsLayout.objectKindSet] + [UInt8](repeating: 0, count: 7),
-                                                                driver: driver, timeout: context.timeout)
-            }
+            object = try await createObject(object, kind: DevicePartsLayout.objectKindSet, vf: vf, context: context)
             do throws(AdminError) {
                 try await Self.setParts(object, parts: file.parts, driver: driver, timeout: context.timeout)
             } catch {
@@ -125,6 +119,28 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
         }
         try await step("resume VF \(vf)", vf: vf) { () throws(AdminError) in try await Self.setMode(stopped: false, member: member, driver: driver, timeout: context.timeout) }
     }
+
+    /// Creates a DEV_PARTS object of `kind`, from `object`'s id upwards while the device
+    /// answers EEXIST (another user of the PF holds that id; ids are per PF, as Linux's IDA).
+    func createObject(_ object: ResourceObjectAddress, kind: UInt8, vf: Int, context: PluginContext) async throws -> ResourceObjectAddress {
+        var candidate = object
+        let data = [kind] + [UInt8](repeating: 0, count: 7)
+        for _ in 0..<Self.idAttempts {
+            do throws(AdminError) {
+                try await ResourceObjectsResourceManager.create(candidate, specificData: data, driver: context.driver, timeout: context.timeout)
+                return candidate
+            } catch {
+                guard case .commandFailed(_, _, _, _, .eexist, _) = error, candidate.id < UInt32.max else {
+                    throw ResourceObjectsResourceManager.explain(error, object: candidate, plugin: name)
+                }
+                candidate.id += 1
+            }
+        }
+        throw PluginError.refused(plugin: name, message: "\(context.driver.address) has DEV_PARTS objects \(object.id) to \(candidate.id - 1) in use; destroy unused ones (resobj destroy) and try again.")
+    }
+
+    /// How many object ids `createObject` tries.
+    static let idAttempts = 16
 
     /// Runs one command of a sequence; a refusal becomes one sentence naming the step.
     func step<T>(_ what: String, vf: Int, object: ResourceObjectAddress? = nil, _ body: () async throws(AdminError) -> T) async throws -> T {

@@ -42,6 +42,19 @@ struct DevicePartsTests {
         #expect(file.pf == "0000:3b:00.0" && file.vf == 0 && file.deviceType == .net)
     }
 
+    @Test func anObjectIdInUseIsSkipped() async throws {
+        let group = try await ratifiedGroup()
+        defer { group.shutDown() }
+        // Another user of the PF holds DEV_PARTS object 0 (ids are per PF).
+        try await ResourceObjectsResourceManager.create(ResourceObjectAddress(type: 0, id: 0, member: GroupMemberID(vfIndex: 5)),
+                                                        specificData: [0, 0, 0, 0, 0, 0, 0, 0], driver: group.driver)
+        let sent = SentCommands(group.driver)
+        _ = try await group.run("parts", "save", ["vf": ["0"], "file": [temporaryPath("parts")]])
+        // CREATE id 0 (EEXIST), CREATE id 1, then METADATA_GET on id 1 (id le32 at d+4).
+        #expect(sent.all[1][24 + 4] == 0 && sent.all[2][24 + 4] == 1 && sent.all[3][24 + 4] == 1)
+        #expect(group.device.devicePartsObjectCount == 1, "the other user's object stays; ours is destroyed")
+    }
+
     @Test func keepStoppedLeavesTheVFStopped() async throws {
         let group = try await ratifiedGroup()
         defer { group.shutDown() }
