@@ -102,7 +102,7 @@ let package = Package(
         .testTarget(name: "FeatureBitsResourceManagerTests", dependencies: ["FeatureBitsResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/FeatureBitsResourceManagerTests"),
         .testTarget(name: "RatifiedPluginTests", dependencies: [
             "CapabilitiesResourceManager", "ResourceObjectsResourceManager", "DevicePartsResourceManager", "LegacyAccessResourceManager",
-            "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport", "VirtioTestSupport",
+            "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport", "VirtioTestSupport", "Virtqueue",
         ], path: "Tests/Plugins/RatifiedPluginTests"),
         .testTarget(name: "ResourceManagerTests", dependencies: ["ResourceManager", "VirtioAdminTestKit", "VirtioAdminDriver", "VirtioSimulator", "VirtioSpec", "VirtioTestSupport"]),
         .testTarget(name: "ProvisioningTests", dependencies: ["VirtioProvisioning", "VirtioSpec", "PCIConfig"]),

@@ -21,8 +21,11 @@ struct AdminCommandProcessor {
     /// The ratified commands' state (RatifiedCommands.swift) and the VFs they act on.
     var ratified: RatifiedState
     var vfFunctions: [FunctionModel] = []
-    /// Legacy Queue Notify writes (VF, queue) for the device to process.
-    var legacyNotifications: [(FunctionModel, Int)] = []
+    /// Queues (VF, queue) the device processes after this command: legacy Queue Notify
+    /// writes, and the queues a resumed VF was notified about while stopped.
+    var pendingNotifications: [(FunctionModel, Int)] = []
+    /// Queues a DEV_PARTS_SET took effect on: their ring indices are read from guest memory.
+    var restoredQueues: [QueueModel] = []
 
     static let alwaysInUse: [AdminOpcode] = [.listQuery, .listUse]
 

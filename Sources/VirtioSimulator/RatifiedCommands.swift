@@ -243,6 +243,11 @@ extension AdminCommandProcessor {
                     apply(pending, to: vf)
                     members[index].inUse = vf.status.contains(.driverOK)  // a VF restored to DRIVER_OK is in use
                 }
+                if vf.stopped {
+                    // Notifications the driver sent while the VF was stopped are served now.
+                    for queue in vf.notifiedWhileStopped.sorted() { pendingNotifications.append((vf, queue)) }
+                    vf.notifiedWhileStopped = []
+                }
                 vf.stopped = false
             }
             return .ok()
@@ -347,7 +352,7 @@ extension AdminCommandProcessor {
         return .ok()
     }
 
-    func apply(_ pending: PendingParts, to vf: FunctionModel) {
+    mutating func apply(_ pending: PendingParts, to vf: FunctionModel) {
         if let features = pending.driverFeatures { vf.driverFeatures = features }
         if let status = pending.status { vf.status = DeviceStatus(rawValue: status) }
         for (index, value) in pending.queues {
@@ -361,6 +366,7 @@ extension AdminCommandProcessor {
             queue.lastAvail = 0
             queue.usedIndex = 0
             queue.inService.removeAll()
+            restoredQueues.append(queue)
         }
     }
 
@@ -455,7 +461,7 @@ extension AdminCommandProcessor {
                 queue.usedIndex = 0
             }
         case 14: vf.queueSelect = UInt16(truncatingIfNeeded: value)
-        case 16: legacyNotifications.append((vf, Int(value & 0xffff)))
+        case 16: pendingNotifications.append((vf, Int(value & 0xffff)))
         case 18:
             if value == 0 {
                 vf.reset()
@@ -477,6 +483,18 @@ extension AdminCommandProcessor {
 }
 
 extension SimulatedSRIOVDevice {
+    /// A restored queue goes on where the ring in guest memory stands: every buffer the
+    /// device had seen was written back when it stopped [dpcmds:377-383], so the next
+    /// available entry is the used index (lock held).
+    func syncRestoredQueues() {
+        for queue in admin.restoredQueues where queue.enabled {
+            guard let ring = ringView(queue) else { continue }
+            queue.usedIndex = ring.loadUsedIndex()
+            queue.lastAvail = queue.usedIndex
+        }
+        admin.restoredQueues = []
+    }
+
     /// Whether VF `index` is stopped (DEV_MODE_SET).
     public func vfStopped(_ index: Int) -> Bool { lock.withLock { vfs[index].stopped } }
 
@@ -525,6 +543,7 @@ extension SimulatedSRIOVDevice {
                 }
             }
             admin.apply(pending, to: vf)
+            syncRestoredQueues()
             admin.members[index].inUse = admin.members[index].inUse || vf.status.contains(.driverOK)
             vf.stopped = stopped
             return true

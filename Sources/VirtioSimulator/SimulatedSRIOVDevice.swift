@@ -240,7 +240,8 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     func processNotify(_ function: FunctionModel, queue index: Int) {
         guard index < function.queues.count else { return }
         let queue = function.queues[index]
-        guard queue.enabled, function.status.contains(.driverOK), !function.status.contains(.deviceNeedsReset), !function.stopped else { return }
+        if function.stopped { function.notifiedWhileStopped.insert(index); return }
+        guard queue.enabled, function.status.contains(.driverOK), !function.status.contains(.deviceNeedsReset) else { return }
         guard let ring = ringView(queue) else { function.needsReset(); return }
         let availIndex = ring.loadAvailIndex()
         let pending = Int(availIndex &- queue.lastAvail)
@@ -348,8 +349,9 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
                 vfs[index].configGeneration &+= 1
             }
         }
-        for (vf, queue) in admin.legacyNotifications { processNotify(vf, queue: queue) }
-        admin.legacyNotifications = []
+        syncRestoredQueues()
+        for (vf, queue) in admin.pendingNotifications { processNotify(vf, queue: queue) }
+        admin.pendingNotifications = []
         return fill(chain, with: AdminResultHeader(status: outcome.status, qualifier: outcome.qualifier).encode() + outcome.result)
     }
 

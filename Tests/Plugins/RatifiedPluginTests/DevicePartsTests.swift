@@ -7,15 +7,17 @@ import VirtioAdminTestKit
 import VirtioSimulator
 import VirtioSpec
 import VirtioTransport
+import Virtqueue
 
 struct DevicePartsTests {
     /// Brings VF `index` up as its driver would: features, two queues, DRIVER_OK.
-    func bringUpVF(_ group: SimulatedAdminGroup, _ index: Int, base: UInt64) throws {
+    func bringUpVF(_ group: SimulatedAdminGroup, _ index: Int) throws {
         let transport = try ModernPCITransport(config: group.device.vfConfigSpace(index), bars: [0: group.device.vfBAR(index)])
         try transport.reset()
         _ = try transport.negotiate(required: [.version1], wanted: [.eventIndex, FeatureSet(bit: 5)])
+        let rings = try group.device.memory.allocate(length: 0x20000, alignment: 4096)
         for queue in 0..<2 {
-            let area = base + UInt64(queue) * 0x10000
+            let area = rings.deviceAddress + UInt64(queue) * 0x10000
             _ = try transport.setUpQueue(queue, size: 64, descriptorArea: area, driverArea: area + 0x1000, deviceArea: area + 0x2000,
                                          msixVector: UInt16(queue))
         }
@@ -25,7 +27,7 @@ struct DevicePartsTests {
     @Test func saveThenRestoreIntoAnotherVFReproducesItsDriverVisibleState() async throws {
         let group = try await ratifiedGroup()
         defer { group.shutDown() }
-        try bringUpVF(group, 0, base: 0x8000_0000)
+        try bringUpVF(group, 0)
         let before = group.device.vfDriverState(0)
         #expect(before.status.contains(.driverOK) && before.queues[1].enabled && before.queues[1].size == 64)
         let path = temporaryPath("parts")
@@ -174,6 +176,61 @@ struct DevicePartsTests {
         #expect(group.device.vfDriverState(5).status == [], "not applied while stopped [dpcmds:239-240]")
         try await DevicePartsResourceManager.setMode(stopped: false, member: member, driver: group.driver)
         #expect(group.device.vfDriverState(5).status == [.acknowledge, .driver])
+    }
+
+    @Test func aStoppedVFTouchesNoQueueAndServesWhatWaitedOnResume() async throws {
+        let group = try await ratifiedGroup()
+        defer { group.shutDown() }
+        let device = group.device
+        let transport = try ModernPCITransport(config: device.vfConfigSpace(6), bars: [0: device.vfBAR(6)])
+        _ = try transport.negotiate(required: [.version1])
+        let queue = try SplitVirtqueue(size: 16, allocator: device.memory, eventIndex: false)
+        let notifier = try transport.setUpQueue(0, size: 16, descriptorArea: queue.descriptorArea, driverArea: queue.driverArea, deviceArea: queue.deviceArea)
+        try transport.driverOK()
+        let buffers = try device.memory.allocate(length: 4096, alignment: 4096)
+        buffers.bytes[0] = 0x5a
+        _ = try await group.run("parts", "mode", ["vf": ["6"], "state": ["stop"]])
+        _ = try queue.add(readable: [DMABuffer(address: buffers.deviceAddress(at: 0), length: 1)],
+                          writable: [DMABuffer(address: buffers.deviceAddress(at: 256), length: 16)])
+        if queue.publish() { notifier.notify() }
+        #expect(device.vfCounters(6).notifies == 1, "the stopped VF still accepts the notification")
+        let early = try queue.takeCompletions { _ in }
+        #expect(device.vfCounters(6).queueRequests == 0 && early == 0, "but touches no queue")
+        _ = try await group.run("parts", "mode", ["vf": ["6"], "state": ["resume"]])
+        #expect(device.vfCounters(6).queueRequests == 1, "resumed, it serves the request that waited")
+        var completed: [UInt32] = []
+        _ = try queue.takeCompletions { completed.append($0.length) }
+        #expect(completed == [1] && buffers.bytes[256] == 0x5a)
+    }
+
+    @Test func aRestoredVFGoesOnWhereTheRingStands() async throws {
+        let group = try await ratifiedGroup()
+        defer { group.shutDown() }
+        let device = group.device
+        let transport = try ModernPCITransport(config: device.vfConfigSpace(6), bars: [0: device.vfBAR(6)])
+        _ = try transport.negotiate(required: [.version1])
+        let queue = try SplitVirtqueue(size: 16, allocator: device.memory, eventIndex: false)
+        let notifier = try transport.setUpQueue(0, size: 16, descriptorArea: queue.descriptorArea, driverArea: queue.driverArea, deviceArea: queue.deviceArea)
+        try transport.driverOK()
+        let buffers = try device.memory.allocate(length: 4096, alignment: 4096)
+        func request(_ value: UInt8, notify: () -> Void) throws -> [UInt8] {
+            buffers.bytes[0] = value
+            _ = try queue.add(readable: [DMABuffer(address: buffers.deviceAddress(at: 0), length: 1)],
+                              writable: [DMABuffer(address: buffers.deviceAddress(at: 256), length: 16)])
+            if queue.publish() { notify() }
+            var lengths: [UInt32] = []
+            _ = try queue.takeCompletions { lengths.append($0.length) }
+            return lengths.isEmpty ? [] : [buffers.bytes[256]]
+        }
+        for value in 1...3 { #expect(try request(UInt8(value)) { notifier.notify() } == [UInt8(value)]) }
+        // Migrate: save VF 6 (stopped, kept stopped), restore into VF 7; the guest's ring stays where it is.
+        let path = temporaryPath("parts")
+        _ = try await group.run("parts", "save", ["vf": ["6"], "file": [path], "keep-stopped": ["yes"]])
+        _ = try await group.run("parts", "restore", ["vf": ["7"], "file": [path]])
+        // The next request, notified to VF 7, is served once; the three before it are not served again.
+        let notifyVF7 = { device.vfBAR(7).write16(0, at: Int(SimulatedBARLayout.notifyOffset)) }
+        #expect(try request(9, notify: notifyVF7) == [9])
+        #expect(device.vfCounters(7).queueRequests == 1 && device.vfCounters(6).queueRequests == 3)
     }
 
     @Test func modeSetRules() async throws {
