@@ -2,8 +2,9 @@ import ResourceManager
 import VirtioAdminDriver
 import VirtioSpec
 
-/// Provisions the feature bits a VF offers through the PF's admin queue (the seed
-/// series' feature-bit resource manager; project-defined opcodes, see ``ProjectOpcodeTable``).
+/// Provisions the feature bits a VF offers through the PF's admin queue (the feature-bit
+/// resource manager of the device-management series proposed on virtio-comment;
+/// project-defined opcodes, see ``ProjectOpcodeTable``).
 ///
 /// The device accepts only a subset of what the VF can offer (FEATURES_CAPS_GET) that keeps
 /// VERSION_1, and refuses changes while a driver uses the VF. The plugin checks names and

@@ -13,8 +13,8 @@ public struct MSIXPool: Sendable, Hashable {
     public var perMemberMinimum: Int
 }
 
-/// Provisions a VF's MSI-X vector count through the PF's admin queue (the seed series'
-/// MSI-X resource manager; project-defined opcodes, see ``ProjectOpcodeTable``).
+/// Provisions a VF's MSI-X vector count through the PF's admin queue (the MSI-X resource
+/// manager of the device-management series proposed on virtio-comment; project-defined opcodes, see ``ProjectOpcodeTable``).
 ///
 /// It validates what it can before sending (the VF exists, the count is in range) and
 /// reports the device's refusal precisely: EINVAL/INVALID_FIELD for a count outside the

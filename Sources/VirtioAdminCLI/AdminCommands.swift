@@ -18,8 +18,8 @@ struct SimulateCreate: ParsableCommand {
               virtio-admin simulate create /tmp/pf.state --vfs 8
               virtio-admin msix set 0000:3b:00.0 --vf 0 --vectors 4 --simulate /tmp/pf.state
               virtio-admin msix get 0000:3b:00.0 --vf 0 --simulate /tmp/pf.state
-            The MSI-X and feature-bit commands are project-defined (the seed series' resource
-            managers were never ratified); see README.md.
+            The MSI-X and feature-bit commands are project-defined (the resource managers of the
+            device-management series proposed on virtio-comment were never ratified); see README.md.
             """)
 
     @Argument(help: ArgumentHelp("State file to create (overwritten).", valueName: "PATH"))
