@@ -97,11 +97,13 @@ for i in 1 2 3 4 5 6 7 8 9 10; do [ -S /run/e2e-serve.sock ] && break; sleep 1; 
 udevadm trigger --action=add --subsystem-match=pci >/dev/null 2>&1
 udevadm settle --timeout=20 >/dev/null 2>&1
 sleep 2
+[ -f /run/virtio-admin/monitor.ready ] && ready=yes || ready=no
 kill -TERM $serve; wait $serve; status=$?
-if grep -q "udev event add $rng: ignored: $rng has no SR-IOV role" /tmp/serve.log && [ "$status" = 0 ]; then
-    pass "the service took udev's own event for $rng and stopped on SIGTERM with status 0"
+[ -f /run/virtio-admin/monitor.ready ] && left=yes || left=no
+if grep -q "udev event add $rng: ignored: $rng has no SR-IOV role" /tmp/serve.log && [ "$status" = 0 ] && [ $ready = yes ] && [ $left = no ]; then
+    pass "the service took udev's own event for $rng (monitor.ready while listening) and stopped on SIGTERM with status 0"
 else
-    fail "service and the udev monitor (status $status): $(head -c 400 /tmp/serve.log)"
+    fail "service and the udev monitor (status $status, ready file $ready, left $left): $(head -c 400 /tmp/serve.log)"
 fi
 
 echo "$passed passed, $failed failed"

@@ -49,7 +49,7 @@ public final class AdminGroup: @unchecked Sendable {
 
     /// Opens the PF's admin queue through `opener`.
     public static func open(opener: any PFOpener, registry: PluginRegistry, options: Options = Options()) async throws(VirtioAdminError) -> AdminGroup {
-        try opener.lock(wait: options.lockWait)
+        try await opener.lock(wait: options.lockWait)
         do {
             try opener.prepare()
             let sysfs = SysfsEnumerator(root: opener.sysfsRoot)

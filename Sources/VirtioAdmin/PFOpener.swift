@@ -32,9 +32,10 @@ public protocol PFOpener: AnyObject, Sendable {
     var address: PCIAddress { get }
     /// The sysfs root whose tree shows the PF and its VFs (`/sys` on a host).
     var sysfsRoot: String { get }
-    /// Takes the PF's ownership lock, waiting at most `wait` (`nil`: as long as it takes).
-    /// One process at a time owns a PF's admin queue.
-    func lock(wait: Duration?) throws(VirtioAdminError)
+    /// Takes the PF's ownership lock, waiting at most `wait` (`nil`: as long as it takes),
+    /// without blocking a thread of the cooperative pool. One process at a time owns a PF's
+    /// admin queue.
+    func lock(wait: Duration?) async throws(VirtioAdminError)
     /// Makes the sysfs view current (the model writes its tree when there is none). Touches no device.
     func prepare() throws(VirtioAdminError)
     /// Reaches the PF's registers and DMA memory.
@@ -53,18 +54,19 @@ final class LockFile: @unchecked Sendable {
 
     init(path: String) { self.path = path }
 
-    /// Waits at most `wait` (`nil`: forever); `pf` names the device in the error.
-    func lock(wait: Duration?, pf: PCIAddress) throws(VirtioAdminError) {
+    /// Waits at most `wait` (`nil`: forever), sleeping between tries (never blocking a
+    /// thread); `pf` names the device in the error.
+    func lock(wait: Duration?, pf: PCIAddress) async throws(VirtioAdminError) {
         guard fd < 0 else { return }
         let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw .lockFailed(path: path, errno: errno) }
         let clock = ContinuousClock()
         let deadline = wait.map { clock.now.advanced(by: $0) }
-        while flock(descriptor, LOCK_EX | (deadline == nil ? 0 : LOCK_NB)) != 0 {
+        while flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
             let code = errno
             if code == EINTR { continue }
-            if code == EWOULDBLOCK, let deadline, clock.now < deadline {
-                usleep(5_000)
+            if code == EWOULDBLOCK, deadline.map({ clock.now < $0 }) ?? true {
+                try? await Task.sleep(for: .milliseconds(5))
                 continue
             }
             close(descriptor)
@@ -85,33 +87,31 @@ final class LockFile: @unchecked Sendable {
 }
 
 /// A real PF on a Linux host, bound to vfio-pci (VFIO, type-1 IOMMU DMA) or to
-/// uio_pci_generic / no driver (sysfs `resourceN`, pagemap DMA). The ownership lock is
-/// `LOCKDIR/<PF>.pf.lock`.
+/// uio_pci_generic / no driver (sysfs `resourceN`, pagemap DMA). A PF a kernel driver owns
+/// is always refused. The ownership lock is `LOCKDIR/<PF>.pf.lock`.
 public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
     public let address: PCIAddress
     public let sysfsRoot: String
-    public let force: Bool
     let lockFile: LockFile
     var opened: OpenedFunction?
 
-    public init(address: PCIAddress, sysfsRoot: String = "/sys", lockDirectory: String = "/run/virtio-admin", force: Bool = false) {
+    public init(address: PCIAddress, sysfsRoot: String = "/sys", lockDirectory: String = "/run/virtio-admin") {
         self.address = address
         self.sysfsRoot = sysfsRoot
-        self.force = force
         lockFile = LockFile(path: lockDirectory + "/\(address).pf.lock")
     }
 
-    public func lock(wait: Duration?) throws(VirtioAdminError) {
+    public func lock(wait: Duration?) async throws(VirtioAdminError) {
         let directory = String(lockFile.path[..<(lockFile.path.lastIndex(of: "/") ?? lockFile.path.endIndex)])
         if !directory.isEmpty { mkdir(directory, 0o700) }
-        try lockFile.lock(wait: wait, pf: address)
+        try await lockFile.lock(wait: wait, pf: address)
     }
 
     public func prepare() throws(VirtioAdminError) {}
 
     public func open() throws(VirtioAdminError) -> PFAccess {
         let function: OpenedFunction
-        do { function = try RealDeviceOpener(sysfsRoot: sysfsRoot).open(address, force: force) } catch { throw .access(pf: address, error) }
+        do { function = try RealDeviceOpener(sysfsRoot: sysfsRoot).open(address) } catch { throw .access(pf: address, error) }
         opened = function
         return PFAccess(config: function.config, bars: function.bars, allocator: function.allocator, mode: function.mode)
     }
@@ -125,7 +125,8 @@ public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
 }
 
 /// The device model as a PF. Its sysfs view is a tree that plays `/sys` (by default
-/// `STATE.sys`), written from the model when missing.
+/// `STATE.sys`), written from the model when missing (`simulate sysfs --from STATE` and
+/// `simulate numvfs` write it anew; until then it shows the VFs' MSI-X counts as they were).
 ///
 /// With a state file (`virtio-admin simulate create`) the model is loaded when the PF is
 /// taken and stays in memory while the opener holds it; its state is saved atomically at
@@ -138,7 +139,8 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
     public let sysfsRoot: String
     let lockFile: LockFile?
     public private(set) var device: SimulatedSRIOVDevice?
-    var savedMembers: [MemberResources] = []
+    /// Why the save on release failed, if it did (release cannot throw).
+    public private(set) var lastSaveError: VirtioAdminError?
 
     /// The sysfs root that goes with a state file when none is named.
     public static func defaultSysfsRoot(forState path: String) -> String { path + ".sys" }
@@ -158,10 +160,9 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         self.sysfsRoot = sysfsRoot
         lockFile = nil
         self.device = device
-        savedMembers = device.members
     }
 
-    public func lock(wait: Duration?) throws(VirtioAdminError) { try lockFile?.lock(wait: wait, pf: address) }
+    public func lock(wait: Duration?) async throws(VirtioAdminError) { try await lockFile?.lock(wait: wait, pf: address) }
 
     public func prepare() throws(VirtioAdminError) {
         if device == nil, let statePath {
@@ -172,7 +173,6 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
                 throw .wrongSimulatedPF(path: statePath, simulates: loaded.pfAddress, asked: address)
             }
             device = loaded
-            savedMembers = loaded.members
         }
         guard let device else { throw .closed(pf: address) }
         try Self.ensureSysfsTree(of: device, at: sysfsRoot)
@@ -197,23 +197,12 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         if let statePath {
             do { try SimulatedDeviceStore.save(device, to: statePath) } catch { throw .simulatedState(error) }
         }
-        // The VFs whose MSI-X count changed show it in the tree, as sysfs does.
-        let members = device.members
-        let numVFs = device.numVFs
-        for (index, member) in members.enumerated() where index < numVFs && index < savedMembers.count
-            && member.msixVectors != savedMembers[index].msixVectors {
-            let directory = sysfsRoot + "/bus/pci/devices/\(device.configuration.vfAddress(index))"
-            var status = stat()
-            guard stat(directory, &status) == 0 else { continue }
-            writeSmallFile(directory + "/sriov_vf_msix_count", "\(max(member.msixVectors, 1))\n")
-        }
-        savedMembers = members
     }
 
     public func release() {
         guard let lockFile else { return }  // an in-memory model stays with its owner
         if let device {
-            try? checkpoint()
+            do { try checkpoint() } catch { lastSaveError = error }
             device.stop()
         }
         device = nil
@@ -223,8 +212,8 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
 
 /// Writes a short text file in place (sysfs attributes take one write).
 @discardableResult
-func writeSmallFile(_ path: String, _ text: String) -> Int32 {
-    let fd = open(path, O_WRONLY | O_CLOEXEC | O_TRUNC)
+func writeSmallFile(_ path: String, _ text: String, create: Bool = false) -> Int32 {
+    let fd = open(path, O_WRONLY | O_CLOEXEC | O_TRUNC | (create ? O_CREAT : 0), 0o644)
     guard fd >= 0 else { return errno }
     defer { close(fd) }
     let bytes = Array(text.utf8)

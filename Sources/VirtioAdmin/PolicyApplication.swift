@@ -58,12 +58,13 @@ public struct PolicyApplication: Sendable {
     public func pfs(named: [PCIAddress]) throws(VirtioAdminError) -> [VirtioFunction] {
         let enumerator = SysfsEnumerator(root: sysfsRoot)
         if named.isEmpty {
-            do { return try enumerator.physicalFunctions() } catch { throw .notInSysfs(pf: PCIAddress(domain: 0, bus: 0, device: 0, function: 0), root: sysfsRoot, error) }
+            do { return try enumerator.physicalFunctions() } catch { throw .sysfsView(root: sysfsRoot, error) }
         }
         var result: [VirtioFunction] = []
         for address in named {
             let function: VirtioFunction
             do { function = try enumerator.function(at: address) } catch { throw .notInSysfs(pf: address, root: sysfsRoot, error) }
+            if function.role == .vf { throw .vfNotPF(address: address, pf: function.physfn) }
             guard function.role == .pf else { throw .notAPF(address: address) }
             result.append(function)
         }

@@ -19,6 +19,11 @@ public func builtInPlugins() -> [any AdminCommandHandler] {
      ResourceObjectsResourceManager(), LegacyAccessResourceManager()]
 }
 
+/// Runs `body` on a thread of its own and waits for it without holding a pool thread.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in runOnThread { continuation.resume(returning: body()) } }
+}
+
 /// What handling one event did, as the helper logs it and the service answers it.
 public struct EventOutcome: Sendable {
     public var summary: String
@@ -126,30 +131,41 @@ public final class ProvisioningService: @unchecked Sendable {
         }
         let rule = policy.rule(for: pf)
         guard let rule, let desired = policy.desired(for: index, under: rule) else {
-            probe(vf.address, hold: rule?.holdVFDrivers ?? false)
+            await probe(vf.address, hold: rule?.holdVFDrivers ?? false)
             return EventOutcome(summary: "no policy for PF \(pfAddress) VF \(index); nothing to do", succeeded: true)
         }
-        let outcome: VFOutcome
-        do { outcome = try await worker(for: pfAddress).provision(VFRequest(vf: index, desired: desired)) } catch {
-            if desired.onFailure == .bindAnyway { probe(vf.address, hold: rule.holdVFDrivers) }
-            let after = desired.onFailure == .keepUnbound ? " VF left without a driver (on-failure = keep-unbound)." : ""
-            return EventOutcome(summary: "provisioning \(vf.address) (PF \(pfAddress) VF \(index)) failed: \(error)\(after)", succeeded: false)
-        }
+        let worker = worker(for: pfAddress)
         let name = "\(vf.address) (PF \(pfAddress) VF \(index))"
-        guard let error = outcome.error else {
-            probe(vf.address, hold: rule.holdVFDrivers)
-            let text = outcome.changes.isEmpty ? "already as the policy says (no change)" : outcome.changes.map(\.what).joined(separator: "; ")
-            return EventOutcome(summary: "provisioned \(name): \(text)", succeeded: true)
+        let result: EventOutcome
+        do {
+            let outcome = try await worker.provision(VFRequest(vf: index, desired: desired))
+            if let error = outcome.error {
+                result = EventOutcome(summary: "provisioning \(name) failed: \(error)\(outcome.partialDescription)", succeeded: false)
+            } else {
+                let text = outcome.changes.isEmpty ? "already as the policy says (no change)" : outcome.changes.map(\.what).joined(separator: "; ")
+                result = EventOutcome(summary: "provisioned \(name): \(text)", succeeded: true)
+            }
+        } catch {
+            result = EventOutcome(summary: "provisioning \(name) failed: \(error)", succeeded: false)
         }
-        if desired.onFailure == .bindAnyway { probe(vf.address, hold: rule.holdVFDrivers) }
-        let after = desired.onFailure == .keepUnbound ? " VF left without a driver (on-failure = keep-unbound)." : ""
-        return EventOutcome(summary: "provisioning \(name) failed: \(error)\(outcome.partialDescription)\(after)", succeeded: false)
+        var summary = result.summary
+        if result.succeeded || desired.onFailure == .bindAnyway {
+            await probe(vf.address, hold: rule.holdVFDrivers)
+        } else if desired.onFailure == .keepUnbound {
+            summary = String(summary.dropLast(summary.hasSuffix(".") ? 1 : 0)) + "; the VF is left without a driver (on-failure = keep-unbound)."
+        }
+        // The one-shot helper lets the PF go only after the VF's driver was probed, so that
+        // the next helper's in-use check sees it.
+        if !options.keepOpen { await worker.close() }
+        return EventOutcome(summary: summary, succeeded: result.succeeded)
     }
 
-    /// Lets the VF's driver bind now that it is provisioned (it was held back).
-    func probe(_ address: PCIAddress, hold: Bool) {
+    /// Lets the VF's driver bind now that it is provisioned (it was held back). The kernel
+    /// probes the driver inside this write, so it runs on a thread of its own.
+    func probe(_ address: PCIAddress, hold: Bool) async {
         guard hold else { return }
-        let code = writeSmallFile(options.sysfsRoot + "/bus/pci/drivers_probe", address.description)
+        let path = options.sysfsRoot + "/bus/pci/drivers_probe"
+        let code = await onThread { writeSmallFile(path, address.description) }
         if code != 0 { logger.debug("drivers_probe for \(address): \(systemErrorText(code))") }
     }
 
@@ -207,14 +223,17 @@ extension Duration {
 }
 
 /// One PF's admin queue and its batches. VF requests that arrive while a batch runs wait
-/// for the next one; each batch has all its commands in flight together and is followed
-/// by one checkpoint (the model saves its state once per batch, not per command).
+/// for the next one (a VF already waiting is not queued twice); each batch has all its
+/// commands in flight together and is followed by one checkpoint (the model saves its state
+/// once per batch, not per command).
 actor PFWorker {
+    typealias Waiter = CheckedContinuation<Result<VFOutcome, VirtioAdminError>, Never>
     unowned let service: ProvisioningService
     let pf: PCIAddress
     var group: AdminGroup?
-    var pending: [(request: VFRequest, continuation: CheckedContinuation<Result<VFOutcome, VirtioAdminError>, Never>)] = []
+    var pending: [(request: VFRequest, waiters: [Waiter])] = []
     var running = false
+    var closed = false
     var batches = 0
 
     init(service: ProvisioningService, pf: PCIAddress) {
@@ -223,8 +242,16 @@ actor PFWorker {
     }
 
     func provision(_ request: VFRequest) async throws(VirtioAdminError) -> VFOutcome {
-        let result = await withCheckedContinuation { continuation in
-            pending.append((request, continuation))
+        let result = await withCheckedContinuation { (continuation: Waiter) in
+            guard !closed else {
+                continuation.resume(returning: .failure(.closed(pf: pf)))
+                return
+            }
+            if let index = pending.firstIndex(where: { $0.request == request }) {
+                pending[index].waiters.append(continuation)
+            } else {
+                pending.append((request, [continuation]))
+            }
             if !running {
                 running = true
                 Task { await self.drain() }
@@ -238,26 +265,40 @@ actor PFWorker {
             let batch = pending
             pending = []
             let results = await run(batch.map(\.request))
-            for (item, result) in zip(batch, results) { item.continuation.resume(returning: result) }
+            for (item, result) in zip(batch, results) { for waiter in item.waiters { waiter.resume(returning: result) } }
         }
         running = false
-        if !service.options.keepOpen { closeNow() }
     }
 
     func run(_ requests: [VFRequest]) async -> [Result<VFOutcome, VirtioAdminError>] {
+        let clock = ContinuousClock()
+        let start = clock.now
         let group: AdminGroup
         do { group = try await openGroup() } catch { return requests.map { _ in .failure(error) } }
         do { try await group.recoverIfNeeded() } catch { return requests.map { _ in .failure(error) } }
         batches += 1
         let provisioner = Provisioner(driver: group.driver, memberType: group.memberType)
         var outcomes = await provisioner.apply(requests)
-        // The device asked for a reset mid-batch: recover once and run the failed VFs again.
+        // The device asked for a reset mid-batch: recover once and run the failed VFs again;
+        // a VF's changes are those of both attempts.
         if outcomes.contains(where: { $0.error?.needsRecovery == true }), (try? await group.recoverIfNeeded()) == true {
             let again = outcomes.indices.filter { outcomes[$0].error?.needsRecovery == true }
             let retried = await provisioner.apply(again.map { requests[$0] })
-            for (index, outcome) in zip(again, retried) { outcomes[index] = outcome }
+            for (index, outcome) in zip(again, retried) {
+                var merged = outcome
+                merged.changes = outcomes[index].changes + outcome.changes
+                outcomes[index] = merged
+            }
         }
-        do { try group.checkpoint() } catch { service.logger.error("PF \(pf): \(error)") }
+        var saved = "state saved"
+        do { try group.checkpoint() } catch {
+            service.logger.error("PF \(pf): \(error)")
+            saved = "state NOT saved"
+        }
+        let failed = outcomes.filter { !$0.succeeded }.count
+        let message: Logger.Message = "batch \(batches) on PF \(pf): \(requests.count) VFs, \(failed) failed, \(saved)"
+        let metadata: Logger.Metadata = ["ms": "\((clock.now - start).milliseconds)", "peakInFlight": "\(group.driver.statistics.peakInFlight)"]
+        if service.options.keepOpen { service.logger.info(message, metadata: metadata) } else { service.logger.debug(message, metadata: metadata) }
         return outcomes.map { .success($0) }
     }
 
@@ -267,21 +308,20 @@ actor PFWorker {
         // The service opens each PF once and keeps it: that one reset is the point. The
         // one-shot helper must not reset a PF whose VFs are in use.
         options.refuseWhenVFsInUse = !service.options.keepOpen
-        if service.options.keepOpen { options.lockWait = .seconds(30) } else { options.lockWait = nil }
+        options.lockWait = service.options.keepOpen ? .seconds(30) : nil
         let opened = try await AdminGroup.open(opener: service.opener(pf), registry: service.registry(), options: options)
         if service.options.keepOpen { service.logger.info("opened the admin queue of PF \(pf) (kept open)", metadata: ["mode": "\(opened.access.mode)"]) }
         group = opened
         return opened
     }
 
-    /// Waits for the batch in flight (and those queued behind it), then closes the queue.
+    /// Refuses new requests, waits for the batch in flight (and those queued behind it),
+    /// then closes the queue.
     func close() async {
+        closed = true
         while running || !pending.isEmpty { try? await Task.sleep(for: .milliseconds(1)) }
-        closeNow()
-    }
-
-    func closeNow() {
         group?.close()
+        if let error = (group?.opener as? SimulatedPFOpener)?.lastSaveError { service.logger.error("PF \(pf): \(error)") }
         group = nil
     }
 }

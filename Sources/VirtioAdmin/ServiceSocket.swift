@@ -22,11 +22,16 @@ public enum ServiceSocket {
         return address
     }
 
-    /// Hands `event` to the service listening on `path`; its answer, or nil when none listens.
-    public static func send(_ event: UdevEvent, to path: String) -> String? {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    /// Hands `event` to the service listening on `path`; its answer, or nil when none
+    /// listens or it closed the connection without answering (a service that is stopping),
+    /// so that the caller falls back to doing the work itself. An answer takes at most
+    /// `timeout` (udev gives an event 180 s).
+    public static func send(_ event: UdevEvent, to path: String, timeout: Duration = .seconds(120)) -> String? {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
+        var limit = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         guard var address = address(path) else { return nil }
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
@@ -34,7 +39,7 @@ public enum ServiceSocket {
         guard connected == 0 else { return nil }
         writeAll(fd, event.wireLine + "\n")
         let text = readLine(fd, limit: 4096)
-        return text.isEmpty ? "error the service closed the connection without answering" : text
+        return text.isEmpty ? nil : text
     }
 
     /// Binds and listens on `path` (mode 0600, its directory created).
@@ -63,7 +68,8 @@ public enum ServiceSocket {
         let bytes = Array(text.utf8)
         var sent = 0
         while sent < bytes.count {
-            let result = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + sent, $0.count - sent) }
+            // MSG_NOSIGNAL: a client that went away is an error here, not SIGPIPE.
+            let result = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
             if result < 0 && errno == EINTR { continue }
             if result <= 0 { return }
             sent += result
@@ -114,9 +120,14 @@ extension ProvisioningService {
     /// Serves events until `stop` is set or `maxEvents` were handled: from clients on the
     /// listening socket `listener` (each answered with its own VF's outcome), and, when
     /// `monitor` is given, from udev itself. Events are handled concurrently; those for one
-    /// PF are coalesced into batches on its admin queue. On return everything in flight has
-    /// finished and every PF's queue is closed (state saved).
-    public func serve(listener: Int32, monitor: UdevMonitor? = nil, maxEvents: Int? = nil, stop: StopFlag) async {
+    /// PF are coalesced into batches on its admin queue. As soon as it stops it closes the
+    /// listener (and unlinks `socketPath`, when given), so clients fall back to doing the work
+    /// themselves; on return everything in flight has finished and every PF's queue is closed
+    /// (state saved). `readyFile` exists while the monitor listens (the udev rule then runs
+    /// no helper for VF events).
+    public func serve(listener: Int32, socketPath: String? = nil, monitor: UdevMonitor? = nil, readyFile: String? = nil,
+                      maxEvents: Int? = nil, stop: StopFlag) async {
+        let inFlight = InFlightCount()
         let counter = Lock()
         nonisolated(unsafe) var handled = 0
         @Sendable func count() {
@@ -125,21 +136,25 @@ extension ProvisioningService {
                 if let maxEvents, handled >= maxEvents { stop.stop() }
             }
         }
-        let box = TaskList()
+        if monitor != nil, let readyFile {
+            if let slash = readyFile.lastIndex(of: "/"), slash != readyFile.startIndex { mkdir(String(readyFile[..<slash]), 0o755) }
+            let code = writeSmallFile(readyFile, "\(getpid())\n", create: true)
+            if code != 0 { logger.warning("cannot write \(readyFile): \(systemErrorText(code)); the udev rule will still run helpers for VF events") }
+        }
         await withCheckedContinuation { (finished: CheckedContinuation<Void, Never>) in
-            let threads = ThreadCount(2 - (monitor == nil ? 1 : 0), finished)
+            let threads = ThreadCount(monitor == nil ? 1 : 2, finished)
             runOnThread { [self] in
                 while !stop.isStopped {
                     var poller = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
-                    let ready = poll(&poller, 1, 100)
-                    if ready <= 0 { continue }
+                    if poll(&poller, 1, 100) <= 0 { continue }
                     let client = accept(listener, nil, nil)
                     if client < 0 { continue }
                     var limit = timeval(tv_sec: 5, tv_usec: 0)
                     setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
                     let line = ServiceSocket.readLine(client, limit: 4096)
                     count()
-                    box.add(Task {
+                    inFlight.enter()
+                    Task {
                         let reply: String
                         do {
                             let event = try UdevEvent(environment: UdevEvent.environment(fromWire: line))
@@ -151,8 +166,12 @@ extension ProvisioningService {
                         }
                         ServiceSocket.writeAll(client, reply + "\n")
                         close(client)
-                    })
+                        inFlight.leave()
+                    }
                 }
+                // Stop taking clients at once: those still connecting fall back.
+                if let socketPath { unlink(socketPath) }
+                close(listener)
                 threads.done()
             }
             if let monitor {
@@ -163,28 +182,36 @@ extension ProvisioningService {
                         if let vendor = hotplug.vendorID, let device = hotplug.deviceID {
                             environment["PCI_ID"] = String(hex(vendor, width: 4).dropFirst(2)) + ":" + String(hex(device, width: 4).dropFirst(2))
                         }
-                        guard let event = try? UdevEvent(environment: environment) else { continue }
+                        let event: UdevEvent
+                        do { event = try UdevEvent(environment: environment) } catch {
+                            self.logger.warning("udev event dropped: \(error)")
+                            continue
+                        }
                         count()
-                        box.add(Task {
+                        inFlight.enter()
+                        Task {
                             let outcome = await self.handle(event)
                             self.logger.info("udev event \(event.action.rawValue) \(event.address): \(outcome.summary)")
-                        })
+                            inFlight.leave()
+                        }
                     }
+                    if let readyFile { unlink(readyFile) }
                     threads.done()
                 }
             }
         }
-        for task in box.all() { await task.value }
+        while inFlight.value > 0 { try? await Task.sleep(for: .milliseconds(1)) }
         await shutDown()
     }
 }
 
-/// Tasks started by the serving threads (awaited before shutting down).
-final class TaskList: @unchecked Sendable {
+/// Events being handled (waited for before shutting down).
+final class InFlightCount: @unchecked Sendable {
     let lock = Lock()
-    var tasks: [Task<Void, Never>] = []
-    func add(_ task: Task<Void, Never>) { lock.withLock { tasks.append(task) } }
-    func all() -> [Task<Void, Never>] { lock.withLock { tasks } }
+    var count = 0
+    func enter() { lock.withLock { count += 1 } }
+    func leave() { lock.withLock { count -= 1 } }
+    var value: Int { lock.withLock { count } }
 }
 
 /// Resumes a continuation when the last of N threads is done.

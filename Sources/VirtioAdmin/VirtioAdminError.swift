@@ -13,7 +13,10 @@ public enum VirtioAdminError: Error, Sendable, CustomStringConvertible {
     case vfsInUse(pf: PCIAddress, busy: [String])
     /// The PF is not where the sysfs view says functions are.
     case notInSysfs(pf: PCIAddress, root: String, LinuxError)
+    /// The sysfs view itself could not be read.
+    case sysfsView(root: String, LinuxError)
     case notAPF(address: PCIAddress)
+    case vfNotPF(address: PCIAddress, pf: PCIAddress?)
     case access(pf: PCIAddress, DeviceAccessError)
     case simulatedState(SimulatedStateError)
     case simulatorFile(SimulatorFileError)
@@ -29,9 +32,11 @@ public enum VirtioAdminError: Error, Sendable, CustomStringConvertible {
             "PF \(pf)'s admin queue is owned by another process (\(lockPath) is locked; waited \(waited)); stop it or hand the work to 'virtio-admin serve'."
         case let .lockFailed(path, errno): "cannot lock \(path): \(systemErrorText(errno))."
         case let .vfsInUse(pf, busy):
-            "PF \(pf) has VFs in use (\(busy.joined(separator: ", "))); opening its admin queue would reset the PF. Run 'virtio-admin serve', which keeps the queue open (or pass --force)."
+            "PF \(pf) has VFs in use (\(busy.joined(separator: ", "))); opening its admin queue would reset the PF. Run 'virtio-admin serve', which keeps the queue open."
         case let .notInSysfs(pf, root, error): "PF \(pf) is not in the sysfs view under \(root): \(error)"
+        case let .sysfsView(root, error): "cannot read the sysfs view under \(root): \(error)"
         case let .notAPF(address): "\(address) is not an SR-IOV PF (it has no SR-IOV capability)."
+        case let .vfNotPF(address, pf): "\(address) is a VF\(pf.map { " of \($0)" } ?? ""), not a PF; name its PF."
         case let .access(pf, error): "cannot reach PF \(pf): \(error)"
         case .simulatedState(let error): error.description
         case .simulatorFile(let error): error.description

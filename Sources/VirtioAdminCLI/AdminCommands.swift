@@ -131,6 +131,8 @@ struct Plugins: ParsableCommand {
     var pluginDirectories: [String] = []
     @Option(name: .customLong("plugin"), help: ArgumentHelp("Also load the run-time plugin at PATH.", valueName: "PATH"))
     var pluginPaths: [String] = []
+    @Option(name: .long, help: ArgumentHelp("Accepted as by every command; plugins are listed without opening a device ('commands PF' shows what a PF supports).", valueName: "PATH"))
+    var simulate: String?
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     struct Entry: Encodable {

@@ -37,7 +37,7 @@ struct AdminOptions: ParsableArguments {
     @Option(name: .customLong("lock-dir"), help: ArgumentHelp("Where a real PF's ownership lock lives.", valueName: "DIR"))
     var lockDirectory: String = "/run/virtio-admin"
 
-    @Flag(help: "Open the PF even when its VFs have drivers (opening resets the PF).")
+    @Flag(help: "Open the PF even when its VFs have drivers (opening resets the PF; a PF a kernel driver owns is refused all the same).")
     var force = false
 
     @Flag(help: "Print JSON instead of text.")
@@ -48,7 +48,7 @@ struct AdminOptions: ParsableArguments {
 
     /// How the PF is reached: the device model in --simulate PATH, or the Linux host.
     func opener(_ pf: PCIAddress) -> any PFOpener {
-        makeOpener(pf, simulate: simulate, sysfsRoot: resolvedSysfsRoot, lockDirectory: lockDirectory, force: force)
+        makeOpener(pf, simulate: simulate, sysfsRoot: resolvedSysfsRoot, lockDirectory: lockDirectory)
     }
 
     var groupOptions: AdminGroup.Options {
@@ -66,9 +66,9 @@ func resolveSysfsRoot(_ root: String?, simulate: String?) -> String {
 }
 
 /// The opener of a PF: the device model when a state file is named, else the Linux host.
-func makeOpener(_ pf: PCIAddress, simulate: String?, sysfsRoot: String, lockDirectory: String, force: Bool) -> any PFOpener {
+func makeOpener(_ pf: PCIAddress, simulate: String?, sysfsRoot: String, lockDirectory: String) -> any PFOpener {
     if let simulate { return SimulatedPFOpener(address: pf, statePath: simulate, sysfsRoot: sysfsRoot) }
-    return LinuxPFOpener(address: pf, sysfsRoot: sysfsRoot, lockDirectory: lockDirectory, force: force)
+    return LinuxPFOpener(address: pf, sysfsRoot: sysfsRoot, lockDirectory: lockDirectory)
 }
 
 /// Builds the registry: built-in plugins plus any run-time ones asked for.
@@ -94,6 +94,7 @@ func withAdminSession<T>(pf text: String, options: AdminOptions, _ body: (AdminG
         return try await AdminGroup.with(opener: options.opener(pf), registry: registry, options: options.groupOptions, body)
     } catch let error as VirtioAdminError {
         var text = error.description
+        if case .vfsInUse = error { text += " (Or pass --force.)" }
         if options.simulate == nil, case .notInSysfs = error { text += " (Without such hardware, use --simulate PATH; see 'virtio-admin simulate create --help'.)" }
         if options.simulate == nil, case .access = error { text += " (Without such hardware, use --simulate PATH; see 'virtio-admin simulate create --help'.)" }
         throw CLIError(text)

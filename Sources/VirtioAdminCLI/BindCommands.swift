@@ -92,6 +92,9 @@ struct Entropy: ParsableCommand {
     func run() throws {
         let address = try parseAddress(address)
         guard (1...4096).contains(bytes) else { throw CLIError("--bytes must be 1 to 4096.") }
+        if let simulate = global.simulate {
+            throw CLIError("entropy reads a real virtio-rng function bound to vfio-pci or uio_pci_generic; the device model in \(simulate) simulates an SR-IOV PF and has none.")
+        }
         let opened: OpenedFunction
         do { opened = try RealDeviceOpener(sysfsRoot: global.sysfsRoot).open(address) } catch { throw CLIError(error.description) }
         guard opened.config.virtioDeviceType == .entropy else { throw CLIError("\(address): not a virtio entropy device.") }

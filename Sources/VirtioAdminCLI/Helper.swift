@@ -42,14 +42,18 @@ struct HelperOptions: ParsableArguments {
         serviceOptions.groupOptions.timeout = .milliseconds(timeout)
         let (simulate, root, lockDirectory) = (simulate, resolvedSysfsRoot, lockDirectory)
         return ProvisioningService(policy: policy, options: serviceOptions, logger: logger) { pf in
-            makeOpener(pf, simulate: simulate, sysfsRoot: root, lockDirectory: lockDirectory, force: false)
+            makeOpener(pf, simulate: simulate, sysfsRoot: root, lockDirectory: lockDirectory)
         }
     }
 
     func loadPolicy() throws -> ProvisioningPolicy {
         let text: String
+        guard FileManager.default.fileExists(atPath: policy) else {
+            throw CLIError("cannot read the policy \(policy): it does not exist (give one with --policy FILE; 'virtio-admin policy --help' shows the format).")
+        }
         do { text = try String(contentsOfFile: policy, encoding: .utf8) } catch {
-            throw CLIError("cannot read the policy \(policy): \((error as NSError).localizedDescription).")
+            let reason = (error as NSError).localizedDescription
+            throw CLIError("cannot read the policy \(policy): \(reason.hasSuffix(".") ? String(reason.dropLast()) : reason).")
         }
         try checkTrustedFile(policy)
         do { return try ProvisioningPolicy(text: text, file: policy) } catch { throw CLIError(error.description) }
@@ -150,17 +154,19 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-events"), help: "Exit after this many events (tests).") var maxEvents: Int?
     @Flag(name: .customLong("no-udev-monitor"), help: "Take events only from the socket (the monitor runs only on a host's /sys, never with --simulate).")
     var noUdevMonitor = false
+    @Option(name: .customLong("ready-file"), help: ArgumentHelp("Exists while the udev monitor listens; the udev rule then runs no helper for VF events.", valueName: "PATH"))
+    var readyFile: String = "/run/virtio-admin/monitor.ready"
 
     func run() async throws {
         let logger = options.makeLogger("serve")
         let policy = try options.loadPolicy()
-        let listener = try listeningSocket()
-        defer { close(listener) }
+        let (listener, socketPath) = try listeningSocket()
         var monitor: UdevMonitor?
         if !noUdevMonitor, options.simulate == nil, options.resolvedSysfsRoot == "/sys" {
             do { monitor = try UdevMonitor() } catch { logger.warning("no udev monitor (\(error.description)); events come from the socket only") }
         }
         let stop = StopFlag()
+        signal(SIGPIPE, SIG_IGN)  // a client that went away is an error on its socket, not the service's end
         let signals = [SIGTERM, SIGINT].map { number -> DispatchSourceSignal in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number)
@@ -174,14 +180,15 @@ struct Serve: AsyncParsableCommand {
         defer { signals.forEach { $0.cancel() } }
         logger.info("serving on \(options.socket)\(monitor == nil ? "" : " and the udev monitor")")
         let service = options.makeService(policy: policy, logger: logger, keepOpen: true)
-        await service.serve(listener: listener, monitor: monitor, maxEvents: maxEvents, stop: stop)
+        await service.serve(listener: listener, socketPath: socketPath, monitor: monitor, readyFile: readyFile, maxEvents: maxEvents, stop: stop)
         logger.info("stopped; every PF's admin queue closed")
     }
 
-    func listeningSocket() throws -> Int32 {
-        // systemd socket activation: fd 3 when LISTEN_PID is us.
+    /// The listening socket, and its path when this process made it (and so unlinks it).
+    func listeningSocket() throws -> (Int32, String?) {
+        // systemd socket activation: fd 3 when LISTEN_PID is us (systemd keeps the path).
         let environment = ProcessInfo.processInfo.environment
-        if environment["LISTEN_FDS"] == "1", environment["LISTEN_PID"] == String(getpid()) { return 3 }
-        do { return try ServiceSocket.listen(at: options.socket) } catch { throw CLIError(error.description) }
+        if environment["LISTEN_FDS"] == "1", environment["LISTEN_PID"] == String(getpid()) { return (3, nil) }
+        do { return (try ServiceSocket.listen(at: options.socket), options.socket) } catch { throw CLIError(error.description) }
     }
 }

@@ -167,13 +167,22 @@ struct PolicyCommand: AsyncParsableCommand {
 }
 
 /// Runs the policy over the PFs in the sysfs view (the same engine for `plan` and `apply`).
+/// Bad input — the policy, a PF argument, a PF not in the view, an unreadable state file —
+/// is one sentence on stderr and exit status 2.
 func runPolicy(options: HelperOptions, pfs names: [String], planOnly: Bool, maxInFlight: Int?, force: Bool,
                progress: (@Sendable (PCIAddress, Int, Int) -> Void)?) async throws -> [PFApplyReport] {
-    let policy: ProvisioningPolicy
-    do { policy = try options.loadPolicy() } catch let error as CLIError {
-        FileHandle.standardError.write(Data("virtio-admin: \(error.description)\n".utf8))
+    let prepared: (PolicyApplication, [VirtioFunction])
+    do {
+        prepared = try preparePolicyRun(options: options, pfs: names, planOnly: planOnly, maxInFlight: maxInFlight, force: force)
+    } catch let error as CLIError {
+        FileHandle.standardError.write(Data("Error: \(error.description)\n".utf8))
         throw ExitCode(2)
     }
+    return await prepared.0.run(prepared.1, progress: progress)
+}
+
+func preparePolicyRun(options: HelperOptions, pfs names: [String], planOnly: Bool, maxInFlight: Int?, force: Bool) throws -> (PolicyApplication, [VirtioFunction]) {
+    let policy = try options.loadPolicy()
     var addresses: [PCIAddress] = []
     for name in names { addresses.append(try parseAddress(name)) }
     var groupOptions = AdminGroup.Options()
@@ -189,11 +198,9 @@ func runPolicy(options: HelperOptions, pfs names: [String], planOnly: Bool, maxI
         } catch let error as CustomStringConvertible { throw CLIError(error.description) }
     }
     let application = PolicyApplication(policy: policy, sysfsRoot: root, opener: { pf in
-        makeOpener(pf, simulate: simulate, sysfsRoot: root, lockDirectory: lockDirectory, force: force)
+        makeOpener(pf, simulate: simulate, sysfsRoot: root, lockDirectory: lockDirectory)
     }, groupOptions: groupOptions, maxInFlight: maxInFlight, planOnly: planOnly)
-    let pfs: [VirtioFunction]
-    do { pfs = try application.pfs(named: addresses) } catch { throw CLIError(error.description) }
-    return await application.run(pfs, progress: progress)
+    do { return (application, try application.pfs(named: addresses)) } catch { throw CLIError(error.description) }
 }
 
 /// `PF 0000:3b:00.0: 512/1024 VFs` on one terminal line, rewritten in place.
@@ -223,8 +230,13 @@ struct Monitor: ParsableCommand {
     @Option(help: "Stop after this many seconds (default: run until interrupted).") var timeout: Int?
     @Option(help: "Stop after this many events.") var count: Int?
     @Option(help: "Event source: udev (after udev's rules ran) or kernel.") var source: String = "udev"
+    @Option(name: .long, help: ArgumentHelp("Refused: the device model raises no hotplug events (try 'serve --simulate PATH' with 'udev-event' clients).", valueName: "PATH"))
+    var simulate: String?
 
     func run() throws {
+        if let simulate {
+            throw CLIError("monitor watches the host's udev; the device model in \(simulate) raises no hotplug events (run 'serve --simulate \(simulate)' and hand it events with 'udev-event --socket').")
+        }
         let monitor: UdevMonitor
         do { monitor = try UdevMonitor(source: source) } catch { throw CLIError(error.description) }
         let deadline = timeout.map { Date().addingTimeInterval(TimeInterval($0)) }

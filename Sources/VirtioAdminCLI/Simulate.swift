@@ -77,9 +77,15 @@ struct SimulateSysfs: ParsableCommand {
 struct SimulateNumVFs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "numvfs",
-        abstract: "Change the simulated PF's NumVFs (as writing sysfs sriov_numvfs does).")
+        abstract: "Change the simulated PF's NumVFs (as writing sysfs sriov_numvfs does).",
+        discussion: "Waits while another process (a running 'serve --simulate PATH') owns the simulated PF.")
     @Argument(help: ArgumentHelp("State file.", valueName: "PATH")) var path: String
     @Argument(help: "New NumVFs (0 to TotalVFs).") var count: Int
+    @Option(name: .long, help: ArgumentHelp("The same state file (as given to every command); must match PATH.", valueName: "PATH")) var simulate: String?
+
+    func validate() throws {
+        if let simulate, simulate != path { throw ValidationError("--simulate \(simulate) and PATH \(path) name different state files.") }
+    }
 
     func run() async throws {
         try await SimulatedDeviceStore.withLock(path) {
@@ -109,10 +115,17 @@ struct SimulateShow: ParsableCommand {
             counters: {resets, notifies, adminCommands, adminErrors, byOpcode: {"0x0": N, …}},
             vfs: [{vf, address, msixVectors, features, mac, inUse}]}.
             """)
-    @Argument(help: ArgumentHelp("State file.", valueName: "PATH")) var path: String
+    @Argument(help: ArgumentHelp("State file (or --simulate PATH).", valueName: "PATH")) var path: String?
+    @Option(name: .long, help: ArgumentHelp("The state file, as every command takes it.", valueName: "PATH")) var simulate: String?
     @Flag(help: "Print JSON.") var json = false
 
+    func validate() throws {
+        guard (path ?? simulate) != nil else { throw ValidationError("name the state file: 'simulate show PATH'.") }
+        if let path, let simulate, path != simulate { throw ValidationError("--simulate \(simulate) and PATH \(path) name different state files.") }
+    }
+
     func run() throws {
+        let path = self.path ?? simulate!
         let device: SimulatedSRIOVDevice
         do { device = try SimulatedDeviceStore.load(path) } catch { throw CLIError(error.description) }
         defer { device.stop() }
@@ -137,7 +150,7 @@ struct SimulateShow: ParsableCommand {
             ]))
             return
         }
-        print("PF \(device.pfAddress): \(device.numVFs) of \(configuration.totalVFs) VFs; latency \(timing.latency), parallelism \(timing.parallelism)")
+        print("PF \(device.pfAddress): \(device.numVFs) of \(configuration.totalVFs) VFs; latency \(timing.latency.nanoseconds / 1000) µs, parallelism \(timing.parallelism)")
         print("counters: resets \(counters.resets), admin commands \(counters.adminCommands) (errors \(counters.adminErrors)), notifies \(counters.notifies)")
         let names = ProjectOpcodeTable.default.names
         print("by opcode: " + (byOpcode.isEmpty ? "none" : byOpcode.map { "\(names[AdminOpcode($0.key)] ?? AdminOpcode($0.key).specName) (\(hex($0.key, width: 1))) \($0.value)" }.joined(separator: ", ")))

@@ -30,11 +30,7 @@ public struct SysfsEnumerator: Sendable {
     /// All virtio functions, sorted by address.
     /// - Throws: ``LinuxError/sysfsMissing(path:)`` when the devices directory is absent.
     public func functions() throws(LinuxError) -> [VirtioFunction] {
-        let names: [String]
-        do { names = try Sys.listDirectory(devicesDirectory) } catch {
-            if error.isNotFound { throw .sysfsMissing(path: devicesDirectory) }
-            throw .unreadable(address: nil, error)
-        }
+        let names = try deviceNames()
         var result: [VirtioFunction] = []
         for name in names {
             guard let address = PCIAddress(name),
@@ -45,15 +41,19 @@ public struct SysfsEnumerator: Sendable {
         return result.sorted { $0.address < $1.address }
     }
 
+    /// The entries of `ROOT/bus/pci/devices`.
+    func deviceNames() throws(LinuxError) -> [String] {
+        do { return try Sys.listDirectory(devicesDirectory) } catch {
+            if error.isNotFound { throw .sysfsMissing(path: devicesDirectory) }
+            throw .unreadable(address: nil, error)
+        }
+    }
+
     /// The virtio SR-IOV PFs, sorted by address. Only functions with `sriov_totalvfs` are
     /// read in full, so a host with thousands of VFs costs one directory read and one
     /// `stat` per function.
     public func physicalFunctions() throws(LinuxError) -> [VirtioFunction] {
-        let names: [String]
-        do { names = try Sys.listDirectory(devicesDirectory) } catch {
-            if error.isNotFound { throw .sysfsMissing(path: devicesDirectory) }
-            throw .unreadable(address: nil, error)
-        }
+        let names = try deviceNames()
         var result: [VirtioFunction] = []
         for name in names {
             let directory = devicesDirectory + "/" + name

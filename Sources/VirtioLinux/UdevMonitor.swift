@@ -31,6 +31,9 @@ public final class UdevMonitor: @unchecked Sendable {
             throw .udev(call: "udev_monitor_new_from_netlink", errno: errno)
         }
         udev_monitor_filter_add_match_subsystem_devtype(monitor, "pci", nil)
+        // A burst (1024 VFs created at once) must not overflow the socket (ENOBUFS): ask
+        // for udevd's own 128 MiB (granted to root; otherwise the default stays).
+        _ = udev_monitor_set_receive_buffer_size(monitor, 128 * 1024 * 1024)
         let status = udev_monitor_enable_receiving(monitor)
         guard status >= 0 else {
             udev_monitor_unref(monitor)

@@ -48,6 +48,7 @@ extension Provisioner {
     /// - Returns: one outcome per request, in request order.
     public func apply(_ requests: [VFRequest], maxInFlight: Int? = nil, planOnly: Bool = false,
                       progress: (@Sendable (Int, Int) -> Void)? = nil) async -> [VFOutcome] {
+        guard !requests.isEmpty else { return [] }
         var outcomes = [VFOutcome?](repeating: nil, count: requests.count)
         let limit = max(1, min(maxInFlight ?? requests.count, requests.count))
         await withTaskGroup(of: (Int, VFOutcome).self) { group in

@@ -60,12 +60,13 @@ enum SimFiles {
         }
     }
 
-    /// Replaces `path` atomically: writes a temporary file beside it, then renames it.
+    /// Replaces `path` atomically: writes a temporary file beside it, then renames it. A
+    /// process killed at any point leaves the old file or the new one, whole. (No fsync: a
+    /// simulated device's state need not survive a power loss, and the service saves it
+    /// after every batch.)
     static func writeAtomically(_ bytes: [UInt8], to path: String) throws(SimulatorFileError) {
         let temporary = path + ".tmp.\(getpid())"
         try write(bytes, to: temporary)
-        let fd = open(temporary, O_RDONLY | O_CLOEXEC)
-        if fd >= 0 { fsync(fd); close(fd) }
         guard rename(temporary, path) == 0 else {
             let saved = errno
             unlink(temporary)

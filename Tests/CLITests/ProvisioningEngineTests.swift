@@ -57,11 +57,16 @@ import VirtioTestSupport
         return vfs.filter { $0["msixVectors"] as? Int == 4 && $0["features"] as? String == "0x100400020" }.count
     }
 
-    func startService(_ setup: Setup, extra: [String] = []) throws -> Process {
+    func startService(_ setup: Setup, extra: [String] = [], log: String? = nil) throws -> Process {
         let server = Process()
         server.executableURL = URL(fileURLWithPath: virtioAdminPath)
         server.arguments = ["serve", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys, "--socket", setup.socket] + extra
-        server.standardError = FileHandle.nullDevice
+        if let log {
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+            server.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        } else {
+            server.standardError = FileHandle.nullDevice
+        }
         try? FileManager.default.removeItem(atPath: setup.socket)
         try server.run()
         for _ in 0..<500 where !FileManager.default.fileExists(atPath: setup.socket) { usleep(10_000) }
@@ -81,7 +86,8 @@ import VirtioTestSupport
     @Test func serviceOpensThePFOnceAndProvisionsEveryVF() throws {
         let count = 256
         let setup = try setup(vfs: count, bindVFs: "virtio-pci")
-        let server = try startService(setup)
+        let log = setup.directory + "/serve.log"
+        let server = try startService(setup, log: log)
         defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
         var clients: [(Process, Pipe)] = []
         for index in 0..<count {
@@ -114,6 +120,13 @@ import VirtioTestSupport
         server.waitUntilExit()
         #expect(server.terminationStatus == 0)
         #expect(try counters(setup).resets == 2)
+        // Events that arrived while a batch ran were coalesced into the next one: fewer
+        // batches (each followed by one save of the state) than VFs, covering every VF.
+        let batches = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").filter { $0.contains("info: batch ") }
+        let sizes = batches.compactMap { line in line.split(separator: ": ").last.flatMap { Int($0.split(separator: " ").first ?? "") } }
+        #expect(sizes.reduce(0, +) == count, "\(batches.prefix(3))")
+        #expect(batches.count < count / 4, "\(batches.count) batches for \(count) VFs")
+        #expect(sizes.max() ?? 0 > 1)
     }
 
     /// Events delivered again after the service was killed in the middle of a 1024-VF batch
@@ -216,6 +229,55 @@ import VirtioTestSupport
         #expect(text.output.contains("VF 0 (0000:3b:00.1) failed: ") && text.output.contains("it now holds 4 MSI-X vectors"), "\(text.output)")
     }
 
+    /// Bad input is exit status 2 with one sentence; nothing is opened.
+    @Test(arguments: [
+        (["0000:3b:00.1"], "0000:3b:00.1 is a VF of 0000:3b:00.0, not a PF; name its PF."),
+        (["zz"], "'zz' is not a PCI address"),
+        (["0000:3b:07.0"], "PF 0000:3b:07.0 is not in the sysfs view"),
+    ])
+    func policyApplyBadInputIsStatusTwo(pfs: [String], message: String) throws {
+        let setup = try setup(vfs: 2)
+        let result = try virtioAdmin(["policy", "apply", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys] + pfs)
+        #expect(result.status == 2)
+        #expect(result.error.contains(message) && result.error.split(separator: "\n").count == 1, "\(result.error)")
+        #expect(try counters(setup).resets == 0)
+        let missing = try virtioAdmin(["policy", "apply", "--policy", setup.directory + "/missing.toml", "--simulate", setup.state])
+        #expect(missing.status == 2 && missing.error.contains("it does not exist"), "\(missing.error)")
+    }
+
+    /// A PF whose VFs the policy does not reach (here: none enabled) is opened, nothing is
+    /// sent for VFs, and the run succeeds.
+    @Test func policyApplyOnAPFWithoutVFs() throws {
+        let setup = try setup(vfs: 0, extra: ["--total-vfs", "4"])
+        let result = try virtioAdmin(["policy", "apply", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys])
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output.contains("0 VFs: 0 changed, 0 unchanged, 0 failed; 0 admin commands"), "\(result.output)")
+    }
+
+    /// A client that goes away before its answer costs the service nothing (no SIGPIPE).
+    @Test func serviceSurvivesAClientThatLeaves() throws {
+        let setup = try setup(vfs: 4)
+        let server = try startService(setup)
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        for index in 0..<4 {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { buffer in for (i, byte) in setup.socket.utf8.enumerated() { buffer[i] = byte } }
+            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            _ = "ACTION=add SUBSYSTEM=pci DEVPATH=/devices/pci0000:00/\(vfAddress(index))\n".withCString { write(fd, $0, strlen($0)) }
+            close(fd)
+        }
+        usleep(300_000)
+        #expect(server.isRunning)
+        let reply = sendEvent(setup.socket, "ACTION=add SUBSYSTEM=pci DEVPATH=/devices/pci0000:00/\(vfAddress(0))")
+        #expect(reply?.hasPrefix("ok provisioned") == true, "\(reply ?? "no answer")")
+        kill(server.processIdentifier, SIGTERM)
+        server.waitUntilExit()
+        #expect(server.terminationStatus == 0)
+        #expect(!FileManager.default.fileExists(atPath: setup.socket), "the service unlinks the socket it made")
+    }
+
     /// Without a service, the helper refuses to open (and so reset) a PF whose VFs have
     /// drivers — the same check for a simulated PF as for a real one.
     @Test func helperWithoutServiceRefusesAPFWhoseVFsAreInUse() throws {
@@ -229,6 +291,33 @@ import VirtioTestSupport
         #expect(try counters(setup).resets == 0, "the PF was not touched")
     }
 
+    /// The Linux opener runs the same code as far as it can without hardware: on a fake
+    /// sysfs tree whose BAR 0 (`resource0`) is a plain file, the in-use check refuses with
+    /// the same sentence as for the model; without bound VFs the PF is locked, its BAR
+    /// mapped and the driver negotiates through it — and finds no device behind it.
+    @Test func linuxOpenerSharesTheCodeAfterOpening() throws {
+        let directory = makeTemporaryDirectory("linux-opener")
+        for bound in [true, false] {
+            let sys = directory + (bound ? "/bound" : "/free")
+            #expect(try virtioAdmin(["simulate", "sysfs", sys, "--vfs", "2"] + (bound ? ["--bind-vfs", "virtio-pci"] : [])).status == 0)
+            let bar = sys + "/devices/pci0000:00/0000:3b:00.0/resource0"
+            #expect(FileManager.default.createFile(atPath: bar, contents: Data(count: 0x8000)))
+            let result = try virtioAdmin(["msix", "get", "0000:3b:00.0", "--vf", "0", "--sysfs-root", sys, "--lock-dir", directory + "/locks"])
+            #expect(result.status != 0)
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: bar))
+            if bound {
+                #expect(result.error.contains("PF 0000:3b:00.0 has VFs in use (VF 0 bound to virtio-pci, VF 1 bound to virtio-pci); opening its admin queue would reset the PF"), "\(result.error)")
+                #expect(bytes.allSatisfy { $0 == 0 }, "the BAR was not touched")
+            } else {
+                #expect(result.error.contains("0000:3b:00.0: the device does not offer VERSION_1"), "\(result.error)")
+                // device_feature_select (common config offset 0) was last set to window 3:
+                // the driver read every feature window through the mapped BAR.
+                #expect(bytes[0] == 3)
+                #expect(FileManager.default.fileExists(atPath: directory + "/locks/0000:3b:00.0.pf.lock"))
+            }
+        }
+    }
+
     /// `--simulate PATH` works with list and show: the simulated PF and its VFs appear as on a host.
     @Test func listAndShowSeeTheSimulatedPF() throws {
         let directory = makeTemporaryDirectory("simulate-list")
@@ -240,6 +329,27 @@ import VirtioTestSupport
         #expect(rows.first?["role"] as? String == "pf")
         let show = try virtioAdmin(["show", "0000:3b:00.0", "--simulate", directory + "/pf.state"])
         #expect(show.status == 0 && show.output.contains("SR-IOV"), "\(show.output)\(show.error)")
+    }
+
+    /// `--simulate PATH` is taken by every command (before or after its name); those that
+    /// cannot apply to the model say why in one sentence.
+    @Test(arguments: [
+        ["list"], ["show", "0000:3b:00.0"], ["commands", "0000:3b:00.0"], ["plugins"], ["msix", "pool", "0000:3b:00.0"],
+        ["msix", "get", "0000:3b:00.0", "--vf", "1"], ["features", "get", "0000:3b:00.0", "--vf", "0"],
+        ["passthru", "0000:3b:00.0", "--opcode", "0x40", "--vf", "0"], ["bind", "0000:3b:00.1", "--driver", "vfio-pci", "--dry-run"],
+        ["unbind", "0000:3b:00.1", "--dry-run"], ["restore", "0000:3b:00.1", "--dry-run"], ["entropy", "0000:3b:00.0"], ["monitor", "--timeout", "1"],
+        ["simulate", "show"], ["policy", "plan"], ["policy", "apply"],
+    ])
+    func everyCommandTakesSimulate(arguments: [String]) throws {
+        let setup = try setup(vfs: 2)
+        for placement in [["--simulate", setup.state] + arguments, arguments + ["--simulate", setup.state]] {
+            let extra = arguments.first == "policy" ? ["--policy", setup.policy] : []
+            let result = try virtioAdmin(placement + extra)
+            #expect(!result.error.contains("Unknown option"), "\(placement): \(result.error)")
+            if result.status != 0 {
+                #expect(result.error.split(separator: "\n").count == 1 && result.error.contains("device model"), "\(placement): \(result.error)")
+            }
+        }
     }
 
     /// Every line of the udev rule that a remove event reaches filters on what the event

@@ -1,0 +1,92 @@
+import PCIConfig
+import ResourceManager
+import Testing
+import VirtioAdmin
+import VirtioAdminDriver
+import VirtioProvisioning
+import VirtioSimulator
+import VirtioSpec
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The owner of a PF's admin queue, on the device model in memory.
+@Suite struct AdminGroupTests {
+    func temporaryDirectory() -> String {
+        var template = Array("/tmp/admin-group-test-XXXXXX".utf8CString)
+        return String(cString: mkdtemp(&template)!)
+    }
+
+    func open(vfs: Int = 8) async throws -> (SimulatedSRIOVDevice, AdminGroup) {
+        var configuration = SimulatedDeviceConfiguration()
+        configuration.totalVFs = vfs
+        configuration.numVFs = vfs
+        configuration.vfMSIXPool = vfs * 8
+        let device = SimulatedSRIOVDevice(configuration: configuration)
+        let group = try await AdminGroup.open(opener: SimulatedPFOpener(device: device, sysfsRoot: temporaryDirectory()),
+                                              registry: PluginRegistry(builtInPlugins()))
+        return (device, group)
+    }
+
+    @Test func openedOnceKeptOpenClosedOnce() async throws {
+        let (device, group) = try await open()
+        #expect(device.counters.resets == 1, "opening resets the PF once")
+        #expect(group.vfAddresses.count == 8 && group.vfIndex(of: PCIAddress("0000:3b:00.3")!) == 2)
+        let provisioner = Provisioner(driver: group.driver, memberType: group.memberType)
+        let requests = (0..<8).map { VFRequest(vf: $0, desired: DesiredResources(msixVectors: 3)) }
+        for _ in 0..<3 {
+            let outcomes = await provisioner.apply(requests)
+            #expect(outcomes.allSatisfy { $0.succeeded })
+        }
+        #expect(device.counters.resets == 1, "batches never reset the PF")
+        #expect(device.members.allSatisfy { $0.msixVectors == 3 })
+        group.close()
+        group.close()
+        #expect(device.counters.resets == 2, "closing resets it once (the device lets go of the rings)")
+        device.stop()
+    }
+
+    @Test func recoversOnlyWhenTheDeviceNeedsAReset() async throws {
+        let (device, group) = try await open()
+        let needless = try await group.recoverIfNeeded()
+        #expect(needless == false)
+        #expect(device.counters.resets == 1)
+        device.setFault(.needsResetMidFlight)
+        let provisioner = Provisioner(driver: group.driver, memberType: group.memberType)
+        let failed = await provisioner.apply([VFRequest(vf: 0, desired: DesiredResources(msixVectors: 4))])
+        #expect(failed.first?.error == .deviceNeedsReset(device: group.address), "\(String(describing: failed.first?.error))")
+        device.setFault(.needsResetMidFlight, false)
+        let recovered = try await group.recoverIfNeeded()
+        #expect(recovered == true)
+        #expect(group.recoveryCount == 1)
+        let resetsAfterRecovery = device.counters.resets
+        #expect(resetsAfterRecovery > 1)
+        let again = await provisioner.apply([VFRequest(vf: 0, desired: DesiredResources(msixVectors: 4))])
+        #expect(again.first?.succeeded == true && device.member(0).msixVectors == 4)
+        #expect(device.counters.resets == resetsAfterRecovery)
+        group.close()
+        device.stop()
+    }
+
+    @Test func bulkOutcomesFollowRequestOrderAndProgressCountsEveryVF() async throws {
+        let (device, group) = try await open(vfs: 32)
+        device.setTiming(DeviceTiming(latency: .microseconds(20), parallelism: 4, completionOrder: .shuffled(seed: 7)))
+        let provisioner = Provisioner(driver: group.driver, memberType: group.memberType)
+        let requests = (0..<32).reversed().map { VFRequest(vf: $0, desired: DesiredResources(msixVectors: 1 + $0 % 4)) }
+        let seen = ProgressLog()
+        let outcomes = await provisioner.apply(requests, progress: { done, all in seen.add(done, all) })
+        #expect(outcomes.map(\.vf) == requests.map(\.vf))
+        #expect(outcomes.allSatisfy { $0.succeeded })
+        #expect(seen.values == (1...32).map { [$0, 32] })
+        for vf in 0..<32 { #expect(device.member(vf).msixVectors == 1 + vf % 4) }
+        #expect(group.driver.statistics.peakInFlight > 4, "VFs were in flight together")
+        group.close()
+        device.stop()
+    }
+}
+
+final class ProgressLog: @unchecked Sendable {
+    var values: [[Int]] = []
+    func add(_ done: Int, _ all: Int) { values.append([done, all]) }
+}
