@@ -79,6 +79,17 @@ struct CapabilitiesTests {
         }
     }
 
+    @Test func theHandshakeIsRedoneAfterARecovery() async throws {
+        let group = try await ratifiedGroup()
+        defer { group.shutDown() }
+        group.device.setFault(.needsResetMidFlight)
+        _ = try? await group.driver.submit(AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(vfIndex: 0), resultLength: 8),
+                                           timeout: .milliseconds(300))
+        group.device.setFault(.needsResetMidFlight, false)
+        #expect(try await group.group.recoverIfNeeded(), "the driver failed and was re-initialised (a device reset)")
+        #expect(group.device.driverDevicePartsLimits == (4, 4), "the reset cleared the driver's capabilities; the handshake set them again")
+    }
+
     @Test func showDecodesTheDevicePartsCapability() async throws {
         let group = try await ratifiedGroup()
         defer { group.shutDown() }
