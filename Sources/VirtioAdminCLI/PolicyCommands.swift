@@ -64,14 +64,19 @@ struct PolicyCommand: AsyncParsableCommand {
 
     struct Plan: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Show what the policy would change on the present PFs' VFs (a dry run: only reads).",
-            discussion: "JSON: an array of {pf, vf, change, from, to}.")
+            abstract: "Show what the policy would change on the present PFs' VFs (a dry run: no VF is changed).",
+            discussion: """
+                Each PF is opened as every admin command opens it (which resets the PF, so a PF
+                whose VFs have drivers is refused unless --force, and a PF the running service
+                owns is waited for); its VFs are only read. JSON: an array of {pf, vf, change, from, to}.
+                """)
         @OptionGroup var options: HelperOptions
         @Argument(help: ArgumentHelp("PFs to look at (default: every PF the policy matches).", valueName: "PF")) var pfs: [String] = []
+        @Flag(help: "Open a PF even when its VFs have drivers (opening resets the PF).") var force = false
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
-            let reports = try await runPolicy(options: options, pfs: pfs, planOnly: true, maxInFlight: nil, force: false, progress: nil)
+            let reports = try await runPolicy(options: options, pfs: pfs, planOnly: true, maxInFlight: nil, force: force, progress: nil)
             var rows: [JSONValue] = []
             var lines: [String] = []
             for report in reports {

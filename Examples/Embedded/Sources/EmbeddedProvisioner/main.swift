@@ -37,7 +37,6 @@ if CommandLine.arguments.count > 1 {
 do {
     // One owner of the PF's admin queue: opened once, every VF's commands in flight together.
     let group = try await AdminGroup.open(opener: opener, registry: PluginRegistry(builtInPlugins()))
-    defer { group.close() }
     let requests = group.vfAddresses.keys.sorted().map { VFRequest(vf: $0, desired: DesiredResources(msixVectors: 4, featuresMask: wanted)) }
     let provisioner = Provisioner(driver: group.driver, memberType: group.memberType)
     let outcomes = await provisioner.apply(requests)
@@ -48,6 +47,7 @@ do {
     }
     let statistics = group.driver.statistics
     print("\(statistics.submitted) admin commands, at most \(statistics.peakInFlight) in flight (\(group.access.mode))")
+    group.close()  // reset: the device lets go of the rings before the process ends
     if outcomes.contains(where: { !$0.succeeded }) { exit(1) }
 } catch {
     print("provisioning failed: \(error)")
