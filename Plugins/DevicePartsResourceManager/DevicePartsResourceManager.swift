@@ -206,6 +206,15 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
         return try DevicePartsFile(decoding: bytes, path: path)
     }
 
+    /// Refuses a path the parts file could not be written to (checked before any command).
+    public static func checkWritable(_ path: String) throws(PluginError) {
+        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
+        let target = access(path, F_OK) == 0 ? path : (directory.isEmpty ? "/" : directory)
+        guard access(target, W_OK) == 0 else {
+            throw .badArgument(plugin: "parts", message: "cannot write \(path): \(String(cString: strerror(errno))); nothing was sent.")
+        }
+    }
+
     /// Writes a parts file (mode 0600: a VF's state may hold guest addresses).
     public static func writeFile(_ file: DevicePartsFile, to path: String) throws(DevicePartsError) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
@@ -233,6 +242,7 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
                 let (vf, _) = try arguments.member(context, plugin: manager.name)
                 guard let path = arguments.string("file") else { throw PluginError.badArgument(plugin: manager.name, message: "--file is required.") }
                 let keepStopped = ["yes", "true", "1"].contains(arguments.string("keep-stopped") ?? "no")
+                try Self.checkWritable(path)  // before the VF is stopped
                 let file = try await manager.save(vf: vf, keepStopped: keepStopped, context: context)
                 try Self.writeFile(file, to: path)
                 let count = file.decodedParts.count

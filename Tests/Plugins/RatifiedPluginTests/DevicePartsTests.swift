@@ -84,6 +84,16 @@ struct DevicePartsTests {
         #expect(group.device.devicePartsObjectCount == 0)
     }
 
+    @Test func anUnwritableFileIsRefusedBeforeTheVFIsStopped() async throws {
+        let group = try await ratifiedGroup()
+        defer { group.shutDown() }
+        let before = group.device.counters.adminCommands
+        await #expect(throws: PluginError.badArgument(plugin: "parts", message: "cannot write /nonexistent/dir/vf.parts: No such file or directory; nothing was sent.")) {
+            _ = try await group.run("parts", "save", ["vf": ["0"], "file": ["/nonexistent/dir/vf.parts"]])
+        }
+        #expect(group.device.counters.adminCommands == before && !group.device.vfStopped(0))
+    }
+
     @Test func restoreOfAnotherDeviceTypeIsRefusedBeforeSending() async throws {
         let group = try await ratifiedGroup()
         defer { group.shutDown() }
