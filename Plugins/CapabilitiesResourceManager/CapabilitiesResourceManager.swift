@@ -96,6 +96,8 @@ public struct CapabilitiesResourceManager: AdminCommandHandler {
     public var version: String { "1.0" }
     public var summary: String { "device capabilities (self group): list, decode, and the driver-limit handshake (virtio 1.4)" }
     public var groupTypes: [AdminGroupType] { [.selfGroup] }
+    /// `virtio-admin caps PF` lists them.
+    public var defaultOperation: String? { "show" }
     public var opcodes: [(AdminOpcode, String)] {
         [(CapabilityLayout.capIDListQuery, "CAP_ID_LIST_QUERY"), (CapabilityLayout.deviceCapGet, "DEVICE_CAP_GET"),
          (CapabilityLayout.driverCapSet, "DRIVER_CAP_SET")]

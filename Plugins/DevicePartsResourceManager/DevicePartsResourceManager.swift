@@ -236,9 +236,9 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
         let manager = self
         let vfParameter = PluginParameter("vf", .vf, help: "VF index (0-based, as sysfs virtfnN).")
         return [
-            PluginOperation(name: "save", summary: "Stop a VF, read all its parts into FILE, resume it (unless --keep-stopped).",
-                            parameters: [vfParameter, PluginParameter("file", .string, help: "File to write."),
-                                         PluginParameter("keep-stopped", .string, required: false, help: "yes: leave the VF stopped.")]) { context, arguments in
+            PluginOperation(name: "save", summary: "Stop a VF, read all its parts into FILE (header: PF, VF, device type), resume it (unless --keep-stopped). Sends DEV_MODE_SET stop, RESOURCE_OBJ_CREATE (DEV_PARTS get), DEV_PARTS_METADATA_GET SIZE, DEV_PARTS_GET ALL, RESOURCE_OBJ_DESTROY, DEV_MODE_SET resume.",
+                            parameters: [vfParameter, PluginParameter("file", .string, positional: true, help: "File to write."),
+                                         PluginParameter("keep-stopped", .flag, required: false, help: "Leave the VF stopped.")]) { context, arguments in
                 let (vf, _) = try arguments.member(context, plugin: manager.name)
                 guard let path = arguments.string("file") else { throw PluginError.badArgument(plugin: manager.name, message: "--file is required.") }
                 let keepStopped = ["yes", "true", "1"].contains(arguments.string("keep-stopped") ?? "no")
@@ -250,8 +250,8 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
                                              ("stopped", .bool(keepStopped))],
                                     summary: "VF \(vf): \(count) parts (\(file.parts.count) bytes) saved to \(path); VF \(keepStopped ? "left stopped" : "resumed")")
             },
-            PluginOperation(name: "restore", summary: "Stop a VF, set the parts in FILE, resume it.",
-                            parameters: [vfParameter, PluginParameter("file", .string, help: "File written by 'parts save'.")]) { context, arguments in
+            PluginOperation(name: "restore", summary: "Stop a VF, set the parts in FILE, resume it (a VF of the same device type; the device checks its device features). Sends DEV_MODE_SET stop, RESOURCE_OBJ_CREATE (DEV_PARTS set), DEV_PARTS_SET, RESOURCE_OBJ_DESTROY, DEV_MODE_SET resume.",
+                            parameters: [vfParameter, PluginParameter("file", .string, positional: true, help: "File written by 'parts save'.")]) { context, arguments in
                 let (vf, _) = try arguments.member(context, plugin: manager.name)
                 guard let path = arguments.string("file") else { throw PluginError.badArgument(plugin: manager.name, message: "--file is required.") }
                 let file = try Self.readFile(path)
@@ -259,8 +259,9 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
                 return PluginOutput(fields: [("vf", .int(vf)), ("file", .string(path)), ("fromPF", .string(file.pf)), ("fromVF", .int(file.vf))],
                                     summary: "VF \(vf): parts of PF \(file.pf) VF \(file.vf) restored from \(path); VF resumed")
             },
-            PluginOperation(name: "mode", summary: "Stop or resume a VF (DEV_MODE_SET).",
-                            parameters: [vfParameter, PluginParameter("state", .string, help: "stop or resume.")]) { context, arguments in
+            PluginOperation(name: "mode", summary: "Stop or resume a VF (DEV_MODE_SET flags 0x01 / 0x00; the spec defines only these two modes).",
+                            parameters: [vfParameter, PluginParameter("state", .string, positional: true, help: "stop or resume.")],
+                            commandName: "mode") { context, arguments in
                 let (vf, member) = try arguments.member(context, plugin: manager.name)
                 guard let state = arguments.string("state"), state == "stop" || state == "resume" else {
                     throw PluginError.badArgument(plugin: manager.name, message: "the mode is 'stop' or 'resume' (the spec defines only STOPPED and running).")
@@ -270,6 +271,19 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
                 }
                 return PluginOutput(fields: [("vf", .int(vf)), ("stopped", .bool(state == "stop"))],
                                     summary: "VF \(vf): \(state == "stop" ? "stopped" : "running")")
+            },
+            PluginOperation(name: "show", summary: "Decode a parts file: features, common config, device status, each virtqueue.",
+                            parameters: [PluginParameter("file", .string, positional: true, help: "File written by 'parts save'.")],
+                            needsDevice: false) { _, arguments in
+                guard let path = arguments.string("file") else { throw PluginError.badArgument(plugin: manager.name, message: "FILE is required.") }
+                let file = try Self.readFile(path)
+                let parts = file.decodedParts.map { part in
+                    PluginValue.object([("type", .int(Int(part.type))), ("name", .string(DevicePartType.name(part.type))),
+                                        ("optional", .bool(part.flags & DevicePartsLayout.partOptional != 0)), ("selector", .string(hexBytes(part.selector))),
+                                        ("length", .int(part.value.count)), ("text", .string(part.describe(deviceType: file.deviceType)))])
+                }
+                return PluginOutput(fields: [("pf", .string(file.pf)), ("vf", .int(file.vf)), ("type", .string(file.deviceType.name)), ("parts", .list(parts))],
+                                    summary: file.description)
             },
         ]
     }

@@ -281,36 +281,41 @@ struct Passthru: AsyncParsableCommand {
 }
 
 /// Runs an operation of any plugin, built in or loaded at run time:
-/// `virtio-admin run PLUGIN OPERATION PF [--name value …]` (also `virtio-admin PLUGIN OPERATION PF …`).
+/// `virtio-admin run PLUGIN [OPERATION] [PF] [WORD …] [--name value | --flag …]` (also
+/// `virtio-admin PLUGIN …`, and `virtio-admin COMMAND …` for an operation that declares a
+/// command name). Everything comes from what the plugin declares (PluginCommandLine.swift):
+/// the operation (or the plugin's default one), whether it needs a PF, which parameters are
+/// words after PF and which are flags.
 struct RunPlugin: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "run",
-        abstract: "Run an operation of a resource-manager plugin (built in or loaded with --plugin/--plugin-dir).",
-        discussion: "Arguments after PF are the operation's parameters as --name value pairs; 'virtio-admin plugins' lists operations.")
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(
+            commandName: "run",
+            abstract: "Run an operation of a resource-manager plugin (built in or loaded with --plugin/--plugin-dir).",
+            discussion: "Arguments after PF are the operation's parameters: --name value, --flag, or words in order. 'virtio-admin plugins' lists operations.\n\n"
+                + pluginUsage(builtInPlugins()))
+    }
 
-    @Argument(help: "Plugin name.") var plugin: String
-    @Argument(help: "Operation name.") var operation: String
-    @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
+    @Argument(help: "Plugin name (or an operation's command name, such as 'mode').") var plugin: String
     @OptionGroup var options: AdminOptions
-    @Argument(parsing: .allUnrecognized, help: "Operation parameters: --name value …") var parameters: [String] = []
+    @Argument(parsing: .allUnrecognized, help: "[OPERATION] [PF] then the operation's parameters.") var words: [String] = []
 
     func run() async throws {
-        var arguments: [String: [String]] = [:]
-        var index = 0
-        while index < parameters.count {
-            let word = parameters[index]
-            guard word.hasPrefix("--") else { throw CLIError("unexpected '\(word)'; operation parameters are --name value pairs.") }
-            let name = String(word.dropFirst(2))
-            if let equals = name.firstIndex(of: "=") {
-                arguments[String(name[..<equals]), default: []].append(String(name[name.index(after: equals)...]))
-            } else {
-                guard index + 1 < parameters.count else { throw CLIError("--\(name) needs a value.") }
-                arguments[name, default: []].append(parameters[index + 1])
-                index += 1
+        let registry = try makeRegistry(options)
+        let call = try PluginCommandLine(registry.plugins, command: plugin, words: words)
+        guard call.operation.needsDevice else {
+            let output: PluginOutput
+            do {
+                output = try await call.operation.run(PluginContext(driver: NoDevice(), numVFs: nil, memberType: nil), PluginArguments(call.arguments))
+            } catch let error as CustomStringConvertible {
+                throw CLIError(error.description)
             }
-            index += 1
+            try printPluginOutput(output, json: options.json)
+            return
         }
-        try await runPluginOperation(plugin: plugin, operation: operation, pf: pf, options: options, arguments: arguments)
+        guard let pf = call.pf else {
+            throw CLIError("'\(call.usage)' needs the PF's PCI address.")
+        }
+        try await runPluginOperation(plugin: call.plugin.name, operation: call.operation.name, pf: pf, options: options, arguments: call.arguments)
     }
 }
 

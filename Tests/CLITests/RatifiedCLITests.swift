@@ -10,7 +10,10 @@ func virtioAdminOffPool(_ arguments: [String]) async throws -> (status: Int32, o
     }
 }
 
-/// `caps`, `parts` and `mode` as a user runs them, against simulated PFs.
+/// `caps`, `parts` and `mode` as a user runs them, against simulated PFs. Their command
+/// lines come from what the plugins declare (PluginCommandLine): `caps PF` is the default
+/// operation, FILE and the mode are positional parameters, `mode` is an operation's command
+/// name, `parts show` needs no PF.
 @Suite(.serialized) struct RatifiedCLITests {
     let pf = "0000:3b:00.0"
 
@@ -88,6 +91,21 @@ func virtioAdminOffPool(_ arguments: [String]) async throws -> (status: Int32, o
         #expect(bad.status != 0 && bad.error.contains("\(garbage): not a device parts file (no header)."))
     }
 
+    @Test func theCommandLinesComeFromThePluginsDeclarations() async throws {
+        let help = try await virtioAdminOffPool(["run", "--help"])
+        #expect(help.output.contains("  parts save PF --vf N [--keep-stopped] FILE\n"))
+        #expect(help.output.contains("  mode (or parts mode) PF --vf N STATE\n"))
+        #expect(help.output.contains("  caps show PF\n    (also: caps PF)\n"))
+        #expect(help.output.contains("  parts show FILE\n"))
+        let (_, path) = try await state()
+        let none = try await run(path, ["parts", "bogus", pf])
+        #expect(none.status != 0 && none.error.contains("plugin 'parts' has no operation 'bogus'; it has save, restore, mode, show."))
+        let extra = try await run(path, ["mode", pf, "--vf", "1", "stop", "now"])
+        #expect(extra.status != 0 && extra.error.contains("unexpected 'now'; 'mode' takes PF --vf N STATE."))
+        let flag = try await run(path, ["parts", "save", pf, "--vf", "1", "--keep-stopped=yes", "/tmp/x"])
+        #expect(flag.status != 0 && flag.error.contains("--keep-stopped is a flag; it takes no value."))
+    }
+
     @Test func modeStopsAndResumesAcrossInvocations() async throws {
         let (_, path) = try await state()
         let stop = try await run(path, ["--trace", "mode", pf, "--vf", "2", "stop"])
@@ -99,6 +117,8 @@ func virtioAdminOffPool(_ arguments: [String]) async throws -> (status: Int32, o
         #expect((try json(resume.output) as? [String: Any])?["stopped"] as? Bool == false)
         #expect(!(try String(contentsOfFile: path, encoding: .utf8).contains("vf-state 2")))
         let bad = try await run(path, ["mode", pf, "--vf", "2", "freeze"])
-        #expect(bad.status != 0 && bad.error.contains("the mode is 'stop' or 'resume', not 'freeze'."))
+        #expect(bad.status != 0 && bad.error.contains("the mode is 'stop' or 'resume' (the spec defines only STOPPED and running)."))
+        let missing = try await run(path, ["parts", "save", pf, "--vf", "0"])
+        #expect(missing.status != 0 && missing.error.contains("'parts save' needs FILE (File to write.); it takes PF --vf N [--keep-stopped] FILE."))
     }
 }
