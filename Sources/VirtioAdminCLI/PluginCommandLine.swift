@@ -73,6 +73,13 @@ struct PluginCommandLine {
                 value = next
             }
             arguments[name, default: []].append(value!)
+            // A list takes the words that follow, up to the next option (`--set VERSION_1 MAC`).
+            if declared?.kind == .list {
+                while let next = rest.first, !next.hasPrefix("-") {
+                    arguments[name, default: []].append(next)
+                    rest.removeFirst()
+                }
+            }
         }
         if let missing = positionals.first(where: \.required) {
             throw CLIError("'\(usage)' needs \(missing.name.uppercased()) (\(missing.help)); it takes \(Self.synopsis(operation)).")
@@ -84,7 +91,8 @@ struct PluginCommandLine {
     static func synopsis(_ operation: PluginOperation) -> String {
         var parts: [String] = operation.needsDevice ? ["PF"] : []
         for parameter in operation.parameters where !parameter.positional {
-            let text = parameter.kind == .flag ? "--\(parameter.name)" : "--\(parameter.name) \(parameter.kind == .vf ? "N" : "VALUE")"
+            let value = parameter.kind == .vf ? "N" : parameter.kind == .list ? "VALUE…" : "VALUE"
+            let text = parameter.kind == .flag ? "--\(parameter.name)" : "--\(parameter.name) \(value)"
             parts.append(parameter.required ? text : "[\(text)]")
         }
         for parameter in operation.parameters where parameter.positional {

@@ -97,6 +97,7 @@ func virtioAdminOffPool(_ arguments: [String]) async throws -> (status: Int32, o
         #expect(help.output.contains("  mode (or parts mode) PF --vf N STATE\n"))
         #expect(help.output.contains("  caps show PF\n    (also: caps PF)\n"))
         #expect(help.output.contains("  parts show FILE\n"))
+        #expect(help.output.contains("  features set PF --vf N [--set VALUE…] [--mask VALUE]\n"), "msix and features come from their declarations too")
         let (_, path) = try await state()
         let none = try await run(path, ["parts", "bogus", pf])
         #expect(none.status != 0 && none.error.contains("plugin 'parts' has no operation 'bogus'; it has save, restore, mode, show."))
