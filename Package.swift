@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "Virtqueue", targets: ["Virtqueue"]),
         .library(name: "VirtioSimulator", targets: ["VirtioSimulator"]),
         .library(name: "VirtioAdminDriver", targets: ["VirtioAdminDriver"]),
+        .library(name: "VirtioConformance", targets: ["VirtioConformance"]),
         .library(name: "ResourceManager", targets: ["ResourceManager"]),
         .library(name: "VirtioAdminTestKit", targets: ["VirtioAdminTestKit"]),
         .library(name: "VirtioProvisioning", targets: ["VirtioProvisioning"]),
@@ -51,6 +52,8 @@ let package = Package(
         .target(name: "Virtqueue", dependencies: ["VirtioSpec", "VirtioTransport", "CVolatile"]),
         // The admin-queue driver: ADMIN_VQ, LIST_QUERY/LIST_USE, many commands in flight.
         .target(name: "VirtioAdminDriver", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "VirtioLock"]),
+        // The conformance checks of a device's admin facility (library; the CLI's `conformance`).
+        .target(name: "VirtioConformance", dependencies: ["VirtioAdminDriver", "VirtioTransport", "VirtioSpec", "PCIConfig"]),
         // The run-time plugin ABI (a C header plugin authors include).
         .target(name: "CVirtioAdminPlugin"),
         // The command-handler protocol, the plugin registry, the run-time loader.
@@ -85,7 +88,7 @@ let package = Package(
             name: "VirtioAdminCLI",
             dependencies: [
                 "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver",
-                "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioLock", "VirtioAdmin",
+                "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioLock", "VirtioAdmin", "VirtioConformance",
                 "CapabilitiesResourceManager", "ResourceObjectsResourceManager", "DevicePartsResourceManager", "LegacyAccessResourceManager",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -97,7 +100,7 @@ let package = Package(
         .testTarget(name: "PCIConfigTests", dependencies: ["PCIConfig", "VirtioSpec", "VirtioSimulator", "VirtioTestSupport"]),
         .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport", "CLinuxVFIO"]),
         .testTarget(name: "TransportTests", dependencies: ["VirtioTransport", "Virtqueue", "VirtioSimulator", "PCIConfig", "VirtioSpec"]),
-        .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager"]),
+        .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioLock", "VirtioConformance"]),
         .testTarget(name: "MSIXResourceManagerTests", dependencies: ["MSIXResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/MSIXResourceManagerTests"),
         .testTarget(name: "FeatureBitsResourceManagerTests", dependencies: ["FeatureBitsResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/FeatureBitsResourceManagerTests"),
         .testTarget(name: "RatifiedPluginTests", dependencies: [

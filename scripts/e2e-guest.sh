@@ -5,6 +5,8 @@ export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# DMA at physical addresses (uio_pci_generic) needs 2 MiB huge pages.
+echo 8 > /proc/sys/vm/nr_hugepages
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio-rng failover net_failover virtio_net \
          irqbypass vfio vfio_virqfd vfio_iommu_type1 vfio-pci-core vfio-pci uio uio_pci_generic; do
     insmod /modules/$m.ko 2>/dev/null

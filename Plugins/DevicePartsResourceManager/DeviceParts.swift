@@ -99,6 +99,8 @@ public struct DevicePart: Sendable, Hashable {
         var parts: [DevicePart] = []
         var offset = 0
         while offset < bytes.count {
+            // Up to 7 zero bytes after the last part pad a buffer to a multiple of 8 bytes.
+            if bytes.count - offset < 8 && bytes[offset...].allSatisfy({ $0 == 0 }) { break }
             guard bytes.count - offset >= DevicePartsLayout.partHeaderSize else {
                 return .failure(.malformed("a part header at byte \(offset) is cut short (\(bytes.count - offset) of 16 bytes)"))
             }

@@ -26,7 +26,10 @@ public struct MSIXResourceManager: AdminCommandHandler {
     public var name: String { "msix" }
     public var version: String { "1.0" }
     public var summary: String { "MSI-X vectors of each VF, from the PF's pool (project-defined opcodes)" }
-    public var groupTypes: [AdminGroupType] { [.srIOV] }
+    /// MSIX_GET/MSIX_SET name a VF (SR-IOV group, member = VF number); MSIX_POOL_GET asks
+    /// about the owner itself, so it goes to the self group with member 0 (a conforming
+    /// device rejects member 0 in the SR-IOV group as an invalid member).
+    public var groupTypes: [AdminGroupType] { [.srIOV, .selfGroup] }
     public var opcodes: [(AdminOpcode, String)] {
         [(opcodeTable.msixGet, "MSIX_GET"), (opcodeTable.msixSet, "MSIX_SET"), (opcodeTable.msixPoolGet, "MSIX_POOL_GET")]
     }
@@ -49,9 +52,10 @@ public struct MSIXResourceManager: AdminCommandHandler {
         _ = try await driver.run(AdminCommand(opcode: opcodeTable.msixSet, member: GroupMemberID(vfIndex: vf), data: data), timeout: timeout)
     }
 
-    /// The owner's pool.
+    /// The owner's pool (a self-group command: group type 0, member 0).
     public func pool(driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> MSIXPool {
-        let result = try await driver.run(AdminCommand(opcode: opcodeTable.msixPoolGet, member: .none, resultLength: ProjectCommandLayout.msixPoolResultSize),
+        let result = try await driver.run(AdminCommand(opcode: opcodeTable.msixPoolGet, groupType: .selfGroup, member: .none,
+                                                       resultLength: ProjectCommandLayout.msixPoolResultSize),
                                           timeout: timeout, minimumResult: ProjectCommandLayout.msixPoolResultSize)
         return MSIXPool(total: Int(result.readLE(UInt32.self, at: ProjectCommandLayout.msixPoolTotal)),
                         available: Int(result.readLE(UInt32.self, at: ProjectCommandLayout.msixPoolAvailable)),
@@ -94,6 +98,10 @@ public struct MSIXResourceManager: AdminCommandHandler {
                 let vectors = try arguments.integer("vectors", in: 0...Int(UInt16.max), plugin: manager.name)
                 // Validate against the device's own limits before sending.
                 let pool = try await manager.pool(driver: context.driver, timeout: context.timeout)
+                guard pool.perMemberMinimum <= pool.perMemberMaximum else {
+                    throw PluginError.badResult(plugin: manager.name,
+                                                message: "\(context.driver.address) reports a per-VF minimum of \(pool.perMemberMinimum) vectors above its maximum of \(pool.perMemberMaximum).")
+                }
                 guard (pool.perMemberMinimum...pool.perMemberMaximum).contains(vectors) else {
                     throw PluginError.badArgument(plugin: manager.name,
                                                   message: "\(vectors) vectors is outside the per-VF limits of \(context.driver.address) (\(pool.perMemberMinimum) to \(pool.perMemberMaximum)).")

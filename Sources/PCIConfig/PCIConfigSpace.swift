@@ -233,7 +233,7 @@ public struct PCIConfigSpace: Sendable {
         }
         let bar = Int(bytes[offset + VirtioPCICapLayout.bar])
         guard bar <= Int(VirtioPCICapLayout.maximumBAR) else {
-            throw .barIndexOutOfRange(device: address, offset: offset, capability: name, bar: bar)
+            return nil  // Spec §4.1.4: the driver MUST ignore a capability with a reserved bar value.
         }
         var regionOffset = UInt64(bytes.readLE(UInt32.self, at: offset + VirtioPCICapLayout.offset))
         var regionLength = UInt64(bytes.readLE(UInt32.self, at: offset + VirtioPCICapLayout.length))

@@ -146,7 +146,7 @@ final class PluginHostSession: @unchecked Sendable {
         lock.withLock { sent += 1 }
         switch handover.wait() {
         case .success(let response):
-            let count = min(response.result.count, Int(c.result_capacity))
+            let count = min(response.resultBytesWritten, response.result.count, Int(c.result_capacity))
             if count > 0 { response.result.withUnsafeBufferPointer { command.pointee.result!.update(from: $0.baseAddress!, count: count) } }
             command.pointee.result_length = UInt32(count)
             command.pointee.status = response.status.rawValue

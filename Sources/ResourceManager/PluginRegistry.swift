@@ -61,6 +61,14 @@ public final class PluginRegistry: @unchecked Sendable {
         guard let op = plugin.operation(named: operation) else {
             throw PluginError.unknownOperation(plugin: name, operation: operation, known: plugin.operations.map(\.name))
         }
+        // A group whose command set could not be negotiated at open (the SR-IOV group while
+        // VF Enable was clear) is negotiated again now; if it still is unavailable and the
+        // plugin needs opcodes from it, that is the error the user sees.
+        var unavailable: AdminError?
+        for group in plugin.groupTypes where context.driver.unavailability(of: group) != nil {
+            do throws(AdminError) { try await context.driver.refreshGroup(group) } catch { unavailable = unavailable ?? error }
+        }
+        if let unavailable, !Self.missingOpcodes(of: plugin, supported: context.driver.supported).isEmpty { throw unavailable }
         try Self.check(plugin, against: context.driver)
         return try await op.run(context, arguments)
     }

@@ -71,6 +71,11 @@ public final class AdminGroup: @unchecked Sendable {
             }
             var driverOptions = options.driver
             driverOptions.defaultTimeout = options.timeout
+            // LIST_USE enables what the registered plugins know (issue 13), and VFIO's IOVAs
+            // need a device that translates them.
+            if driverOptions.wantedOpcodes == nil, !registry.plugins.isEmpty { driverOptions.wantedOpcodes = registry.plugins.flatMap { $0.opcodes.map(\.0) } }
+            if access.iovaDMA { driverOptions.requireAccessPlatform = true }
+            if driverOptions.disableBusMaster == nil { driverOptions.disableBusMaster = access.disableBusMaster }
             let driver: AdminQueueDriver
             do {
                 driver = try await AdminQueueDriver.open(transport: transport, allocator: access.allocator, options: driverOptions,

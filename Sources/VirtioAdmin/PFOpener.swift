@@ -16,11 +16,19 @@ public struct PFAccess: @unchecked Sendable {
     public var bars: [Int: any RegisterSpace]
     public var allocator: any DMAAllocator
     public var mode: String
-    public init(config: PCIConfigSpace, bars: [Int: any RegisterSpace], allocator: any DMAAllocator, mode: String) {
+    /// DMA addresses are IOVAs the device must translate (VFIO): the admin driver then
+    /// requires VIRTIO_F_ACCESS_PLATFORM.
+    public var iovaDMA: Bool
+    /// Clears the PF's Bus Master Enable (real PFs), for a device that does not reset.
+    public var disableBusMaster: (@Sendable () -> Bool)?
+    public init(config: PCIConfigSpace, bars: [Int: any RegisterSpace], allocator: any DMAAllocator, mode: String, iovaDMA: Bool = false,
+                disableBusMaster: (@Sendable () -> Bool)? = nil) {
         self.config = config
         self.bars = bars
         self.allocator = allocator
         self.mode = mode
+        self.iovaDMA = iovaDMA
+        self.disableBusMaster = disableBusMaster
     }
 }
 
@@ -113,7 +121,8 @@ public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
         let function: OpenedFunction
         do { function = try RealDeviceOpener(sysfsRoot: sysfsRoot).open(address) } catch { throw .access(pf: address, error) }
         opened = function
-        return PFAccess(config: function.config, bars: function.bars, allocator: function.allocator, mode: function.mode)
+        return PFAccess(config: function.config, bars: function.bars, allocator: function.allocator, mode: function.mode, iovaDMA: function.vfio != nil,
+                        disableBusMaster: function.disableBusMaster)
     }
 
     public func checkpoint() throws(VirtioAdminError) {}

@@ -59,6 +59,7 @@ public final class ProvisioningService: @unchecked Sendable {
     let registry: @Sendable () -> PluginRegistry
     let lock = Lock()
     var workers: [PCIAddress: PFWorker] = [:]
+    var pfCache: [PCIAddress: PFInfo] = [:]
 
     public init(policy: ProvisioningPolicy, options: Options, logger: Logger,
                 opener: @escaping @Sendable (PCIAddress) -> any PFOpener,
@@ -78,7 +79,10 @@ public final class ProvisioningService: @unchecked Sendable {
         let start = clock.now
         switch event.action {
         case .remove:
-            let worker = lock.withLock { workers.removeValue(forKey: event.address) }
+            let worker = lock.withLock { () -> PFWorker? in
+                pfCache[event.address] = nil
+                return workers.removeValue(forKey: event.address)
+            }
             if let worker { await worker.close() }
             logger.info("forgot \(event.address) (removed)")
             return EventOutcome(summary: "forgot \(event.address)", succeeded: true)
@@ -96,6 +100,7 @@ public final class ProvisioningService: @unchecked Sendable {
         }
         switch function.role {
         case .pf:
+            lock.withLock { pfCache[function.address] = nil }
             return preparePF(function)
         case .function:
             return EventOutcome(summary: "ignored: \(event.address) has no SR-IOV role", succeeded: true)
@@ -122,14 +127,42 @@ public final class ProvisioningService: @unchecked Sendable {
         return EventOutcome(summary: "prepared PF \(pf.address)", succeeded: true)
     }
 
+    /// What the service keeps of a PF between its VFs' events (read once, not per event:
+    /// a PF with 1024 VFs has 1024 `virtfn` links).
+    struct PFInfo: Sendable {
+        var function: VirtioFunction
+        var rule: PFRule?
+        var layout: (offset: Int, stride: Int)?
+    }
+
+    func pfInfo(_ address: PCIAddress) throws(LinuxError) -> PFInfo {
+        if let cached = lock.withLock({ pfCache[address] }) { return cached }
+        let function = try enumerator.function(at: address)
+        let info = PFInfo(function: function, rule: policy.rule(for: function), layout: enumerator.vfLayout(of: address))
+        lock.withLock { pfCache[address] = info }
+        return info
+    }
+
+    /// The VF's index (`virtfnN`) under its PF: from the PF's VF layout (the kernel's own
+    /// rule), or, without one, from the PF's `virtfn` links.
+    func vfIndex(of vf: PCIAddress, under pf: PFInfo) -> Int? {
+        if let layout = pf.layout, vf.domain == pf.function.address.domain {
+            let distance = Int(vf.routingID) - Int(pf.function.address.routingID) - layout.offset
+            if distance >= 0, distance % layout.stride == 0 { return distance / layout.stride }
+            return nil
+        }
+        return pf.function.virtfns.first { $0.value == vf }?.key
+            ?? (try? enumerator.function(at: pf.function.address))?.virtfns.first { $0.value == vf }?.key
+    }
+
     func provisionVF(_ vf: VirtioFunction) async -> EventOutcome {
         guard let pfAddress = vf.physfn else { return EventOutcome(summary: "\(vf.address): VF without physfn", succeeded: false) }
-        let pf: VirtioFunction
-        do { pf = try enumerator.function(at: pfAddress) } catch { return EventOutcome(summary: error.description, succeeded: false) }
-        guard let index = pf.virtfns.first(where: { $0.value == vf.address })?.key else {
-            return EventOutcome(summary: "\(vf.address): not among the virtfn links of PF \(pfAddress)", succeeded: false)
+        let pf: PFInfo
+        do { pf = try pfInfo(pfAddress) } catch { return EventOutcome(summary: error.description, succeeded: false) }
+        guard let index = vfIndex(of: vf.address, under: pf) else {
+            return EventOutcome(summary: "\(vf.address): not a VF of PF \(pfAddress) by its VF layout", succeeded: false)
         }
-        let rule = policy.rule(for: pf)
+        let rule = pf.rule
         guard let rule, let desired = policy.desired(for: index, under: rule) else {
             await probe(vf.address, hold: rule?.holdVFDrivers ?? false)
             return EventOutcome(summary: "no policy for PF \(pfAddress) VF \(index); nothing to do", succeeded: true)
@@ -176,6 +209,12 @@ public final class ProvisioningService: @unchecked Sendable {
             if options.keepOpen { workers[pf] = worker }
             return worker
         }
+    }
+
+    /// Batches run on `pf`'s admin queue so far (0 when the service holds no queue for it).
+    public func batchCount(pf: PCIAddress) async -> Int {
+        guard let worker = lock.withLock({ workers[pf] }) else { return 0 }
+        return await worker.batches
     }
 
     /// PFs whose admin queue is open now.

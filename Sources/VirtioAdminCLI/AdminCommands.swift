@@ -117,6 +117,9 @@ struct Commands: AsyncParsableCommand {
                 print(renderTable(header: ["OPCODE", "NAME", "SUPPORTED", "IN USE", "DEFINED BY"], rows: rows.map {
                     [hex($0.opcode, width: 4), $0.name, $0.supported ? "yes" : "no", $0.inUse ? "yes" : "no", $0.definedBy]
                 }))
+                if let unavailable = session.driver.unavailability(of: .srIOV) {
+                    print("note: \(unavailable)")
+                }
             }
         }
     }

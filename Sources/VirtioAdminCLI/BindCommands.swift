@@ -5,6 +5,8 @@ import VirtioLinux
 import VirtioSpec
 import VirtioTransport
 import Virtqueue
+import VirtioAdminDriver
+import VirtioSimulator
 
 extension UserSpaceDriver: ExpressibleByArgument {}
 
@@ -98,10 +100,39 @@ struct Entropy: ParsableCommand {
         let opened: OpenedFunction
         do { opened = try RealDeviceOpener(sysfsRoot: global.sysfsRoot).open(address) } catch { throw CLIError(error.description) }
         guard opened.config.virtioDeviceType == .entropy else { throw CLIError("\(address): not a virtio entropy device.") }
+        // Memory the device may write is released only after its reset is confirmed; if it
+        // is not, it is kept until the process exits (and the user is told).
+        var transportForCleanup: ModernPCITransport?
+        var keep: [AnyObject] = []
+        var buffers: [DMARegion] = []
+        func quiesce() -> String? {
+            guard let transport = transportForCleanup else { return nil }
+            do { try transport.reset() } catch {
+                keep.forEach { _ = Unmanaged.passRetained($0) }  // never released: the device may still write
+                buffers.removeAll()
+                return "\(address): the device did not confirm its reset (\(error)); its DMA memory is kept until exit."
+            }
+            return nil
+        }
+        defer {
+            if let warning = quiesce() { FileHandle.standardError.write(Data((warning + "\n").utf8)) }
+            buffers.forEach { opened.allocator.release($0) }
+        }
         do {
             let transport = try ModernPCITransport(config: opened.config, bars: opened.bars)
-            let features = try transport.negotiate(required: [.version1], wanted: [.accessPlatform, .eventIndex])
+            transportForCleanup = transport
+            // VFIO hands the device IOVAs: only a device that translates them (ACCESS_PLATFORM) may have them.
+            let iova = opened.vfio != nil
+            let features: FeatureSet
+            let negotiated = Result { () throws(TransportError) -> FeatureSet in
+                try transport.negotiate(required: iova ? [.version1, .accessPlatform] : [.version1], wanted: [.accessPlatform, .eventIndex])
+            }
+            if case .failure(let error) = negotiated, case let .missingFeatures(_, missing, _) = error, missing.contains(.accessPlatform) {
+                throw CLIError("\(address): the device does not offer VIRTIO_F_ACCESS_PLATFORM, so it would take VFIO's IOVAs for physical addresses; refused.")
+            }
+            features = try negotiated.get()
             let queue = try SplitVirtqueue(size: 8, allocator: opened.allocator, eventIndex: features.contains(.eventIndex))
+            keep.append(queue)
             var vector: UInt16?
             var eventFD: Int32?
             if useMSIX, let vfio = opened.vfio {
@@ -113,7 +144,7 @@ struct Entropy: ParsableCommand {
                                                     deviceArea: queue.deviceArea, msixVector: vector)
             try transport.driverOK()
             let buffer = try opened.allocator.allocate(length: bytes, alignment: 64)
-            defer { opened.allocator.release(buffer) }
+            buffers.append(buffer)
             try queue.add(readable: [], writable: [DMABuffer(address: buffer.deviceAddress, length: UInt32(bytes))])
             if queue.publish() { notifier.notify() }
             var received = 0
@@ -130,7 +161,8 @@ struct Entropy: ParsableCommand {
                 if received == 0 && Date() > deadline { throw CLIError("\(address): the device returned no entropy within 5 s.") }
             }
             let data = Array(buffer.bytes.prefix(received))
-            try transport.reset()
+            if let warning = quiesce() { throw CLIError(warning) }
+            transportForCleanup = nil
             if json {
                 try printJSON(["bytes": hexBytes(data), "mode": opened.mode, "features": features.names().joined(separator: " "),
                                "interrupt": eventFD != nil ? "msix" : "polling"])
@@ -146,16 +178,22 @@ struct Entropy: ParsableCommand {
     }
 }
 
-struct Probe: ParsableCommand {
+struct Probe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Read a user-space-bound function's registers: device status, offered features, queues, admin queue fields.",
-        discussion: "The function must be bound to vfio-pci or uio_pci_generic. JSON: {status, statusBits, features, numQueues, adminQueueIndex, adminQueueNum, mode}.")
+        discussion: """
+            The function must be bound to vfio-pci or uio_pci_generic. JSON: {status, statusBits, features, \
+            numQueues, adminQueueIndex, adminQueueNum, mode}. With --simulate PATH the simulated PF is opened \
+            as the admin driver opens it (features negotiated, admin queue up) and probed then; JSON adds \
+            negotiatedFeatures.
+            """)
     @OptionGroup var global: GlobalOptions
     @Argument(help: ArgumentHelp("The function's PCI address.", valueName: "ADDRESS")) var address: String
     @Flag(help: "Print JSON.") var json = false
 
-    func run() throws {
+    func run() async throws {
         let address = try parseAddress(address)
+        if let simulate = global.simulate { return try await probeSimulated(address, path: simulate) }
         do {
             let opened = try RealDeviceOpener(sysfsRoot: global.sysfsRoot).open(address)
             let transport = try ModernPCITransport(config: opened.config, bars: opened.bars)
@@ -175,5 +213,42 @@ struct Probe: ParsableCommand {
                 print("access: \(opened.mode)")
             }
         } catch let error as CLIError { throw error } catch { throw CLIError("\(error)") }
+    }
+}
+
+extension Probe {
+    /// Opens the simulated PF as the admin driver does, then reports what a probe of a real
+    /// PF reports, plus the features the driver negotiated.
+    func probeSimulated(_ address: PCIAddress, path: String) async throws {
+        try await SimulatedDeviceStore.withLock(path) {
+            let device: SimulatedSRIOVDevice
+            do { device = try SimulatedDeviceStore.load(path) } catch { throw CLIError("\(error)") }
+            defer { device.stop() }
+            guard device.pfAddress == address else { throw CLIError("\(path) simulates PF \(device.pfAddress); \(address) is not in it.") }
+            do {
+                let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
+                let driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory)
+                let type = device.configuration.pfType
+                let status = transport.status
+                let offered = transport.deviceFeatures().names(for: type)
+                let negotiated = transport.negotiatedFeatures.names(for: type)
+                let admin = transport.adminQueues
+                let mode = "simulated PF (\(path)), admin queue open"
+                if json {
+                    try printJSON(JSONValue.object([
+                        ("status", .int(Int(status.rawValue))), ("statusBits", .string(status.description)),
+                        ("features", .array(offered.map(JSONValue.string))), ("negotiatedFeatures", .array(negotiated.map(JSONValue.string))),
+                        ("numQueues", .int(transport.numQueues)),
+                        ("adminQueueIndex", admin.map { .int($0.index) } ?? .null), ("adminQueueNum", admin.map { .int($0.count) } ?? .null),
+                        ("mode", .string(mode)),
+                    ]))
+                } else {
+                    print("\(address): device_status \(status); negotiated \(negotiated.joined(separator: " ")); offered \(offered.joined(separator: " ")); num_queues \(transport.numQueues); admin queues \(admin.map { "index \($0.index), count \($0.count)" } ?? "none")")
+                    print("access: \(mode)")
+                }
+                driver.close()
+                try SimulatedDeviceStore.save(device, to: path)
+            } catch let error as CLIError { throw error } catch { throw CLIError("\(error)") }
+        }
     }
 }

@@ -95,7 +95,7 @@ struct SimulateNumVFs: AsyncParsableCommand {
             guard (0...device.configuration.totalVFs).contains(count) else {
                 throw CLIError("NumVFs must be 0 to TotalVFs (\(device.configuration.totalVFs)).")
             }
-            device.setNumVFs(count)
+            do { try device.setNumVFs(count) } catch { throw CLIError("\(error)") }
             do { try SimulatedDeviceStore.save(device, to: path) } catch { throw CLIError("\(error)") }
             try rewriteSimulatedTree(device, state: path)
         }

@@ -10,6 +10,8 @@ public struct AdminCommand: Sendable, Hashable {
     public var data: [UInt8]
     /// Bytes of command-specific result the caller expects (after the 8-byte status).
     public var resultLength: Int
+    /// Sent without the driver's command-set check (``AdminQueueDriver/submitUnchecked(_:timeout:)``).
+    var unchecked = false
 
     public init(opcode: AdminOpcode, groupType: AdminGroupType = .srIOV, member: GroupMemberID = .none, data: [UInt8] = [], resultLength: Int = 0) {
         self.opcode = opcode
@@ -27,11 +29,16 @@ public struct AdminCommand: Sendable, Hashable {
 public struct AdminResponse: Sendable, Hashable {
     public var status: AdminStatus
     public var qualifier: AdminStatusQualifier
+    /// The command-specific result, zero-filled to the length the command asked for when
+    /// the device wrote less (the spec's truncation rule: missing fields read as zero).
     public var result: [UInt8]
-    public init(status: AdminStatus, qualifier: AdminStatusQualifier, result: [UInt8]) {
+    /// Result bytes the device actually wrote (the used length minus the status header).
+    public var resultBytesWritten: Int
+    public init(status: AdminStatus, qualifier: AdminStatusQualifier, result: [UInt8], resultBytesWritten: Int? = nil) {
         self.status = status
         self.qualifier = qualifier
         self.result = result
+        self.resultBytesWritten = resultBytesWritten ?? result.count
     }
 }
 
@@ -82,12 +89,26 @@ public protocol AdminCommandRunner: Sendable {
     func name(of opcode: AdminOpcode) -> String
     /// Sends a command and returns the device's answer, whatever its status.
     func submit(_ command: AdminCommand, timeout: Duration?) async throws(AdminError) -> AdminResponse
+    /// Why group `group` cannot be used now, if so (default: it can).
+    func unavailability(of group: AdminGroupType) -> AdminError?
+    /// Negotiates group `group`'s command set again (default: nothing to do).
+    func refreshGroup(_ group: AdminGroupType) async throws(AdminError)
+    /// What ``run(_:timeout:minimumResult:)`` does (the driver's retries EAGAIN).
+    func runChecked(_ command: AdminCommand, timeout: Duration?, minimumResult: Int) async throws(AdminError) -> [UInt8]
 }
 
 extension AdminCommandRunner {
+    public func unavailability(of group: AdminGroupType) -> AdminError? { nil }
+    public func refreshGroup(_ group: AdminGroupType) async throws(AdminError) {}
+
     /// Runs a command and returns its result; a status other than OK throws
     /// ``AdminError/commandFailed(device:opcode:opcodeName:member:status:qualifier:)``.
     public func run(_ command: AdminCommand, timeout: Duration? = nil, minimumResult: Int = 0) async throws(AdminError) -> [UInt8] {
+        try await runChecked(command, timeout: timeout, minimumResult: minimumResult)
+    }
+
+    /// One submission; a status other than OK throws.
+    public func runChecked(_ command: AdminCommand, timeout: Duration?, minimumResult: Int) async throws(AdminError) -> [UInt8] {
         let response = try await submit(command, timeout: timeout)
         guard response.status == .ok else {
             throw .commandFailed(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode), member: command.member,
@@ -101,4 +122,9 @@ extension AdminCommandRunner {
     }
 }
 
-extension AdminQueueDriver: AdminCommandRunner {}
+extension AdminQueueDriver: AdminCommandRunner {
+    /// The driver's own ``AdminQueueDriver/run(_:timeout:minimumResult:)``: EAGAIN is retried.
+    public func runChecked(_ command: AdminCommand, timeout: Duration?, minimumResult: Int) async throws(AdminError) -> [UInt8] {
+        try await run(command, timeout: timeout, minimumResult: minimumResult)
+    }
+}

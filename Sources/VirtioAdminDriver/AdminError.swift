@@ -15,6 +15,8 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
                        status: AdminStatus, qualifier: AdminStatusQualifier)
     /// The command did not complete in time (the device still owns its buffers).
     case timeout(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, member: GroupMemberID, after: Duration)
+    /// No command slot became free in time: the device holds every slot's buffers.
+    case noFreeSlot(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, after: Duration)
     /// The caller's task was cancelled.
     case cancelled(device: PCIAddress, opcode: AdminOpcode, opcodeName: String)
     /// The device set DEVICE_NEEDS_RESET; every command in flight failed with this.
@@ -33,6 +35,15 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
     case notRunning(device: PCIAddress)
     /// A run-time plugin's host refused to send the command, or could not complete it (plugin ABI 2).
     case hostRefused(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, reason: String)
+    /// A group type's command set could not be negotiated (for the SR-IOV group: VF Enable
+    /// is clear, so the group does not exist yet).
+    case groupUnavailable(device: PCIAddress, group: AdminGroupType, reason: String)
+    /// DMA addresses are IOVAs (VFIO) but the device does not offer VIRTIO_F_ACCESS_PLATFORM,
+    /// so it would use them as physical addresses; it was left reset.
+    case accessPlatformNotOffered(device: PCIAddress)
+    /// The device did not confirm its reset and bus mastering could not be cleared: the
+    /// rings and command buffers are kept (quarantined), never released.
+    case memoryQuarantined(device: PCIAddress, bytes: Int, reason: String)
     case transport(TransportError)
     case dma(DMAError)
 
@@ -46,6 +57,8 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
             "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4)))\(member == .none ? "" : " for \(memberText(member))") failed: \(status.name) (\(status.meaning)), qualifier \(qualifier.name)."
         case let .timeout(device, opcode, name, member, after):
             "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4)))\(member == .none ? "" : " for \(memberText(member))") did not complete within \(after)."
+        case let .noFreeSlot(device, opcode, name, after):
+            "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4))) found no free command slot within \(after): the device holds every slot's buffers."
         case let .cancelled(device, _, name):
             "\(device): \(name) was cancelled before it completed."
         case let .deviceNeedsReset(device):
@@ -65,9 +78,23 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .notRunning(device):
             "\(device): the admin queue is not running (it failed or was closed); reinitialise it."
         case let .hostRefused(_, _, _, reason): reason
+        case let .groupUnavailable(device, group, reason):
+            group == .srIOV
+                ? "\(device): the SR-IOV group's commands are unavailable until VFs are enabled (VF Enable is clear; \(reason))."
+                : "\(device): the \(group) group's commands are unavailable: \(reason)."
+        case let .accessPlatformNotOffered(device):
+            "\(device): the device does not offer VIRTIO_F_ACCESS_PLATFORM, so it would take the driver's IOVAs for physical addresses; refused and left reset (enable the device's IOMMU support, e.g. QEMU iommu_platform=on)."
+        case let .memoryQuarantined(device, bytes, reason):
+            "\(device): the device did not confirm its reset (\(reason)) and bus mastering could not be cleared, so \(bytes) bytes of DMA memory it may still write are kept, never released."
         case .transport(let error): error.description
         case .dma(let error): error.description
         }
+    }
+
+    /// The device answered EINVAL / INVALID_GROUP.
+    public var isInvalidGroup: Bool {
+        if let (status, qualifier) = deviceStatus { return status == .einval && qualifier == .invalidGroup }
+        return false
     }
 
     /// For `commandFailed`: the device's status and qualifier.

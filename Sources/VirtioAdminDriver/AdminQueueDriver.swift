@@ -21,11 +21,37 @@ public final class AdminQueueDriver: @unchecked Sendable {
         public var slotBytes = 512
         /// Timeout of a command that names none.
         public var defaultTimeout: Duration = .seconds(5)
-        /// Opcodes to enable with LIST_USE (`nil`: everything the device lists).
+        /// Opcodes to enable with LIST_USE, in every group that lists them (`nil`: everything
+        /// the device lists). The CLI passes what its registered plugins know; when the
+        /// device refuses that combination (EINVAL), LIST_USE is sent again with every listed
+        /// opcode. LIST_QUERY and LIST_USE are always kept.
         public var wantedOpcodes: [AdminOpcode]?
-        /// Group type of the commands (SR-IOV).
-        public var groupType: AdminGroupType = .srIOV
+        /// Group types whose command sets are negotiated at open: SR-IOV (commands about a
+        /// VF) and self (commands about the owner, such as MSIX_POOL_GET). A group the
+        /// device refuses with INVALID_GROUP (the SR-IOV group while VF Enable is clear) does
+        /// not fail `open`; it is negotiated again when a command for it is sent.
+        public var groupTypes: [AdminGroupType] = [.srIOV, .selfGroup]
+        /// How long a reset may take before the driver stops trusting the device with its
+        /// memory (then it clears Bus Master Enable or quarantines the memory).
+        public var resetTimeout: Duration = .seconds(1)
+        /// Clears Bus Master Enable in the function's command register; returns whether it
+        /// did. Used only when a reset is not confirmed.
+        public var disableBusMaster: (@Sendable () -> Bool)?
+        /// How long a command waits for a free command slot (all slots can stay taken by
+        /// commands a device never completes).
+        public var slotWaitTimeout: Duration = .seconds(60)
+        /// DMA addresses are IOVAs (VFIO): the device must translate them, so
+        /// VIRTIO_F_ACCESS_PLATFORM is required, not just wanted.
+        public var requireAccessPlatform = false
         public init() {}
+    }
+
+    /// A group type's command set as negotiated with LIST_QUERY/LIST_USE.
+    struct GroupCommands {
+        var supported = AdminOpcodeBitmap()
+        var inUse = AdminOpcodeBitmap()
+        /// Why the group cannot be used now (LIST_QUERY or LIST_USE failed), if so.
+        var unavailable: AdminError?
     }
 
     enum State { case starting, running, failed(AdminError), closed }
@@ -39,13 +65,23 @@ public final class AdminQueueDriver: @unchecked Sendable {
         var deadline: UInt64 = 0
         var timeout: Duration = .zero
         var token: UInt64 = 0
+        /// Result bytes the caller asked for (a shorter result is zero-filled to this).
+        var resultLength = 0
         /// On the ring (the device owns its buffers).
         var busy = false
     }
 
+    /// A slot handed to a command, stamped with the epoch it was granted in: a grant from
+    /// before a fail-all (and reinitialisation) is stale and never used.
+    struct SlotGrant {
+        var index: Int
+        var epoch: UInt64
+    }
+
     struct Waiter {
         var token: UInt64
-        var continuation: CheckedContinuation<Int?, Never>
+        var continuation: CheckedContinuation<SlotGrant?, Never>
+        var exclusive: Bool
     }
 
     public let address: PCIAddress
@@ -61,13 +97,24 @@ public final class AdminQueueDriver: @unchecked Sendable {
     var freeSlots: [Int] = []
     var headToSlot: [Int32] = []
     var waiters: [Waiter] = []
+    /// Waiters whose wait for a slot outlasted their timeout.
+    var expiredWaiters = Set<UInt64>()
     var nextToken: UInt64 = 1
     var pollerRunning = false
     /// Chains were published without a notify; the poller sends one.
     var kickPending = false
+    /// ``submitTogether(_:timeout:)`` is placing a batch: no doorbell until all are on the ring.
+    var holdNotify = false
     var counters = AdminCounters()
-    var supportedOpcodes = AdminOpcodeBitmap()
-    var inUseOpcodes = AdminOpcodeBitmap()
+    var groups: [UInt16: GroupCommands] = [:]
+    /// Bumped by every fail-all: slot grants of an older epoch are stale.
+    var slotEpoch: UInt64 = 0
+    /// A LIST_USE holds the queue alone: no other command is outstanding while it is.
+    var exclusive = false
+    var exclusiveWaiters: [CheckedContinuation<Void, Never>] = []
+    /// The rings and command slots could not be released safely (the device did not
+    /// confirm its reset and bus mastering could not be cleared): kept for good.
+    public private(set) var quarantinedBytes = 0
     var adminQueueIndex = 0
     var opcodeNames: [AdminOpcode: String] = [:]
     var traceHandler: (@Sendable (AdminTraceEvent) -> Void)?
@@ -92,9 +139,25 @@ public final class AdminQueueDriver: @unchecked Sendable {
         self.transport = transport
         self.allocator = allocator
         self.options = options
+        OpenDrivers.add(self)
+    }
+
+    /// Closes every admin-queue driver of this process that is still alive (each PF reset,
+    /// or its memory quarantined): what an interrupted program does before it exits, so
+    /// that no device keeps writing into memory the process is about to give back.
+    /// - Returns: each driver's PF with the quarantine error, if it came to that, and the
+    ///   device status read after the close (0 once the reset is confirmed).
+    public static func closeAllOpen() -> [(device: PCIAddress, quarantine: AdminError?, status: DeviceStatus)] {
+        OpenDrivers.all().map { driver in
+            let quarantine = driver.close()
+            return (driver.address, quarantine, driver.transport.status)
+        }
     }
 
     deinit {
+        OpenDrivers.remove(self)
+        // Only memory of a device known to be quiet is here (quarantined memory was moved
+        // to the quarantine list and is never released).
         if let slab { allocator.release(slab) }
     }
 
@@ -104,10 +167,20 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// The spec or plugin name of an opcode.
     public func name(of opcode: AdminOpcode) -> String { lock.withLock { opcodeNames[opcode] } ?? opcode.specName }
 
-    /// Opcodes the device listed in LIST_QUERY.
-    public var supported: AdminOpcodeBitmap { lock.withLock { supportedOpcodes } }
-    /// Opcodes enabled with LIST_USE.
-    public var inUse: AdminOpcodeBitmap { lock.withLock { inUseOpcodes } }
+    /// Opcodes the device listed in LIST_QUERY, over all negotiated groups.
+    public var supported: AdminOpcodeBitmap {
+        lock.withLock { groups.values.reduce(AdminOpcodeBitmap()) { $0.union($1.supported.opcodes) } }
+    }
+    /// Opcodes enabled with LIST_USE, over all negotiated groups.
+    public var inUse: AdminOpcodeBitmap {
+        lock.withLock { groups.values.reduce(AdminOpcodeBitmap()) { $0.union($1.inUse.opcodes) } }
+    }
+    /// Opcodes group `group` lists (empty while it is unavailable).
+    public func supported(in group: AdminGroupType) -> AdminOpcodeBitmap { lock.withLock { groups[group.rawValue]?.supported ?? AdminOpcodeBitmap() } }
+    /// Opcodes enabled in group `group`.
+    public func inUse(in group: AdminGroupType) -> AdminOpcodeBitmap { lock.withLock { groups[group.rawValue]?.inUse ?? AdminOpcodeBitmap() } }
+    /// Why group `group` cannot be used now (its LIST_QUERY/LIST_USE failed), if so.
+    public func unavailability(of group: AdminGroupType) -> AdminError? { lock.withLock { groups[group.rawValue]?.unavailable } }
     public var statistics: AdminCounters { lock.withLock { counters } }
     /// The driver stopped after DEVICE_NEEDS_RESET, surprise removal or a protocol
     /// violation, and waits for ``reinitialize()``.
@@ -123,40 +196,98 @@ public final class AdminQueueDriver: @unchecked Sendable {
     // MARK: Bring-up
 
     func start() async throws(AdminError) {
+        try bringUp()
+        // Command-set negotiation, group by group: LIST_QUERY, then LIST_USE of what we will use.
         do {
-            try bringUp()
-        } catch {
-            try? transport.reset()
-            throw error
-        }
-        // Command-set negotiation: LIST_QUERY, then LIST_USE of what we will use.
-        do {
-            // 64 bytes of bitmap describe opcodes 0x000–0x1ff.
-            let listed = try await run(AdminCommand(opcode: .listQuery, groupType: options.groupType, resultLength: 64), minimumResult: 8)
-            let supported = AdminOpcodeBitmap(decoding: listed)
-            var wanted = AdminOpcodeBitmap(opcodes: (options.wantedOpcodes ?? supported.opcodes).filter(supported.contains))
-            wanted.insert(.listQuery)
-            wanted.insert(.listUse)
-            lock.withLock { supportedOpcodes = supported }
-            _ = try await run(AdminCommand(opcode: .listUse, groupType: options.groupType, data: wanted.encode()))
-            lock.withLock {
-                inUseOpcodes = wanted
-                if case .starting = state { state = .running }
+            for group in options.groupTypes {
+                do {
+                    try await negotiate(group)
+                } catch let error where error.isInvalidGroup {
+                    // Not fatal: the SR-IOV group does not exist while VF Enable is clear
+                    // [admin:417-423]; it is negotiated again when a command needs it.
+                    lock.withLock { groups[group.rawValue, default: GroupCommands()].unavailable = unavailableError(group, error) }
+                }
             }
+            lock.withLock { if case .starting = state { state = .running } }
         } catch {
             close()
             throw error
         }
     }
 
-    func bringUp() throws(AdminError) {
+    /// LIST_QUERY then LIST_USE for one group type. LIST_USE enables the wanted opcodes the
+    /// group lists; if the device refuses that combination with EINVAL, every listed opcode.
+    func negotiate(_ group: AdminGroupType) async throws(AdminError) {
+        // 64 bytes of bitmap describe opcodes 0x000–0x1ff.
+        let listed = try await run(AdminCommand(opcode: .listQuery, groupType: group, resultLength: 64), minimumResult: 8)
+        let supported = AdminOpcodeBitmap(decoding: listed)
+        var wanted = AdminOpcodeBitmap(opcodes: (options.wantedOpcodes ?? supported.opcodes).filter(supported.contains))
+        wanted.insert(.listQuery)
+        wanted.insert(.listUse)
+        lock.withLock { groups[group.rawValue] = GroupCommands(supported: supported, inUse: AdminOpcodeBitmap(opcodes: [.listQuery, .listUse])) }
         do {
-            try transport.negotiate(required: [.adminVQ], wanted: [.eventIndex, .accessPlatform])
+            _ = try await run(AdminCommand(opcode: .listUse, groupType: group, data: wanted.encode()))
+        } catch let error where error.deviceStatus?.0 == .einval && !error.isInvalidGroup && wanted != supported {
+            // The device refused the combination (it MAY, for internal dependencies
+            // [admin:374-378]): fall back to everything it listed.
+            wanted = supported
+            wanted.insert(.listQuery)
+            wanted.insert(.listUse)
+            _ = try await run(AdminCommand(opcode: .listUse, groupType: group, data: wanted.encode()))
+        }
+        lock.withLock {
+            groups[group.rawValue]?.inUse = wanted
+            groups[group.rawValue]?.unavailable = nil
+        }
+    }
+
+    /// The error commands for `group` get while its LIST_QUERY/LIST_USE are refused.
+    func unavailableError(_ group: AdminGroupType, _ error: AdminError) -> AdminError {
+        let reason = error.deviceStatus.map { "\($0.0.name) / \($0.1.name)" } ?? error.description
+        return .groupUnavailable(device: address, group: group, reason: "the device refused its LIST_QUERY/LIST_USE with \(reason)")
+    }
+
+    /// Negotiates `group` again if it was unavailable (a command for it is about to be sent).
+    public func refreshGroup(_ group: AdminGroupType) async throws(AdminError) {
+        do {
+            try await negotiate(group)
+        } catch let error where error.isInvalidGroup {
+            let reason = unavailableError(group, error)
+            lock.withLock { groups[group.rawValue, default: GroupCommands()].unavailable = reason }
+            throw reason
+        }
+    }
+
+    func bringUp() throws(AdminError) {
+        // This driver is the PF's driver: it negotiates SR_IOV (required before VFs are
+        // enabled [content:966-979]) when the function has the capability, and accepts
+        // ORDER_PLATFORM (SHOULD [content:962-964]; it makes the ring barriers DMA-strength).
+        var wanted: FeatureSet = [.eventIndex, .orderPlatform]
+        if transport.hasSRIOVCapability { wanted.insert(.srIOV) }
+        var required: FeatureSet = [.adminVQ]
+        if options.requireAccessPlatform { required.insert(.accessPlatform) } else { wanted.insert(.accessPlatform) }
+        do {
+            try transport.negotiate(required: required, wanted: wanted)
         } catch .missingFeatures(let device, let missing, _) where missing.contains(.adminVQ) {
+            try? transport.reset()
             throw .adminVQNotOffered(device: device)
+        } catch .missingFeatures(let device, let missing, _) where missing.contains(.accessPlatform) {
+            try? transport.reset()
+            throw .accessPlatformNotOffered(device: device)
         } catch {
+            try? transport.reset()
             throw .transport(error)
         }
+        // Nothing is mapped for the device yet: a failure up to here leaves nothing to guard.
+        do throws(AdminError) {
+            try setUpAdminQueue()
+        } catch {
+            quiesceAfterFailure()
+            throw error
+        }
+    }
+
+    func setUpAdminQueue() throws(AdminError) {
         guard let admin = transport.adminQueues else {
             throw .noAdminQueue(device: address, reason: "the common configuration structure is too short to carry admin_queue_index/admin_queue_num")
         }
@@ -177,16 +308,21 @@ public final class AdminQueueDriver: @unchecked Sendable {
             throw .dma(error)
         }
         let notifier: QueueNotifier
+        lock.withLock {
+            // Whatever an earlier bring-up left was released or quarantined by its close().
+            if let old = self.slab { allocator.release(old) }
+            self.queue = queue
+            self.slab = slab
+        }
         do {
             notifier = try transport.setUpQueue(admin.index, size: size, descriptorArea: queue.descriptorArea, driverArea: queue.driverArea,
                                                 deviceArea: queue.deviceArea, checkIndex: false)
             try transport.driverOK()
         } catch {
-            allocator.release(slab)
+            // The caller quiesces the device before anything is released.
             throw .transport(error)
         }
         lock.withLock {
-            if let old = self.slab { allocator.release(old) }
             self.queue = queue
             self.notifier = notifier
             self.slab = slab
@@ -205,11 +341,51 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 
     /// Resets the device (so it lets go of the rings), then fails every command in flight.
-    public func close() {
+    ///
+    /// DMA memory is released or reused only once the device is known to be quiet: its
+    /// reset confirmed (device_status reads 0); otherwise Bus Master Enable cleared through
+    /// ``Options/disableBusMaster``; otherwise the rings and command slots are quarantined
+    /// (kept for the life of the process) and the returned error says so.
+    /// - Returns: `nil`, or ``AdminError/memoryQuarantined(device:bytes:reason:)``.
+    @discardableResult
+    public func close() -> AdminError? {
         lock.withLock {
-            try? transport.reset()
+            let quarantine = quiesceLocked()
+            failAllLocked(.notRunning(device: address), newState: .closed)
+            return quarantine
+        }
+    }
+
+    /// Quiesces the device after a failed bring-up (no command can be in flight).
+    func quiesceAfterFailure() {
+        lock.withLock {
+            _ = quiesceLocked()
             failAllLocked(.notRunning(device: address), newState: .closed)
         }
+    }
+
+    /// Makes sure the device can no longer touch the driver's DMA memory (lock held):
+    /// reset, confirmed; else Bus Master Enable cleared; else the memory is moved to the
+    /// quarantine and never released. Returns the quarantine error, if it came to that.
+    func quiesceLocked() -> AdminError? {
+        let resetError: TransportError
+        do {
+            try transport.reset(timeout: options.resetTimeout)
+            return nil
+        } catch {
+            resetError = error
+        }
+        if let disableBusMaster = options.disableBusMaster, disableBusMaster() { return nil }
+        guard queue != nil || slab != nil else { return nil }
+        var bytes = 0
+        if let queue { bytes += queue.memory.length }
+        if let slab { bytes += slab.length }
+        DMAQuarantine.keep(queue: queue, slab: slab)
+        queue = nil
+        slab = nil
+        notifier = nil
+        quarantinedBytes += bytes
+        return .memoryQuarantined(device: address, bytes: bytes, reason: resetError.description)
     }
 
     // MARK: Submission
@@ -217,8 +393,17 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// Runs a command and returns its command-specific result; a status other than OK
     /// throws ``AdminError/commandFailed(device:opcode:opcodeName:member:status:qualifier:)``.
     /// - Parameter minimumResult: result bytes the caller needs (fewer → `resultTooShort`).
+    ///
+    /// EAGAIN has no side effects, so the command is sent again (the driver SHOULD retry
+    /// [admin:607-609,642-643]): up to ``eagainRetries`` more times, 1, 4, 16 … ms apart.
     public func run(_ command: AdminCommand, timeout: Duration? = nil, minimumResult: Int = 0) async throws(AdminError) -> [UInt8] {
-        let response = try await submit(command, timeout: timeout)
+        var response = try await submit(command, timeout: timeout)
+        var delay = Duration.milliseconds(1)
+        for _ in 0..<Self.eagainRetries where response.status == .eagain {
+            try? await Task.sleep(for: delay)
+            delay *= 4
+            response = try await submit(command, timeout: timeout)
+        }
         guard response.status == .ok else {
             throw .commandFailed(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode), member: command.member,
                                  status: response.status, qualifier: response.qualifier)
@@ -230,24 +415,144 @@ public final class AdminQueueDriver: @unchecked Sendable {
         return response.result
     }
 
+    /// How many times ``run(_:timeout:minimumResult:)`` sends a command again after EAGAIN.
+    public static let eagainRetries = 5
+
     /// Submits a command and returns the device's response, whatever its status.
     ///
     /// Continuations are resumed while the lock is held: resuming only enqueues the waiting
     /// task, so nothing runs re-entrantly, and the completion path needs no buffers.
     public func submit(_ command: AdminCommand, timeout: Duration? = nil) async throws(AdminError) -> AdminResponse {
         let limit = options.slotBytes
-        guard AdminCommandLayout.headerSize + command.data.count <= limit,
-              AdminCommandLayout.resultHeaderSize + command.resultLength <= limit else {
+        guard Self.readableLength(command) <= limit, Self.writableLength(command) <= limit else {
             throw .commandTooLarge(opcode: command.opcode, dataBytes: command.data.count, resultBytes: command.resultLength,
                                    limit: limit - AdminCommandLayout.headerSize)
         }
-        let (token, immediate) = lock.withLock { () -> (UInt64, Result<Int?, AdminError>) in
-            nextToken += 1
-            if let error = stateErrorLocked(for: command.opcode) { return (nextToken, .failure(error)) }
-            return (nextToken, .success(freeSlots.popLast()))
+        // A command for a group whose LIST_QUERY/LIST_USE failed (the SR-IOV group before
+        // VFs were enabled) negotiates that group first.
+        let renegotiate = lock.withLock { () -> Bool in
+            guard case .running = state, command.opcode != .listQuery, command.opcode != .listUse else { return false }
+            return groups[command.groupType.rawValue]?.unavailable != nil
         }
-        let slot: Int
-        if let ready = try immediate.get() { slot = ready } else { slot = try await waitForSlot(command, token: token) }
+        if renegotiate { try await refreshGroup(command.groupType) }
+        guard command.opcode == .listUse else { return try await submitAdmitted(command, timeout: timeout, exclusive: false) }
+        // LIST_USE holds the queue alone: the driver MUST NOT issue it while any other
+        // command is outstanding [admin:446-449]. New commands wait; those in flight drain.
+        await acquireExclusive()
+        defer { releaseExclusive() }
+        try await drain(opcode: command.opcode, timeout: timeout ?? options.defaultTimeout)
+        return try await submitAdmitted(command, timeout: timeout, exclusive: true)
+    }
+
+    /// Submits a command without checking it against the negotiated command sets (the
+    /// conformance checks send what a device must refuse). Everything else — padding,
+    /// LIST_USE exclusivity, timeouts — is as ``submit(_:timeout:)``.
+    public func submitUnchecked(_ command: AdminCommand, timeout: Duration? = nil) async throws(AdminError) -> AdminResponse {
+        var command = command
+        command.unchecked = true
+        return try await submit(command, timeout: timeout)
+    }
+
+    /// Places all `commands` on the ring before ringing the doorbell once, so that the
+    /// device sees them as one batch (in this order), and returns their outcomes in order.
+    /// LIST_USE is not allowed here (it must be alone on the queue).
+    public func submitTogether(_ commands: [AdminCommand], unchecked: Bool = false, timeout: Duration? = nil) async -> [Result<AdminResponse, AdminError>] {
+        precondition(!commands.contains { $0.opcode == .listUse }, "LIST_USE must be alone on the queue")
+        lock.withLock { holdNotify = true }
+        let placedBefore = statistics.submitted
+        let results = await withTaskGroup(of: (Int, Result<AdminResponse, AdminError>).self) { tasks in
+            for (index, command) in commands.enumerated() {
+                var command = command
+                command.unchecked = unchecked
+                let placed = command
+                tasks.addTask { [self] in
+                    do throws(AdminError) { return (index, .success(try await submit(placed, timeout: timeout))) } catch { return (index, .failure(error)) }
+                }
+                // Wait until it is on the ring (bounded: a command refused before placing never is).
+                let deadline = monotonicNanoseconds().addingSaturated(2_000_000_000)
+                while statistics.submitted < placedBefore + index + 1 && monotonicNanoseconds() < deadline
+                        && lock.withLock({ holdNotify && stateErrorLocked(for: placed) == nil }) {
+                    await Task.yield()
+                }
+            }
+            // All placed (or the driver failed): one doorbell for the batch.
+            lock.withLock {
+                holdNotify = false
+                if kickPending, let notifier {
+                    kickPending = false
+                    counters.notifies += 1
+                    notifier.notify()
+                    _ = pollLocked(now: monotonicNanoseconds())
+                }
+            }
+            return await tasks.reduce(into: [(Int, Result<AdminResponse, AdminError>)]()) { $0.append($1) }
+        }
+        return results.sorted { $0.0 < $1.0 }.map(\.1)
+    }
+
+    /// Bytes of the device-readable part: header and data, padded with zeros to a multiple
+    /// of 8 [admin:622-624] except where the length carries meaning (legacy config
+    /// accesses 0x2–0x5, whose lengths are the access size; fact sheet A5).
+    static func readableLength(_ command: AdminCommand) -> Int {
+        let length = AdminCommandLayout.headerSize + command.data.count
+        return lengthCarriesMeaning(command) ? length : (length + 7) & ~7
+    }
+
+    /// Bytes of the device-writable part: status header and result, padded likewise.
+    static func writableLength(_ command: AdminCommand) -> Int {
+        let length = AdminCommandLayout.resultHeaderSize + command.resultLength
+        return lengthCarriesMeaning(command) ? length : (length + 7) & ~7
+    }
+
+    static func lengthCarriesMeaning(_ command: AdminCommand) -> Bool {
+        command.groupType == .srIOV && (0x2...0x5).contains(command.opcode.rawValue)
+    }
+
+    /// Takes the queue for a LIST_USE (one at a time).
+    func acquireExclusive() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            lock.withLock {
+                if exclusive { exclusiveWaiters.append(continuation) } else { exclusive = true; continuation.resume() }
+            }
+        }
+    }
+
+    /// Gives the queue back: to the next LIST_USE, or to the commands that waited.
+    func releaseExclusive() {
+        lock.withLock {
+            if !exclusiveWaiters.isEmpty { exclusiveWaiters.removeFirst().resume(); return }
+            exclusive = false
+            while !waiters.isEmpty, let index = freeSlots.popLast() {
+                waiters.removeFirst().continuation.resume(returning: SlotGrant(index: index, epoch: slotEpoch))
+            }
+        }
+    }
+
+    /// Waits until no command is outstanding (the device owns no command buffer).
+    func drain(opcode: AdminOpcode, timeout: Duration) async throws(AdminError) {
+        let deadline = monotonicNanoseconds().addingSaturated(timeout.nanoseconds)
+        while true {
+            let (busy, error) = lock.withLock { (busyCountLocked, stateErrorLocked(for: AdminCommand(opcode: opcode))) }
+            if let error { throw error }
+            if busy == 0 { return }
+            if monotonicNanoseconds() >= deadline {
+                throw .timeout(device: address, opcode: opcode, opcodeName: name(of: opcode), member: .none, after: timeout)
+            }
+            try? await Task.sleep(for: .microseconds(50))
+        }
+    }
+
+    func submitAdmitted(_ command: AdminCommand, timeout: Duration?, exclusive holder: Bool) async throws(AdminError) -> AdminResponse {
+        let (token, immediate) = lock.withLock { () -> (UInt64, Result<SlotGrant?, AdminError>) in
+            nextToken += 1
+            if let error = stateErrorLocked(for: command) { return (nextToken, .failure(error)) }
+            if exclusive && !holder { return (nextToken, .success(nil)) }
+            return (nextToken, .success(freeSlots.popLast().map { SlotGrant(index: $0, epoch: slotEpoch) }))
+        }
+        let slot: SlotGrant
+        if let ready = try immediate.get() { slot = ready } else {
+            slot = try await waitForSlot(command, token: token, exclusive: holder, timeout: options.slotWaitTimeout)
+        }
         let timeout = timeout ?? options.defaultTimeout
         let result: Result<AdminResponse, AdminError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
@@ -265,17 +570,30 @@ public final class AdminQueueDriver: @unchecked Sendable {
         return try result.get()
     }
 
-    /// Waits for a command slot to be handed over (or fails when the driver stops).
-    func waitForSlot(_ command: AdminCommand, token: UInt64) async throws(AdminError) -> Int {
-        let slot: Int? = await withTaskCancellationHandler {
+    /// Waits for a command slot to be handed over (or fails when the driver stops). While a
+    /// LIST_USE holds the queue, only its holder gets a slot. The wait is bounded by
+    /// ``Options/slotWaitTimeout`` (slots of commands the device never completes stay taken).
+    func waitForSlot(_ command: AdminCommand, token: UInt64, exclusive holder: Bool, timeout: Duration) async throws(AdminError) -> SlotGrant {
+        let expiry = Task.detached { [self] in
+            try? await Task.sleep(for: timeout)
+            guard !Task.isCancelled else { return }
+            lock.withLock {
+                if let index = waiters.firstIndex(where: { $0.token == token }) {
+                    expiredWaiters.insert(token)
+                    waiters.remove(at: index).continuation.resume(returning: nil)
+                }
+            }
+        }
+        defer { expiry.cancel() }
+        let slot: SlotGrant? = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 lock.withLock {
-                    if stateErrorLocked(for: command.opcode) != nil {
+                    if stateErrorLocked(for: command) != nil {
                         continuation.resume(returning: nil)
-                    } else if let slot = freeSlots.popLast() {
-                        continuation.resume(returning: slot)
+                    } else if (!exclusive || holder), let slot = freeSlots.popLast() {
+                        continuation.resume(returning: SlotGrant(index: slot, epoch: slotEpoch))
                     } else {
-                        waiters.append(Waiter(token: token, continuation: continuation))
+                        waiters.append(Waiter(token: token, continuation: continuation, exclusive: holder))
                     }
                 }
             }
@@ -287,23 +605,35 @@ public final class AdminQueueDriver: @unchecked Sendable {
             }
         }
         guard let slot else {
-            let error = lock.withLock { stateErrorLocked(for: command.opcode) }
+            let (error, expired) = lock.withLock { (stateErrorLocked(for: command), expiredWaiters.remove(token) != nil) }
+            if expired {
+                lock.withLock { counters.timeouts += 1 }
+                throw .noFreeSlot(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode), after: timeout)
+            }
             throw error ?? .cancelled(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode))
         }
         return slot
     }
 
     /// Why a command cannot be sent now, if it cannot (lock held).
-    func stateErrorLocked(for opcode: AdminOpcode) -> AdminError? {
+    func stateErrorLocked(for command: AdminCommand) -> AdminError? {
+        let opcode = command.opcode
         switch state {
         case .failed(let error): return error
         case .closed: return .notRunning(device: address)
         case .starting:
             return opcode == .listQuery || opcode == .listUse ? nil : .notRunning(device: address)
         case .running:
-            if !inUseOpcodes.contains(opcode) {
+            // LIST_QUERY changes nothing and may ask any group; LIST_USE negotiates one.
+            if opcode == .listQuery || opcode == .listUse || command.unchecked { return nil }
+            guard let group = groups[command.groupType.rawValue] else {
+                return .groupUnavailable(device: address, group: command.groupType,
+                                         reason: "the driver negotiated no command set for this group type (LIST_QUERY/LIST_USE)")
+            }
+            if let unavailable = group.unavailable { return unavailable }
+            if !group.inUse.contains(opcode) {
                 return .commandNotInUse(device: address, opcode: opcode, opcodeName: opcodeNames[opcode] ?? opcode.specName,
-                                        supported: supportedOpcodes.contains(opcode))
+                                        supported: group.supported.contains(opcode))
             }
             return nil
         }
@@ -311,9 +641,15 @@ public final class AdminQueueDriver: @unchecked Sendable {
 
     /// Places a command on the ring and notifies (lock held), then reaps what the device
     /// already completed.
-    func submitLocked(slot index: Int, command: AdminCommand, token: UInt64, timeout: Duration,
+    func submitLocked(slot grant: SlotGrant, command: AdminCommand, token: UInt64, timeout: Duration,
                       continuation: CheckedContinuation<Result<AdminResponse, AdminError>, Never>) {
-        if let error = stateErrorLocked(for: command.opcode) {
+        guard grant.epoch == slotEpoch else {
+            // Granted before a fail-all: the slot may belong to another command by now.
+            continuation.resume(returning: .failure(stateErrorLocked(for: command) ?? .notRunning(device: address)))
+            return
+        }
+        let index = grant.index
+        if let error = stateErrorLocked(for: command) {
             releaseSlotLocked(index)
             continuation.resume(returning: .failure(error))
             return
@@ -334,7 +670,9 @@ public final class AdminQueueDriver: @unchecked Sendable {
         if !command.data.isEmpty {
             command.data.withUnsafeBytes { request.advanced(by: AdminCommandLayout.headerSize).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         }
-        let length = AdminCommandLayout.headerSize + command.data.count
+        let unpadded = AdminCommandLayout.headerSize + command.data.count
+        let length = Self.readableLength(command)
+        request.advanced(by: unpadded).initializeMemory(as: UInt8.self, repeating: 0, count: length - unpadded)
         // The status header is zeroed so a device that writes nothing cannot fake success.
         slab.cpuAddress.advanced(by: responseOffset).initializeMemory(as: UInt8.self, repeating: 0, count: AdminCommandLayout.resultHeaderSize)
         let head: UInt16
@@ -342,7 +680,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
             head = try queue.add(
                 readable: CollectionOfOne(DMABuffer(address: slab.deviceAddress(at: requestOffset), length: UInt32(length))),
                 writable: CollectionOfOne(DMABuffer(address: slab.deviceAddress(at: responseOffset),
-                                                   length: UInt32(AdminCommandLayout.resultHeaderSize + command.resultLength))))
+                                                   length: UInt32(Self.writableLength(command)))))
         } catch {
             // Slots are sized to the ring, so a full ring here is a driver bug; fail the command cleanly.
             releaseSlotLocked(index)
@@ -355,8 +693,9 @@ public final class AdminQueueDriver: @unchecked Sendable {
         slots[index].member = command.member
         slots[index].started = now
         slots[index].timeout = timeout
-        slots[index].deadline = now &+ timeout.nanoseconds
+        slots[index].deadline = now.addingSaturated(timeout.nanoseconds)
         slots[index].token = token
+        slots[index].resultLength = command.resultLength
         slots[index].busy = true
         headToSlot[Int(head)] = Int32(index)
         counters.submitted += 1
@@ -366,7 +705,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
             traceHandler(.sent(command, bytes: Array(UnsafeRawBufferPointer(start: request, count: length))))
         }
         if queue.publish() {
-            if pollerRunning && busyCountLocked > 1 {
+            if holdNotify || (pollerRunning && busyCountLocked > 1) {
                 // Commands are in flight and the poller runs: let it ring the doorbell once
                 // for everything published until its next round (one notify per batch).
                 kickPending = true
@@ -382,8 +721,8 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// Gives a slot to the first waiter or back to the free list (lock held).
     func releaseSlotLocked(_ index: Int) {
         slots[index] = Slot()
-        if !waiters.isEmpty {
-            waiters.removeFirst().continuation.resume(returning: index)
+        if let next = waiters.firstIndex(where: { !exclusive || $0.exclusive }) {
+            waiters.remove(at: next).continuation.resume(returning: SlotGrant(index: index, epoch: slotEpoch))
         } else {
             freeSlots.append(index)
         }
@@ -418,9 +757,14 @@ public final class AdminQueueDriver: @unchecked Sendable {
                         let qualifier = AdminStatusQualifier(rawValue: response.readLE(UInt16.self, at: AdminCommandLayout.statusQualifier))
                         counters.record(status: status)
                         counters.record(latencyNanoseconds: now &- slot.started)
-                        let result = Array(UnsafeRawBufferPointer(rebasing: response[AdminCommandLayout.resultHeaderSize...]))
+                        var result = Array(UnsafeRawBufferPointer(rebasing: response[AdminCommandLayout.resultHeaderSize...]))
+                        let written = result.count
+                        // A short result is truncated by the device, not failed; the fields
+                        // it did not write read as zero [admin:548-553,632-636].
+                        if result.count < slot.resultLength { result += [UInt8](repeating: 0, count: slot.resultLength - result.count) }
                         if let command = slot.command, let traceHandler { traceHandler(.received(command, bytes: Array(response))) }
-                        continuation.resume(returning: .success(AdminResponse(status: status, qualifier: qualifier, result: result)))
+                        continuation.resume(returning: .success(AdminResponse(status: status, qualifier: qualifier, result: result,
+                                                                              resultBytesWritten: written)))
                     } else {
                         continuation.resume(returning: .failure(.resultTooShort(
                             device: address, opcode: slot.opcode, opcodeName: opcodeNames[slot.opcode] ?? slot.opcode.specName,
@@ -430,7 +774,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
                 releaseSlotLocked(index)
             }
         } catch {
-            try? transport.reset()
+            _ = quiesceLocked()
             failAllLocked(.deviceMisbehaved(device: address, error), newState: nil)
             return 1
         }
@@ -453,8 +797,10 @@ public final class AdminQueueDriver: @unchecked Sendable {
         }
     }
 
-    /// Fails every command in flight and every waiter (lock held).
+    /// Fails every command in flight and every waiter (lock held). Call it only after
+    /// ``quiesceLocked()``: the rings are reset for reuse (a quarantined queue is gone).
     func failAllLocked(_ error: AdminError, newState: State?) {
+        slotEpoch &+= 1
         for index in slots.indices {
             if let continuation = slots[index].continuation {
                 counters.failedInFlight += 1
@@ -479,7 +825,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
         while true {
             let now = monotonicNanoseconds()
             let (keepGoing, progressed) = lock.withLock { () -> (Bool, Bool) in
-                if kickPending, let notifier {
+                if kickPending, !holdNotify, let notifier {
                     kickPending = false
                     counters.notifies += 1
                     notifier.notify()
@@ -494,7 +840,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
                     lastProgress = now
                     do throws(TransportError) { try transport.checkHealth() } catch {
                         let mapped: AdminError = error == .surpriseRemoval(device: address) ? .deviceRemoved(device: address) : .deviceNeedsReset(device: address)
-                        try? transport.reset()
+                        _ = quiesceLocked()
                         failAllLocked(mapped, newState: nil)
                     }
                 }
@@ -516,6 +862,39 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 }
 
+
+/// The drivers alive in this process (weakly held), for ``AdminQueueDriver/closeAllOpen()``.
+enum OpenDrivers {
+    struct Entry: @unchecked Sendable { weak var driver: AdminQueueDriver? }
+    nonisolated(unsafe) static var entries: [ObjectIdentifier: Entry] = [:]
+    static let lock = Lock()
+    static func add(_ driver: AdminQueueDriver) { lock.withLock { entries[ObjectIdentifier(driver)] = Entry(driver: driver) } }
+    static func remove(_ driver: AdminQueueDriver) { lock.withLock { _ = entries.removeValue(forKey: ObjectIdentifier(driver)) } }
+    static func all() -> [AdminQueueDriver] { lock.withLock { entries.values.compactMap(\.driver) } }
+}
+
+/// DMA memory a device may still write: the rings and command slots of a device whose
+/// reset was not confirmed and whose bus mastering could not be cleared. Kept (mapped and
+/// allocated) for the life of the process, never released or reused.
+enum DMAQuarantine {
+    struct Entry: @unchecked Sendable {
+        var queue: SplitVirtqueue?
+        var slab: DMARegion?
+    }
+    nonisolated(unsafe) static var entries: [Entry] = []
+    static let lock = Lock()
+    static func keep(queue: SplitVirtqueue?, slab: DMARegion?) {
+        lock.withLock { entries.append(Entry(queue: queue, slab: slab)) }
+    }
+}
+
+extension UInt64 {
+    /// `self + other`, or UInt64.max when that overflows (a huge timeout never wraps).
+    func addingSaturated(_ other: UInt64) -> UInt64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? .max : sum
+    }
+}
 
 /// Nanoseconds since the first call (ContinuousClock: stdlib only, no Foundation).
 func monotonicNanoseconds() -> UInt64 {

@@ -15,7 +15,9 @@ public enum DeviceAccessError: Error, Hashable, Sendable, CustomStringConvertibl
     case vfio(address: PCIAddress?, message: String)
     case barTooSmall(address: PCIAddress, bar: Int, size: UInt64, needed: UInt64)
     case noIOMMUAndNotRoot
-    case notContiguous(requested: Int)
+    /// No 2 MiB huge page: small pages are not pinned physically (compaction moves them
+    /// even when locked), so DMA at physical addresses needs a huge page (or VFIO).
+    case hugePageRequired(requested: Int)
     case config(LinuxError)
 
     public var description: String {
@@ -30,8 +32,8 @@ public enum DeviceAccessError: Error, Hashable, Sendable, CustomStringConvertibl
             "\(address): BAR \(bar) is \(hex(size)) bytes; the capabilities need \(hex(needed))."
         case .noIOMMUAndNotRoot:
             "DMA without an IOMMU needs physical addresses from /proc/self/pagemap, which only root can read."
-        case .notContiguous(let requested):
-            "cannot find \(requested) physically contiguous bytes (no huge page available and the small pages are scattered)."
+        case .hugePageRequired(let requested):
+            "DMA at physical addresses (no IOMMU) needs a 2 MiB huge page for \(requested) bytes, and none is available (mlock does not pin small pages: compaction can move them); reserve one (echo 8 > /proc/sys/vm/nr_hugepages) or bind the function to vfio-pci."
         case .config(let error):
             error.description
         }
@@ -75,6 +77,13 @@ public final class SysfsBARMapping: RegisterSpace, @unchecked Sendable {
 public struct PagemapEntry: Hashable, Sendable {
     public let raw: UInt64
     public init(raw: UInt64) { self.raw = raw }
+    /// Decodes the 8 bytes read from pagemap, which are a u64 in the CPU's byte order.
+    public init?(nativeBytes bytes: [UInt8]) {
+        guard bytes.count == 8 else { return nil }
+        var value: UInt64 = 0
+        withUnsafeMutableBytes(of: &value) { $0.copyBytes(from: bytes) }
+        raw = value
+    }
     public var isPresent: Bool { raw & (1 << 63) != 0 }
     public var frameNumber: UInt64 { raw & ((1 << 55) - 1) }
     /// The physical address of byte `offset` of the page, or nil when absent (or hidden: PFN 0 for non-root).
@@ -85,18 +94,32 @@ public struct PagemapEntry: Hashable, Sendable {
 }
 
 /// Physically contiguous, locked memory with physical addresses from pagemap, for DMA
-/// without an IOMMU (uio_pci_generic) — IOVA-as-PA, as DPDK and SPDK do it. It prefers a
-/// 2 MiB huge page (contiguous by construction) and otherwise accepts a small-page region
-/// only when pagemap shows its pages are contiguous.
+/// without an IOMMU (uio_pci_generic) — IOVA-as-PA, as DPDK and SPDK do it. It needs 2 MiB
+/// huge pages (contiguous by construction, and never moved): small pages are refused with
+/// ``DeviceAccessError/hugePageRequired(requested:)``, since mlock does not stop compaction
+/// from moving their frames while the device uses the old physical address.
 public final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
     struct Chunk { let base: UnsafeMutableRawPointer; let length: Int; let physical: UInt64; var used: Int }
     private let lock = Lock()
     private var chunks: [Chunk] = []
-    /// How memory was obtained ("2 MiB huge page" or "4 KiB pages, contiguous").
+    /// How memory was obtained ("2 MiB huge page").
     public private(set) var mode = ""
     let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
-    public init() {}
+    /// Maps one locked, populated 2 MiB huge page (nil when none is available).
+    let mapHugePage: @Sendable (Int) -> UnsafeMutableRawPointer?
+
+    public init() {
+        mapHugePage = { length in
+            let pointer = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE | MAP_LOCKED, -1, 0)
+            guard let pointer, pointer != MAP_FAILED else { return nil }
+            _ = madvise(pointer, length, MADV_DONTFORK)  // no copy-on-write copy of DMA memory in a child
+            return pointer
+        }
+    }
+
+    /// For tests: a huge-page source that may fail.
+    init(mapHugePage: @escaping @Sendable (Int) -> UnsafeMutableRawPointer?) { self.mapHugePage = mapHugePage }
 
     deinit { for chunk in chunks { munlock(chunk.base, chunk.length); munmap(chunk.base, chunk.length) } }
 
@@ -108,44 +131,18 @@ public final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
         let index = Int64(UInt(bitPattern: pointer) / UInt(pageSize))
         let bytes: [UInt8]
         do { bytes = try Sys.preadExactly(fd, count: 8, offset: index * 8, path: "/proc/self/pagemap") } catch { throw .system(address: nil, error) }
-        return PagemapEntry(raw: bytes.readLE(UInt64.self, at: 0))
+        return PagemapEntry(nativeBytes: bytes)!  // (preadExactly returned 8 bytes)
     }
 
     func makeChunk(length: Int) throws(DeviceAccessError) -> Chunk {
         let huge = 2 << 20
-        if length <= huge {
-            let pointer = mmap(nil, huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE | MAP_LOCKED, -1, 0)
-            if let pointer, pointer != MAP_FAILED {
-                if let physical = try Self.pagemapEntry(for: pointer, pageSize: pageSize).physicalAddress(pageSize: pageSize) {
-                    mode = "2 MiB huge page (IOVA = physical address)"
-                    return Chunk(base: pointer, length: huge, physical: physical, used: 0)
-                }
-                munmap(pointer, huge)
-            }
-        }
-        let rounded = (length + pageSize - 1) / pageSize * pageSize
-        let pointer = mmap(nil, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)
-        guard let pointer, pointer != MAP_FAILED else {
-            throw .system(address: nil, SystemCallError(call: "mmap", path: "anonymous", errno: errno))
-        }
-        guard mlock(pointer, rounded) == 0 else {
-            let saved = errno
-            munmap(pointer, rounded)
-            throw .system(address: nil, SystemCallError(call: "mlock", path: "anonymous", errno: saved))
-        }
-        guard let first = try Self.pagemapEntry(for: pointer, pageSize: pageSize).physicalAddress(pageSize: pageSize) else {
-            munlock(pointer, rounded); munmap(pointer, rounded)
+        guard length <= huge, let pointer = mapHugePage(huge) else { throw .hugePageRequired(requested: length) }
+        guard let physical = try Self.pagemapEntry(for: pointer, pageSize: pageSize).physicalAddress(pageSize: pageSize) else {
+            munmap(pointer, huge)
             throw .noIOMMUAndNotRoot
         }
-        for page in 1..<(rounded / pageSize) {
-            let entry = try Self.pagemapEntry(for: pointer + page * pageSize, pageSize: pageSize)
-            guard entry.physicalAddress(pageSize: pageSize) == first + UInt64(page * pageSize) else {
-                munlock(pointer, rounded); munmap(pointer, rounded)
-                throw .notContiguous(requested: length)
-            }
-        }
-        mode = "\(pageSize / 1024) KiB pages, physically contiguous (IOVA = physical address)"
-        return Chunk(base: pointer, length: rounded, physical: first, used: 0)
+        mode = "2 MiB huge page (IOVA = physical address)"
+        return Chunk(base: pointer, length: huge, physical: physical, used: 0)
     }
 
     public func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {

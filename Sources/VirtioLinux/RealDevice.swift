@@ -17,6 +17,9 @@ public struct OpenedFunction: @unchecked Sendable {
     public let mode: String
     /// Set when the function is driven through VFIO (for MSI-X eventfds).
     public let vfio: VFIODevice?
+    /// Clears Bus Master Enable (VFIO config region or sysfs `config`); returns whether it
+    /// reads clear. For a device that does not confirm its reset.
+    public let disableBusMaster: @Sendable () -> Bool
 }
 
 /// Opens real functions: through VFIO when bound to vfio-pci (type-1 IOMMU DMA), through
@@ -39,7 +42,8 @@ public struct RealDeviceOpener: Sendable {
             for index in needed.sorted() { bars[index] = try device.bar(index) }
             try checkSizes(details, bars: bars)
             return OpenedFunction(address: address, config: details.config, bars: bars, allocator: device.dmaAllocator(),
-                                  mode: "VFIO with the type-1 IOMMU (IOMMU group \(device.group)); DMA at IOVAs the driver maps", vfio: device)
+                                  mode: "VFIO with the type-1 IOMMU (IOMMU group \(device.group)); DMA at IOVAs the driver maps", vfio: device,
+                                  disableBusMaster: { device.disableBusMaster() })
         }
         if let driver, driver != UserSpaceDriver.uioPCIGeneric.rawValue, !force {
             throw .kernelDriverBound(address: address, driver: driver)
@@ -53,8 +57,15 @@ public struct RealDeviceOpener: Sendable {
         try checkSizes(details, bars: bars)
         try enableBusMaster(address, directory: enumerator.directory(of: address))
         let reason = driver == nil ? "the function is unbound" : "uio_pci_generic gives no IOMMU mapping"
+        let configPath = enumerator.directory(of: address) + "/" + SysfsAttribute.config
         return OpenedFunction(address: address, config: details.config, bars: bars, allocator: PagemapDMAAllocator(),
-                              mode: "sysfs resourceN mapping without an IOMMU (\(reason)); DMA at physical addresses from /proc/self/pagemap", vfio: nil)
+                              mode: "sysfs resourceN mapping without an IOMMU (\(reason)); DMA at physical addresses from /proc/self/pagemap", vfio: nil,
+                              disableBusMaster: {
+                                  let fd = Glibc.open(configPath, O_RDWR | O_CLOEXEC)
+                                  guard fd >= 0 else { return false }
+                                  defer { close(fd) }
+                                  return clearBusMaster(fd: fd, configOffset: 0)
+                              })
     }
 
     /// Sets Bus Master Enable through the sysfs `config` file (the function is driven from

@@ -65,6 +65,15 @@ public struct SysfsEnumerator: Sendable {
         return result.sorted { $0.address < $1.address }
     }
 
+    /// A PF's VF layout (sysfs `sriov_offset`, `sriov_stride`): VF `n` has routing id
+    /// PF + offset + n × stride. `nil` when the attributes are missing.
+    public func vfLayout(of pf: PCIAddress) -> (offset: Int, stride: Int)? {
+        let directory = SysfsDirectory(directory: directory(of: pf))
+        guard let offset = directory.intAttribute(SysfsAttribute.sriovOffset), let stride = directory.intAttribute(SysfsAttribute.sriovStride),
+              offset > 0, stride > 0 else { return nil }
+        return (offset, stride)
+    }
+
     /// The driver bound to `address` (the name its `driver` link points at), or nil.
     public func driver(of address: PCIAddress) -> String? {
         Sys.readLink(directory(of: address) + "/" + SysfsAttribute.driver).map(baseName)

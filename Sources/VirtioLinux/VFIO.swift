@@ -145,6 +145,12 @@ public final class VFIODevice: @unchecked Sendable {
         try setBusMaster(fd: deviceFD, configOffset: off_t(info.offset), path: "vfio config", address: address)
     }
 
+    /// Clears Bus Master Enable through the VFIO config region; returns whether it reads clear.
+    public func disableBusMaster() -> Bool {
+        guard let info = try? regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX)) else { return false }
+        return clearBusMaster(fd: deviceFD, configOffset: off_t(info.offset))
+    }
+
     /// Config space through region 7.
     public func readConfig() throws(DeviceAccessError) -> [UInt8] {
         let info = try regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX))
@@ -167,17 +173,27 @@ public final class VFIODevice: @unchecked Sendable {
         return VFIORegionIO(fd: deviceFD, offset: Int64(info.offset), length: Int(info.size))
     }
 
+    /// `count` eventfds; if one cannot be made, those already made are closed (none leak).
+    static func makeEventFDs(count: Int, address: PCIAddress?, make: () -> Int32 = { cvfio_eventfd() }) throws(DeviceAccessError) -> [Int32] {
+        var fds: [Int32] = []
+        for _ in 0..<count {
+            let fd = make()
+            guard fd >= 0 else {
+                let saved = errno
+                fds.forEach { close($0) }
+                throw .system(address: address, SystemCallError(call: "eventfd", path: "", errno: saved))
+            }
+            fds.append(fd)
+        }
+        return fds
+    }
+
     /// Maps DMA memory for the device through the type-1 IOMMU.
     public func dmaAllocator() -> VFIODMAAllocator { VFIODMAAllocator(containerFD: containerFD, owner: self) }
 
     /// Enables `count` MSI-X vectors, each signalling an eventfd (returned in vector order).
     public func enableMSIX(count: Int) throws(DeviceAccessError) -> [Int32] {
-        var fds: [Int32] = []
-        for _ in 0..<count {
-            let fd = cvfio_eventfd()
-            guard fd >= 0 else { throw .system(address: address, SystemCallError(call: "eventfd", path: "", errno: errno)) }
-            fds.append(fd)
-        }
+        let fds = try Self.makeEventFDs(count: count, address: address)
         let size = MemoryLayout<vfio_irq_set>.size + 4 * count
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
         defer { buffer.deallocate() }
@@ -248,13 +264,24 @@ public final class VFIODMAAllocator: DMAAllocator, @unchecked Sendable {
     let containerFD: Int32
     let owner: VFIODevice
     private let lock = Lock()
-    private var iovas = IOVAAllocator(base: 0x1000_0000, limit: 0x80_0000_0000)
+    private var iovas: IOVAAllocator
     private var mappings: [UInt64: (pointer: UnsafeMutableRawPointer, length: Int)] = [:]
     let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
     init(containerFD: Int32, owner: VFIODevice) {
         self.containerFD = containerFD
         self.owner = owner
+        // The IOVA window comes from the IOMMU's IOVA-range capability (reserved regions
+        // such as the MSI window are holes in it), not from a constant.
+        var info = [UInt8](repeating: 0, count: 4096)
+        info.writeLE(UInt32(info.count), at: 0)
+        let window: (base: UInt64, limit: UInt64)
+        if info.withUnsafeMutableBytes({ cvfio_ioctl_pointer(containerFD, cvfio_iommu_get_info(), $0.baseAddress) }) == 0 {
+            window = IOVAWindow.choose(info: info)
+        } else {
+            window = IOVAWindow.fallback
+        }
+        iovas = IOVAAllocator(base: window.base, limit: window.limit)
     }
 
     deinit {
@@ -267,6 +294,8 @@ public final class VFIODMAAllocator: DMAAllocator, @unchecked Sendable {
         guard let pointer = mmap(nil, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), pointer != MAP_FAILED else {
             throw .outOfMemory(requested: length)
         }
+        // A forked child must not get copy-on-write copies of memory the device writes.
+        _ = madvise(pointer, rounded, MADV_DONTFORK)
         guard let iova = lock.withLock({ iovas.allocate(length: UInt64(rounded), alignment: UInt64(max(alignment, pageSize))) }) else {
             munmap(pointer, rounded)
             throw .outOfMemory(requested: length)
@@ -317,4 +346,68 @@ func setBusMaster(fd: Int32, configOffset: off_t, path: String, address: PCIAddr
     guard pwrite(fd, &little, 2, offset) == 2 else {
         throw .system(address: address, SystemCallError(call: "pwrite", path: path, errno: errno))
     }
+}
+
+/// The IOVA window of a VFIO type-1 container, from `VFIO_IOMMU_GET_INFO`'s IOVA-range
+/// capability (linux/vfio.h): `struct vfio_iommu_type1_info { u32 argsz; u32 flags;
+/// u64 iova_pgsizes; u32 cap_offset; u32 pad; }`, then a chain of `struct
+/// vfio_info_cap_header { u16 id; u16 version; u32 next; }`; the IOVA-range capability
+/// (id 1) holds `u32 nr_iovas; u32 reserved; { u64 start; u64 end; }[nr_iovas]` (end inclusive).
+enum IOVAWindow {
+    /// What is used when the kernel reports no ranges (old kernels).
+    static let fallback: (base: UInt64, limit: UInt64) = (0x1000_0000, 0x80_0000_0000)
+    static let capsFlag: UInt32 = 1 << 1  // VFIO_IOMMU_INFO_CAPS
+    static let iovaRangeID: UInt16 = 1    // VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE
+
+    /// The valid IOVA ranges listed in `info` (`nil` when there is no such capability).
+    static func ranges(info: [UInt8]) -> [(start: UInt64, end: UInt64)]? {
+        guard info.count >= 24, info.readLE(UInt32.self, at: 4) & capsFlag != 0 else { return nil }
+        var offset = Int(info.readLE(UInt32.self, at: 16))
+        var seen = 0
+        while offset != 0, offset >= 24, offset + 8 <= info.count, seen < 64 {
+            seen += 1
+            let id = info.readLE(UInt16.self, at: offset)
+            if id == iovaRangeID, offset + 16 <= info.count {
+                let count = Int(info.readLE(UInt32.self, at: offset + 8))
+                var ranges: [(UInt64, UInt64)] = []
+                for index in 0..<min(count, 1024) {
+                    let at = offset + 16 + index * 16
+                    guard at + 16 <= info.count else { break }
+                    ranges.append((info.readLE(UInt64.self, at: at), info.readLE(UInt64.self, at: at + 8)))
+                }
+                return ranges
+            }
+            offset = Int(info.readLE(UInt32.self, at: offset + 4))
+        }
+        return nil
+    }
+
+    /// The largest valid range, kept above the first 64 KiB (IOVA 0 must never be handed
+    /// out) and below 2^63; the fallback when the kernel lists none.
+    static func choose(info: [UInt8]) -> (base: UInt64, limit: UInt64) {
+        guard let ranges = ranges(info: info) else { return fallback }
+        var best: (base: UInt64, limit: UInt64)?
+        for (start, end) in ranges {
+            let base = max(start, 0x1_0000)
+            let limit = end == .max ? UInt64(1) << 63 : min(end + 1, UInt64(1) << 63)
+            guard limit > base else { continue }
+            if best.map({ limit - base > $0.limit - $0.base }) ?? true { best = (base, limit) }
+        }
+        return best ?? fallback
+    }
+}
+
+/// Clears Bus Master Enable in the command register (config space through `fd` at
+/// `configOffset`) and reads it back: the device can start no more DMA. What the admin
+/// driver does when a device does not confirm its reset, before it lets memory go.
+/// - Returns: whether the bit reads clear afterwards.
+func clearBusMaster(fd: Int32, configOffset: off_t) -> Bool {
+    let offset = configOffset + off_t(PCIHeader.command)
+    var command: UInt16 = 0
+    guard pread(fd, &command, 2, offset) == 2 else { return false }
+    var cleared = (UInt16(littleEndian: command) & ~PCIHeader.commandBusMaster).littleEndian
+    guard pwrite(fd, &cleared, 2, offset) == 2 else { return false }
+    var readBack: UInt16 = 0
+    guard pread(fd, &readBack, 2, offset) == 2 else { return false }
+    return UInt16(littleEndian: readBack) & PCIHeader.commandBusMaster == 0
 }

@@ -35,10 +35,13 @@ public final class Lock: @unchecked Sendable {
 }
 
 extension Duration {
-    /// The duration in whole nanoseconds (negative durations count as 0).
+    /// The duration in whole nanoseconds (negative durations count as 0; beyond UInt64, UInt64.max).
     public var nanoseconds: UInt64 {
         let (seconds, attoseconds) = components
-        return UInt64(max(0, seconds)) &* 1_000_000_000 &+ UInt64(max(0, attoseconds)) / 1_000_000_000
+        // Saturates: a huge duration is "forever", never a wrapped small number.
+        let (whole, overflow) = UInt64(max(0, seconds)).multipliedReportingOverflow(by: 1_000_000_000)
+        let (total, carry) = whole.addingReportingOverflow(UInt64(max(0, attoseconds)) / 1_000_000_000)
+        return overflow || carry ? .max : total
     }
 }
 

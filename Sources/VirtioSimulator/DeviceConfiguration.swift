@@ -22,6 +22,62 @@ public enum SimulatedFault: String, CaseIterable, Sendable, Hashable {
     case noAdminQueue
     /// Report queue size 0 for every queue.
     case queueSizeZero
+    /// A reset takes long: device_status keeps reading non-zero for
+    /// ``SimulatedDeviceConfiguration/slowResetDuration`` after 0 is written (longer than the
+    /// driver's bound), and the device keeps working on what it holds meanwhile.
+    case slowReset
+    /// The device writes a used element for every command it holds after a reset was
+    /// attempted (when the reset takes effect, at the next read of device_status or when a
+    /// slow reset ends), through the IOMMU: memory the driver released by then is a fault.
+    case lateWrite
+    /// Answer the next three commands (LIST_QUERY/LIST_USE excepted) with EAGAIN /
+    /// Q_TRYAGAIN, without side effects: a device that is briefly busy.
+    case transientEAGAIN
+}
+
+/// Which device-side rules the model enforces. The default is stricter than the spec;
+/// each `false` makes a non-conforming (or, for `listCommandsWithoutVFs`, a lenient but
+/// spec-deviating) variant, for the conformance checks and the driver's fallbacks.
+public struct SimulatedStrictness: Sendable, Hashable {
+    /// Accept LIST_QUERY/LIST_USE for the SR-IOV group while VF Enable is clear (what Linux
+    /// needs, fact sheet A8). Spec-strict (`false`): every SR-IOV group command fails with
+    /// EINVAL / INVALID_GROUP then.
+    public var listCommandsWithoutVFs = false
+    /// Refuse commands not enabled by the last LIST_USE (EINVAL / INVALID_OPCODE).
+    public var enforceListUse = true
+    /// Refuse LIST_USE while another command is outstanding (EINVAL / INVALID_COMMAND).
+    public var refuseListUseWhileOutstanding = true
+    /// Refuse parts whose lengths are not multiples of 8 bytes (EINVAL / INVALID_COMMAND),
+    /// except where the length carries meaning (legacy config accesses 0x2–0x5).
+    public var requireMultipleOf8Parts = true
+    /// Truncate a result that does not fit the writable part (the spec); `false` fails it.
+    public var truncateShortResults = true
+    /// The device has a self group (type 0) with its own command list (MSIX_POOL_GET lives
+    /// there; without it the owner's pool cannot be queried).
+    public var selfGroup = true
+    /// VFs can be enabled only after the PF's driver negotiated VIRTIO_F_SR_IOV.
+    public var vfEnableNeedsSRIOV = true
+    /// Check the group type first (INVALID_GROUP before INVALID_OPCODE/INVALID_MEMBER).
+    public var groupCheckedFirst = true
+    /// Process the commands of one admin queue in queue order [admin:600-601].
+    public var inOrderProcessing = true
+    /// Set bits 0 and 1 in every LIST_QUERY result [admin:285-288].
+    public var listsListCommands = true
+    /// num_queues leaves the admin queues out [transport-pci.tex:352-354].
+    public var numQueuesExcludesAdminQueues = true
+    /// A device with internal dependencies between its commands: it refuses (EINVAL /
+    /// Q_INVALID_FIELD, as it MAY [admin:374-378]) a LIST_USE that enables some but not
+    /// all of its listed commands.
+    public var listUseAllOrNothing = false
+    /// A device reset brings the legal list back to {LIST_QUERY, LIST_USE} [admin:239-242].
+    public var resetClearsListUse = true
+    /// Accept the self group's capability commands (0x7–0x9) when only the SR-IOV group's
+    /// LIST_USE enabled them (what Linux needs: it never sends a self-group LIST_USE, fact
+    /// sheet A9). Spec-strict (`false`): the self group's own LIST_USE must enable them.
+    public var capabilitiesWithoutSelfListUse = false
+    public init() {}
+    /// The default: stricter than the spec.
+    public static let strict = SimulatedStrictness()
 }
 
 /// In which order the model returns completions it finishes at the same moment.
@@ -88,13 +144,20 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
     /// VIRTIO_DEV_PARTS_CAP: how many GET and SET DEV_PARTS objects the device allows.
     public var devicePartsGetLimit: UInt8 = 4
     public var devicePartsSetLimit: UInt8 = 4
+    /// Device-side rules the model enforces (default: all, stricter than the spec).
+    public var strictness = SimulatedStrictness()
+    /// Driver features the PF needs (of those it offers) before it accepts FEATURES_OK: a
+    /// device MAY fail without ORDER_PLATFORM [content:999-1002]; `[.orderPlatform]` models one.
+    public var requiredDriverFeatures: FeatureSet = []
+    /// How long a reset takes under the `slowReset` fault.
+    public var slowResetDuration: Duration = .seconds(2)
 
     public init() {
         let net = { (bit: Int) in FeatureSet(bit: bit) }
         memberSupportedFeatures = [.version1, .accessPlatform, .eventIndex, .ringReset, net(0), net(1), net(3), net(5), net(15),
                                    net(16), net(17), net(18), net(19), net(22), net(23)]
         initialMemberFeatures = [.version1, .accessPlatform, .eventIndex, net(0), net(1), net(5), net(15), net(16)]
-        pfFeatures = [.version1, .accessPlatform, .eventIndex, .srIOV, .adminVQ, net(5), net(16)]
+        pfFeatures = [.version1, .accessPlatform, .orderPlatform, .eventIndex, .srIOV, .adminVQ, net(5), net(16)]
     }
 
     /// Every admin opcode the model implements.
@@ -102,6 +165,16 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
         [.listQuery, .listUse, opcodes.msixGet, opcodes.msixSet, opcodes.msixPoolGet, opcodes.featuresGet,
          opcodes.featuresSet, opcodes.featuresCapsGet, opcodes.macGet, opcodes.macSet] + AdminCommandProcessor.ratifiedSRIOVOpcodes
     }
+
+    /// Opcodes of the SR-IOV group (commands about a VF).
+    public var srIOVGroupOpcodes: [AdminOpcode] {
+        [.listQuery, .listUse, opcodes.msixGet, opcodes.msixSet, opcodes.featuresGet, opcodes.featuresSet, opcodes.featuresCapsGet,
+         opcodes.macGet, opcodes.macSet] + AdminCommandProcessor.ratifiedSRIOVOpcodes
+    }
+
+    /// Opcodes of the self group (commands about the owner itself: MSIX_POOL_GET, and the
+    /// capability commands 0x7–0x9).
+    public var selfGroupOpcodes: [AdminOpcode] { [.listQuery, .listUse, opcodes.msixPoolGet] + AdminCommandProcessor.capabilityOpcodes }
 
     /// Address of VF `index` (0-based).
     public func vfAddress(_ index: Int) -> PCIAddress {
@@ -139,5 +212,18 @@ public struct MemberResources: Sendable, Hashable {
         self.features = features
         self.mac = mac
         self.inUse = inUse
+    }
+}
+
+/// Errors of the device model's own controls (what the platform or a test does to it).
+public enum SimulatedDeviceError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// VFs cannot be enabled before the PF's driver negotiated VIRTIO_F_SR_IOV.
+    case sriovNotNegotiated(device: PCIAddress)
+
+    public var description: String {
+        switch self {
+        case .sriovNotNegotiated(let device):
+            "\(device): VFs cannot be enabled: the PF's driver has not negotiated VIRTIO_F_SR_IOV (virtio 1.4 §6, content.tex 966-979)."
+        }
     }
 }

@@ -44,6 +44,10 @@ final class FunctionModel {
     let type: VirtioDeviceType
     let isOwner: Bool
     var offeredFeatures: FeatureSet
+    /// A non-conforming variant: num_queues includes the admin queues.
+    var countsAdminQueues = false
+    /// Driver features this function needs before it accepts FEATURES_OK.
+    var requiredDriverFeatures: FeatureSet = []
     var driverFeatures: FeatureSet = []
     var status: DeviceStatus = []
     var deviceFeatureSelect: UInt32 = 0
@@ -133,7 +137,8 @@ final class FunctionModel {
         case .driverFeatureSelect: return driverFeatureSelect
         case .driverFeature: return driverFeatureSelect < UInt32(FeatureSet.windowCount) ? driverFeatures.window(Int(driverFeatureSelect)) : 0
         case .configMSIXVector: return UInt32(configVector)
-        case .numQueues: return UInt32(queues.count)
+        // num_queues excludes the admin queues, which come after it [transport-pci.tex:352-354,491-496].
+        case .numQueues: return UInt32(queues.count - (countsAdminQueues ? 0 : adminQueueCount))
         case .deviceStatus: return UInt32(status.rawValue)
         case .configGeneration: return UInt32(configGeneration)
         case .queueSelect: return UInt32(queueSelect)
@@ -207,6 +212,7 @@ final class FunctionModel {
         if added.contains(.featuresOK) {
             let acceptable = driverFeatures.isSubset(of: offeredFeatures) && driverFeatures.contains(.version1)
                 && !faults.contains(.refuseFeaturesOK) && status.contains(.driver)
+                && driverFeatures.isSuperset(of: requiredDriverFeatures)
             if !acceptable { added.remove(.featuresOK) }
         }
         if added.contains(.driverOK) && !(status.union(added)).contains(.featuresOK) {

@@ -61,6 +61,8 @@ struct ModelPart: Equatable {
         var parts: [ModelPart] = []
         var offset = 0
         while offset < bytes.count {
+            // Up to 7 zero bytes after the last part pad the data to a multiple of 8 bytes [admin:622-624].
+            if bytes.count - offset < 8 && bytes[offset...].allSatisfy({ $0 == 0 }) { break }
             guard offset + ModelPartType.headerSize <= bytes.count else { return nil }
             let length = Int(bytes.readLE(UInt32.self, at: offset + 12))
             let start = offset + ModelPartType.headerSize
@@ -97,46 +99,31 @@ struct RatifiedState {
     var driverSetLimit: UInt8 = 0
     var objects: [UInt32: DevicePartsObject] = [:]
     var pending: [Int: PendingParts] = [:]
-    /// Self-group opcodes enabled with a self-group LIST_USE.
-    var selfInUse = AdminOpcodeBitmap(opcodes: [.listQuery, .listUse])
 
     /// What an owner reset clears: driver capabilities [caps:227] and objects [resobj:79-82].
     mutating func ownerReset() {
         driverGetLimit = 0
         driverSetLimit = 0
         objects = [:]
-        selfInUse = AdminOpcodeBitmap(opcodes: [.listQuery, .listUse])
     }
 }
 
 extension AdminCommandProcessor {
-    /// Ratified opcodes the model implements in the SR-IOV group.
+    /// Ratified opcodes the model implements in the SR-IOV group (0x7–0x9 listed there for
+    /// Linux, fact sheet A9, and refused there with INVALID_GROUP).
     static let ratifiedSRIOVOpcodes: [AdminOpcode] = [
         .legacyCommonCfgWrite, .legacyCommonCfgRead, .legacyDevCfgWrite, .legacyDevCfgRead,
         .capIDListQuery, .deviceCapGet, .driverCapSet, .resourceObjCreate, .resourceObjDestroy,
         .devPartsMetadataGet, .devPartsGet, .devPartsSet, .devModeSet,
     ]
-    /// The self group's list [admin:380-383].
-    static let selfGroupOpcodes: [AdminOpcode] = [.listQuery, .listUse, .capIDListQuery, .deviceCapGet, .driverCapSet]
+    /// The capability commands: self group only [caps:73-74,87-88].
+    static let capabilityOpcodes: [AdminOpcode] = [.capIDListQuery, .deviceCapGet, .driverCapSet]
 
-    // MARK: Self group
+    // MARK: Self group: capabilities
 
-    /// A self-group command (group type 0): the owner is the only member, id 0 [admin:43-46].
-    mutating func executeSelf(_ header: AdminCommandHeader, data: [UInt8], room: Int) -> Outcome {
-        let opcode = header.opcode
-        let listed = AdminOpcodeBitmap(opcodes: Self.selfGroupOpcodes)
-        guard listed.contains(opcode) else { return .refuse(.einval, .invalidOpcode) }
-        let enabled = ratified.selfInUse.contains(opcode) || (opcode.rawValue >= 7 && inUse.contains(opcode))
-        guard enabled else { return .refuse(.einval, .invalidOpcode) }
-        guard header.memberID == .none else { return .refuse(.einval, .invalidMember) }
+    /// CAP_ID_LIST_QUERY, DEVICE_CAP_GET, DRIVER_CAP_SET (group, opcode and member already checked).
+    mutating func executeCapability(_ opcode: AdminOpcode, data: [UInt8]) -> Outcome {
         switch opcode {
-        case .listQuery:
-            return .ok(Array(listed.encode().prefix(max(room - room % 8, 8))))
-        case .listUse:
-            let requested = AdminOpcodeBitmap(decoding: data)
-            guard data.count >= 8, requested.isSubset(of: listed) else { return .refuse(.einval, .invalidField) }
-            ratified.selfInUse = requested.union(Self.alwaysInUse)
-            return .ok()
         case .capIDListQuery:
             // Bit 0: VIRTIO_DEV_PARTS_CAP [caps:90-99].
             var result: [UInt8] = []
@@ -146,8 +133,8 @@ extension AdminCommandProcessor {
             let padded = data + [UInt8](repeating: 0, count: max(0, 8 - data.count))
             guard padded.readLE(UInt16.self, at: 0) == 0 else { return .refuse(.enxio, .ok) }  // unknown id SHOULD be ENXIO [caps:222-225]
             return .ok([ratified.deviceGetLimit, ratified.deviceSetLimit])
-        case .driverCapSet:
-            // Missing readable bytes read as zero [admin:540-546].
+        default:
+            // DRIVER_CAP_SET. Missing readable bytes read as zero [admin:540-546].
             let padded = data + [UInt8](repeating: 0, count: max(0, 10 - data.count))
             guard padded.readLE(UInt16.self, at: 0) == 0 else { return .refuse(.enxio, .ok) }
             let get = padded[8], set = padded[9]
@@ -159,23 +146,19 @@ extension AdminCommandProcessor {
             ratified.driverGetLimit = get
             ratified.driverSetLimit = set
             return .ok()
-        default:
-            return .refuse(.einval, .invalidOpcode)
         }
     }
 
     // MARK: SR-IOV group
 
-    /// A ratified command in the SR-IOV group, or `nil` when `opcode` is not one.
-    mutating func executeRatified(_ opcode: AdminOpcode, member: GroupMemberID, data: [UInt8], room: Int) -> Outcome? {
-        guard Self.ratifiedSRIOVOpcodes.contains(opcode) else { return nil }
-        switch opcode {
-        case .capIDListQuery, .deviceCapGet, .driverCapSet:
+    /// A ratified command (group, opcode and member checked by `execute`), or `nil` when
+    /// `opcode` is not one.
+    mutating func executeRatified(_ opcode: AdminOpcode, group: AdminGroupType, member: GroupMemberID, data: [UInt8], room: Int) -> Outcome? {
+        if Self.capabilityOpcodes.contains(opcode) {
             // Self group only: MUST fail elsewhere [caps:207-210].
-            return .refuse(.einval, .invalidGroup)
-        default:
-            break
+            return group == .selfGroup ? executeCapability(opcode, data: data) : .refuse(.einval, .invalidGroup)
         }
+        guard Self.ratifiedSRIOVOpcodes.contains(opcode), group == .srIOV else { return nil }
         guard let index = memberIndex(member), index < vfFunctions.count else { return .refuse(.einval, .invalidMember) }
         let vf = vfFunctions[index]
         switch opcode {

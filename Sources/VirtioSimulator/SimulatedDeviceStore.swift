@@ -35,6 +35,7 @@ public enum SimulatedDeviceStore {
                      "vf-type \(configuration.vfType.name)",
                      "total-vfs \(configuration.totalVFs)",
                      "num-vfs \(device.numVFs)",
+                     "sriov-negotiated \(device.sriovNegotiated ? 1 : 0)",
                      "first-vf-offset \(configuration.firstVFOffset)",
                      "vf-stride \(configuration.vfStride)",
                      "pool \(configuration.vfMSIXPool)",
@@ -69,6 +70,7 @@ public enum SimulatedDeviceStore {
     public static func decode(_ text: String, path: String = "<state>") throws(SimulatedStateError) -> SimulatedSRIOVDevice {
         var configuration = SimulatedDeviceConfiguration()
         var numVFs: Int?
+        var sriovNegotiated: Bool?
         var members: [Int: MemberResources] = [:]
         var vfStates: [(line: Int, index: Int, stopped: Bool, parts: [UInt8])] = []
         var counters = SimulatedCounters()
@@ -98,6 +100,7 @@ public enum SimulatedDeviceStore {
                 if words[0] == "pf-type" { configuration.pfType = type } else { configuration.vfType = type }
             case "total-vfs": configuration.totalVFs = try int(words[1])
             case "num-vfs": numVFs = try int(words[1])
+            case "sriov-negotiated": sriovNegotiated = try int(words[1]) != 0
             case "first-vf-offset": configuration.firstVFOffset = try int(words[1])
             case "vf-stride": configuration.vfStride = try int(words[1])
             case "pool": configuration.vfMSIXPool = try int(words[1])
@@ -171,6 +174,8 @@ public enum SimulatedDeviceStore {
             throw fail(lines.count, "expected one vf line for each of the \(configuration.totalVFs) VFs")
         }
         let device = SimulatedSRIOVDevice(configuration: configuration, members: (0..<configuration.totalVFs).map { members[$0]! })
+        // Files written before the line existed: VFs that are enabled were enabled by a driver.
+        if let sriovNegotiated { device.lock.withLock { device.srIOVNegotiated = sriovNegotiated } }
         for state in vfStates {
             guard state.index < configuration.totalVFs, device.restoreVFState(state.index, stopped: state.stopped, parts: state.parts) else {
                 device.stop()

@@ -5,9 +5,25 @@ import VirtioTransport
 import Glibc
 #endif
 
+/// An access by the device that the model's strict IOMMU refused.
+public struct IOMMUFault: Sendable, Hashable, CustomStringConvertible {
+    public enum Kind: String, Sendable, Hashable {
+        /// The range was mapped once and has been released since (use after free by DMA).
+        case released
+        /// The range was never mapped.
+        case neverMapped
+    }
+    public var address: UInt64
+    public var length: Int
+    public var kind: Kind
+    public var description: String { "device access to \(length) bytes at 0x\(String(address, radix: 16)): \(kind == .released ? "released" : "never-mapped") memory" }
+}
+
 /// The device model's DMA memory: host memory with device addresses from a private IOVA
-/// space, and the translation the model's "IOMMU" applies to every address the driver
-/// gives it. An address outside every live allocation is a device-side fault, not a crash.
+/// space, and the translation the model's strict "IOMMU" applies to every address the device
+/// touches (rings, descriptors, buffers, on every access, not once). An address outside
+/// every live mapping is a recorded fault (``faults``), never a crash; tests assert that no
+/// access ever reached released memory.
 public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     struct Allocation: @unchecked Sendable {
         let deviceAddress: UInt64
@@ -19,6 +35,9 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     private let lock = Lock()
     private var next: UInt64 = SimulatedMemory.iovaBase
     private var allocations: [Allocation] = []
+    /// Device-address ranges released so far (start, length), to classify faults.
+    private var released: [(UInt64, Int)] = []
+    private var recordedFaults: [IOMMUFault] = []
     /// First device address handed out (high enough that 0 and small values never translate).
     public static let iovaBase: UInt64 = 0x1_0000_0000
 
@@ -49,7 +68,9 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     public func release(_ region: DMARegion) {
         let allocation = lock.withLock { () -> Allocation? in
             guard let index = find(region.deviceAddress), allocations[index].deviceAddress == region.deviceAddress else { return nil }
-            return allocations.remove(at: index)
+            let removed = allocations.remove(at: index)
+            released.append((removed.deviceAddress, removed.length))
+            return removed
         }
         if let allocation { free(allocation.pointer) }
     }
@@ -59,13 +80,28 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     public func translate(_ address: UInt64, length: Int) -> UnsafeMutableRawPointer? {
         guard length >= 0 else { return nil }
         return lock.withLock { () -> UnsafeMutableRawPointer? in
-            guard let index = find(address) else { return nil }
+            guard let index = find(address) else { return faultLocked(address, length) }
             let allocation = allocations[index]
             let offset = address - allocation.deviceAddress
-            guard offset <= UInt64(allocation.length), UInt64(length) <= UInt64(allocation.length) - offset else { return nil }
+            guard offset <= UInt64(allocation.length), UInt64(length) <= UInt64(allocation.length) - offset else { return faultLocked(address, length) }
             return allocation.pointer + Int(offset)
         }
     }
+
+    /// Records a refused access (lock held).
+    private func faultLocked(_ address: UInt64, _ length: Int) -> UnsafeMutableRawPointer? {
+        let wasReleased = released.contains { address < $0.0 &+ UInt64($0.1) && $0.0 < address &+ UInt64(max(length, 1)) }
+        if recordedFaults.count < 10_000 {
+            recordedFaults.append(IOMMUFault(address: address, length: length, kind: wasReleased ? .released : .neverMapped))
+        }
+        return nil
+    }
+
+    /// Every device access the IOMMU refused, in order.
+    public var faults: [IOMMUFault] { lock.withLock { recordedFaults } }
+    /// Refused device accesses to memory that had been released (a driver that freed DMA
+    /// memory while the device could still use it).
+    public var releasedMemoryAccesses: Int { lock.withLock { recordedFaults.count { $0.kind == .released } } }
 
     /// Index of the last allocation starting at or below `address` (lock held).
     private func find(_ address: UInt64) -> Int? {

@@ -29,6 +29,15 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     var random: SplitMix64
     var workerFreeAt: [UInt64]
     let scheduler: CompletionScheduler
+    /// The PF's driver negotiated VIRTIO_F_SR_IOV (and reached FEATURES_OK) at least once:
+    /// VFs may be enabled, also again after a reset [content:966-979].
+    var srIOVNegotiated: Bool
+    /// Bus Master Enable of the PF's command register: clear = the device starts no DMA.
+    var busMaster = true
+    /// Commands still to be answered EAGAIN under `transientEAGAIN`.
+    var eagainRemaining = 0
+    /// A reset written while the device still works: when it takes effect (ns).
+    var pendingResetAt: UInt64?
 
     /// Creates the device.
     /// - Parameters:
@@ -47,12 +56,16 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
                            queues: configuration.regularQueues, adminQueues: configuration.adminQueueCount,
                            maximumQueueSize: configuration.maximumQueueSize, msixTableSize: configuration.pfMSIXVectors,
                            mac: [0x52, 0x54, 0x00, 0x3b, 0xff, 0xff])
+        pf.requiredDriverFeatures = configuration.requiredDriverFeatures.intersection(configuration.pfFeatures)
+        pf.countsAdminQueues = !configuration.strictness.numQueuesExcludesAdminQueues
         vfs = []
         admin = AdminCommandProcessor(configuration: configuration, members: resources)
         timing = configuration.timing
         random = SplitMix64(seed: 0x5eed)
         workerFreeAt = [UInt64](repeating: 0, count: configuration.timing.parallelism)
         scheduler = CompletionScheduler()
+        // VFs enabled at creation stand for VFs an earlier PF driver enabled.
+        srIOVNegotiated = configuration.numVFs > 0
         vfs = (0..<configuration.totalVFs).map { makeVF($0, resources[$0]) }
         admin.vfFunctions = vfs
         scheduler.start(device: self)
@@ -134,6 +147,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     public func setFault(_ fault: SimulatedFault, _ enabled: Bool = true) {
         lock.withLock {
             if enabled { pf.faults.insert(fault) } else { pf.faults.remove(fault) }
+            if fault == .transientEAGAIN { eagainRemaining = enabled ? 3 : 0 }
         }
     }
     public var faults: Set<SimulatedFault> { lock.withLock { pf.faults } }
@@ -167,11 +181,31 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     /// Marks VF `index` as used by a driver (bound) or free.
     public func setInUse(_ index: Int, _ inUse: Bool) { lock.withLock { admin.members[index].inUse = inUse } }
 
-    /// Changes NumVFs (sysfs `sriov_numvfs`): VFs beyond it stop existing as members.
-    public func setNumVFs(_ count: Int) {
+    /// Changes NumVFs and VF Enable (sysfs `sriov_numvfs`): VFs beyond it stop existing as
+    /// members; 0 clears VF Enable, and the SR-IOV group ceases to exist [admin:62-65].
+    /// - Throws: ``SimulatedDeviceError/sriovNotNegotiated(device:)`` when VFs are enabled
+    ///   before the PF's driver negotiated VIRTIO_F_SR_IOV [content:966-979].
+    public func setNumVFs(_ count: Int) throws(SimulatedDeviceError) {
         precondition(count >= 0 && count <= configuration.totalVFs)
-        lock.withLock { admin.numVFs = count }
+        try lock.withLock { () throws(SimulatedDeviceError) in
+            if count > 0 && !srIOVNegotiated && configuration.strictness.vfEnableNeedsSRIOV {
+                throw .sriovNotNegotiated(device: pfAddress)
+            }
+            admin.numVFs = count
+        }
     }
+
+    /// Whether the PF's driver negotiated VIRTIO_F_SR_IOV (since the device was created).
+    public var sriovNegotiated: Bool { lock.withLock { srIOVNegotiated } }
+
+    /// Sets or clears Bus Master Enable in the PF's command register (what a driver does
+    /// through config space to stop a device that does not reset): cleared, the device
+    /// reads and writes no memory.
+    public func setBusMaster(_ enabled: Bool) { lock.withLock { busMaster = enabled } }
+
+    /// Lets a pending (slow or late) reset take effect now if its time has come, as any
+    /// register access does.
+    public func settle() { lock.withLock { settleResetLocked() } }
 
     // MARK: Register access (called by SimulatedBAR)
 
@@ -179,6 +213,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
 
     func read(_ index: Int?, offset: Int, width: Int) -> UInt32 {
         lock.withLock {
+            if index == nil { settleResetLocked() }
             let function = function(index)
             function.counters.mmioReads += 1
             if function.faults.contains(.surpriseRemoval) { return width == 4 ? UInt32.max : (width == 2 ? 0xffff : 0xff) }
@@ -204,15 +239,31 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
 
     func write(_ index: Int?, offset: Int, width: Int, value: UInt32) {
         lock.withLock {
+            if index == nil { settleResetLocked() }
             let function = function(index)
             function.counters.mmioWrites += 1
             if function.faults.contains(.surpriseRemoval) { return }
             typealias L = SimulatedBARLayout
             switch offset {
             case Int(L.commonOffset)..<Int(L.commonOffset + L.commonLength):
-                let wasReset = function.writeCommon(offset - Int(L.commonOffset), width: width, value: value)
+                let common = offset - Int(L.commonOffset)
+                if function.isOwner, common == CommonConfigRegister.deviceStatus.rawValue, width == 1, value == 0, !function.status.isEmpty,
+                   function.faults.contains(.slowReset) || function.faults.contains(.lateWrite) {
+                    // The reset takes effect later: at once under lateWrite alone (on the
+                    // next access), after slowResetDuration under slowReset.
+                    function.counters.resets += 1
+                    if pendingResetAt == nil {
+                        let delay = function.faults.contains(.slowReset) ? configuration.slowResetDuration.nanoseconds : 0
+                        pendingResetAt = monotonicNanoseconds() + delay
+                    }
+                    return
+                }
+                let wasReset = function.writeCommon(common, width: width, value: value)
                 if wasReset { function.counters.resets += 1 }
                 if wasReset && function.isOwner { admin.deviceReset() }
+                if function.isOwner && function.status.contains(.featuresOK) && function.driverFeatures.contains(.srIOV) {
+                    srIOVNegotiated = true
+                }
                 if let index, function.status.contains(.driverOK) != admin.members[index].inUse, !wasReset || admin.members[index].inUse {
                     // A VF whose driver reached DRIVER_OK is in use; a reset frees it.
                     admin.members[index].inUse = function.status.contains(.driverOK)
@@ -225,6 +276,25 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
                 break
             }
         }
+    }
+
+    /// Applies a pending reset whose time has come (lock held). Under `lateWrite` the device
+    /// first writes a used element for every command it still holds, through the IOMMU.
+    func settleResetLocked() {
+        guard let due = pendingResetAt, monotonicNanoseconds() >= due else { return }
+        pendingResetAt = nil
+        if pf.faults.contains(.lateWrite) && busMaster {
+            for queue in pf.queues where queue.enabled && !queue.inService.isEmpty {
+                guard let ring = ringView(queue) else { continue }
+                for head in queue.inService.sorted() {
+                    ring.setUsedEntry(Int(queue.usedIndex) & (queue.size - 1), id: UInt32(head), length: 0)
+                    queue.usedIndex &+= 1
+                }
+                ring.storeUsedIndex(queue.usedIndex)
+            }
+        }
+        pf.reset()
+        admin.deviceReset()
     }
 
     // MARK: Queue processing (lock held)
@@ -242,6 +312,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
         let queue = function.queues[index]
         if function.stopped { function.notifiedWhileStopped.insert(index); return }
         guard queue.enabled, function.status.contains(.driverOK), !function.status.contains(.deviceNeedsReset) else { return }
+        guard function !== pf || (busMaster && pendingResetAt == nil) else { return }
         guard let ring = ringView(queue) else { function.needsReset(); return }
         let availIndex = ring.loadAvailIndex()
         let pending = Int(availIndex &- queue.lastAvail)
@@ -261,6 +332,8 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
         let isAdmin = function.isAdminQueue(index)
         var completions: [(head: UInt16, length: UInt32)] = []
         completions.reserveCapacity(chains.count)
+        // A non-conforming variant works on one queue's commands out of order.
+        if isAdmin && !configuration.strictness.inOrderProcessing { chains.reverse() }
         for chain in chains {
             let written: Int
             if isAdmin {
@@ -268,7 +341,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
                 if chain.readable.count >= 2 {
                     function.counters.adminCommandsByOpcode[UInt16(chain.readable[0]) | UInt16(chain.readable[1]) << 8, default: 0] += 1
                 }
-                written = executeAdmin(chain, function: function)
+                written = executeAdmin(chain, function: function, queue: queue)
             } else {
                 function.counters.queueRequests += 1
                 written = loopback(chain)
@@ -334,9 +407,14 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     /// A regular queue echoes its readable bytes into its writable buffers.
     func loopback(_ chain: TakenChain) -> Int { fill(chain, with: chain.readable) }
 
-    func executeAdmin(_ chain: TakenChain, function: FunctionModel) -> Int {
+    func executeAdmin(_ chain: TakenChain, function: FunctionModel, queue: QueueModel) -> Int {
         guard chain.capacity >= AdminCommandLayout.resultHeaderSize else { return 0 }
-        let outcome = admin.execute(chain.readable, resultCapacity: chain.capacity)
+        if function.faults.contains(.transientEAGAIN), eagainRemaining > 0, chain.readable.count >= 2, chain.readable[0] > 1 || chain.readable[1] != 0 {
+            eagainRemaining -= 1
+            function.counters.adminErrors += 1
+            return fill(chain, with: AdminResultHeader(status: .eagain, qualifier: .tryAgain).encode())
+        }
+        let outcome = admin.execute(chain.readable, resultCapacity: chain.capacity, othersOutstanding: queue.inService.count > 1)
         if outcome.status != .ok { function.counters.adminErrors += 1 }
         // The changed member's VF function now shows its new resources.
         if let index = admin.changedMember, index < vfs.count {
@@ -391,7 +469,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     /// Publishes completions on the used ring, applying completion faults, and decides
     /// whether an interrupt would be raised.
     func complete(_ function: FunctionModel, queue: QueueModel, _ items: [(head: UInt16, length: UInt32, capacity: Int)]) {
-        guard queue.enabled, !function.status.contains(.deviceNeedsReset), let ring = ringView(queue) else { return }
+        guard function !== pf || busMaster, queue.enabled, !function.status.contains(.deviceNeedsReset), let ring = ringView(queue) else { return }
         let old = queue.usedIndex
         let isAdmin = function.isAdminQueue(queue.index)
         for item in items {

@@ -258,3 +258,12 @@ public struct AdminOpcodeBitmap: Hashable, Sendable {
         words = stride(from: 0, to: bytes.count - bytes.count % 8, by: 8).map { bytes.readLE(UInt64.self, at: $0) }
     }
 }
+
+extension AdminOpcodeBitmap {
+    /// This set with `opcodes` added.
+    public func union<S: Sequence>(_ opcodes: S) -> AdminOpcodeBitmap where S.Element == AdminOpcode {
+        var copy = self
+        for opcode in opcodes { copy.insert(opcode) }
+        return copy
+    }
+}

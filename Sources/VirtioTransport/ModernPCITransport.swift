@@ -1,3 +1,4 @@
+import CVolatile
 import PCIConfig
 import VirtioSpec
 
@@ -8,8 +9,13 @@ public struct QueueNotifier: Sendable {
     let offset: Int
     public let queue: UInt16
 
-    /// Notifies the device that queue `queue` has new buffers.
-    @inline(__always) public func notify() { window.write16(queue, offset) }
+    /// Notifies the device that queue `queue` has new buffers. The ring stores before it are
+    /// ordered against the doorbell with a DMA-strength write barrier (as Linux's writel()
+    /// does; on arm64 `dmb oshst`), whatever ORDER_PLATFORM says.
+    @inline(__always) public func notify() {
+        cv_dma_write_barrier()
+        window.write16(queue, offset)
+    }
 }
 
 /// The modern (virtio 1.0+) PCI transport over a ``RegisterSpace`` per BAR.
@@ -28,6 +34,8 @@ public final class ModernPCITransport: @unchecked Sendable {
     let deviceConfig: RegisterWindow?
     /// Features negotiated by the last successful ``negotiate(required:wanted:)``.
     public private(set) var negotiatedFeatures: FeatureSet = []
+    /// The function has a PCI SR-IOV capability (a PF that can enable VFs).
+    public let hasSRIOVCapability: Bool
 
     /// Locates the common, notify, ISR and device structures from the decoded capabilities.
     ///
@@ -40,6 +48,7 @@ public final class ModernPCITransport: @unchecked Sendable {
     ///   ``TransportError/capabilityTooSmall(device:_:length:minimum:)`` for a common
     ///   structure shorter than virtio 1.0's.
     public init(config: PCIConfigSpace, bars: [Int: any RegisterSpace]) throws(TransportError) {
+        hasSRIOVCapability = config.sriov != nil
         address = config.address
         func window(_ type: VirtioPCICfgType, required: Bool) throws(TransportError) -> RegisterWindow? {
             guard let cap = config.virtioCapability(type) else {
@@ -262,26 +271,26 @@ public final class ModernPCITransport: @unchecked Sendable {
 
     /// Reads `length` bytes of device config at `offset`, repeating until
     /// `config_generation` is the same before and after. Spec: §2.5.1 / §4.1.4.3.1.
-    public func readDeviceConfig(offset: Int, length: Int, maximumAttempts: Int = 16) throws(TransportError) -> [UInt8] {
+    /// - Parameter fieldWidth: width of the fields read (1 for byte arrays such as a MAC, 2
+    ///   for le16 fields, …): every access has exactly that width.
+    public func readDeviceConfig(offset: Int, length: Int, fieldWidth: Int = 1, maximumAttempts: Int = 16) throws(TransportError) -> [UInt8] {
         guard let deviceConfig, offset >= 0, length >= 0, offset + length <= deviceConfig.length else {
             throw .deviceConfigOutOfRange(device: address, offset: offset, length: length, regionLength: deviceConfig?.length ?? 0)
+        }
+        guard [1, 2, 4, 8].contains(fieldWidth), offset % fieldWidth == 0, length % fieldWidth == 0 else {
+            throw .deviceConfigMisaligned(device: address, offset: offset, length: length, fieldWidth: fieldWidth)
         }
         for _ in 0..<maximumAttempts {
             let before = read8(.configGeneration)
             var bytes: [UInt8] = []
             bytes.reserveCapacity(length)
-            var position = offset
-            while position < offset + length {
-                let remaining = offset + length - position
-                if position % 4 == 0 && remaining >= 4 {
-                    bytes.appendLE(deviceConfig.read32(position))
-                    position += 4
-                } else if position % 2 == 0 && remaining >= 2 {
-                    bytes.appendLE(deviceConfig.read16(position))
-                    position += 2
-                } else {
-                    bytes.append(deviceConfig.read8(position))
-                    position += 1
+            // Each field with its natural width (spec 4.1.3.1), never one access spanning
+            // several narrower fields; a 64-bit field as two 32-bit reads.
+            for position in stride(from: offset, to: offset + length, by: min(fieldWidth, 4)) {
+                switch fieldWidth {
+                case 1: bytes.append(deviceConfig.read8(position))
+                case 2: bytes.appendLE(deviceConfig.read16(position))
+                default: bytes.appendLE(deviceConfig.read32(position))
                 }
             }
             if read8(.configGeneration) == before { return bytes }

@@ -37,6 +37,8 @@ public enum TransportError: Error, Hashable, Sendable, CustomStringConvertible {
     case configUnstable(device: PCIAddress, attempts: Int)
     /// A device-config read outside the device-config region.
     case deviceConfigOutOfRange(device: PCIAddress, offset: Int, length: Int, regionLength: Int)
+    /// A device-config read whose offset or length is not a multiple of its field width (1, 2, 4 or 8).
+    case deviceConfigMisaligned(device: PCIAddress, offset: Int, length: Int, fieldWidth: Int)
     /// The device is in a state the operation cannot run in.
     case invalidState(device: PCIAddress, operation: String, status: DeviceStatus)
 
@@ -76,6 +78,8 @@ public enum TransportError: Error, Hashable, Sendable, CustomStringConvertible {
             "\(device): every register reads all ones; the device was removed or is not responding."
         case let .configUnstable(device, attempts):
             "\(device): device config kept changing (config_generation moved) over \(attempts) reads."
+        case let .deviceConfigMisaligned(device, offset, length, fieldWidth):
+            "\(device): a device-config read of \(length) bytes at \(hex(offset)) does not consist of whole \(fieldWidth)-byte fields."
         case let .deviceConfigOutOfRange(device, offset, length, regionLength):
             "\(device): device-config read of \(length) bytes at \(hex(offset)) is outside the \(hex(regionLength))-byte region."
         case let .invalidState(device, operation, status):

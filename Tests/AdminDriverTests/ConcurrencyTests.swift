@@ -40,7 +40,7 @@ struct ConcurrencyTests {
         }
         #expect(mismatches == 0)
         let stats = driver.statistics
-        #expect(stats.submitted == 5 + 64_000, "bring-up (LIST_QUERY, LIST_USE, capability handshake) and the load")
+        #expect(stats.submitted == 4 + 64_000, "two groups negotiated (LIST_QUERY + LIST_USE each), then the load")
         #expect(stats.completed == stats.submitted, "no lost or duplicated completion")
         #expect(stats.byStatus[0] == stats.submitted)
         #expect(group.device.counters.adminCommands == stats.submitted)

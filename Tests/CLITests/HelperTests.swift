@@ -60,6 +60,10 @@ import VirtioTestSupport
         let pf = try event(setup, "add", "0000:3b:00.0")
         #expect(pf.status == 0, "\(pf.error)")
         #expect(try String(contentsOfFile: setup.sys + "/bus/pci/devices/0000:3b:00.0/sriov_drivers_autoprobe", encoding: .utf8) == "0")
+        // The PF's driver opens it (0 VFs: the SR-IOV group does not exist yet) and negotiates
+        // VIRTIO_F_SR_IOV, without which VFs cannot be enabled.
+        #expect(try virtioAdmin(["simulate", "numvfs", setup.state, "8"]).status != 0)
+        #expect(try virtioAdmin(["--simulate", setup.state, "commands", "0000:3b:00.0"]).status == 0)
         // sriov_numvfs goes to 8; the VFs appear in sysfs; 8 add events arrive at once.
         #expect(try virtioAdmin(["simulate", "numvfs", setup.state, "8"]).status == 0)
         #expect(try virtioAdmin(["simulate", "sysfs", setup.sys, "--from", setup.state]).status == 0)

@@ -109,10 +109,11 @@ import VirtioTestSupport
         #expect(answers.allSatisfy { $0.hasPrefix("0|") && $0.contains("info: provisioned") && $0.contains("(via service)") }, "\(answers.filter { !$0.hasPrefix("0|") }.prefix(3))")
         // Each client got its own VF's outcome.
         for index in 0..<count { #expect(answers[index].contains(vfAddress(index) + " (PF 0000:3b:00.0 VF \(index))"), "\(answers[index])") }
-        // While the service runs: one reset, one LIST_QUERY, every VF provisioned.
+        // While the service runs: one reset, one LIST_QUERY/LIST_USE per group (SR-IOV and
+        // self), every VF provisioned.
         let during = try counters(setup)
         #expect(during.resets == 1, "the PF was reset \(during.resets) times")
-        #expect(during.byOpcode["0x0"] == 1 && during.byOpcode["0x1"] == 1, "\(during.byOpcode)")
+        #expect(during.byOpcode["0x0"] == 2 && during.byOpcode["0x1"] == 2, "\(during.byOpcode)")
         #expect(during.byOpcode["0x41"] == count && during.byOpcode["0x49"] == count, "\(during.byOpcode)")
         #expect(try provisionedVFs(setup) == count)
         // SIGTERM: finish, save, exit 0; closing resets the PF once more (it lets go of the rings).
@@ -120,13 +121,12 @@ import VirtioTestSupport
         server.waitUntilExit()
         #expect(server.terminationStatus == 0)
         #expect(try counters(setup).resets == 2)
-        // Events that arrived while a batch ran were coalesced into the next one: fewer
-        // batches (each followed by one save of the state) than VFs, covering every VF.
+        // Every VF went through exactly one logged batch (each followed by one save of the
+        // state); how many share a batch depends on how fast the clients arrive (the
+        // library test `manyVFEventsShareFewBatches` pins coalescing down).
         let batches = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").filter { $0.contains("info: batch ") }
         let sizes = batches.compactMap { line in line.split(separator: ": ").last.flatMap { Int($0.split(separator: " ").first ?? "") } }
         #expect(sizes.reduce(0, +) == count, "\(batches.prefix(3))")
-        #expect(batches.count < count / 4, "\(batches.count) batches for \(count) VFs")
-        #expect(sizes.max() ?? 0 > 1)
     }
 
     /// Events delivered again after the service was killed in the middle of a 1024-VF batch
@@ -338,6 +338,7 @@ import VirtioTestSupport
         ["msix", "get", "0000:3b:00.0", "--vf", "1"], ["features", "get", "0000:3b:00.0", "--vf", "0"],
         ["passthru", "0000:3b:00.0", "--opcode", "0x40", "--vf", "0"], ["bind", "0000:3b:00.1", "--driver", "vfio-pci", "--dry-run"],
         ["unbind", "0000:3b:00.1", "--dry-run"], ["restore", "0000:3b:00.1", "--dry-run"], ["entropy", "0000:3b:00.0"], ["monitor", "--timeout", "1"],
+        ["probe", "0000:3b:00.0"], ["conformance", "0000:3b:00.0"],
         ["simulate", "show"], ["policy", "plan"], ["policy", "apply"],
     ])
     func everyCommandTakesSimulate(arguments: [String]) throws {

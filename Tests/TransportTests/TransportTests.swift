@@ -76,9 +76,10 @@ struct TransportTests {
         // DRIVER_OK before FEATURES_OK is impossible here, so provoke NEEDS_RESET via a bad ring:
         // enable an admin queue whose rings point at memory the device cannot reach.
         let index = transport.adminQueues!.index
-        _ = try transport.setUpQueue(index, size: 16, descriptorArea: 0x10_0000, driverArea: 0x20_0000, deviceArea: 0x30_0000).notify
+        // (admin queues lie beyond num_queues, so the index check is off, as in the admin driver)
+        _ = try transport.setUpQueue(index, size: 16, descriptorArea: 0x10_0000, driverArea: 0x20_0000, deviceArea: 0x30_0000, checkIndex: false).notify
         try transport.driverOK()
-        let notifier = try? transport.setUpQueue(index, size: 16, descriptorArea: 0x10_0000, driverArea: 0x20_0000, deviceArea: 0x30_0000)
+        let notifier = try? transport.setUpQueue(index, size: 16, descriptorArea: 0x10_0000, driverArea: 0x20_0000, deviceArea: 0x30_0000, checkIndex: false)
         #expect(notifier == nil, "an enabled queue cannot be set up again")
         device.pfBAR().write16(UInt16(index), at: Int(SimulatedBARLayout.notifyOffset) + index * 4)
         #expect(throws: TransportError.deviceNeedsReset(device: device.pfAddress)) { try transport.checkHealth() }
@@ -93,9 +94,10 @@ struct TransportTests {
         let device = SimulatedSRIOVDevice()
         let transport = try pfTransport(device)
         try transport.negotiate(required: [.adminVQ])
-        #expect(transport.numQueues == 3)
+        // num_queues counts the 2 regular queues only; the admin queue is index 2 = num_queues.
+        #expect(transport.numQueues == 2)
         #expect(transport.adminQueues! == (2, 1))
-        #expect(throws: TransportError.noSuchQueue(device: device.pfAddress, queue: 3, numQueues: 3)) {
+        #expect(throws: TransportError.noSuchQueue(device: device.pfAddress, queue: 3, numQueues: 2)) {
             try transport.setUpQueue(3, size: 16, descriptorArea: 0x1000, driverArea: 0x2000, deviceArea: 0x3000)
         }
         #expect(throws: TransportError.invalidQueueSize(device: device.pfAddress, queue: 0, size: 24, maximum: 256)) {
@@ -138,10 +140,28 @@ struct TransportTests {
         let transport = try ModernPCITransport(config: device.vfConfigSpace(2), bars: [0: device.vfBAR(2)])
         let mac = try transport.readDeviceConfig(offset: 0, length: 6)
         #expect(mac == device.member(2).mac)
-        let status = try transport.readDeviceConfig(offset: 6, length: 2)
+        let status = try transport.readDeviceConfig(offset: 6, length: 2, fieldWidth: 2)
         #expect(status == [1, 0])
         #expect(throws: TransportError.deviceConfigOutOfRange(device: device.configuration.vfAddress(2), offset: 0xfe, length: 4, regionLength: 0x100)) {
             try transport.readDeviceConfig(offset: 0xfe, length: 4)
+        }
+    }
+
+    @Test func deviceConfigFieldsAreReadWithTheirOwnWidth() throws {
+        let device = SimulatedSRIOVDevice()
+        let bar = TracingRegisterSpace(device.vfBAR(2))
+        let transport = try ModernPCITransport(config: device.vfConfigSpace(2), bars: [0: bar])
+        bar.clear()
+        // virtio-net config: mac[6] @0 (bytes), status le16 @6, max_virtqueue_pairs le16 @8.
+        _ = try transport.readDeviceConfig(offset: 0, length: 6)
+        let config = Int(SimulatedBARLayout.deviceOffset)
+        #expect(bar.accesses.filter { $0.offset >= config }.map { [$0.offset - config, $0.width] } == (0..<6).map { [$0, 1] }, "six 8-bit reads, no 32-bit read across mac[0..3]")
+        bar.clear()
+        let two = try transport.readDeviceConfig(offset: 6, length: 4, fieldWidth: 2)
+        #expect(two == [1, 0, 1, 0])
+        #expect(bar.accesses.filter { $0.offset >= config }.map { [$0.offset - config, $0.width] } == [[6, 2], [8, 2]], "status and max_virtqueue_pairs: two 16-bit reads, not one 32-bit read spanning both")
+        #expect(throws: TransportError.deviceConfigMisaligned(device: device.configuration.vfAddress(2), offset: 7, length: 2, fieldWidth: 2)) {
+            try transport.readDeviceConfig(offset: 7, length: 2, fieldWidth: 2)
         }
     }
 

@@ -60,6 +60,25 @@ import Glibc
         device.stop()
     }
 
+    @Test func manyVFEventsShareFewBatches() async throws {
+        let (device, service) = try makeService(vfs: 64, latency: .microseconds(500))
+        let outcomes = await withTaskGroup(of: EventOutcome.self) { group in
+            for vf in 0..<64 {
+                let routing = 0x3b00 + 1 + vf
+                let address = PCIAddress(domain: 0, routingID: UInt16(routing)).description
+                group.addTask { await service.handle(try! self.event("add", address)) }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(outcomes.allSatisfy { $0.succeeded && $0.summary.contains("MSI-X vectors 2 -> 4") }, "\(outcomes.prefix(2).map(\.summary))")
+        let batches = await service.batchCount(pf: PCIAddress("0000:3b:00.0")!)
+        #expect(batches >= 1 && batches <= 8, "64 VF events in \(batches) batches")
+        #expect(device.counters.resets == 1)
+        #expect(device.counters.adminCommandsByOpcode[0x41] == 64)
+        await service.shutDown()
+        device.stop()
+    }
+
     @Test func removingThePFClosesItsQueueAndALaterEventOpensItAgain() async throws {
         let (device, service) = try makeService(vfs: 2)
         #expect(await service.handle(try event("add", "0000:3b:00.1")).succeeded)

@@ -3,6 +3,7 @@ import Foundation
 import Testing
 import VirtioSimulator
 import VirtioTestSupport
+import VirtioTransport
 @testable import PCIConfig
 @testable import VirtioLinux
 
@@ -18,6 +19,91 @@ struct RealPathUnitTests {
         #expect(PagemapEntry(raw: 0x12345).physicalAddress(pageSize: 4096) == nil, "not present")
         #expect(PagemapEntry(raw: 1 << 63).physicalAddress(pageSize: 4096) == nil, "PFN hidden (non-root reader)")
         #expect(PagemapEntry(raw: 1 << 63 | 1 << 62 | 1 << 55 | 7).frameNumber == 7, "flag bits are not part of the PFN")
+    }
+
+    @Test func pagemapEntriesAreReadInNativeByteOrder() {
+        // pagemap holds one u64 per page in the CPU's byte order (little-endian on x86-64
+        // and arm64 Linux): present bit 63, PFN 0x12345.
+        let value: UInt64 = 1 << 63 | 0x12345
+        let native = withUnsafeBytes(of: value) { Array($0) }
+        #expect(PagemapEntry(nativeBytes: native) == PagemapEntry(raw: value))
+        #if _endian(little)
+        #expect(native == [0x45, 0x23, 0x01, 0, 0, 0, 0, 0x80])
+        #endif
+        #expect(PagemapEntry(nativeBytes: [1, 2, 3]) == nil)
+    }
+
+    @Test func pagemapPathRefusesSmallPages() {
+        // No huge page to be had: no fallback to small pages (compaction may move them).
+        let allocator = PagemapDMAAllocator(mapHugePage: { _ in nil })
+        #expect(throws: DMAError.mappingFailed(reason: DeviceAccessError.hugePageRequired(requested: 4096).description)) {
+            _ = try allocator.allocate(length: 4096, alignment: 4096)
+        }
+        #expect(DeviceAccessError.hugePageRequired(requested: 4096).description.hasPrefix(
+            "DMA at physical addresses (no IOMMU) needs a 2 MiB huge page for 4096 bytes, and none is available"))
+    }
+
+    @Test func iovaWindowComesFromTheIOVARangeCapability() {
+        // linux/vfio.h layouts, checked against the header itself.
+        #expect(cvfio_iommu_info_cap_offset_offset() == 16 && cvfio_iommu_info_caps_flag() == 1 << 1)
+        #expect(cvfio_iova_range_cap_id() == 1 && cvfio_iova_range_ranges_offset() == 16)
+        // info: argsz 4096, flags CAPS, pgsizes 4 KiB, cap_offset 24; one capability at 24:
+        // id 1, version 1, next 0, nr_iovas 2: [0, 0xfedfffff] and [0xfef00000, 2^48 − 1]
+        // (the x86 MSI window 0xfee00000–0xfeefffff is a hole).
+        var info = [UInt8](repeating: 0, count: 88)
+        info.writeLE(UInt32(4096), at: 0)
+        info.writeLE(UInt32(2), at: 4)
+        info.writeLE(UInt64(4096), at: 8)
+        info.writeLE(UInt32(24), at: 16)
+        info.writeLE(UInt16(1), at: 24)
+        info.writeLE(UInt16(1), at: 26)
+        info.writeLE(UInt32(0), at: 28)
+        info.writeLE(UInt32(2), at: 32)
+        info.writeLE(UInt64(0), at: 40)
+        info.writeLE(UInt64(0xfedf_ffff), at: 48)
+        info.writeLE(UInt64(0xfef0_0000), at: 56)
+        info.writeLE(UInt64(1 << 48 - 1), at: 64)
+        let ranges = IOVAWindow.ranges(info: info) ?? []
+        #expect(ranges.map { [$0.start, $0.end] } == [[0, 0xfedf_ffff], [0xfef0_0000, 1 << 48 - 1]])
+        let window = IOVAWindow.choose(info: info)
+        #expect(window.base == 0xfef0_0000 && window.limit == 1 << 48, "the larger range, end exclusive")
+        // No capability (flags 0): the fixed fallback.
+        info.writeLE(UInt32(0), at: 4)
+        #expect(IOVAWindow.choose(info: info) == IOVAWindow.fallback)
+        // A chain that points at itself does not hang.
+        info.writeLE(UInt32(2), at: 4)
+        info.writeLE(UInt16(9), at: 24)
+        info.writeLE(UInt32(24), at: 28)
+        #expect(IOVAWindow.ranges(info: info) == nil)
+    }
+
+    @Test func busMasterIsClearedAndReadBack() throws {
+        // A config-space file (as sysfs `config` reads): command register le16 @0x04 =
+        // 0x0006 (memory space + bus master). Clearing keeps memory space.
+        let path = makeTemporaryDirectory("bme") + "/config"
+        var bytes = [UInt8](repeating: 0, count: 64)
+        bytes[4] = 0x06
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        let fd = open(path, O_RDWR)
+        defer { close(fd) }
+        #expect(clearBusMaster(fd: fd, configOffset: 0))
+        let after = try #require(FileManager.default.contents(atPath: path))
+        #expect(Array(after[4...5]) == [0x02, 0x00])
+        #expect(clearBusMaster(fd: -1, configOffset: 0) == false, "an unreadable config space is reported, not assumed")
+    }
+
+    @Test func eventfdsAreClosedWhenOneCannotBeMade() throws {
+        var made: [Int32] = []
+        #expect(throws: DeviceAccessError.self) {
+            _ = try VFIODevice.makeEventFDs(count: 4, address: nil) {
+                guard made.count < 2 else { errno = EMFILE; return -1 }
+                let fd = cvfio_eventfd()
+                made.append(fd)
+                return fd
+            }
+        }
+        #expect(made.count == 2)
+        for fd in made { #expect(fcntl(fd, F_GETFD) == -1 && errno == EBADF, "eventfd \(fd) was closed") }
     }
 
     @Test func iovaAllocation() {

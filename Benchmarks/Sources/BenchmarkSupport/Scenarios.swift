@@ -219,14 +219,14 @@ public func measureProvisioningPaths(binary: String, vfs: Int, timing: DeviceTim
     _ = sendServiceEvent(socketPath, vf: 0)
     // Blocking clients need threads of their own (the cooperative pool has one per core).
     let service = await measure { runThreads(vfs - 1) { index in _ = sendServiceEvent(socketPath, vf: index + 1) } }
-    kill(server, SIGTERM)
-    var status: Int32 = 0
-    waitpid(server, &status, 0)
+    // Every answer came after its batch's state was saved: the counters of the run so far.
     let text = String(decoding: (try? readAll(state)) ?? [], as: UTF8.self)
     let resets = text.split(separator: "\n").first { $0.hasPrefix("counters ") }
         .flatMap { $0.split(separator: " ").first { $0.hasPrefix("resets=") } }.flatMap { Int($0.dropFirst(7)) } ?? -1
-    // The service closes (and so resets) the PF when it stops: one reset was the run's.
-    return ProvisioningPathTimes(library: library, apply: apply, start: start, service: service, serviceResets: resets - 1)
+    kill(server, SIGTERM)
+    var status: Int32 = 0
+    waitpid(server, &status, 0)
+    return ProvisioningPathTimes(library: library, apply: apply, start: start, service: service, serviceResets: resets)
 }
 
 func spawn(_ path: String, _ arguments: [String]) -> pid_t {

@@ -23,6 +23,11 @@ static inline unsigned long cvfio_device_get_irq_info(void) { return VFIO_DEVICE
 static inline unsigned long cvfio_device_set_irqs(void) { return VFIO_DEVICE_SET_IRQS; }
 static inline unsigned long cvfio_device_reset(void) { return VFIO_DEVICE_RESET; }
 static inline unsigned long cvfio_iommu_map_dma(void) { return VFIO_IOMMU_MAP_DMA; }
+static inline unsigned long cvfio_iommu_get_info(void) { return VFIO_IOMMU_GET_INFO; }
+static inline size_t cvfio_iommu_info_cap_offset_offset(void) { return offsetof(struct vfio_iommu_type1_info, cap_offset); }
+static inline unsigned int cvfio_iommu_info_caps_flag(void) { return VFIO_IOMMU_INFO_CAPS; }
+static inline unsigned int cvfio_iova_range_cap_id(void) { return VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE; }
+static inline size_t cvfio_iova_range_ranges_offset(void) { return offsetof(struct vfio_iommu_type1_info_cap_iova_range, iova_ranges); }
 static inline unsigned long cvfio_iommu_unmap_dma(void) { return VFIO_IOMMU_UNMAP_DMA; }
 
 static inline int cvfio_ioctl_value(int fd, unsigned long request, unsigned long value) { return ioctl(fd, request, value); }

@@ -67,6 +67,17 @@ struct MSIXResourceManagerTests {
         #expect(group.device.member(2).msixVectors == 2)
     }
 
+    @Test func deviceReportingMinimumAboveMaximumIsAnErrorNotATrap() async throws {
+        var configuration = SimulatedDeviceConfiguration()
+        configuration.perVFMinimumVectors = 9
+        configuration.perVFMaximumVectors = 4  // a broken device: min > max
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: configuration)
+        defer { group.shutDown() }
+        await #expect(throws: PluginError.badResult(plugin: "msix", message: "0000:3b:00.0 reports a per-VF minimum of 9 vectors above its maximum of 4.")) {
+            _ = try await group.run("msix", "set", ["vf": ["0"], "vectors": ["4"]])
+        }
+    }
+
     @Test func deviceRefusalsAreReportedPrecisely() async throws {
         let group = try await group()
         defer { group.shutDown() }

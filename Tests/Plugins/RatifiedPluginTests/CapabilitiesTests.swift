@@ -83,7 +83,7 @@ struct CapabilitiesTests {
         let group = try await ratifiedGroup()
         defer { group.shutDown() }
         group.device.setFault(.needsResetMidFlight)
-        _ = try? await group.driver.submit(AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(vfIndex: 0), resultLength: 8),
+        _ = try? await group.driver.submit(AdminCommand(opcode: AdminOpcode(0x3), member: GroupMemberID(vfIndex: 0), data: [18], resultLength: 1),
                                            timeout: .milliseconds(300))
         group.device.setFault(.needsResetMidFlight, false)
         #expect(try await group.group.recoverIfNeeded(), "the driver failed and was re-initialised (a device reset)")

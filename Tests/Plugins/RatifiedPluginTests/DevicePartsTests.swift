@@ -129,8 +129,9 @@ struct DevicePartsTests {
         _ = try await group.run("parts", "save", ["vf": ["1"], "file": [temporaryPath("parts")]])
         let commands = sent.all
         try #require(commands.count == 6)
-        // §2.5 DEV_MODE_SET: SR-IOV group (1), member 2 (VF 1), flags u8 @d+0 = 0x01 (STOPPED).
-        #expect(commands[0] == header(opcode: 0x11, group: 1, member: 2) + [0x01])
+        // §2.5 DEV_MODE_SET: SR-IOV group (1), member 2 (VF 1), flags u8 @d+0 = 0x01 (STOPPED);
+        // the driver pads the part to a multiple of 8 bytes [admin:622-624].
+        #expect(commands[0] == header(opcode: 0x11, group: 1, member: 2) + [0x01, 0, 0, 0, 0, 0, 0, 0])
         // §2.4/§2.5 CREATE: type le16 0 @d+0, reserved[2], id le32 0 @d+4, flags le64 0 @d+8, dev_parts.type 0 (GET) @d+16, reserved[7] (24 bytes).
         #expect(commands[1] == header(opcode: 0x0a, group: 1, member: 2) + [UInt8](repeating: 0, count: 24))
         // METADATA_GET: hdr (8), type u8 0 (SIZE) @d+8, reserved[7] (16 bytes).
@@ -139,7 +140,7 @@ struct DevicePartsTests {
         #expect(commands[3] == header(opcode: 0x0f, group: 1, member: 2) + [UInt8](repeating: 0, count: 8) + [1, 0, 0, 0, 0, 0, 0, 0])
         // DESTROY: hdr only (8 bytes).
         #expect(commands[4] == header(opcode: 0x0d, group: 1, member: 2) + [UInt8](repeating: 0, count: 8))
-        #expect(commands[5] == header(opcode: 0x11, group: 1, member: 2) + [0x00])
+        #expect(commands[5] == header(opcode: 0x11, group: 1, member: 2) + [0x00, 0, 0, 0, 0, 0, 0, 0])
     }
 
     @Test func partsReturnedByTheModelFollowThePartHeaderTable() async throws {
