@@ -234,6 +234,20 @@ struct StrictModelTests {
         #expect(device.member(0).mac == [0x02, 0, 0, 0, 0, 0x07])
     }
 
+    @Test func legacyConfigAccessesKeepTheirLengths() async throws {
+        let trace = Trace()
+        let device = SimulatedSRIOVDevice()
+        defer { device.stop() }
+        let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
+        let driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, trace: trace.record)
+        defer { driver.close() }
+        // LEGACY_COMMON_CFG_READ (0x3): 1 byte of data (the offset), whose length carries
+        // meaning (fact sheet A5): 25 bytes go out, not 32. (This device does not list it.)
+        let response = try await driver.submitUnchecked(AdminCommand(opcode: AdminOpcode(0x3), member: GroupMemberID(rawValue: 1), data: [0x12], resultLength: 1))
+        #expect(response.status.rawValue == 22 && response.qualifier.rawValue == 0x02)
+        #expect(trace.lock.withLock { trace.sent.last?.count } == 25)
+    }
+
     @Test func shortResultIsTruncatedByTheDeviceAndZeroFilledByTheDriver() async throws {
         let group = try await SimulatedAdminGroup(plugins: [], configuration: Self.configuration())
         defer { group.shutDown() }
