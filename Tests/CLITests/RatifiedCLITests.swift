@@ -2,14 +2,6 @@ import Foundation
 import Testing
 import VirtioTestSupport
 
-/// Runs the binary on a thread of its own: waiting for the process holds no thread of the
-/// concurrency pool, which the timing tests running beside this suite need.
-func virtioAdminOffPool(_ arguments: [String]) async throws -> (status: Int32, output: String, error: String) {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread { continuation.resume(with: Result { try virtioAdmin(arguments) }) }
-    }
-}
-
 /// `caps`, `parts` and `mode` as a user runs them, against simulated PFs. Their command
 /// lines come from what the plugins declare (PluginCommandLine): `caps PF` is the default
 /// operation, FILE and the mode are positional parameters, `mode` is an operation's command
