@@ -20,6 +20,10 @@ let package = Package(
         .library(name: "CVirtioAdminPlugin", targets: ["CVirtioAdminPlugin"]),
         .library(name: "MSIXResourceManager", targets: ["MSIXResourceManager"]),
         .library(name: "FeatureBitsResourceManager", targets: ["FeatureBitsResourceManager"]),
+        .library(name: "CapabilitiesResourceManager", targets: ["CapabilitiesResourceManager"]),
+        .library(name: "ResourceObjectsResourceManager", targets: ["ResourceObjectsResourceManager"]),
+        .library(name: "DevicePartsResourceManager", targets: ["DevicePartsResourceManager"]),
+        .library(name: "LegacyAccessResourceManager", targets: ["LegacyAccessResourceManager"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -57,6 +61,11 @@ let package = Package(
         // Built-in resource-manager plugins.
         .target(name: "MSIXResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/MSIXResourceManager"),
         .target(name: "FeatureBitsResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/FeatureBitsResourceManager"),
+        // Built-in plugins of the ratified virtio 1.3/1.4 commands.
+        .target(name: "CapabilitiesResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/CapabilitiesResourceManager"),
+        .target(name: "ResourceObjectsResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/ResourceObjectsResourceManager"),
+        .target(name: "DevicePartsResourceManager", dependencies: ["ResourceManager", "ResourceObjectsResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/DevicePartsResourceManager"),
+        .target(name: "LegacyAccessResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/LegacyAccessResourceManager"),
         // The device model: simulated virtio PCI functions and their fake sysfs tree.
         .target(name: "VirtioSimulator", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile", "VirtioLock"]),
         // Provisioning policy (TOML), its checker and planner, and the udev event handling.
@@ -70,6 +79,7 @@ let package = Package(
         .target(name: "VirtioAdmin", dependencies: [
             "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver", "ResourceManager",
             "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioLock",
+            "CapabilitiesResourceManager", "ResourceObjectsResourceManager", "DevicePartsResourceManager", "LegacyAccessResourceManager",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // A test kit for plugin authors: the device model with its admin queue open.
@@ -79,6 +89,7 @@ let package = Package(
             dependencies: [
                 "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver",
                 "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioLock", "VirtioAdmin", "VirtioConformance",
+                "CapabilitiesResourceManager", "ResourceObjectsResourceManager", "DevicePartsResourceManager", "LegacyAccessResourceManager",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -92,6 +103,10 @@ let package = Package(
         .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioLock", "VirtioConformance"]),
         .testTarget(name: "MSIXResourceManagerTests", dependencies: ["MSIXResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/MSIXResourceManagerTests"),
         .testTarget(name: "FeatureBitsResourceManagerTests", dependencies: ["FeatureBitsResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/FeatureBitsResourceManagerTests"),
+        .testTarget(name: "RatifiedPluginTests", dependencies: [
+            "CapabilitiesResourceManager", "ResourceObjectsResourceManager", "DevicePartsResourceManager", "LegacyAccessResourceManager",
+            "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport", "VirtioTestSupport", "Virtqueue",
+        ], path: "Tests/Plugins/RatifiedPluginTests"),
         .testTarget(name: "ResourceManagerTests", dependencies: ["ResourceManager", "VirtioAdminTestKit", "VirtioAdminDriver", "VirtioSimulator", "VirtioSpec", "VirtioTestSupport"]),
         .testTarget(name: "ProvisioningTests", dependencies: ["VirtioProvisioning", "VirtioSpec", "PCIConfig"]),
         .testTarget(name: "VirtioAdminTests", dependencies: ["VirtioAdmin", "VirtioProvisioning", "VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "PCIConfig", "VirtioSpec",

@@ -9,10 +9,15 @@ let package = Package(
         .library(name: "MACPlugin", type: .dynamic, targets: ["MACPlugin"]),
     ],
     dependencies: [
-        // Only the C header of the plugin ABI is used; a real plugin would name a release.
+        // The plugin protocol and CPluginExport; only the C table of plugin ABI 2 crosses into the
+        // host. A real plugin would name a release.
         .package(name: "VirtioAdmin", path: "../.."),
     ],
     targets: [
-        .target(name: "MACPlugin", dependencies: [.product(name: "CVirtioAdminPlugin", package: "VirtioAdmin")]),
+        .target(name: "MACPlugin", dependencies: [
+            .product(name: "ResourceManager", package: "VirtioAdmin"),
+            .product(name: "VirtioAdminDriver", package: "VirtioAdmin"),
+            .product(name: "VirtioSpec", package: "VirtioAdmin"),
+        ]),
     ]
 )

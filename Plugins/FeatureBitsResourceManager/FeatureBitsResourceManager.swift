@@ -2,8 +2,9 @@ import ResourceManager
 import VirtioAdminDriver
 import VirtioSpec
 
-/// Provisions the feature bits a VF offers through the PF's admin queue (the seed
-/// series' feature-bit resource manager; project-defined opcodes, see ``ProjectOpcodeTable``).
+/// Provisions the feature bits a VF offers through the PF's admin queue (the feature-bit
+/// resource manager of the device-management series proposed on virtio-comment;
+/// project-defined opcodes, see ``ProjectOpcodeTable``).
 ///
 /// The device accepts only a subset of what the VF can offer (FEATURES_CAPS_GET) that keeps
 /// VERSION_1, and refuses changes while a driver uses the VF. The plugin checks names and
@@ -20,24 +21,24 @@ public struct FeatureBitsResourceManager: AdminCommandHandler {
         [(opcodeTable.featuresGet, "FEATURES_GET"), (opcodeTable.featuresSet, "FEATURES_SET"), (opcodeTable.featuresCapsGet, "FEATURES_CAPS_GET")]
     }
 
-    func read(_ opcode: AdminOpcode, vf: Int, driver: AdminQueueDriver, timeout: Duration?) async throws(AdminError) -> FeatureSet {
+    func read(_ opcode: AdminOpcode, vf: Int, driver: some AdminCommandRunner, timeout: Duration?) async throws(AdminError) -> FeatureSet {
         let result = try await driver.run(AdminCommand(opcode: opcode, member: GroupMemberID(vfIndex: vf), resultLength: ProjectCommandLayout.featuresResultSize),
                                           timeout: timeout, minimumResult: ProjectCommandLayout.featuresResultSize)
         return FeatureSet(low64: result.readLE(UInt64.self, at: 0), high64: result.readLE(UInt64.self, at: 8))
     }
 
     /// The features VF `vf` offers now.
-    public func features(of vf: Int, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) -> FeatureSet {
+    public func features(of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> FeatureSet {
         try await read(opcodeTable.featuresGet, vf: vf, driver: driver, timeout: timeout)
     }
 
     /// The features VF `vf` can be made to offer.
-    public func capabilities(of vf: Int, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) -> FeatureSet {
+    public func capabilities(of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> FeatureSet {
         try await read(opcodeTable.featuresCapsGet, vf: vf, driver: driver, timeout: timeout)
     }
 
     /// Sets the features VF `vf` offers.
-    public func setFeatures(_ features: FeatureSet, of vf: Int, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) {
+    public func setFeatures(_ features: FeatureSet, of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         var data: [UInt8] = []
         data.appendLE(features.low64)
         data.appendLE(features.high64)

@@ -13,8 +13,8 @@ public struct MSIXPool: Sendable, Hashable {
     public var perMemberMinimum: Int
 }
 
-/// Provisions a VF's MSI-X vector count through the PF's admin queue (the seed series'
-/// MSI-X resource manager; project-defined opcodes, see ``ProjectOpcodeTable``).
+/// Provisions a VF's MSI-X vector count through the PF's admin queue (the MSI-X resource
+/// manager of the device-management series proposed on virtio-comment; project-defined opcodes, see ``ProjectOpcodeTable``).
 ///
 /// It validates what it can before sending (the VF exists, the count is in range) and
 /// reports the device's refusal precisely: EINVAL/INVALID_FIELD for a count outside the
@@ -37,7 +37,7 @@ public struct MSIXResourceManager: AdminCommandHandler {
     // MARK: Typed operations
 
     /// The vector count of VF `vf` (0-based).
-    public func vectors(of vf: Int, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) -> Int {
+    public func vectors(of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> Int {
         let result = try await driver.run(AdminCommand(opcode: opcodeTable.msixGet, member: GroupMemberID(vfIndex: vf),
                                                        resultLength: ProjectCommandLayout.msixGetResultSize),
                                           timeout: timeout, minimumResult: ProjectCommandLayout.msixGetResultSize)
@@ -45,7 +45,7 @@ public struct MSIXResourceManager: AdminCommandHandler {
     }
 
     /// Sets the vector count of VF `vf`.
-    public func setVectors(_ count: Int, of vf: Int, driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) {
+    public func setVectors(_ count: Int, of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         precondition((0...Int(UInt16.max)).contains(count), "vector count must fit 16 bits")
         var data = [UInt8](repeating: 0, count: ProjectCommandLayout.msixSetDataSize)
         data.writeLE(UInt16(count), at: ProjectCommandLayout.msixSetVectors)
@@ -53,7 +53,7 @@ public struct MSIXResourceManager: AdminCommandHandler {
     }
 
     /// The owner's pool (a self-group command: group type 0, member 0).
-    public func pool(driver: AdminQueueDriver, timeout: Duration? = nil) async throws(AdminError) -> MSIXPool {
+    public func pool(driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> MSIXPool {
         let result = try await driver.run(AdminCommand(opcode: opcodeTable.msixPoolGet, groupType: .selfGroup, member: .none,
                                                        resultLength: ProjectCommandLayout.msixPoolResultSize),
                                           timeout: timeout, minimumResult: ProjectCommandLayout.msixPoolResultSize)

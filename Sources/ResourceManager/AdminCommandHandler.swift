@@ -8,6 +8,7 @@ public indirect enum PluginValue: Sendable, Hashable {
     case bool(Bool)
     case strings([String])
     case object([(String, PluginValue)])
+    case list([PluginValue])
     case null
 
     public static func == (lhs: PluginValue, rhs: PluginValue) -> Bool { lhs.text == rhs.text && lhs.kind == rhs.kind }
@@ -20,6 +21,7 @@ public indirect enum PluginValue: Sendable, Hashable {
         case .strings: 3
         case .object: 4
         case .null: 5
+        case .list: 6
         }
     }
 
@@ -31,6 +33,7 @@ public indirect enum PluginValue: Sendable, Hashable {
         case .bool(let value): value ? "yes" : "no"
         case .strings(let values): values.joined(separator: " ")
         case .object(let fields): fields.map { "\($0.0)=\($0.1.text)" }.joined(separator: " ")
+        case .list(let values): values.map(\.text).joined(separator: "; ")
         case .null: "-"
         }
     }
@@ -47,17 +50,22 @@ public struct PluginOutput: Sendable {
     public subscript(key: String) -> PluginValue? { fields.first { $0.0 == key }?.1 }
 }
 
-/// A parameter an operation reads (the CLI turns each into `--name VALUE`).
+/// A parameter an operation reads (the CLI turns each into `--name VALUE`, a `--name`
+/// flag, or a word after PF when positional).
 public struct PluginParameter: Sendable, Hashable {
-    public enum Kind: Sendable, Hashable { case vf, integer, string, list }
+    /// `flag`: present or not (`--name` alone; the value is "yes").
+    public enum Kind: Sendable, Hashable { case vf, integer, string, list, flag }
     public var name: String
     public var help: String
     public var kind: Kind
     public var required: Bool
-    public init(_ name: String, _ kind: Kind, required: Bool = true, help: String) {
+    /// Given as a bare word after PF (in declaration order) rather than as `--name VALUE`.
+    public var positional: Bool
+    public init(_ name: String, _ kind: Kind, required: Bool = true, positional: Bool = false, help: String) {
         self.name = name
         self.kind = kind
         self.required = required
+        self.positional = positional
         self.help = help
     }
 }
@@ -72,13 +80,13 @@ public struct PluginArguments: Sendable {
 
 /// What an operation runs against: the owner's admin queue and the group's shape.
 public struct PluginContext: Sendable {
-    public let driver: AdminQueueDriver
+    public let driver: any AdminCommandRunner
     /// Number of VFs the group has now (sysfs `sriov_numvfs`), when known.
     public let numVFs: Int?
     /// The device type of the members (for feature names).
     public let memberType: VirtioDeviceType?
     public let timeout: Duration?
-    public init(driver: AdminQueueDriver, numVFs: Int?, memberType: VirtioDeviceType?, timeout: Duration? = nil) {
+    public init(driver: any AdminCommandRunner, numVFs: Int?, memberType: VirtioDeviceType?, timeout: Duration? = nil) {
         self.driver = driver
         self.numVFs = numVFs
         self.memberType = memberType
@@ -92,12 +100,19 @@ public struct PluginOperation: Sendable {
     public var summary: String
     public var parameters: [PluginParameter]
     public var run: @Sendable (PluginContext, PluginArguments) async throws -> PluginOutput
+    /// A top-level command name for this operation (`virtio-admin mode PF …`), if any.
+    public var commandName: String?
+    /// Whether the operation runs against a PF (false: `virtio-admin parts show FILE`; its
+    /// context's driver refuses every command).
+    public var needsDevice: Bool
 
-    public init(name: String, summary: String, parameters: [PluginParameter],
+    public init(name: String, summary: String, parameters: [PluginParameter], commandName: String? = nil, needsDevice: Bool = true,
                 run: @escaping @Sendable (PluginContext, PluginArguments) async throws -> PluginOutput) {
         self.name = name
         self.summary = summary
         self.parameters = parameters
+        self.commandName = commandName
+        self.needsDevice = needsDevice
         self.run = run
     }
 }
@@ -117,8 +132,11 @@ public protocol AdminCommandHandler: Sendable {
     /// The opcodes the plugin sends, with their names.
     var opcodes: [(AdminOpcode, String)] { get }
     var operations: [PluginOperation] { get }
+    /// The operation `virtio-admin NAME PF …` runs when no operation is named (`caps PF`).
+    var defaultOperation: String? { get }
 }
 
 extension AdminCommandHandler {
     public func operation(named name: String) -> PluginOperation? { operations.first { $0.name == name } }
+    public var defaultOperation: String? { nil }
 }

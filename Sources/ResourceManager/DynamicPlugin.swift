@@ -15,7 +15,7 @@ import Glibc
 /// process (its table and functions are referenced from here).
 public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
     // SAFETY: `table` points into the loaded library's static data, which is never unloaded.
-    let table: UnsafePointer<va_plugin_v1>
+    let table: UnsafeRawPointer
     public let path: String
     public let name: String
     public let version: String
@@ -23,9 +23,11 @@ public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
     public let groupTypes: [AdminGroupType]
     public let opcodes: [(AdminOpcode, String)]
     public let operations: [PluginOperation]
+    /// The ABI of the plugin's table (1 or 2).
+    public let abiVersion: UInt32
 
-    /// The ABI this host speaks.
-    public static let hostABI = UInt32(VIRTIO_ADMIN_PLUGIN_ABI_VERSION)
+    /// The newest ABI this host speaks (it loads ABI 1 plugins too).
+    public static let hostABI = UInt32(VIRTIO_ADMIN_PLUGIN_ABI_VERSION_2)
 
     /// Loads the plugin at `path`.
     /// - Throws: ``PluginError/loadFailed(path:reason:)``, ``PluginError/missingEntryPoint(path:)``,
@@ -39,54 +41,87 @@ public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
             dlclose(handle)
             throw .missingEntryPoint(path: path)
         }
-        let entry = unsafeBitCast(symbol, to: va_plugin_entry_fn.self)
-        guard let table = entry(Self.hostABI) else {
+        // ABI 2 first; a plugin that serves only ABI 1 returns NULL and is asked again.
+        let entry = unsafeBitCast(symbol, to: (@convention(c) (UInt32) -> UnsafeRawPointer?).self)
+        guard let raw = entry(Self.hostABI) ?? entry(UInt32(VIRTIO_ADMIN_PLUGIN_ABI_VERSION)) else {
             dlclose(handle)
             throw .abiMismatch(path: path, pluginABI: 0, hostABI: Self.hostABI)
         }
         // Check version and size before reading any other field.
-        guard table.pointee.abi_version == Self.hostABI else {
-            let abi = table.pointee.abi_version
+        let abi = raw.load(as: UInt32.self)
+        let size = raw.load(fromByteOffset: 4, as: UInt32.self)
+        let needed = abi == 1 ? MemoryLayout<va_plugin_v1>.size : MemoryLayout<va_plugin_v2>.size
+        guard abi == 1 || abi == 2 else {
             dlclose(handle)
             throw .abiMismatch(path: path, pluginABI: abi, hostABI: Self.hostABI)
         }
-        let size = table.pointee.struct_size
-        guard size >= UInt32(MemoryLayout<va_plugin_v1>.size) else {
+        guard size >= UInt32(needed) else {
             // Nothing of the table may be read after dlclose.
             dlclose(handle)
-            throw .loadFailed(path: path, reason: "its plugin table is \(size) bytes; ABI 1 needs \(MemoryLayout<va_plugin_v1>.size)")
+            throw .loadFailed(path: path, reason: "its plugin table is \(size) bytes; ABI \(abi) needs \(needed)")
         }
-        let plugin = table.pointee
-        guard let cName = plugin.name, plugin.opcode_count <= 64, plugin.operation_count <= 64,
-              plugin.opcode_count == 0 || (plugin.opcodes != nil && plugin.opcode_names != nil),
-              plugin.operation_count == 0 || plugin.operations != nil
+        let header: (name: UnsafePointer<CChar>?, version: UnsafePointer<CChar>?, summary: UnsafePointer<CChar>?,
+                     opcodeCount: UInt32, opcodes: UnsafePointer<UInt16>?, names: UnsafePointer<UnsafePointer<CChar>?>?, operationCount: UInt32, hasOperations: Bool)
+        if abi == 1 {
+            let plugin = raw.assumingMemoryBound(to: va_plugin_v1.self).pointee
+            header = (plugin.name, plugin.version, plugin.summary, plugin.opcode_count, plugin.opcodes, plugin.opcode_names, plugin.operation_count, plugin.operations != nil)
+        } else {
+            let plugin = raw.assumingMemoryBound(to: va_plugin_v2.self).pointee
+            header = (plugin.name, plugin.version, plugin.summary, plugin.opcode_count, plugin.opcodes, plugin.opcode_names, plugin.operation_count, plugin.operations != nil)
+        }
+        guard let cName = header.name, header.opcodeCount <= 64, header.operationCount <= 64,
+              header.opcodeCount == 0 || (header.opcodes != nil && header.names != nil),
+              header.operationCount == 0 || header.hasOperations
         else {
             dlclose(handle)
             throw .loadFailed(path: path, reason: "its plugin table is incomplete (missing name, opcodes or operations)")
         }
-        self.table = table
+        self.table = raw
         self.path = path
+        abiVersion = abi
         name = String(cString: cName)
-        version = plugin.version.map { String(cString: $0) } ?? "?"
-        summary = plugin.summary.map { String(cString: $0) } ?? ""
-        groupTypes = [AdminGroupType(rawValue: plugin.group_type)]
-        opcodes = (0..<Int(plugin.opcode_count)).map { index in
-            (AdminOpcode(plugin.opcodes[index]), plugin.opcode_names[index].map { String(cString: $0) } ?? AdminOpcode(plugin.opcodes[index]).specName)
+        version = header.version.map { String(cString: $0) } ?? "?"
+        summary = header.summary.map { String(cString: $0) } ?? ""
+        opcodes = (0..<Int(header.opcodeCount)).map { index in
+            (AdminOpcode(header.opcodes![index]), header.names![index].map { String(cString: $0) } ?? AdminOpcode(header.opcodes![index]).specName)
         }
         let pluginName = name
+        if abi == 2 {
+            let plugin = raw.assumingMemoryBound(to: va_plugin_v2.self).pointee
+            let groups = (plugin.group_types & UInt16(VA_GROUP_SELF) != 0 ? [AdminGroupType.selfGroup] : [])
+                + (plugin.group_types & UInt16(VA_GROUP_SRIOV) != 0 ? [AdminGroupType.srIOV] : [])
+            groupTypes = groups
+            let declared = opcodes
+            operations = (0..<Int(plugin.operation_count)).compactMap { index -> PluginOperation? in
+                let operation = plugin.operations[index]
+                guard let opName = operation.name, operation.run != nil else { return nil }
+                let handle = PluginV2Operation(operation: operation, plugin: pluginName, declared: declared, groups: groups)
+                return PluginOperation(name: String(cString: opName), summary: operation.summary.map { String(cString: $0) } ?? "",
+                                       parameters: Self.parameters(operation.parameters)) { context, arguments in
+                    try await handle.run(context: context, arguments: arguments)
+                }
+            }
+            return
+        }
+        let plugin = raw.assumingMemoryBound(to: va_plugin_v1.self).pointee
+        groupTypes = [AdminGroupType(rawValue: plugin.group_type)]
         let groupType = AdminGroupType(rawValue: plugin.group_type)
         operations = (0..<Int(plugin.operation_count)).compactMap { index -> PluginOperation? in
             let operation = plugin.operations[index]
             guard let opName = operation.name, let encode = operation.encode, let decode = operation.decode else { return nil }
-            let parameters = (operation.parameters.map { String(cString: $0) } ?? "").split(separator: ",").map { spec -> PluginParameter in
-                let optional = spec.hasSuffix("?")
-                let name = String(optional ? spec.dropLast() : spec)
-                return PluginParameter(name, name == "vf" ? .vf : .string, required: !optional, help: "")
-            }
             return PluginOperation(name: String(cString: opName), summary: operation.summary.map { String(cString: $0) } ?? "",
-                                   parameters: parameters) { context, arguments in
+                                   parameters: Self.parameters(operation.parameters)) { context, arguments in
                 try await Self.run(plugin: pluginName, groupType: groupType, encode: encode, decode: decode, context: context, arguments: arguments)
             }
+        }
+    }
+
+    /// "vf,mac?" → parameters (a trailing '?' marks an optional one).
+    static func parameters(_ text: UnsafePointer<CChar>?) -> [PluginParameter] {
+        (text.map { String(cString: $0) } ?? "").split(separator: ",").map { spec -> PluginParameter in
+            let optional = spec.hasSuffix("?")
+            let name = String(optional ? spec.dropLast() : spec)
+            return PluginParameter(name, name == "vf" ? .vf : .string, required: !optional, help: "")
         }
     }
 
@@ -130,9 +165,14 @@ public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
             decode(bytes.baseAddress, UInt32(bytes.count), &output, UInt32(output.count - 1), &message, UInt32(message.count - 1))
         }
         guard decoded == VA_PLUGIN_OK else { throw PluginError.badResult(plugin: plugin, message: cText(message)) }
+        return outputFields(cText(output), arguments: arguments)
+    }
+
+    /// "key=value" lines → output (integers as numbers), `vf` first when given.
+    static func outputFields(_ text: String, arguments: PluginArguments) -> PluginOutput {
         var fields: [(String, PluginValue)] = []
         if let vf = arguments.string("vf"), let index = Int(vf) { fields.append(("vf", .int(index))) }
-        for line in cText(output).split(separator: "\n") {
+        for line in text.split(separator: "\n") {
             let parts = line.split(separator: "=", maxSplits: 1)
             guard parts.count == 2 else { continue }
             let key = String(parts[0])

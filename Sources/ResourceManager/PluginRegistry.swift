@@ -47,7 +47,7 @@ public final class PluginRegistry: @unchecked Sendable {
     }
 
     /// Throws unless the device listed every opcode `plugin` needs.
-    public static func check(_ plugin: any AdminCommandHandler, against driver: AdminQueueDriver) throws(PluginError) {
+    public static func check(_ plugin: any AdminCommandHandler, against driver: some AdminCommandRunner) throws(PluginError) {
         let missing = missingOpcodes(of: plugin, supported: driver.supported)
         guard missing.isEmpty else {
             throw .opcodesNotListed(plugin: plugin.name, device: driver.address,
@@ -66,7 +66,7 @@ public final class PluginRegistry: @unchecked Sendable {
         // plugin needs opcodes from it, that is the error the user sees.
         var unavailable: AdminError?
         for group in plugin.groupTypes where context.driver.unavailability(of: group) != nil {
-            do { try await context.driver.refreshGroup(group) } catch { unavailable = unavailable ?? error }
+            do throws(AdminError) { try await context.driver.refreshGroup(group) } catch { unavailable = unavailable ?? error }
         }
         if let unavailable, !Self.missingOpcodes(of: plugin, supported: context.driver.supported).isEmpty { throw unavailable }
         try Self.check(plugin, against: context.driver)

@@ -1,3 +1,4 @@
+import CapabilitiesResourceManager
 import Logging
 import PCIConfig
 import ResourceManager
@@ -79,6 +80,8 @@ public final class AdminGroup: @unchecked Sendable {
             do {
                 driver = try await AdminQueueDriver.open(transport: transport, allocator: access.allocator, options: driverOptions,
                                                          opcodeNames: registry.opcodeNames.merging(options.opcodeNames) { plugin, _ in plugin }, trace: options.trace)
+                // As Linux does after LIST_QUERY/LIST_USE: the capability handshake, when the device lists it.
+                _ = try await CapabilitiesResourceManager.handshake(driver: driver)
             } catch { throw VirtioAdminError.admin(error) }
             let group = AdminGroup(opener: opener, registry: registry, options: options, access: access, driver: driver, sysfs: sysfs)
             group.update(from: pf)
@@ -141,7 +144,10 @@ public final class AdminGroup: @unchecked Sendable {
     @discardableResult
     public func recoverIfNeeded() async throws(VirtioAdminError) -> Bool {
         guard driver.isFailed else { return false }
-        do { try await driver.reinitialize() } catch { throw .admin(error) }
+        do {
+            try await driver.reinitialize()
+            _ = try await CapabilitiesResourceManager.handshake(driver: driver)  // a reset cleared the driver's capabilities
+        } catch { throw .admin(error) }
         lock.withLock { recoveries += 1 }
         return true
     }

@@ -1,6 +1,10 @@
 import Logging
 import MSIXResourceManager
+import CapabilitiesResourceManager
+import DevicePartsResourceManager
 import FeatureBitsResourceManager
+import LegacyAccessResourceManager
+import ResourceObjectsResourceManager
 import PCIConfig
 import ResourceManager
 import VirtioAdminDriver
@@ -10,7 +14,10 @@ import VirtioProvisioning
 import VirtioSpec
 
 /// The built-in plugins (statically registered, as an appliance links them).
-public func builtInPlugins() -> [any AdminCommandHandler] { [MSIXResourceManager(), FeatureBitsResourceManager()] }
+public func builtInPlugins() -> [any AdminCommandHandler] {
+    [MSIXResourceManager(), FeatureBitsResourceManager(), CapabilitiesResourceManager(), DevicePartsResourceManager(),
+     ResourceObjectsResourceManager(), LegacyAccessResourceManager()]
+}
 
 /// Runs `body` on a thread of its own and waits for it without holding a pool thread.
 func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {

@@ -18,8 +18,8 @@ struct SimulateCreate: ParsableCommand {
               virtio-admin simulate create /tmp/pf.state --vfs 8
               virtio-admin msix set 0000:3b:00.0 --vf 0 --vectors 4 --simulate /tmp/pf.state
               virtio-admin msix get 0000:3b:00.0 --vf 0 --simulate /tmp/pf.state
-            The MSI-X and feature-bit commands are project-defined (the seed series' resource
-            managers were never ratified); see README.md.
+            The MSI-X and feature-bit commands are project-defined (the resource managers of the
+            device-management series proposed on virtio-comment were never ratified); see README.md.
             """)
 
     @Argument(help: ArgumentHelp("State file to create (overwritten).", valueName: "PATH"))
@@ -159,85 +159,6 @@ struct Plugins: ParsableCommand {
     }
 }
 
-// MARK: - MSI-X
-
-struct MSIX: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "msix",
-        abstract: "Provision VF MSI-X vectors through the PF's admin queue (plugin 'msix').",
-        discussion: "--vf N counts like sysfs virtfnN (0-based); the member id on the wire is N + 1. A VF address is accepted too.",
-        subcommands: [Get.self, Set.self, Pool.self])
-
-    struct Get: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print a VF's vector count. JSON: {vf, vectors}.")
-        @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
-        @Option(help: ArgumentHelp("VF index (0-based) or VF address.", valueName: "N")) var vf: String
-        @OptionGroup var options: AdminOptions
-        func run() async throws { try await runPluginOperation(plugin: "msix", operation: "get", pf: pf, options: options, arguments: ["vf": [vf]]) }
-    }
-
-    struct Set: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Set a VF's vector count (the VF must be unbound). JSON: {vf, vectors}.")
-        @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
-        @Option(help: ArgumentHelp("VF index (0-based) or VF address.", valueName: "N")) var vf: String
-        @Option(help: ArgumentHelp("Vectors to give the VF.", valueName: "K")) var vectors: Int
-        @OptionGroup var options: AdminOptions
-        func run() async throws {
-            try await runPluginOperation(plugin: "msix", operation: "set", pf: pf, options: options, arguments: ["vf": [vf], "vectors": [String(vectors)]])
-        }
-    }
-
-    struct Pool: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print the PF's vector pool. JSON: {total, available, perVFMaximum, perVFMinimum}.")
-        @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
-        @OptionGroup var options: AdminOptions
-        func run() async throws { try await runPluginOperation(plugin: "msix", operation: "pool", pf: pf, options: options, arguments: [:]) }
-    }
-}
-
-// MARK: - Feature bits
-
-struct Features: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Provision the feature bits a VF offers through the PF's admin queue (plugin 'features').",
-        discussion: "Names are the spec's without prefix (VERSION_1, MAC, MQ, …) or BIT_N. --vf N is 0-based (sysfs virtfnN).",
-        subcommands: [Get.self, Set.self, Caps.self])
-
-    struct Get: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print the features a VF offers. JSON: {vf, features, mask}.")
-        @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
-        @Option(help: ArgumentHelp("VF index (0-based) or VF address.", valueName: "N")) var vf: String
-        @OptionGroup var options: AdminOptions
-        func run() async throws { try await runPluginOperation(plugin: "features", operation: "get", pf: pf, options: options, arguments: ["vf": [vf]]) }
-    }
-
-    struct Caps: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print the features a VF can be made to offer. JSON: {vf, features, mask}.")
-        @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
-        @Option(help: ArgumentHelp("VF index (0-based) or VF address.", valueName: "N")) var vf: String
-        @OptionGroup var options: AdminOptions
-        func run() async throws { try await runPluginOperation(plugin: "features", operation: "caps", pf: pf, options: options, arguments: ["vf": [vf]]) }
-    }
-
-    struct Set: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Set the features a VF offers (the VF must be unbound). JSON: {vf, features, mask}.")
-        @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
-        @Option(help: ArgumentHelp("VF index (0-based) or VF address.", valueName: "N")) var vf: String
-        @Option(name: .customLong("set"), parsing: .upToNextOption, help: ArgumentHelp("Feature names to offer (all others are withdrawn).", valueName: "NAME"))
-        var names: [String] = []
-        @Option(help: ArgumentHelp("The whole feature mask, hex.", valueName: "HEX")) var mask: String?
-        @OptionGroup var options: AdminOptions
-        func validate() throws {
-            if names.isEmpty == (mask == nil) { throw ValidationError("give either --set NAME… or --mask HEX.") }
-        }
-        func run() async throws {
-            var arguments: [String: [String]] = ["vf": [vf], "set": names]
-            if let mask { arguments["mask"] = [mask] }
-            try await runPluginOperation(plugin: "features", operation: "set", pf: pf, options: options, arguments: arguments)
-        }
-    }
-}
-
 // MARK: - Raw commands
 
 struct Passthru: AsyncParsableCommand {
@@ -284,36 +205,41 @@ struct Passthru: AsyncParsableCommand {
 }
 
 /// Runs an operation of any plugin, built in or loaded at run time:
-/// `virtio-admin run PLUGIN OPERATION PF [--name value …]` (also `virtio-admin PLUGIN OPERATION PF …`).
+/// `virtio-admin run PLUGIN [OPERATION] [PF] [WORD …] [--name value | --flag …]` (also
+/// `virtio-admin PLUGIN …`, and `virtio-admin COMMAND …` for an operation that declares a
+/// command name). Everything comes from what the plugin declares (PluginCommandLine.swift):
+/// the operation (or the plugin's default one), whether it needs a PF, which parameters are
+/// words after PF and which are flags.
 struct RunPlugin: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "run",
-        abstract: "Run an operation of a resource-manager plugin (built in or loaded with --plugin/--plugin-dir).",
-        discussion: "Arguments after PF are the operation's parameters as --name value pairs; 'virtio-admin plugins' lists operations.")
+    static var configuration: CommandConfiguration {
+        CommandConfiguration(
+            commandName: "run",
+            abstract: "Run an operation of a resource-manager plugin (built in or loaded with --plugin/--plugin-dir).",
+            discussion: "Arguments after PF are the operation's parameters: --name value, --flag, or words in order. 'virtio-admin plugins' lists operations.\n\n"
+                + pluginUsage(builtInPlugins()))
+    }
 
-    @Argument(help: "Plugin name.") var plugin: String
-    @Argument(help: "Operation name.") var operation: String
-    @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
+    @Argument(help: "Plugin name (or an operation's command name, such as 'mode').") var plugin: String
     @OptionGroup var options: AdminOptions
-    @Argument(parsing: .allUnrecognized, help: "Operation parameters: --name value …") var parameters: [String] = []
+    @Argument(parsing: .allUnrecognized, help: "[OPERATION] [PF] then the operation's parameters.") var words: [String] = []
 
     func run() async throws {
-        var arguments: [String: [String]] = [:]
-        var index = 0
-        while index < parameters.count {
-            let word = parameters[index]
-            guard word.hasPrefix("--") else { throw CLIError("unexpected '\(word)'; operation parameters are --name value pairs.") }
-            let name = String(word.dropFirst(2))
-            if let equals = name.firstIndex(of: "=") {
-                arguments[String(name[..<equals]), default: []].append(String(name[name.index(after: equals)...]))
-            } else {
-                guard index + 1 < parameters.count else { throw CLIError("--\(name) needs a value.") }
-                arguments[name, default: []].append(parameters[index + 1])
-                index += 1
+        let registry = try makeRegistry(options)
+        let call = try PluginCommandLine(registry.plugins, command: plugin, words: words)
+        guard call.operation.needsDevice else {
+            let output: PluginOutput
+            do {
+                output = try await call.operation.run(PluginContext(driver: NoDevice(), numVFs: nil, memberType: nil), PluginArguments(call.arguments))
+            } catch let error as CustomStringConvertible {
+                throw CLIError(error.description)
             }
-            index += 1
+            try printPluginOutput(output, json: options.json)
+            return
         }
-        try await runPluginOperation(plugin: plugin, operation: operation, pf: pf, options: options, arguments: arguments)
+        guard let pf = call.pf else {
+            throw CLIError("'\(call.usage)' needs the PF's PCI address.")
+        }
+        try await runPluginOperation(plugin: call.plugin.name, operation: call.operation.name, pf: pf, options: options, arguments: call.arguments)
     }
 }
 

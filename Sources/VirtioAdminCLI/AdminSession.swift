@@ -137,6 +137,7 @@ enum JSONValue: Encodable {
         case .bool(let v): self = .bool(v)
         case .strings(let v): self = .array(v.map(JSONValue.string))
         case .object(let fields): self = .object(fields.map { ($0.0, JSONValue($0.1)) })
+        case .list(let values): self = .array(values.map(JSONValue.init))
         case .null: self = .null
         }
     }

@@ -9,7 +9,7 @@ struct VirtioAdminCommand: AsyncParsableCommand {
     /// options after its name, so these are moved there before parsing.
     static let globalOptionsWithValue: Set<String> = ["--sysfs-root", "--simulate", "--plugin-dir", "--plugin", "--timeout"]
     static let globalFlags: Set<String> = ["--trace", "--json"]
-    static let staticSubcommands: Set<String> = ["list", "show", "simulate", "commands", "plugins", "msix", "features", "passthru", "run", "help", "bind", "unbind", "restore", "entropy", "probe", "policy", "udev-event", "serve", "monitor", "conformance"]
+    static let staticSubcommands: Set<String> = ["list", "show", "simulate", "commands", "plugins", "passthru", "run", "help", "bind", "unbind", "restore", "entropy", "probe", "policy", "udev-event", "serve", "monitor", "conformance"]
 
     static func main() async {
         var arguments = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
@@ -75,7 +75,7 @@ struct VirtioAdminCommand: AsyncParsableCommand {
               virtio-admin --simulate /tmp/pf.state features get 0000:3b:00.0 --vf 0 --json
               virtio-admin --simulate /tmp/pf.state --trace passthru 0000:3b:00.0 --opcode 0x40 --vf 0
             """,
-        subcommands: [List.self, Show.self, Commands.self, Plugins.self, MSIX.self, Features.self, Passthru.self, RunPlugin.self, Simulate.self, Bind.self, Unbind.self, Restore.self, Entropy.self, Probe.self, PolicyCommand.self, UdevEventCommand.self, Serve.self, Monitor.self, Conformance.self]
+        subcommands: [List.self, Show.self, Commands.self, Plugins.self, Passthru.self, RunPlugin.self, Simulate.self, Bind.self, Unbind.self, Restore.self, Entropy.self, Probe.self, PolicyCommand.self, UdevEventCommand.self, Serve.self, Monitor.self, Conformance.self]
     )
 }
 

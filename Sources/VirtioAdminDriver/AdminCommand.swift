@@ -1,3 +1,4 @@
+import PCIConfig
 import VirtioSpec
 
 /// One admin command as the driver submits it.
@@ -33,6 +34,12 @@ public struct AdminResponse: Sendable, Hashable {
     public var result: [UInt8]
     /// Result bytes the device actually wrote (the used length minus the status header).
     public var resultBytesWritten: Int
+    public init(status: AdminStatus, qualifier: AdminStatusQualifier, result: [UInt8], resultBytesWritten: Int? = nil) {
+        self.status = status
+        self.qualifier = qualifier
+        self.result = result
+        self.resultBytesWritten = resultBytesWritten ?? result.count
+    }
 }
 
 /// A line of `--trace`: the bytes sent or received for one command.
@@ -63,5 +70,61 @@ public struct AdminCounters: Sendable, Hashable {
         let micros = max(latencyNanoseconds / 1000, 1)
         let bucket = min(63 - micros.leadingZeroBitCount, latencyMicrosecondsLog2.count - 1)
         latencyMicrosecondsLog2[bucket] += 1
+    }
+}
+
+/// What a plugin needs of an admin queue: send a command and learn the device's answer.
+///
+/// ``AdminQueueDriver`` is the host's; a run-time plugin built from a Swift
+/// `AdminCommandHandler` (ABI v2) gets one that forwards every command to the host, which
+/// checks it before sending.
+public protocol AdminCommandRunner: Sendable {
+    /// The group owner (the PF).
+    var address: PCIAddress { get }
+    /// Opcodes the device listed in LIST_QUERY.
+    var supported: AdminOpcodeBitmap { get }
+    /// Opcodes enabled with LIST_USE.
+    var inUse: AdminOpcodeBitmap { get }
+    /// The spec or plugin name of an opcode.
+    func name(of opcode: AdminOpcode) -> String
+    /// Sends a command and returns the device's answer, whatever its status.
+    func submit(_ command: AdminCommand, timeout: Duration?) async throws(AdminError) -> AdminResponse
+    /// Why group `group` cannot be used now, if so (default: it can).
+    func unavailability(of group: AdminGroupType) -> AdminError?
+    /// Negotiates group `group`'s command set again (default: nothing to do).
+    func refreshGroup(_ group: AdminGroupType) async throws(AdminError)
+    /// What ``run(_:timeout:minimumResult:)`` does (the driver's retries EAGAIN).
+    func runChecked(_ command: AdminCommand, timeout: Duration?, minimumResult: Int) async throws(AdminError) -> [UInt8]
+}
+
+extension AdminCommandRunner {
+    public func unavailability(of group: AdminGroupType) -> AdminError? { nil }
+    public func refreshGroup(_ group: AdminGroupType) async throws(AdminError) {}
+
+    /// Runs a command and returns its result; a status other than OK throws
+    /// ``AdminError/commandFailed(device:opcode:opcodeName:member:status:qualifier:)``.
+    public func run(_ command: AdminCommand, timeout: Duration? = nil, minimumResult: Int = 0) async throws(AdminError) -> [UInt8] {
+        try await runChecked(command, timeout: timeout, minimumResult: minimumResult)
+    }
+
+    /// One submission; a status other than OK throws.
+    public func runChecked(_ command: AdminCommand, timeout: Duration?, minimumResult: Int) async throws(AdminError) -> [UInt8] {
+        let response = try await submit(command, timeout: timeout)
+        guard response.status == .ok else {
+            throw .commandFailed(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode), member: command.member,
+                                 status: response.status, qualifier: response.qualifier)
+        }
+        guard response.result.count >= minimumResult else {
+            throw .resultTooShort(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode),
+                                  expected: minimumResult, received: response.result.count)
+        }
+        return response.result
+    }
+}
+
+extension AdminQueueDriver: AdminCommandRunner {
+    /// The driver's own ``AdminQueueDriver/run(_:timeout:minimumResult:)``: EAGAIN is retried.
+    public func runChecked(_ command: AdminCommand, timeout: Duration?, minimumResult: Int) async throws(AdminError) -> [UInt8] {
+        try await run(command, timeout: timeout, minimumResult: minimumResult)
     }
 }

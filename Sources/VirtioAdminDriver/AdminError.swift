@@ -33,6 +33,8 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
     case resultTooShort(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, expected: Int, received: Int)
     /// The driver was closed or failed; reinitialise it.
     case notRunning(device: PCIAddress)
+    /// A run-time plugin's host refused to send the command, or could not complete it (plugin ABI 2).
+    case hostRefused(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, reason: String)
     /// A group type's command set could not be negotiated (for the SR-IOV group: VF Enable
     /// is clear, so the group does not exist yet).
     case groupUnavailable(device: PCIAddress, group: AdminGroupType, reason: String)
@@ -75,6 +77,7 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
             "\(device): \(name) returned \(received) result bytes; \(expected) expected."
         case let .notRunning(device):
             "\(device): the admin queue is not running (it failed or was closed); reinitialise it."
+        case let .hostRefused(_, _, _, reason): reason
         case let .groupUnavailable(device, group, reason):
             group == .srIOV
                 ? "\(device): the SR-IOV group's commands are unavailable until VFs are enabled (VF Enable is clear; \(reason))."

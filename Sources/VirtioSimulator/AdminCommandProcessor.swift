@@ -33,6 +33,14 @@ struct AdminCommandProcessor {
     var strictness: SimulatedStrictness
     /// The member the last command changed, if any.
     var changedMember: Int?
+    /// The ratified commands' state (RatifiedCommands.swift) and the VFs they act on.
+    var ratified: RatifiedState
+    var vfFunctions: [FunctionModel] = []
+    /// Queues (VF, queue) the device processes after this command: legacy Queue Notify
+    /// writes, and the queues a resumed VF was notified about while stopped.
+    var pendingNotifications: [(FunctionModel, Int)] = []
+    /// Queues a DEV_PARTS_SET took effect on: their ring indices are read from guest memory.
+    var restoredQueues: [QueueModel] = []
 
     static let alwaysInUse: [AdminOpcode] = [.listQuery, .listUse]
 
@@ -54,6 +62,7 @@ struct AdminCommandProcessor {
         self.members = members
         numVFs = configuration.numVFs
         strictness = configuration.strictness
+        ratified = RatifiedState(deviceGetLimit: configuration.devicePartsGetLimit, deviceSetLimit: configuration.devicePartsSetLimit)
     }
 
     /// Vectors of the pool not given to a VF.
@@ -61,6 +70,7 @@ struct AdminCommandProcessor {
 
     /// Resets what a device reset resets: the negotiated command lists.
     mutating func deviceReset() {
+        ratified.ownerReset()
         guard strictness.resetClearsListUse else { return }
         for key in groups.keys { groups[key]!.inUse = AdminOpcodeBitmap(opcodes: Self.alwaysInUse) }
     }
@@ -78,7 +88,12 @@ struct AdminCommandProcessor {
 
     /// Opcodes whose part lengths carry meaning (the legacy config accesses, fact sheet A5):
     /// the multiple-of-8 rule is not applied to them.
-    static let lengthCarriesMeaning: Set<AdminOpcode> = [AdminOpcode(0x2), AdminOpcode(0x3), AdminOpcode(0x4), AdminOpcode(0x5)]
+    /// Linux's lengths are accepted too (fact sheet §6.1 item 5, §6.2): DEVICE_CAP_GET with a
+    /// 2-byte result, DRIVER_CAP_SET with 10 bytes of data, DEV_PARTS_GET into a buffer of
+    /// the SIZE METADATA_GET gave, DEV_PARTS_SET with the parts as received, DEV_MODE_SET
+    /// with 1 byte.
+    static let lengthCarriesMeaning: Set<AdminOpcode> = [AdminOpcode(0x2), AdminOpcode(0x3), AdminOpcode(0x4), AdminOpcode(0x5),
+                                                         AdminOpcode(0x8), AdminOpcode(0x9), AdminOpcode(0xf), AdminOpcode(0x10), AdminOpcode(0x11)]
 
     /// Executes one command (its device-readable bytes) and returns status and result.
     /// - Parameters:
@@ -99,12 +114,18 @@ struct AdminCommandProcessor {
             guard listCommand && strictness.listCommandsWithoutVFs else { return .refuse(.einval, .invalidGroup) }
         }
         // 2. Opcode: listed for this group and enabled by LIST_USE.
-        guard group.supported.contains(opcode), group.inUse.contains(opcode) || !strictness.enforceListUse else {
+        // Linux-compatible variant: the self group's capability commands also count as enabled
+        // when the SR-IOV group's LIST_USE enabled them (Linux never sends a self-group LIST_USE, A9).
+        let enabledForLinux = strictness.capabilitiesWithoutSelfListUse && header.groupType == .selfGroup && Self.capabilityOpcodes.contains(opcode)
+            && groups[AdminGroupType.srIOV.rawValue]?.inUse.contains(opcode) == true
+        guard group.supported.contains(opcode), group.inUse.contains(opcode) || enabledForLinux || !strictness.enforceListUse else {
             return .refuse(.einval, .invalidOpcode)
         }
         // 3. Member: the self group's only member is 0; SR-IOV members are 1...NumVFs.
         //    LIST_QUERY and LIST_USE do not use the member (the driver sets 0).
-        let usesMember = !Self.alwaysInUse.contains(opcode)
+        // (The capability commands, listed in the SR-IOV group for Linux, are refused there
+        //  with INVALID_GROUP whatever the member.)
+        let usesMember = !Self.alwaysInUse.contains(opcode) && !(header.groupType == .srIOV && Self.capabilityOpcodes.contains(opcode))
         if usesMember {
             if header.groupType == .selfGroup {
                 guard header.memberID == .none else { return .refuse(.einval, .invalidMember) }
@@ -119,8 +140,9 @@ struct AdminCommandProcessor {
             return .refuse(.einval, .invalidCommand)
         }
         let data = Array(command.dropFirst(AdminCommandLayout.headerSize))
-        let outcome = dispatch(opcode, group: header.groupType, member: header.memberID, data: data)
         let room = resultCapacity - AdminCommandLayout.resultHeaderSize
+        if let outcome = executeRatified(opcode, group: header.groupType, member: header.memberID, data: data, room: room) { return outcome }
+        let outcome = dispatch(opcode, group: header.groupType, member: header.memberID, data: data)
         if outcome.result.count > room && !strictness.truncateShortResults {
             // A non-conforming variant: fails a command whose result does not fit.
             return .refuse(.einval, .invalidField)

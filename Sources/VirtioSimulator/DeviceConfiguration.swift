@@ -71,6 +71,10 @@ public struct SimulatedStrictness: Sendable, Hashable {
     public var listUseAllOrNothing = false
     /// A device reset brings the legal list back to {LIST_QUERY, LIST_USE} [admin:239-242].
     public var resetClearsListUse = true
+    /// Accept the self group's capability commands (0x7–0x9) when only the SR-IOV group's
+    /// LIST_USE enabled them (what Linux needs: it never sends a self-group LIST_USE, fact
+    /// sheet A9). Spec-strict (`false`): the self group's own LIST_USE must enable them.
+    public var capabilitiesWithoutSelfListUse = false
     public init() {}
     /// The default: stricter than the spec.
     public static let strict = SimulatedStrictness()
@@ -137,6 +141,9 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
     /// Opcodes the device lists in LIST_QUERY; `nil` = all it implements.
     public var supportedOpcodes: [AdminOpcode]?
     public var timing: DeviceTiming = .immediate
+    /// VIRTIO_DEV_PARTS_CAP: how many GET and SET DEV_PARTS objects the device allows.
+    public var devicePartsGetLimit: UInt8 = 4
+    public var devicePartsSetLimit: UInt8 = 4
     /// Device-side rules the model enforces (default: all, stricter than the spec).
     public var strictness = SimulatedStrictness()
     /// Driver features the PF needs (of those it offers) before it accepts FEATURES_OK: a
@@ -156,17 +163,18 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
     /// Every admin opcode the model implements.
     public var implementedOpcodes: [AdminOpcode] {
         [.listQuery, .listUse, opcodes.msixGet, opcodes.msixSet, opcodes.msixPoolGet, opcodes.featuresGet,
-         opcodes.featuresSet, opcodes.featuresCapsGet, opcodes.macGet, opcodes.macSet]
+         opcodes.featuresSet, opcodes.featuresCapsGet, opcodes.macGet, opcodes.macSet] + AdminCommandProcessor.ratifiedSRIOVOpcodes
     }
 
     /// Opcodes of the SR-IOV group (commands about a VF).
     public var srIOVGroupOpcodes: [AdminOpcode] {
         [.listQuery, .listUse, opcodes.msixGet, opcodes.msixSet, opcodes.featuresGet, opcodes.featuresSet, opcodes.featuresCapsGet,
-         opcodes.macGet, opcodes.macSet]
+         opcodes.macGet, opcodes.macSet] + AdminCommandProcessor.ratifiedSRIOVOpcodes
     }
 
-    /// Opcodes of the self group (commands about the owner itself: MSIX_POOL_GET).
-    public var selfGroupOpcodes: [AdminOpcode] { [.listQuery, .listUse, opcodes.msixPoolGet] }
+    /// Opcodes of the self group (commands about the owner itself: MSIX_POOL_GET, and the
+    /// capability commands 0x7–0x9).
+    public var selfGroupOpcodes: [AdminOpcode] { [.listQuery, .listUse, opcodes.msixPoolGet] + AdminCommandProcessor.capabilityOpcodes }
 
     /// Address of VF `index` (0-based).
     public func vfAddress(_ index: Int) -> PCIAddress {

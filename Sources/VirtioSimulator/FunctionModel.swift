@@ -64,6 +64,10 @@ final class FunctionModel {
     let adminQueueCount: Int
     /// Bumped on every reset: completions scheduled before it are dropped.
     var epoch: UInt64 = 0
+    /// DEV_MODE_SET STOPPED: the function touches no queue (RatifiedCommands.swift); the
+    /// queues notified meanwhile are served on resume.
+    var stopped = false
+    var notifiedWhileStopped = Set<Int>()
 
     init(address: PCIAddress, type: VirtioDeviceType, isOwner: Bool, features: FeatureSet, queues: Int, adminQueues: Int,
          maximumQueueSize: Int, msixTableSize: Int, mac: [UInt8]) {

@@ -58,6 +58,11 @@ public enum SimulatedDeviceStore {
             }.joined(separator: ":")
             lines.append("vf \(index) vectors=\(member.msixVectors) features=\(member.features.hexMask) mac=\(mac) in-use=\(member.inUse ? 1 : 0)")
         }
+        // A VF's driver-visible state and DEV_MODE_SET mode, as its device parts (hex).
+        for index in 0..<configuration.totalVFs {
+            guard let state = device.vfPersistentState(index) else { continue }
+            lines.append("vf-state \(index) stopped=\(state.stopped ? 1 : 0) parts=\(state.parts.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined())")
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -67,6 +72,7 @@ public enum SimulatedDeviceStore {
         var numVFs: Int?
         var sriovNegotiated: Bool?
         var members: [Int: MemberResources] = [:]
+        var vfStates: [(line: Int, index: Int, stopped: Bool, parts: [UInt8])] = []
         var counters = SimulatedCounters()
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         guard lines.first.map(String.init) == magic else {
@@ -141,6 +147,22 @@ public enum SimulatedDeviceStore {
                 guard macBytes.count == 6 else { throw fail(number, "'\(mac)' is not a MAC address") }
                 members[index] = MemberResources(msixVectors: try int(vectors), features: try features(mask), mac: macBytes,
                                                  inUse: fields["in-use"] == "1")
+            case "vf-state":
+                let index = try int(words[1])
+                let fields = Dictionary(words.dropFirst(2).map { word in
+                    let pair = word.split(separator: "=", maxSplits: 1).map(String.init)
+                    return (pair[0], pair.count == 2 ? pair[1] : "")
+                }, uniquingKeysWith: { _, last in last })
+                let hex = Array((fields["parts"] ?? "").utf8)
+                var parts: [UInt8] = []
+                for start in stride(from: 0, to: hex.count - hex.count % 2, by: 2) {
+                    guard let byte = UInt8(String(decoding: hex[start..<(start + 2)], as: UTF8.self), radix: 16) else {
+                        throw fail(number, "vf-state parts must be hex bytes")
+                    }
+                    parts.append(byte)
+                }
+                guard hex.count % 2 == 0, !parts.isEmpty else { throw fail(number, "vf-state needs parts=HEX") }
+                vfStates.append((number, index, fields["stopped"] == "1", parts))
             default:
                 throw fail(number, "unknown key '\(words[0])'")
             }
@@ -154,6 +176,12 @@ public enum SimulatedDeviceStore {
         let device = SimulatedSRIOVDevice(configuration: configuration, members: (0..<configuration.totalVFs).map { members[$0]! })
         // Files written before the line existed: VFs that are enabled were enabled by a driver.
         if let sriovNegotiated { device.lock.withLock { device.srIOVNegotiated = sriovNegotiated } }
+        for state in vfStates {
+            guard state.index < configuration.totalVFs, device.restoreVFState(state.index, stopped: state.stopped, parts: state.parts) else {
+                device.stop()
+                throw fail(state.line, "vf-state \(state.index) does not restore (no such VF, or parts the VF refuses)")
+            }
+        }
         device.restoreCounters(counters)
         return device
     }

@@ -67,6 +67,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
         // VFs enabled at creation stand for VFs an earlier PF driver enabled.
         srIOVNegotiated = configuration.numVFs > 0
         vfs = (0..<configuration.totalVFs).map { makeVF($0, resources[$0]) }
+        admin.vfFunctions = vfs
         scheduler.start(device: self)
     }
 
@@ -309,6 +310,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     func processNotify(_ function: FunctionModel, queue index: Int) {
         guard index < function.queues.count else { return }
         let queue = function.queues[index]
+        if function.stopped { function.notifiedWhileStopped.insert(index); return }
         guard queue.enabled, function.status.contains(.driverOK), !function.status.contains(.deviceNeedsReset) else { return }
         guard function !== pf || (busMaster && pendingResetAt == nil) else { return }
         guard let ring = ringView(queue) else { function.needsReset(); return }
@@ -425,6 +427,9 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
                 vfs[index].configGeneration &+= 1
             }
         }
+        syncRestoredQueues()
+        for (vf, queue) in admin.pendingNotifications { processNotify(vf, queue: queue) }
+        admin.pendingNotifications = []
         return fill(chain, with: AdminResultHeader(status: outcome.status, qualifier: outcome.qualifier).encode() + outcome.result)
     }
 

@@ -1,7 +1,8 @@
-/// Admin commands this project defines for the seed series' resource managers (MSI-X
+/// Admin commands this project defines for the resource managers of the device-management
+/// series proposed on virtio-comment (MSI-X
 /// vectors and feature bits of a group member), plus an example vendor command (VF MAC).
 ///
-/// **Project-defined, not ratified.** The seed series ("Introduce device group and device
+/// **Project-defined, not ratified.** That series ("Introduce device group and device
 /// management", v5, 2022) proposed member MSI-X and feature-bit configuration, but those
 /// commands were never merged and their opcodes are not in the stored material. They are
 /// defined here inside the ratified framework — same command header, status codes and

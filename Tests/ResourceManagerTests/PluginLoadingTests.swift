@@ -62,9 +62,9 @@ struct PluginLoadingTests {
 
     @Test func abiMismatchIsAClearError() throws {
         let path = try compileCPlugin(cPluginTemplate.replacingOccurrences(of: "ABI,", with: "7u,"), name: "future")
-        #expect(throws: PluginError.abiMismatch(path: path, pluginABI: 7, hostABI: 1)) { try PluginRegistry().load(path: path) }
-        #expect(PluginError.abiMismatch(path: path, pluginABI: 7, hostABI: 1).description
-                == "plugin \(path) was built for plugin ABI 7; this virtio-admin speaks ABI 1.")
+        #expect(throws: PluginError.abiMismatch(path: path, pluginABI: 7, hostABI: 2)) { try PluginRegistry().load(path: path) }
+        #expect(PluginError.abiMismatch(path: path, pluginABI: 7, hostABI: 2).description
+                == "plugin \(path) was built for plugin ABI 7; this virtio-admin speaks ABI 1 to 2.")
     }
 
     @Test func truncatedTableIsRefused() throws {
@@ -98,15 +98,23 @@ struct PluginLoadingTests {
     /// command against the device model.
     @Test(.timeLimit(.minutes(5))) func examplePluginBuildsLoadsAndRuns() async throws {
         let scratch = repositoryRoot + "/.build-examples/custom-plugin"
-        let build = try runProgram("/usr/bin/env", ["swift", "build", "--package-path", repositoryRoot + "/Examples/CustomPlugin", "--scratch-path", scratch])
+        // The example compiles the plugin modules it links (ABI 2, CPluginExport), which takes a
+        // while: on a thread of its own (not one of the few of the concurrency pool, which the
+        // timing tests running beside it need) and at the lowest CPU priority.
+        let arguments = ["nice", "-n", "19", "swift", "build", "--package-path", repositoryRoot + "/Examples/CustomPlugin", "--scratch-path", scratch]
+        let build = try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Result { try runProgram("/usr/bin/env", arguments) }) }
+        }
         #expect(build.status == 0, "swift build: \(build.output)\(build.error)")
         let registry = PluginRegistry()
         let plugin = try registry.load(path: scratch + "/debug/libMACPlugin.so")
-        #expect(plugin.name == "mac")
+        #expect(plugin.name == "mac" && (plugin as? DynamicPlugin)?.abiVersion == 2, "the example is an ABI 2 plugin (CPluginExport)")
         let group = try await SimulatedAdminGroup(plugins: [plugin])
         defer { group.shutDown() }
         #expect(try await group.run("mac", "get", ["vf": ["1"]])["mac"] == .string("52:54:00:3b:00:01"))
-        _ = try await group.run("mac", "set", ["vf": ["1"], "mac": ["02:aa:bb:cc:dd:ee"]])
+        let before = group.device.counters.adminCommands
+        let set = try await group.run("mac", "set", ["vf": ["1"], "mac": ["02:aa:bb:cc:dd:ee"]])
+        #expect(set["mac"] == .string("02:aa:bb:cc:dd:ee") && group.device.counters.adminCommands == before + 2, "MAC_SET then MAC_GET")
         #expect(group.device.member(1).mac == [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee])
         #expect(try await group.run("mac", "get", ["vf": ["1"]])["mac"] == .string("02:aa:bb:cc:dd:ee"))
         await #expect(throws: PluginError.badArgument(plugin: "mac", message: "--mac must be six hex octets, e.g. 52:54:00:12:34:56.")) {
