@@ -7,6 +7,7 @@ let package = Package(
         .executable(name: "virtio-admin", targets: ["VirtioAdminCLI"]),
         .library(name: "VirtioAdmin", targets: ["VirtioAdmin"]),
         .library(name: "VirtioSpec", targets: ["VirtioSpec"]),
+        .library(name: "VirtioProjectCommands", targets: ["VirtioProjectCommands"]),
         .library(name: "PCIConfig", targets: ["PCIConfig"]),
         .library(name: "VirtioLinux", targets: ["VirtioLinux"]),
         .library(name: "VirtioTransport", targets: ["VirtioTransport"]),
@@ -33,6 +34,9 @@ let package = Package(
     targets: [
         // Pure spec layer: constants, layouts, little-endian helpers. No I/O, no Foundation.
         .target(name: "VirtioSpec"),
+        // The project-defined admin commands (MSI-X, feature bits, the example's VF MAC): not
+        // ratified, so not in VirtioSpec; the plugins and the device model share the table.
+        .target(name: "VirtioProjectCommands", dependencies: ["VirtioSpec"]),
         // Pure PCI layer: addresses and config-space decoding. No I/O, no Foundation.
         .target(name: "PCIConfig", dependencies: ["VirtioSpec"]),
         // libudev, as a system library (apt-get install libudev-dev pkg-config).
@@ -53,23 +57,23 @@ let package = Package(
         // The admin-queue driver: ADMIN_VQ, LIST_QUERY/LIST_USE, many commands in flight.
         .target(name: "VirtioAdminDriver", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "VirtioLock"]),
         // The conformance checks of a device's admin facility (library; the CLI's `conformance`).
-        .target(name: "VirtioConformance", dependencies: ["VirtioAdminDriver", "VirtioTransport", "VirtioSpec", "PCIConfig"]),
+        .target(name: "VirtioConformance", dependencies: ["VirtioProjectCommands", "VirtioAdminDriver", "VirtioTransport", "VirtioSpec", "PCIConfig"]),
         // The run-time plugin ABI (a C header plugin authors include).
         .target(name: "CVirtioAdminPlugin"),
         // The command-handler protocol, the plugin registry, the run-time loader.
         .target(name: "ResourceManager", dependencies: ["VirtioSpec", "PCIConfig", "VirtioAdminDriver", "CVirtioAdminPlugin", "VirtioLock"]),
         // Built-in resource-manager plugins.
-        .target(name: "MSIXResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/MSIXResourceManager"),
-        .target(name: "FeatureBitsResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/FeatureBitsResourceManager"),
+        .target(name: "MSIXResourceManager", dependencies: ["VirtioProjectCommands", "ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/MSIXResourceManager"),
+        .target(name: "FeatureBitsResourceManager", dependencies: ["VirtioProjectCommands", "ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/FeatureBitsResourceManager"),
         // Built-in plugins of the ratified virtio 1.3/1.4 commands.
         .target(name: "CapabilitiesResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/CapabilitiesResourceManager"),
         .target(name: "ResourceObjectsResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/ResourceObjectsResourceManager"),
         .target(name: "DevicePartsResourceManager", dependencies: ["ResourceManager", "ResourceObjectsResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/DevicePartsResourceManager"),
         .target(name: "LegacyAccessResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/LegacyAccessResourceManager"),
         // The device model: simulated virtio PCI functions and their fake sysfs tree.
-        .target(name: "VirtioSimulator", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile", "VirtioLock"]),
+        .target(name: "VirtioSimulator", dependencies: ["VirtioProjectCommands", "VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile", "VirtioLock"]),
         // Provisioning policy (TOML), its checker and planner, and the udev event handling.
-        .target(name: "VirtioProvisioning", dependencies: [
+        .target(name: "VirtioProvisioning", dependencies: ["VirtioProjectCommands", 
             "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioAdminDriver", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
@@ -87,7 +91,7 @@ let package = Package(
         .executableTarget(
             name: "VirtioAdminCLI",
             dependencies: [
-                "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver",
+                "VirtioSpec", "VirtioProjectCommands", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver",
                 "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioLock", "VirtioAdmin", "VirtioConformance",
                 "CapabilitiesResourceManager", "ResourceObjectsResourceManager", "DevicePartsResourceManager", "LegacyAccessResourceManager",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -101,7 +105,7 @@ let package = Package(
         .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport", "CLinuxVFIO"]),
         .testTarget(name: "TransportTests", dependencies: ["VirtioTransport", "Virtqueue", "VirtioSimulator", "PCIConfig", "VirtioSpec"]),
         .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioLock", "VirtioConformance"]),
-        .testTarget(name: "MSIXResourceManagerTests", dependencies: ["MSIXResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/MSIXResourceManagerTests"),
+        .testTarget(name: "MSIXResourceManagerTests", dependencies: ["VirtioProjectCommands", "MSIXResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/MSIXResourceManagerTests"),
         .testTarget(name: "FeatureBitsResourceManagerTests", dependencies: ["FeatureBitsResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/FeatureBitsResourceManagerTests"),
         .testTarget(name: "RatifiedPluginTests", dependencies: [
             "CapabilitiesResourceManager", "ResourceObjectsResourceManager", "DevicePartsResourceManager", "LegacyAccessResourceManager",

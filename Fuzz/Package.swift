@@ -8,7 +8,9 @@ let package = Package(
     dependencies: [.package(name: "VirtioAdmin", path: "..")],
     targets: [
         .executableTarget(name: "FuzzConfigSpace", dependencies: [.product(name: "PCIConfig", package: "VirtioAdmin")]),
-        .executableTarget(name: "FuzzAdminResult", dependencies: [.product(name: "VirtioSpec", package: "VirtioAdmin")]),
+        .executableTarget(name: "FuzzAdminResult", dependencies: [
+            .product(name: "VirtioSpec", package: "VirtioAdmin"), .product(name: "VirtioProjectCommands", package: "VirtioAdmin"),
+        ]),
         .executableTarget(name: "FuzzUsedRing", dependencies: [
             .product(name: "Virtqueue", package: "VirtioAdmin"), .product(name: "VirtioSimulator", package: "VirtioAdmin"),
             .product(name: "VirtioTransport", package: "VirtioAdmin"),

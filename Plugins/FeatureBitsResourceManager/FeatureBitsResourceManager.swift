@@ -1,5 +1,6 @@
 import ResourceManager
 import VirtioAdminDriver
+import VirtioProjectCommands
 import VirtioSpec
 
 /// Provisions the feature bits a VF offers through the PF's admin queue (the feature-bit

@@ -1,5 +1,6 @@
 import ResourceManager
 import VirtioAdminDriver
+import VirtioProjectCommands
 import VirtioSpec
 
 /// The MSI-X pool of a group owner, as the device reports it.

@@ -7,6 +7,7 @@ import ResourceManager
 import VirtioAdmin
 import VirtioAdminDriver
 import VirtioSimulator
+import VirtioProjectCommands
 import VirtioSpec
 
 struct SimulateCreate: ParsableCommand {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import PCIConfig
 import VirtioSimulator
+import VirtioProjectCommands
 import VirtioSpec
 import VirtioAdminDriver
 

@@ -1,5 +1,6 @@
 import PCIConfig
 import VirtioAdminDriver
+import VirtioProjectCommands
 import VirtioSpec
 import VirtioTransport
 

@@ -3,6 +3,7 @@ import MSIXResourceManager
 import PCIConfig
 import VirtioLinux
 import VirtioAdminDriver
+import VirtioProjectCommands
 import VirtioSpec
 
 /// One change the provisioner made (or, in a plan, would make).

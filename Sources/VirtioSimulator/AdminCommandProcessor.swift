@@ -1,3 +1,4 @@
+import VirtioProjectCommands
 import VirtioSpec
 
 /// The group owner's admin command set: LIST_QUERY/LIST_USE and the project-defined

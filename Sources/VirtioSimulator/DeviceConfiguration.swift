@@ -1,4 +1,5 @@
 import PCIConfig
+import VirtioProjectCommands
 import VirtioSpec
 
 /// Faults the device model can inject. Each makes the model misbehave the way broken or

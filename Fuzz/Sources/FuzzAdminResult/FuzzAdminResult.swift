@@ -1,3 +1,4 @@
+import VirtioProjectCommands
 import VirtioSpec
 
 // What a device writes back for an admin command: status header, bitmaps, results.

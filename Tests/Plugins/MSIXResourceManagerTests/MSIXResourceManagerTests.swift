@@ -5,6 +5,7 @@ import ResourceManager
 import VirtioAdminDriver
 import VirtioAdminTestKit
 import VirtioSimulator
+import VirtioProjectCommands
 import VirtioSpec
 import VirtioTransport
 

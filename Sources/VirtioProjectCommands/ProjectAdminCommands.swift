@@ -1,3 +1,5 @@
+import VirtioSpec
+
 /// Admin commands this project defines for the resource managers of the device-management
 /// series proposed on virtio-comment (MSI-X
 /// vectors and feature bits of a group member), plus an example vendor command (VF MAC).
