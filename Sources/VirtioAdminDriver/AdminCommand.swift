@@ -109,7 +109,12 @@ extension AdminCommandRunner {
 
     /// One submission; a status other than OK throws.
     public func runChecked(_ command: AdminCommand, timeout: Duration?, minimumResult: Int) async throws(AdminError) -> [UInt8] {
-        let response = try await submit(command, timeout: timeout)
+        try checkedResult(of: command, response: try await submit(command, timeout: timeout), minimumResult: minimumResult)
+    }
+
+    /// The command-specific result of `response`; a status other than OK, or fewer than
+    /// `minimumResult` result bytes, throws.
+    public func checkedResult(of command: AdminCommand, response: AdminResponse, minimumResult: Int) throws(AdminError) -> [UInt8] {
         guard response.status == .ok else {
             throw .commandFailed(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode), member: command.member,
                                  status: response.status, qualifier: response.qualifier)

@@ -404,15 +404,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
             delay *= 4
             response = try await submit(command, timeout: timeout)
         }
-        guard response.status == .ok else {
-            throw .commandFailed(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode), member: command.member,
-                                 status: response.status, qualifier: response.qualifier)
-        }
-        guard response.result.count >= minimumResult else {
-            throw .resultTooShort(device: address, opcode: command.opcode, opcodeName: name(of: command.opcode),
-                                  expected: minimumResult, received: response.result.count)
-        }
-        return response.result
+        return try checkedResult(of: command, response: response, minimumResult: minimumResult)
     }
 
     /// How many times ``run(_:timeout:minimumResult:)`` sends a command again after EAGAIN.
