@@ -28,7 +28,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
@@ -72,10 +71,9 @@ let package = Package(
         .target(name: "LegacyAccessResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/LegacyAccessResourceManager"),
         // The device model: simulated virtio PCI functions and their fake sysfs tree.
         .target(name: "VirtioSimulator", dependencies: ["VirtioProjectCommands", "VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile", "VirtioLock"]),
-        // Provisioning policy (TOML), its checker and planner, and the udev event handling.
+        // Provisioning policy (a TOML subset, read once by its own parser), its checker and planner, and the udev event handling.
         .target(name: "VirtioProvisioning", dependencies: ["VirtioProjectCommands", 
             "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioAdminDriver", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager",
-            .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // The library an appliance, the CLI and the service use: one owner per PF's admin queue
         // (opened through the Linux or the simulated opener), bulk provisioning, policy apply,

@@ -1,5 +1,4 @@
 import PCIConfig
-import TOMLKit
 import VirtioSpec
 
 /// A position in the policy file (1-based).
@@ -99,6 +98,27 @@ public struct DesiredResources: Sendable, Hashable {
     }
 }
 
+/// What a PF rule is matched against: the identity of one PCI function (built from an
+/// enumerated `VirtioFunction` by `FunctionIdentity(_:)`, the one place that maps it).
+public struct FunctionIdentity: Sendable, Hashable {
+    public var address: PCIAddress
+    public var vendorID: UInt16
+    public var deviceID: UInt16
+    public var subsystemVendorID: UInt16?
+    public var subsystemID: UInt16?
+    public var type: VirtioDeviceType?
+
+    public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, subsystemVendorID: UInt16? = nil, subsystemID: UInt16? = nil,
+                type: VirtioDeviceType? = nil) {
+        self.address = address
+        self.vendorID = vendorID
+        self.deviceID = deviceID
+        self.subsystemVendorID = subsystemVendorID
+        self.subsystemID = subsystemID
+        self.type = type
+    }
+}
+
 /// How a PF rule picks PFs: every given field must match.
 public struct PFMatch: Sendable, Hashable, CustomStringConvertible {
     public var address: PCIAddress?
@@ -110,11 +130,12 @@ public struct PFMatch: Sendable, Hashable, CustomStringConvertible {
 
     public init() {}
 
-    public func matches(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, subsystemVendorID: UInt16?, subsystemID: UInt16?, type: VirtioDeviceType?) -> Bool {
-        (self.address == nil || self.address == address) && (self.vendorID == nil || self.vendorID == vendorID)
-            && (self.deviceID == nil || self.deviceID == deviceID)
-            && (self.subsystemVendorID == nil || self.subsystemVendorID == subsystemVendorID)
-            && (self.subsystemID == nil || self.subsystemID == subsystemID) && (self.type == nil || self.type == type)
+    /// Whether `function` has every field this match gives.
+    public func matches(_ function: FunctionIdentity) -> Bool {
+        (address == nil || address == function.address) && (vendorID == nil || vendorID == function.vendorID)
+            && (deviceID == nil || deviceID == function.deviceID)
+            && (subsystemVendorID == nil || subsystemVendorID == function.subsystemVendorID)
+            && (subsystemID == nil || subsystemID == function.subsystemID) && (type == nil || type == function.type)
     }
 
     public var description: String {
@@ -155,10 +176,8 @@ public struct ProvisioningPolicy: Sendable, Hashable {
     public static let maximumVectors = 2048
 
     /// The first PF rule matching a function.
-    public func rule(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, subsystemVendorID: UInt16?, subsystemID: UInt16?,
-                     type: VirtioDeviceType?) -> PFRule? {
-        pfs.first { $0.match.matches(address: address, vendorID: vendorID, deviceID: deviceID, subsystemVendorID: subsystemVendorID,
-                                     subsystemID: subsystemID, type: type) }
+    public func rule(for function: FunctionIdentity) -> PFRule? {
+        pfs.first { $0.match.matches(function) }
     }
 
     /// What VF `index` of a PF under `rule` should have (nil: the policy says nothing about it).

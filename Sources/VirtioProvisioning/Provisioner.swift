@@ -71,12 +71,19 @@ public struct Provisioner: Sendable {
 extension ProvisioningPolicy {
     /// The first PF rule matching a function as enumeration found it.
     public func rule(for function: VirtioFunction) -> PFRule? {
-        rule(address: function.address, vendorID: function.vendorID, deviceID: function.deviceID,
-             subsystemVendorID: function.subsystemVendorID, subsystemID: function.subsystemID, type: function.type)
+        rule(for: FunctionIdentity(function))
     }
 
     /// What each of `vfs` (index → address) should get under `rule`, in index order.
     public func requests(for vfs: [Int: PCIAddress], under rule: PFRule) -> [VFRequest] {
         vfs.keys.sorted().compactMap { index in desired(for: index, under: rule).map { VFRequest(vf: index, desired: $0) } }
+    }
+}
+
+extension FunctionIdentity {
+    /// The identity a policy matches, of a function as enumeration found it.
+    public init(_ function: VirtioFunction) {
+        self.init(address: function.address, vendorID: function.vendorID, deviceID: function.deviceID,
+                  subsystemVendorID: function.subsystemVendorID, subsystemID: function.subsystemID, type: function.type)
     }
 }

@@ -40,7 +40,7 @@ struct PolicyParserTests {
         let second = policy.pfs[1]
         #expect(!second.holdVFDrivers)
         #expect(policy.desired(for: 5, under: second)?.featuresMask == [.version1, FeatureSet(bit: 5)])
-        #expect(policy.rule(address: PCIAddress3b, vendorID: 0x1af4, deviceID: 0x1042, subsystemVendorID: nil, subsystemID: nil, type: .block)?.position.line == 13)
+        #expect(policy.rule(for: FunctionIdentity(address: PCIAddress3b, vendorID: 0x1af4, deviceID: 0x1042, subsystemVendorID: nil, subsystemID: nil, type: .block))?.position.line == 13)
     }
 
     @Test(arguments: [
