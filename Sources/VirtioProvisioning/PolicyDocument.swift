@@ -353,6 +353,7 @@ struct PolicyReader {
         let start = position
         switch byte {
         case UInt8(ascii: "\""):
+            guard !bytes[index...].starts(with: "\"\"\"".utf8) else { throw fail("multi-line strings (\"\"\"...\"\"\") are not used in a policy.") }
             return .string(try basicString(), start)
         case UInt8(ascii: "'"):
             throw fail("a policy string is written in double quotes (\"...\"); literal strings ('...') are not used.")

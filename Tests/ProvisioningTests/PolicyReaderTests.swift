@@ -68,6 +68,7 @@ struct PolicyReaderTests {
         ("pf = []\n[[pf]]\n", 2, 1, "[[pf]]: 'pf' is already an array (line 1), not an array of tables."),
         ("[[pf.vf]]\nvfs = 1\n", 1, 1, "pf must be an array of tables: write [[pf]]."),
         ("[defaults]\non-failure = 'keep-unbound'\n", 2, 14, "literal strings ('...') are not used."),
+        ("[defaults]\non-failure = \"\"\"keep-unbound\"\"\"\n", 2, 14, "multi-line strings"),
         ("[defaults]\nmsix-vectors = 007\n", 2, 16, "a decimal number does not start with 0"),
         ("[defaults]\nmsix-vectors = 99999999999999999999\n", 2, 16, "the number is too large"),
         ("[defaults]\nmsix-vectors = 1__0\n", 2, 18, "'_' in a number must stand between two digits."),
