@@ -120,7 +120,8 @@ public struct MSIXResourceManager: AdminCommandHandler {
                 let now = try await manager.vectors(of: vf, driver: context.driver, timeout: context.timeout)
                 return PluginOutput(fields: [("vf", .int(vf)), ("vectors", .int(now))], summary: "VF \(vf): \(now) MSI-X vectors")
             },
-            PluginOperation(name: "pool", summary: "Print the PF's vector pool: total and available.", parameters: []) { context, _ in
+            PluginOperation(name: "pool", summary: "Print the PF's vector pool: total and available.", parameters: [],
+                            opcodes: [opcodeTable.msixPoolGet]) { context, _ in
                 let pool = try await manager.pool(driver: context.driver, timeout: context.timeout)
                 return PluginOutput(fields: [("total", .int(pool.total)), ("available", .int(pool.available)),
                                              ("perVFMaximum", .int(pool.perMemberMaximum)), ("perVFMinimum", .int(pool.perMemberMinimum))],

@@ -105,14 +105,19 @@ public struct PluginOperation: Sendable {
     /// Whether the operation runs against a PF (false: `virtio-admin parts show FILE`; its
     /// context's driver refuses every command).
     public var needsDevice: Bool
+    /// The opcodes this operation sends (`nil`: any of the plugin's). The registry checks
+    /// only these before running it, so an operation on the owner (self group) works while
+    /// the SR-IOV group is unavailable (VF Enable clear).
+    public var opcodes: [AdminOpcode]?
 
     public init(name: String, summary: String, parameters: [PluginParameter], commandName: String? = nil, needsDevice: Bool = true,
-                run: @escaping @Sendable (PluginContext, PluginArguments) async throws -> PluginOutput) {
+                opcodes: [AdminOpcode]? = nil, run: @escaping @Sendable (PluginContext, PluginArguments) async throws -> PluginOutput) {
         self.name = name
         self.summary = summary
         self.parameters = parameters
         self.commandName = commandName
         self.needsDevice = needsDevice
+        self.opcodes = opcodes
         self.run = run
     }
 }

@@ -68,8 +68,15 @@ public final class PluginRegistry: @unchecked Sendable {
         for group in plugin.groupTypes where context.driver.unavailability(of: group) != nil {
             do throws(AdminError) { try await context.driver.refreshGroup(group) } catch { unavailable = unavailable ?? error }
         }
-        if let unavailable, !Self.missingOpcodes(of: plugin, supported: context.driver.supported).isEmpty { throw unavailable }
-        try Self.check(plugin, against: context.driver)
+        // Only the opcodes this operation sends must be listed (all of the plugin's when it
+        // does not say).
+        let needed = op.opcodes.map { Set($0) }
+        let missing = Self.missingOpcodes(of: plugin, supported: context.driver.supported).filter { needed?.contains($0.0) ?? true }
+        if let unavailable, !missing.isEmpty { throw unavailable }
+        guard missing.isEmpty else {
+            throw PluginError.opcodesNotListed(plugin: plugin.name, device: context.driver.address,
+                                               missing: missing.map { "\($0.1) (\(hex($0.0.rawValue, width: 4)))" })
+        }
         return try await op.run(context, arguments)
     }
 }

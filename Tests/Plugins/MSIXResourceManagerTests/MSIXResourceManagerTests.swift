@@ -16,6 +16,19 @@ struct MSIXResourceManagerTests {
         return try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: configuration)
     }
 
+    /// With VF Enable clear the SR-IOV group is unavailable, but the pool is the owner's
+    /// (self group): `msix pool` works, `msix get` says why it cannot.
+    @Test func poolWorksOnAPFWithoutVFs() async throws {
+        var configuration = SimulatedDeviceConfiguration()
+        configuration.totalVFs = 4
+        configuration.numVFs = 0
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: configuration)
+        defer { group.shutDown() }
+        let pool = try await group.run("msix", "pool")
+        #expect(pool["total"] == .int(configuration.vfMSIXPool), "\(pool.summary)")
+        await #expect(throws: AdminError.self) { _ = try await group.run("msix", "get", ["vf": ["0"]]) }
+    }
+
     @Test func getSetAndPool() async throws {
         let group = try await group()
         defer { group.shutDown() }
