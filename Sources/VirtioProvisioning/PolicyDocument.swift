@@ -1,24 +1,6 @@
 import VirtioSpec
 
-/// The policy file read in one pass: the TOML subset a policy uses, parsed into tables whose
-/// every key and value knows its line and column. There is no other reader of the text (no
-/// pre-check, no second parser): what this does not accept is refused here, as
-/// `FILE:LINE:COLUMN: message`, and it never traps on any input (see `FuzzPolicy`).
-///
-///     document     = { blank | comment | header | keyvalue }      (lines end in LF or CRLF)
-///     header       = "[" key "]" | "[[" key "]]"
-///     keyvalue     = key "=" value
-///     key          = part { "." part }      part = bare | basic-string
-///     value        = basic-string | integer | boolean | array | inline-table
-///     basic-string = "\"" { char | \" | \\ | \n | \t | \r } "\""   (one line)
-///     integer      = [+|-] decimal | "0x" hex                        ('_' between digits)
-///     array        = "[" [ value { "," value } [","] ] "]"          (may span lines, with comments)
-///     inline-table = "{" [ keyvalue { "," keyvalue } ] "}"           (one line)
-///
-/// Outside comments a policy is printable ASCII (tab allowed; CR only before LF); comments may
-/// hold any text but control characters. Tables follow TOML's rules: a table is defined once, an
-/// inline table is closed, `[[x]]` appends to an array of tables and later headers and keys
-/// go into its latest element.
+/// A table of a policy file, with where each of its keys is written.
 final class PolicyTable {
     enum Origin {
         /// The document itself.
@@ -110,7 +92,25 @@ enum PolicyValue {
     }
 }
 
-/// The one-pass reader of a policy file (see `PolicyTable` for the grammar).
+/// The policy file read in one pass: the TOML subset a policy uses, parsed into tables whose
+/// every key and value knows its line and column. There is no other reader of the text (no
+/// pre-check, no second parser): what this does not accept is refused here, as
+/// `FILE:LINE:COLUMN: message`, and it never traps on any input (see `FuzzPolicy`).
+///
+///     document     = { blank | comment | header | keyvalue }      (lines end in LF or CRLF)
+///     header       = "[" key "]" | "[[" key "]]"
+///     keyvalue     = key "=" value
+///     key          = part { "." part }      part = bare | basic-string
+///     value        = basic-string | integer | boolean | array | inline-table
+///     basic-string = "\"" { char | \" | \\ | \n | \t | \r } "\""   (one line)
+///     integer      = [+|-] decimal | "0x" hex                        ('_' between digits)
+///     array        = "[" [ value { "," value } [","] ] "]"          (may span lines, with comments)
+///     inline-table = "{" [ keyvalue { "," keyvalue } ] "}"           (one line)
+///
+/// Outside comments a policy is printable ASCII (tab allowed; CR only before LF); comments may
+/// hold any text but control characters. Tables follow TOML's rules: a table is defined once, an
+/// inline table is closed, `[[x]]` appends to an array of tables and later headers and keys
+/// go into its latest element.
 struct PolicyReader {
     private let bytes: [UInt8]
     private let file: String

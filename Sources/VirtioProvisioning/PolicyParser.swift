@@ -69,91 +69,94 @@ extension ProvisioningPolicy {
             return result
         }
 
+        /// `hold-vf-drivers` of `table`, or `inherited` when it does not say.
+        func holdFlag(_ table: PolicyTable, inherited: Bool) throws(PolicyError) -> Bool {
+            guard let value = table["hold-vf-drivers"] else { return inherited }
+            guard let flag = value.bool else { throw fail(table, "hold-vf-drivers", "hold-vf-drivers must be true or false.") }
+            return flag
+        }
+        /// The tables of the array of tables `key` in `table` (written `[[header]]`).
+        func elements(_ table: PolicyTable, _ key: String, header: String) throws(PolicyError) -> [PolicyTable] {
+            guard let value = table[key] else { return [] }
+            guard let array = value.array else { throw fail(table, key, "\(key) must be an array of tables: write [[\(header)]].") }
+            var tables: [PolicyTable] = []
+            for item in array {
+                guard let element = item.table else { throw PolicyError(file: file, position: item.position, message: "each [[\(header)]] must be a table.") }
+                tables.append(element)
+            }
+            return tables
+        }
+
         var defaults = DesiredResources()
         var holdVFDrivers = true
         if let value = table["defaults"] {
             guard let defaultsTable = value.table else { throw fail(table, "defaults", "[defaults] must be a table.") }
             try checkKeys(defaultsTable, allowed: Self.defaultKeys, path: "defaults")
             defaults = try resources(defaultsTable, type: nil, inherited: .bindAnyway)
-            if let hold = defaultsTable["hold-vf-drivers"] {
-                guard let flag = hold.bool else { throw fail(defaultsTable, "hold-vf-drivers", "hold-vf-drivers must be true or false.") }
-                holdVFDrivers = flag
-            }
+            holdVFDrivers = try holdFlag(defaultsTable, inherited: holdVFDrivers)
         }
 
         var rules: [PFRule] = []
-        if let value = table["pf"] {
-            guard let array = value.array else { throw fail(table, "pf", "pf must be an array of tables: write [[pf]].") }
-            for (index, item) in array.enumerated() {
-                let path = "pf[\(index)]"
-                guard let pf = item.table else { throw PolicyError(file: file, position: item.position, message: "each [[pf]] must be a table.") }
-                try checkKeys(pf, allowed: Self.pfKeys, path: path)
-                guard let matchTable = pf["match"]?.table else { throw fail(pf, "[[pf]] needs match = { … } (address, vendor, device, subsystem-vendor, subsystem-device or type).") }
-                try checkKeys(matchTable, allowed: Self.matchKeys, path: path + ".match")
-                var match = PFMatch()
-                func hexID(_ key: String) throws(PolicyError) -> UInt16? {
-                    guard let value = matchTable[key] else { return nil }
-                    let number: Int?
-                    if let int = value.int { number = int } else if let text = value.string {
-                        number = text.lowercased().hasPrefix("0x") ? Int(text.dropFirst(2), radix: 16) : Int(text, radix: 16)
-                    } else { number = nil }
-                    guard let number, (0...0xffff).contains(number) else {
-                        throw fail(matchTable, key, "\(key) must be a 16-bit id such as \"0x1af4\".")
-                    }
-                    return UInt16(number)
+        for (index, pf) in try elements(table, "pf", header: "pf").enumerated() {
+            let path = "pf[\(index)]"
+            try checkKeys(pf, allowed: Self.pfKeys, path: path)
+            guard let matchTable = pf["match"]?.table else { throw fail(pf, "[[pf]] needs match = { … } (address, vendor, device, subsystem-vendor, subsystem-device or type).") }
+            try checkKeys(matchTable, allowed: Self.matchKeys, path: path + ".match")
+            var match = PFMatch()
+            func hexID(_ key: String) throws(PolicyError) -> UInt16? {
+                guard let value = matchTable[key] else { return nil }
+                let number: Int?
+                if let int = value.int { number = int } else if let text = value.string {
+                    number = text.lowercased().hasPrefix("0x") ? Int(text.dropFirst(2), radix: 16) : Int(text, radix: 16)
+                } else { number = nil }
+                guard let number, (0...0xffff).contains(number) else {
+                    throw fail(matchTable, key, "\(key) must be a 16-bit id such as \"0x1af4\".")
                 }
-                if let value = matchTable["address"] {
-                    guard let text = value.string, let address = PCIAddress(text) else {
-                        throw fail(matchTable, "address", "address must be a PCI address such as \"0000:3b:00.0\".")
-                    }
-                    match.address = address
-                }
-                match.vendorID = try hexID("vendor")
-                match.deviceID = try hexID("device")
-                match.subsystemVendorID = try hexID("subsystem-vendor")
-                match.subsystemID = try hexID("subsystem-device")
-                if let value = matchTable["type"] {
-                    guard let text = value.string, let type = VirtioDeviceType(name: text) else {
-                        throw fail(matchTable, "type", "type must be a virtio device type name such as \"net\" or \"block\".")
-                    }
-                    match.type = type
-                }
-                guard matchTable.keys.count > 0 else { throw fail(pf, "match", "match must name at least one of \(Self.matchKeys.sorted().joined(separator: ", ")).") }
-                if let earlier = rules.first(where: { $0.match == match }) {
-                    throw fail(pf, "match", "duplicate match: the [[pf]] at line \(earlier.position.line) already matches \(match).")
-                }
-                var hold = holdVFDrivers
-                if let value = pf["hold-vf-drivers"] {
-                    guard let flag = value.bool else { throw fail(pf, "hold-vf-drivers", "hold-vf-drivers must be true or false.") }
-                    hold = flag
-                }
-                var vfRules: [VFRule] = []
-                if let vfValue = pf["vf"] {
-                    guard let vfArray = vfValue.array else { throw fail(pf, "vf", "vf must be an array of tables: write [[pf.vf]].") }
-                    for (vfIndex, vfItem) in vfArray.enumerated() {
-                        let vfPath = "\(path).vf[\(vfIndex)]"
-                        guard let vfTable = vfItem.table else { throw PolicyError(file: file, position: vfItem.position, message: "each [[pf.vf]] must be a table.") }
-                        try checkKeys(vfTable, allowed: Self.vfKeys, path: vfPath)
-                        let selection: VFSelection
-                        if let value = vfTable["vfs"] {
-                            if let number = value.int, number >= 0 { selection = .ranges([number...number]) } else if let text = value.string, let parsed = VFSelection(text) {
-                                selection = parsed
-                            } else {
-                                throw fail(vfTable, "vfs", "vfs must be \"all\", a VF index, or ranges such as \"0-3,8\".")
-                            }
-                        } else {
-                            selection = .all
-                        }
-                        let position = vfTable.keyPosition("vfs") ?? vfTable.position
-                        if let overlapping = vfRules.first(where: { $0.vfs.overlaps(selection) }) {
-                            throw fail(vfTable, "vfs", "vfs \(selection) overlaps vfs \(overlapping.vfs) at line \(overlapping.position.line).")
-                        }
-                        vfRules.append(VFRule(vfs: selection, resources: try resources(vfTable, type: match.type, inherited: defaults.onFailure),
-                                              position: position))
-                    }
-                }
-                rules.append(PFRule(match: match, vfRules: vfRules, holdVFDrivers: hold, position: pf.keyPosition("match") ?? pf.position))
+                return UInt16(number)
             }
+            if let value = matchTable["address"] {
+                guard let text = value.string, let address = PCIAddress(text) else {
+                    throw fail(matchTable, "address", "address must be a PCI address such as \"0000:3b:00.0\".")
+                }
+                match.address = address
+            }
+            match.vendorID = try hexID("vendor")
+            match.deviceID = try hexID("device")
+            match.subsystemVendorID = try hexID("subsystem-vendor")
+            match.subsystemID = try hexID("subsystem-device")
+            if let value = matchTable["type"] {
+                guard let text = value.string, let type = VirtioDeviceType(name: text) else {
+                    throw fail(matchTable, "type", "type must be a virtio device type name such as \"net\" or \"block\".")
+                }
+                match.type = type
+            }
+            guard matchTable.keys.count > 0 else { throw fail(pf, "match", "match must name at least one of \(Self.matchKeys.sorted().joined(separator: ", ")).") }
+            if let earlier = rules.first(where: { $0.match == match }) {
+                throw fail(pf, "match", "duplicate match: the [[pf]] at line \(earlier.position.line) already matches \(match).")
+            }
+            let hold = try holdFlag(pf, inherited: holdVFDrivers)
+            var vfRules: [VFRule] = []
+            for (vfIndex, vfTable) in try elements(pf, "vf", header: "pf.vf").enumerated() {
+                let vfPath = "\(path).vf[\(vfIndex)]"
+                try checkKeys(vfTable, allowed: Self.vfKeys, path: vfPath)
+                let selection: VFSelection
+                if let value = vfTable["vfs"] {
+                    if let number = value.int, number >= 0 { selection = .ranges([number...number]) } else if let text = value.string, let parsed = VFSelection(text) {
+                        selection = parsed
+                    } else {
+                        throw fail(vfTable, "vfs", "vfs must be \"all\", a VF index, or ranges such as \"0-3,8\".")
+                    }
+                } else {
+                    selection = .all
+                }
+                let position = vfTable.keyPosition("vfs") ?? vfTable.position
+                if let overlapping = vfRules.first(where: { $0.vfs.overlaps(selection) }) {
+                    throw fail(vfTable, "vfs", "vfs \(selection) overlaps vfs \(overlapping.vfs) at line \(overlapping.position.line).")
+                }
+                vfRules.append(VFRule(vfs: selection, resources: try resources(vfTable, type: match.type, inherited: defaults.onFailure),
+                                      position: position))
+            }
+            rules.append(PFRule(match: match, vfRules: vfRules, holdVFDrivers: hold, position: pf.keyPosition("match") ?? pf.position))
         }
         self.init(defaults: defaults, holdVFDrivers: holdVFDrivers, pfs: rules)
     }
