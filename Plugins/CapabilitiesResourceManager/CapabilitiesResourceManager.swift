@@ -136,7 +136,9 @@ public struct CapabilitiesResourceManager: AdminCommandHandler {
     public static func handshake(driver: some AdminCommandRunner, wanted: DevicePartsCapability? = nil,
                                  timeout: Duration? = nil) async throws(AdminError) -> CapabilityHandshake? {
         let needed = [CapabilityLayout.capIDListQuery, CapabilityLayout.deviceCapGet, CapabilityLayout.driverCapSet]
-        guard needed.allSatisfy(driver.inUse.contains) else { return nil }
+        // The capability commands belong to the self group: enabled there, not merely anywhere.
+        let selfGroup = driver.inUse(in: .selfGroup)
+        guard needed.allSatisfy(selfGroup.contains) else { return nil }
         let ids = try await capabilityIDs(driver: driver, timeout: timeout)
         var handshake = CapabilityHandshake(capabilityIDs: ids)
         guard ids.contains(CapabilityID.deviceParts) else { return handshake }

@@ -49,11 +49,15 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
         return Int(result.readLE(UInt32.self, at: 0))
     }
 
-    /// DEV_PARTS_GET ALL into a buffer of `size` bytes.
+    /// DEV_PARTS_GET ALL into a buffer of `size` bytes (METADATA_GET's SIZE is the most the
+    /// parts can take): only the bytes the device wrote are parts, never the zero-filled rest.
     public static func allParts(_ object: ResourceObjectAddress, size: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> [UInt8] {
         var data = object.header + [UInt8](repeating: 0, count: 8)
         data[DevicePartsLayout.getType] = DevicePartsLayout.getAll
-        return try await driver.run(AdminCommand(opcode: DevicePartsLayout.partsGet, member: object.member, data: data, resultLength: size), timeout: timeout)
+        let command = AdminCommand(opcode: DevicePartsLayout.partsGet, member: object.member, data: data, resultLength: size)
+        let response = try await driver.submit(command, timeout: timeout)
+        let result = try driver.checkedResult(of: command, response: response, minimumResult: 0)
+        return Array(result.prefix(response.resultBytesWritten))
     }
 
     /// DEV_PARTS_SET of parts (as GET returned them).

@@ -72,7 +72,8 @@ public struct LegacyAccessResourceManager: AdminCommandHandler {
     public var groupTypes: [AdminGroupType] { [.srIOV] }
     public var opcodes: [(AdminOpcode, String)] {
         [(LegacyAccessLayout.commonCfgWrite, "LEGACY_COMMON_CFG_WRITE"), (LegacyAccessLayout.commonCfgRead, "LEGACY_COMMON_CFG_READ"),
-         (LegacyAccessLayout.devCfgWrite, "LEGACY_DEV_CFG_WRITE"), (LegacyAccessLayout.devCfgRead, "LEGACY_DEV_CFG_READ")]
+         (LegacyAccessLayout.devCfgWrite, "LEGACY_DEV_CFG_WRITE"), (LegacyAccessLayout.devCfgRead, "LEGACY_DEV_CFG_READ"),
+         (LegacyAccessLayout.notifyInfo, "LEGACY_NOTIFY_INFO")]
     }
 
     /// Reads `width` bytes at `offset` (common or device-specific configuration).
@@ -132,8 +133,10 @@ public struct LegacyAccessResourceManager: AdminCommandHandler {
                               PluginParameter("offset", .integer, help: common ? "Legacy common-config offset (0–23)." : "Offset in device config.")]
             parameters.append(PluginParameter("width", .integer, required: !common, help: "Bytes (1, 2 or 4); common config: the field's width."))
             if write { parameters.append(PluginParameter("value", .integer, help: "Value to write (little-endian).")) }
+            let opcode = common ? (write ? LegacyAccessLayout.commonCfgWrite : LegacyAccessLayout.commonCfgRead)
+                : (write ? LegacyAccessLayout.devCfgWrite : LegacyAccessLayout.devCfgRead)
             return PluginOperation(name: operation, summary: "\(write ? "Write" : "Read") a VF's legacy \(common ? "common" : "device") configuration field.",
-                                   parameters: parameters) { context, arguments in
+                                   parameters: parameters, opcodes: [opcode]) { context, arguments in
                 let (vf, member) = try arguments.member(context, plugin: plugin)
                 let offset = try arguments.integer("offset", in: 0...255, plugin: plugin)
                 let width = try Self.check(common: common, offset: offset,
@@ -167,7 +170,8 @@ public struct LegacyAccessResourceManager: AdminCommandHandler {
             access("read-common", common: true, write: false), access("write-common", common: true, write: true),
             access("read-device", common: false, write: false), access("write-device", common: false, write: true),
             PluginOperation(name: "notify-info", summary: "Where to write legacy queue notifications (LEGACY_NOTIFY_INFO).",
-                            parameters: [PluginParameter("vf", .vf, help: "VF index (0-based).")]) { context, arguments in
+                            parameters: [PluginParameter("vf", .vf, help: "VF index (0-based).")],
+                            opcodes: [LegacyAccessLayout.notifyInfo]) { context, arguments in
                 let (vf, member) = try arguments.member(context, plugin: plugin)
                 guard context.driver.supported.contains(LegacyAccessLayout.notifyInfo) else {
                     throw PluginError.refused(plugin: plugin, message: "\(context.driver.address) does not list LEGACY_NOTIFY_INFO (0x0006) in LIST_QUERY.")

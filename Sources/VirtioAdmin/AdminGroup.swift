@@ -46,6 +46,10 @@ public final class AdminGroup: @unchecked Sendable {
     var numVFsNow = 0
     var closed = false
     var recoveries = 0
+    var handshakeFailure: AdminError?
+
+    /// Why the capability handshake after bring-up failed, if it did (the queue is open all the same).
+    public var handshakeError: AdminError? { lock.withLock { handshakeFailure } }
 
     /// Opens the PF's admin queue through `opener`.
     public static func open(opener: any PFOpener, registry: PluginRegistry, options: Options = Options()) async throws(VirtioAdminError) -> AdminGroup {
@@ -80,11 +84,15 @@ public final class AdminGroup: @unchecked Sendable {
             do {
                 driver = try await AdminQueueDriver.open(transport: transport, allocator: access.allocator, options: driverOptions,
                                                          opcodeNames: registry.opcodeNames.merging(options.opcodeNames) { plugin, _ in plugin }, trace: options.trace)
-                // As Linux does after LIST_QUERY/LIST_USE: the capability handshake, when the device lists it.
-                _ = try await CapabilitiesResourceManager.handshake(driver: driver)
             } catch { throw VirtioAdminError.admin(error) }
             let group = AdminGroup(opener: opener, registry: registry, options: options, access: access, driver: driver, sysfs: sysfs)
             group.update(from: pf)
+            // As Linux does after LIST_QUERY/LIST_USE: the capability handshake, when the
+            // device lists it in the self group. Like Linux, a refused handshake does not
+            // fail the open: it is kept for the caller to report (``handshakeError``).
+            do throws(AdminError) { _ = try await CapabilitiesResourceManager.handshake(driver: driver) } catch {
+                group.lock.withLock { group.handshakeFailure = error }
+            }
             return group
         } catch let error as VirtioAdminError {
             opener.release()
@@ -144,11 +152,14 @@ public final class AdminGroup: @unchecked Sendable {
     @discardableResult
     public func recoverIfNeeded() async throws(VirtioAdminError) -> Bool {
         guard driver.isFailed else { return false }
-        do {
-            try await driver.reinitialize()
-            _ = try await CapabilitiesResourceManager.handshake(driver: driver)  // a reset cleared the driver's capabilities
-        } catch { throw .admin(error) }
-        lock.withLock { recoveries += 1 }
+        do { try await driver.reinitialize() } catch { throw .admin(error) }
+        // A reset cleared the driver's capabilities: the handshake again (kept, not thrown, as at open).
+        var failure: AdminError?
+        do throws(AdminError) { _ = try await CapabilitiesResourceManager.handshake(driver: driver) } catch { failure = error }
+        lock.withLock {
+            recoveries += 1
+            handshakeFailure = failure
+        }
         return true
     }
 

@@ -350,6 +350,7 @@ actor PFWorker {
         options.lockWait = service.options.keepOpen ? .seconds(30) : nil
         let opened = try await AdminGroup.open(opener: service.opener(pf), registry: service.registry(), options: options)
         if service.options.keepOpen { service.logger.info("opened the admin queue of PF \(pf) (kept open)", metadata: ["mode": "\(opened.access.mode)"]) }
+        if let error = opened.handshakeError { service.logger.warning("PF \(pf): the capability handshake after bring-up failed (the queue is open all the same): \(error)") }
         group = opened
         return opened
     }

@@ -91,7 +91,12 @@ func withAdminSession<T>(pf text: String, options: AdminOptions, _ body: (AdminG
     let pf = try parseAddress(text)
     let registry = try makeRegistry(options)
     do {
-        return try await AdminGroup.with(opener: options.opener(pf), registry: registry, options: options.groupOptions, body)
+        return try await AdminGroup.with(opener: options.opener(pf), registry: registry, options: options.groupOptions) { group in
+            if let error = group.handshakeError {
+                FileHandle.standardError.write(Data("virtio-admin: warning: the capability handshake after bring-up failed (the queue is open all the same): \(error)\n".utf8))
+            }
+            return try await body(group)
+        }
     } catch let error as VirtioAdminError {
         var text = error.description
         if case .vfsInUse = error { text += " (Or pass --force.)" }

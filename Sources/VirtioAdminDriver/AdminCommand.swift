@@ -83,8 +83,10 @@ public protocol AdminCommandRunner: Sendable {
     var address: PCIAddress { get }
     /// Opcodes the device listed in LIST_QUERY.
     var supported: AdminOpcodeBitmap { get }
-    /// Opcodes enabled with LIST_USE.
+    /// Opcodes enabled with LIST_USE (over every group).
     var inUse: AdminOpcodeBitmap { get }
+    /// Opcodes enabled with LIST_USE in group `group` (default: ``inUse``).
+    func inUse(in group: AdminGroupType) -> AdminOpcodeBitmap
     /// The spec or plugin name of an opcode.
     func name(of opcode: AdminOpcode) -> String
     /// Sends a command and returns the device's answer, whatever its status.
@@ -98,6 +100,7 @@ public protocol AdminCommandRunner: Sendable {
 }
 
 extension AdminCommandRunner {
+    public func inUse(in group: AdminGroupType) -> AdminOpcodeBitmap { inUse }
     public func unavailability(of group: AdminGroupType) -> AdminError? { nil }
     public func refreshGroup(_ group: AdminGroupType) async throws(AdminError) {}
 

@@ -174,13 +174,14 @@ public final class VFIODevice: @unchecked Sendable {
     }
 
     /// `count` eventfds; if one cannot be made, those already made are closed (none leak).
-    static func makeEventFDs(count: Int, address: PCIAddress?, make: () -> Int32 = { cvfio_eventfd() }) throws(DeviceAccessError) -> [Int32] {
+    static func makeEventFDs(count: Int, address: PCIAddress?, make: () -> Int32 = { cvfio_eventfd() },
+                             release: (Int32) -> Void = { _ = close($0) }) throws(DeviceAccessError) -> [Int32] {
         var fds: [Int32] = []
         for _ in 0..<count {
             let fd = make()
             guard fd >= 0 else {
                 let saved = errno
-                fds.forEach { close($0) }
+                fds.forEach(release)
                 throw .system(address: address, SystemCallError(call: "eventfd", path: "", errno: saved))
             }
             fds.append(fd)

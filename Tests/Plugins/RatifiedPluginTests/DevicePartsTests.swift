@@ -1,4 +1,5 @@
 import DevicePartsResourceManager
+import PCIConfig
 import ResourceManager
 import ResourceObjectsResourceManager
 import Testing
@@ -281,4 +282,26 @@ struct DevicePartsTests {
             _ = try DevicePartsFile(decoding: cut, path: "x")
         }
     }
+}
+
+/// A device that answers DEV_PARTS_GET with fewer bytes than METADATA_GET's SIZE (the spec
+/// makes SIZE a maximum): the driver zero-fills the rest, which must not be read as parts.
+struct ShortPartsDevice: AdminCommandRunner {
+    let written: [UInt8]
+    var address: PCIAddress { PCIAddress(domain: 0, bus: 0x3b, device: 0, function: 0) }
+    var supported: AdminOpcodeBitmap { AdminOpcodeBitmap(opcodes: [AdminOpcode(0xf)]) }
+    var inUse: AdminOpcodeBitmap { supported }
+    func name(of opcode: AdminOpcode) -> String { opcode.specName }
+    func submit(_ command: AdminCommand, timeout: Duration?) async throws(AdminError) -> AdminResponse {
+        AdminResponse(status: .ok, qualifier: AdminStatusQualifier(rawValue: 0),
+                      result: written + [UInt8](repeating: 0, count: command.resultLength - written.count), resultBytesWritten: written.count)
+    }
+}
+
+@Test func partsAreOnlyTheBytesTheDeviceWrote() async throws {
+    // Any 20 bytes: what matters is that the 236 zero-filled bytes after them are dropped.
+    let written: [UInt8] = Array(1...20)
+    let object = ResourceObjectAddress(type: 0x200, id: 1, member: GroupMemberID(vfIndex: 0))
+    let parts = try await DevicePartsResourceManager.allParts(object, size: 256, driver: ShortPartsDevice(written: written))
+    #expect(parts == written)
 }

@@ -76,7 +76,7 @@ struct LegacyAccessTests {
     @Test func notifyInfoIsNotListedByTheModelAndSaysSo() async throws {
         let group = try await ratifiedGroup()
         defer { group.shutDown() }
-        await #expect(throws: PluginError.refused(plugin: "legacy", message: "0000:3b:00.0 does not list LEGACY_NOTIFY_INFO (0x0006) in LIST_QUERY.")) {
+        await #expect(throws: PluginError.opcodesNotListed(plugin: "legacy", device: group.driver.address, missing: ["LEGACY_NOTIFY_INFO (0x0006)"])) {
             _ = try await group.run("legacy", "notify-info", ["vf": ["0"]])
         }
     }
