@@ -110,8 +110,7 @@ public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
     }
 
     public func lock(wait: Duration?) async throws(VirtioAdminError) {
-        let directory = String(lockFile.path[..<(lockFile.path.lastIndex(of: "/") ?? lockFile.path.endIndex)])
-        if !directory.isEmpty { mkdir(directory, 0o700) }
+        makeParentDirectory(of: lockFile.path, mode: 0o700)
         try await lockFile.lock(wait: wait, pf: address)
     }
 
@@ -217,6 +216,12 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         device = nil
         lockFile.unlock()
     }
+}
+
+/// Makes the directory `path` lies in (one level, as /run/virtio-admin), if it is missing.
+func makeParentDirectory(of path: String, mode: mode_t) {
+    guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
+    mkdir(String(path[..<slash]), mode)
 }
 
 /// Writes a short text file in place (sysfs attributes take one write).

@@ -44,7 +44,7 @@ public enum ServiceSocket {
 
     /// Binds and listens on `path` (mode 0600, its directory created).
     public static func listen(at path: String) throws(VirtioAdminError) -> Int32 {
-        if let slash = path.lastIndex(of: "/"), slash != path.startIndex { mkdir(String(path[..<slash]), 0o700) }
+        makeParentDirectory(of: path, mode: 0o700)
         unlink(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw .transport(pf: .init(domain: 0, bus: 0, device: 0, function: 0), "socket() failed: \(systemErrorText(errno)).") }
@@ -137,7 +137,7 @@ extension ProvisioningService {
             }
         }
         if monitor != nil, let readyFile {
-            if let slash = readyFile.lastIndex(of: "/"), slash != readyFile.startIndex { mkdir(String(readyFile[..<slash]), 0o755) }
+            makeParentDirectory(of: readyFile, mode: 0o755)
             let code = writeSmallFile(readyFile, "\(getpid())\n", create: true)
             if code != 0 { logger.warning("cannot write \(readyFile): \(systemErrorText(code)); the udev rule will still run helpers for VF events") }
         }
