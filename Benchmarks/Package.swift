@@ -22,6 +22,7 @@ let package = Package(
             .product(name: "VirtioAdmin", package: "VirtioAdmin"),
             .product(name: "VirtioProvisioning", package: "VirtioAdmin"),
             .product(name: "ResourceManager", package: "VirtioAdmin"),
+            .product(name: "PCIConfig", package: "VirtioAdmin"),
         ]),
         .executableTarget(name: "ratios", dependencies: ["BenchmarkSupport"]),
         .executableTarget(

@@ -1,3 +1,4 @@
+import PCIConfig
 import ResourceManager
 import VirtioAdmin
 import VirtioProvisioning
@@ -252,28 +253,9 @@ func readAll(_ path: String) throws -> [UInt8] {
 
 /// One VF add event to the service (blocking until its answer).
 func sendServiceEvent(_ path: String, vf: Int) -> Bool {
-    let routing = 0x3b00 + 1 + vf
-    let address = "0000:" + hex2(routing >> 8) + ":" + hex2((routing >> 3) & 0x1f) + "." + String(routing & 7)
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    var socketAddress = sockaddr_un()
-    socketAddress.sun_family = sa_family_t(AF_UNIX)
-    withUnsafeMutableBytes(of: &socketAddress.sun_path) { buffer in for (index, byte) in path.utf8.enumerated() { buffer[index] = byte } }
-    let connected = withUnsafePointer(to: &socketAddress) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-    }
-    guard connected == 0 else { return false }
-    let line = "ACTION=add SUBSYSTEM=pci DEVPATH=/devices/pci0000:00/\(address) PCI_SLOT_NAME=\(address)\n"
-    _ = line.withCString { write(fd, $0, strlen($0)) }
-    var buffer = [UInt8](repeating: 0, count: 512)
-    let got = read(fd, &buffer, buffer.count)
-    return got > 3 && buffer[0] == UInt8(ascii: "o")
-}
-
-func hex2(_ value: Int) -> String {
-    let text = String(value, radix: 16)
-    return text.count == 1 ? "0" + text : text
+    let address = PCIAddress(domain: 0, routingID: UInt16(0x3b00 + 1 + vf)).description
+    guard let event = try? UdevEvent(environment: ["ACTION": "add", "SUBSYSTEM": "pci", "DEVPATH": "/devices/pci0000:00/\(address)"]) else { return false }
+    return ServiceSocket.send(event, to: path)?.hasPrefix("ok ") == true
 }
 
 /// Runs `body(0..<count)` on `count` threads at once and waits for all of them.

@@ -105,7 +105,7 @@ if only.contains("p4") {
                 defer { fclose(file) }
                 var value = 0
                 var buffer = [CChar](repeating: 0, count: 64)
-                if fgets(&buffer, 64, file) != nil { value = Int(String(cString: buffer).filter(\.isNumber)) ?? 0 }
+                if fgets(&buffer, 64, file) != nil { value = Int(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).filter(\.isNumber)) ?? 0 }
                 return value
             }
             helperRSS = readKiB(directory + "/rss-helper")
