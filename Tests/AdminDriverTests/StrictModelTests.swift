@@ -13,6 +13,19 @@ import VirtioLock
 /// spec), and the driver fixes each rule forces. Byte values and statuses are the fact
 /// sheet's (ratified-admin-commands.md §2.0, §2.1, §3), written out literally.
 struct StrictModelTests {
+    /// The default device model with its admin queue open and every command's bytes recorded.
+    func tracedDriver() async throws -> (SimulatedSRIOVDevice, AdminQueueDriver, Trace) {
+        let trace = Trace()
+        let device = SimulatedSRIOVDevice()
+        let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
+        do {
+            return (device, try await AdminQueueDriver.open(transport: transport, allocator: device.memory, trace: trace.record), trace)
+        } catch {
+            device.stop()
+            throw error
+        }
+    }
+
     static func configuration(numVFs: Int = 8) -> SimulatedDeviceConfiguration {
         var configuration = SimulatedDeviceConfiguration()
         configuration.numVFs = numVFs
@@ -130,12 +143,8 @@ struct StrictModelTests {
     }
 
     @Test func msixPoolGetIsASelfGroupCommandForMemberZero() async throws {
-        let trace = Trace()
-        let device = SimulatedSRIOVDevice()
-        defer { device.stop() }
-        let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
-        let driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, trace: trace.record)
-        defer { driver.close() }
+        let (device, driver, trace) = try await tracedDriver()
+        defer { driver.close(); device.stop() }
         _ = try await MSIXResourceManager().pool(driver: driver)
         let sent = try #require(trace.lock.withLock { trace.sent.last })
         #expect(sent == [0x42, 0x00, 0x00, 0x00] + [UInt8](repeating: 0, count: 20), "opcode 0x42, group_type 0 (self), member 0")
@@ -218,12 +227,8 @@ struct StrictModelTests {
     }
 
     @Test func driverPadsPartsToMultiplesOf8() async throws {
-        let trace = Trace()
-        let device = SimulatedSRIOVDevice()
-        defer { device.stop() }
-        let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
-        let driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, trace: trace.record)
-        defer { driver.close() }
+        let (device, driver, trace) = try await tracedDriver()
+        defer { driver.close(); device.stop() }
         // MAC_SET with 6 data bytes and a result of 2 bytes: 30 → 32 readable, 10 → 16 writable.
         let response = try await driver.submit(AdminCommand(opcode: AdminOpcode(0x51), member: GroupMemberID(rawValue: 1),
                                                             data: [0x02, 0, 0, 0, 0, 0x07], resultLength: 2))
@@ -235,12 +240,8 @@ struct StrictModelTests {
     }
 
     @Test func legacyConfigAccessesKeepTheirLengths() async throws {
-        let trace = Trace()
-        let device = SimulatedSRIOVDevice()
-        defer { device.stop() }
-        let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
-        let driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, trace: trace.record)
-        defer { driver.close() }
+        let (device, driver, trace) = try await tracedDriver()
+        defer { driver.close(); device.stop() }
         // LEGACY_COMMON_CFG_READ (0x3): 1 byte of data (the offset), whose length carries
         // meaning (fact sheet A5): 25 bytes go out, not 32. The model implements it: one byte
         // back, VF 0's legacy device status (offset 18).

@@ -194,12 +194,7 @@ struct DevicePartsTests {
         let group = try await ratifiedGroup()
         defer { group.shutDown() }
         let device = group.device
-        let transport = try ModernPCITransport(config: device.vfConfigSpace(6), bars: [0: device.vfBAR(6)])
-        _ = try transport.negotiate(required: [.version1])
-        let queue = try SplitVirtqueue(size: 16, allocator: device.memory, eventIndex: false)
-        let notifier = try transport.setUpQueue(0, size: 16, descriptorArea: queue.descriptorArea, driverArea: queue.driverArea, deviceArea: queue.deviceArea)
-        try transport.driverOK()
-        let buffers = try device.memory.allocate(length: 4096, alignment: 4096)
+        let (queue, notifier, buffers) = try drivenQueue(of: device, vf: 6)
         buffers.bytes[0] = 0x5a
         _ = try await group.run("parts", "mode", ["vf": ["6"], "state": ["stop"]])
         _ = try queue.add(readable: [DMABuffer(address: buffers.deviceAddress(at: 0), length: 1)],
@@ -219,12 +214,7 @@ struct DevicePartsTests {
         let group = try await ratifiedGroup()
         defer { group.shutDown() }
         let device = group.device
-        let transport = try ModernPCITransport(config: device.vfConfigSpace(6), bars: [0: device.vfBAR(6)])
-        _ = try transport.negotiate(required: [.version1])
-        let queue = try SplitVirtqueue(size: 16, allocator: device.memory, eventIndex: false)
-        let notifier = try transport.setUpQueue(0, size: 16, descriptorArea: queue.descriptorArea, driverArea: queue.driverArea, deviceArea: queue.deviceArea)
-        try transport.driverOK()
-        let buffers = try device.memory.allocate(length: 4096, alignment: 4096)
+        let (queue, notifier, buffers) = try drivenQueue(of: device, vf: 6)
         func request(_ value: UInt8, notify: () -> Void) throws -> [UInt8] {
             buffers.bytes[0] = value
             _ = try queue.add(readable: [DMABuffer(address: buffers.deviceAddress(at: 0), length: 1)],
@@ -282,6 +272,17 @@ struct DevicePartsTests {
             _ = try DevicePartsFile(decoding: cut, path: "x")
         }
     }
+}
+
+/// VF `vf` driven as its own driver would: VERSION_1, queue 0 (16 entries) set up, DRIVER_OK,
+/// and a page of buffers.
+func drivenQueue(of device: SimulatedSRIOVDevice, vf: Int) throws -> (SplitVirtqueue, QueueNotifier, DMARegion) {
+    let transport = try ModernPCITransport(config: device.vfConfigSpace(vf), bars: [0: device.vfBAR(vf)])
+    _ = try transport.negotiate(required: [.version1])
+    let queue = try SplitVirtqueue(size: 16, allocator: device.memory, eventIndex: false)
+    let notifier = try transport.setUpQueue(0, size: 16, descriptorArea: queue.descriptorArea, driverArea: queue.driverArea, deviceArea: queue.deviceArea)
+    try transport.driverOK()
+    return (queue, notifier, try device.memory.allocate(length: 4096, alignment: 4096))
 }
 
 /// A device that answers DEV_PARTS_GET with fewer bytes than METADATA_GET's SIZE (the spec
