@@ -4,29 +4,29 @@ import VirtioSpec
 
 /// Layouts of the capability commands (virtio 1.4 §2.12.1.3, fact sheet §2.3 and §3). All
 /// of them go to the **self group** (group type 0) with member id 0 [caps:73-74,127-128,163-164].
-public enum CapabilityLayout {
-    public static let capIDListQuery = AdminOpcode(0x7)
-    public static let deviceCapGet = AdminOpcode(0x8)
-    public static let driverCapSet = AdminOpcode(0x9)
+package enum CapabilityLayout {
+    package static let capIDListQuery = AdminOpcode(0x7)
+    package static let deviceCapGet = AdminOpcode(0x8)
+    package static let driverCapSet = AdminOpcode(0x9)
     /// DEVICE_CAP_GET data: `id` le16 @0, reserved[6] (8 bytes) [caps:134-137].
-    public static let capGetDataSize = 8
+    package static let capGetDataSize = 8
     /// DRIVER_CAP_SET data: `id` le16 @0, reserved[6], cap_specific_data @8 [caps:169-173].
-    public static let capSetSpecificData = 8
+    package static let capSetSpecificData = 8
     /// Result words asked of CAP_ID_LIST_QUERY: 33 le64 words reach cap id 0x0800 (word 32, bit 0).
-    public static let listWords = 33
+    package static let listWords = 33
 }
 
 /// Capability ids [caps:41-68][net:3051-3195].
-public enum CapabilityID {
-    public static let deviceParts: UInt16 = 0x0000
-    public static let netFlowFilterResource: UInt16 = 0x0800
-    public static let netFlowFilterSelector: UInt16 = 0x0801
-    public static let netFlowFilterAction: UInt16 = 0x0802
-    public static let netIPsecResource: UInt16 = 0x0803
-    public static let netIPsecSA: UInt16 = 0x0804
+package enum CapabilityID {
+    package static let deviceParts: UInt16 = 0x0000
+    package static let netFlowFilterResource: UInt16 = 0x0800
+    package static let netFlowFilterSelector: UInt16 = 0x0801
+    package static let netFlowFilterAction: UInt16 = 0x0802
+    package static let netIPsecResource: UInt16 = 0x0803
+    package static let netIPsecSA: UInt16 = 0x0804
 
     /// The spec name of a capability id, or `CAP_0xNNNN`.
-    public static func name(_ id: UInt16) -> String {
+    package static func name(_ id: UInt16) -> String {
         switch id {
         case deviceParts: "VIRTIO_DEV_PARTS_CAP"
         case netFlowFilterResource: "VIRTIO_NET_FF_RESOURCE_CAP"
@@ -41,32 +41,32 @@ public enum CapabilityID {
 
 /// VIRTIO_DEV_PARTS_CAP: how many DEV_PARTS objects of each kind may exist [dpcmds:46-55]:
 /// `get_parts_resource_objects_limit` u8 @0, `set_parts_resource_objects_limit` u8 @1.
-public struct DevicePartsCapability: Sendable, Hashable {
-    public var getLimit: UInt8
-    public var setLimit: UInt8
-    public init(getLimit: UInt8, setLimit: UInt8) {
+package struct DevicePartsCapability: Sendable, Hashable {
+    package var getLimit: UInt8
+    package var setLimit: UInt8
+    package init(getLimit: UInt8, setLimit: UInt8) {
         self.getLimit = getLimit
         self.setLimit = setLimit
     }
-    public init?(decoding bytes: [UInt8]) {
+    package init?(decoding bytes: [UInt8]) {
         guard bytes.count >= 2 else { return nil }
         getLimit = bytes[0]
         setLimit = bytes[1]
     }
-    public var bytes: [UInt8] { [getLimit, setLimit] }
+    package var bytes: [UInt8] { [getLimit, setLimit] }
     /// The driver's values: each limit is at most the device's [caps:22-27,237-245].
-    public func limited(to device: Self) -> Self { Self(getLimit: min(getLimit, device.getLimit), setLimit: min(setLimit, device.setLimit)) }
+    package func limited(to device: Self) -> Self { Self(getLimit: min(getLimit, device.getLimit), setLimit: min(setLimit, device.setLimit)) }
 }
 
 /// VIRTIO_NET_FF_RESOURCE_CAP (20 bytes) [net:3051-3075].
-public struct NetFlowFilterResourceCapability: Sendable, Hashable {
-    public var groupsLimit: UInt32
-    public var classifiersLimit: UInt32
-    public var rulesLimit: UInt32
-    public var rulesPerGroupLimit: UInt32
-    public var lastRulePriority: UInt8
-    public var selectorsPerClassifierLimit: UInt8
-    public init?(decoding bytes: [UInt8]) {
+package struct NetFlowFilterResourceCapability: Sendable, Hashable {
+    package var groupsLimit: UInt32
+    package var classifiersLimit: UInt32
+    package var rulesLimit: UInt32
+    package var rulesPerGroupLimit: UInt32
+    package var lastRulePriority: UInt8
+    package var selectorsPerClassifierLimit: UInt8
+    package init?(decoding bytes: [UInt8]) {
         guard bytes.count >= 18 else { return nil }
         groupsLimit = bytes.readLE(UInt32.self, at: 0)
         classifiersLimit = bytes.readLE(UInt32.self, at: 4)
@@ -78,27 +78,27 @@ public struct NetFlowFilterResourceCapability: Sendable, Hashable {
 }
 
 /// What the capability handshake found and set.
-public struct CapabilityHandshake: Sendable, Hashable {
+package struct CapabilityHandshake: Sendable, Hashable {
     /// Capability ids the device listed in CAP_ID_LIST_QUERY.
-    public var capabilityIDs: [UInt16]
+    package var capabilityIDs: [UInt16]
     /// VIRTIO_DEV_PARTS_CAP as the device reported it (when listed).
-    public var deviceParts: DevicePartsCapability?
+    package var deviceParts: DevicePartsCapability?
     /// What DRIVER_CAP_SET set (min(device, wanted)).
-    public var driverParts: DevicePartsCapability?
+    package var driverParts: DevicePartsCapability?
 }
 
 /// The capability commands (CAP_ID_LIST_QUERY, DEVICE_CAP_GET, DRIVER_CAP_SET) and the
 /// handshake Linux does at bring-up (`virtio_pci_modern.c`, fact sheet §6.1): list the
 /// capabilities, read VIRTIO_DEV_PARTS_CAP and set the driver's limits to min(device, wanted).
-public struct CapabilitiesResourceManager: AdminCommandHandler {
-    public init() {}
-    public var name: String { "caps" }
-    public var version: String { "1.0" }
-    public var summary: String { "device capabilities (self group): list, decode, and the driver-limit handshake (virtio 1.4)" }
-    public var groupTypes: [AdminGroupType] { [.selfGroup] }
+package struct CapabilitiesResourceManager: AdminCommandHandler {
+    package init() {}
+    package var name: String { "caps" }
+    package var version: String { "1.0" }
+    package var summary: String { "device capabilities (self group): list, decode, and the driver-limit handshake (virtio 1.4)" }
+    package var groupTypes: [AdminGroupType] { [.selfGroup] }
     /// `virtio-admin caps PF` lists them.
-    public var defaultOperation: String? { "show" }
-    public var opcodes: [(AdminOpcode, String)] {
+    package var defaultOperation: String? { "show" }
+    package var opcodes: [(AdminOpcode, String)] {
         [(CapabilityLayout.capIDListQuery, "CAP_ID_LIST_QUERY"), (CapabilityLayout.deviceCapGet, "DEVICE_CAP_GET"),
          (CapabilityLayout.driverCapSet, "DRIVER_CAP_SET")]
     }
@@ -106,7 +106,7 @@ public struct CapabilitiesResourceManager: AdminCommandHandler {
     // MARK: Typed commands
 
     /// CAP_ID_LIST_QUERY: the capability ids the device supports (bit b of word i = id 64·i+b).
-    public static func capabilityIDs(driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> [UInt16] {
+    package static func capabilityIDs(driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> [UInt16] {
         let result = try await driver.run(AdminCommand(opcode: CapabilityLayout.capIDListQuery, groupType: .selfGroup, member: .none,
                                                        resultLength: CapabilityLayout.listWords * 8),
                                           timeout: timeout, minimumResult: 8)
@@ -114,7 +114,7 @@ public struct CapabilitiesResourceManager: AdminCommandHandler {
     }
 
     /// DEVICE_CAP_GET of capability `id`.
-    public static func deviceCapability(_ id: UInt16, resultLength: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> [UInt8] {
+    package static func deviceCapability(_ id: UInt16, resultLength: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> [UInt8] {
         var data = [UInt8](repeating: 0, count: CapabilityLayout.capGetDataSize)
         data.writeLE(id, at: 0)
         return try await driver.run(AdminCommand(opcode: CapabilityLayout.deviceCapGet, groupType: .selfGroup, member: .none, data: data,
@@ -122,7 +122,7 @@ public struct CapabilitiesResourceManager: AdminCommandHandler {
     }
 
     /// DRIVER_CAP_SET of capability `id` with its capability-specific data.
-    public static func setDriverCapability(_ id: UInt16, _ specific: [UInt8], driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
+    package static func setDriverCapability(_ id: UInt16, _ specific: [UInt8], driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         var data = [UInt8](repeating: 0, count: CapabilityLayout.capSetSpecificData)
         data.writeLE(id, at: 0)
         _ = try await driver.run(AdminCommand(opcode: CapabilityLayout.driverCapSet, groupType: .selfGroup, member: .none, data: data + specific),
@@ -133,7 +133,7 @@ public struct CapabilitiesResourceManager: AdminCommandHandler {
     /// DRIVER_CAP_SET (LIST_QUERY/LIST_USE), lists the capabilities and, when
     /// VIRTIO_DEV_PARTS_CAP is among them, sets the driver's limits to min(device, wanted)
     /// (`wanted` nil: the device's own). Returns `nil` when the device does not list the three opcodes.
-    public static func handshake(driver: some AdminCommandRunner, wanted: DevicePartsCapability? = nil,
+    package static func handshake(driver: some AdminCommandRunner, wanted: DevicePartsCapability? = nil,
                                  timeout: Duration? = nil) async throws(AdminError) -> CapabilityHandshake? {
         let needed = [CapabilityLayout.capIDListQuery, CapabilityLayout.deviceCapGet, CapabilityLayout.driverCapSet]
         // The capability commands belong to the self group: enabled there, not merely anywhere.
@@ -154,7 +154,7 @@ public struct CapabilitiesResourceManager: AdminCommandHandler {
     }
 
     /// One sentence for a refused capability command.
-    public static func explain(_ error: AdminError, id: UInt16) -> any Error {
+    package static func explain(_ error: AdminError, id: UInt16) -> any Error {
         guard case let .commandFailed(device, _, opcodeName, _, status, qualifier) = error else { return error }
         let message: String
         switch (status, qualifier) {
@@ -169,7 +169,7 @@ public struct CapabilitiesResourceManager: AdminCommandHandler {
 
     // MARK: Operations
 
-    public var operations: [PluginOperation] {
+    package var operations: [PluginOperation] {
         [
             PluginOperation(name: "show", summary: "List the device's capabilities and decode those the plugin knows.", parameters: []) { context, _ in
                 let driver = context.driver

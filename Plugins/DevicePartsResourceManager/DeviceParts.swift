@@ -1,54 +1,54 @@
 import VirtioSpec
 
 /// Layouts of the device-parts commands and of a device part (virtio 1.4, fact sheet §2.5).
-public enum DevicePartsLayout {
-    public static let metadataGet = AdminOpcode(0xe)
-    public static let partsGet = AdminOpcode(0xf)
-    public static let partsSet = AdminOpcode(0x10)
-    public static let modeSet = AdminOpcode(0x11)
+package enum DevicePartsLayout {
+    package static let metadataGet = AdminOpcode(0xe)
+    package static let partsGet = AdminOpcode(0xf)
+    package static let partsSet = AdminOpcode(0x10)
+    package static let modeSet = AdminOpcode(0x11)
 
     /// DEV_PARTS object-specific data of CREATE: `type` u8 @0 (0 GET, 1 SET), reserved[7] [dpcmds:66-77].
-    public static let objectKindGet: UInt8 = 0
-    public static let objectKindSet: UInt8 = 1
+    package static let objectKindGet: UInt8 = 0
+    package static let objectKindSet: UInt8 = 1
     /// METADATA_GET data: object header (8), `type` u8 @8 (0 SIZE, 1 COUNT, 2 LIST), reserved[7] [dpcmds:114-122].
-    public static let metadataType = 8
-    public static let metadataDataSize = 16
-    public static let metadataSize: UInt8 = 0
-    public static let metadataCount: UInt8 = 1
-    public static let metadataList: UInt8 = 2
+    package static let metadataType = 8
+    package static let metadataDataSize = 16
+    package static let metadataSize: UInt8 = 0
+    package static let metadataCount: UInt8 = 1
+    package static let metadataList: UInt8 = 2
     /// METADATA_GET result: size or count le32 @0, reserved le32 @4, headers @8 (LIST) [dpcmds:124-140].
-    public static let metadataResultSize = 8
+    package static let metadataResultSize = 8
     /// DEV_PARTS_GET data: object header (8), `type` u8 @8 (0 SELECTED, 1 ALL), reserved[7], headers @16 [dpcmds:181-189].
-    public static let getType = 8
-    public static let getDataSize = 16
-    public static let getSelected: UInt8 = 0
-    public static let getAll: UInt8 = 1
+    package static let getType = 8
+    package static let getDataSize = 16
+    package static let getSelected: UInt8 = 0
+    package static let getAll: UInt8 = 1
     /// DEV_PARTS_SET data: object header (8), parts @8 [dpcmds:223-226].
-    public static let setParts = 8
+    package static let setParts = 8
     /// DEV_MODE_SET data: `flags` u8 @0; bit 0 STOPPED (the constant `..._F_STOPPED` is the bit number 0) [dpcmds:256-266].
-    public static let modeStopped: UInt8 = 0x01
-    public static let modeRunning: UInt8 = 0x00
+    package static let modeStopped: UInt8 = 0x01
+    package static let modeRunning: UInt8 = 0x00
 
     /// `virtio_dev_part_hdr` (16 bytes) [parts:11-34]: part_type le16 @0, flags u8 @2,
     /// reserved u8 @3, selector 8 bytes @4, length le32 @12, value @16.
-    public static let partHeaderSize = 16
-    public static let partType = 0
-    public static let partFlags = 2
-    public static let partSelector = 4
-    public static let partLength = 12
-    public static let partOptional: UInt8 = 0x01
+    package static let partHeaderSize = 16
+    package static let partType = 0
+    package static let partFlags = 2
+    package static let partSelector = 4
+    package static let partLength = 12
+    package static let partOptional: UInt8 = 0x01
 }
 
 /// Device-part types [parts:109-230].
-public enum DevicePartType {
-    public static let devFeatures: UInt16 = 0x100
-    public static let drvFeatures: UInt16 = 0x101
-    public static let pciCommonCfg: UInt16 = 0x102
-    public static let deviceStatus: UInt16 = 0x103
-    public static let vqCfg: UInt16 = 0x104
-    public static let vqNotifyCfg: UInt16 = 0x105
+package enum DevicePartType {
+    package static let devFeatures: UInt16 = 0x100
+    package static let drvFeatures: UInt16 = 0x101
+    package static let pciCommonCfg: UInt16 = 0x102
+    package static let deviceStatus: UInt16 = 0x103
+    package static let vqCfg: UInt16 = 0x104
+    package static let vqNotifyCfg: UInt16 = 0x105
 
-    public static func name(_ type: UInt16) -> String {
+    package static func name(_ type: UInt16) -> String {
         switch type {
         case devFeatures: "DEV_FEATURES"
         case drvFeatures: "DRV_FEATURES"
@@ -62,14 +62,14 @@ public enum DevicePartType {
 }
 
 /// One device part: its header and value.
-public struct DevicePart: Sendable, Hashable {
-    public var type: UInt16
-    public var flags: UInt8
+package struct DevicePart: Sendable, Hashable {
+    package var type: UInt16
+    package var flags: UInt8
     /// The 8 selector bytes (PCI_COMMON_CFG offset le32, or vq_index le16, or device_type_raw).
-    public var selector: [UInt8]
-    public var value: [UInt8]
+    package var selector: [UInt8]
+    package var value: [UInt8]
 
-    public init(type: UInt16, flags: UInt8 = 0, selector: [UInt8] = [UInt8](repeating: 0, count: 8), value: [UInt8]) {
+    package init(type: UInt16, flags: UInt8 = 0, selector: [UInt8] = [UInt8](repeating: 0, count: 8), value: [UInt8]) {
         self.type = type
         self.flags = flags
         self.selector = selector
@@ -77,9 +77,9 @@ public struct DevicePart: Sendable, Hashable {
     }
 
     /// `selector.vq_index` (VQ_CFG, VQ_NOTIFY_CFG) or `selector.pci_common_cfg.offset` (low 16 bits).
-    public var selectorIndex: Int { Int(selector.readLE(UInt16.self, at: 0)) }
+    package var selectorIndex: Int { Int(selector.readLE(UInt16.self, at: 0)) }
 
-    public func encode(into bytes: inout [UInt8]) {
+    package func encode(into bytes: inout [UInt8]) {
         bytes.appendLE(type)
         bytes.append(flags)
         bytes.append(0)
@@ -88,14 +88,14 @@ public struct DevicePart: Sendable, Hashable {
         bytes.append(contentsOf: value)
     }
 
-    public static func encode(_ parts: [DevicePart]) -> [UInt8] {
+    package static func encode(_ parts: [DevicePart]) -> [UInt8] {
         var bytes: [UInt8] = []
         for part in parts { part.encode(into: &bytes) }
         return bytes
     }
 
     /// Parts laid one after another (no padding between them is stated; none is assumed).
-    public static func decode(_ bytes: [UInt8]) -> Result<[DevicePart], DevicePartsError> {
+    package static func decode(_ bytes: [UInt8]) -> Result<[DevicePart], DevicePartsError> {
         var parts: [DevicePart] = []
         var offset = 0
         while offset < bytes.count {
@@ -117,13 +117,13 @@ public struct DevicePart: Sendable, Hashable {
     }
 
     /// Feature bits of a DEV_FEATURES / DRV_FEATURES value (le64 words).
-    public var features: FeatureSet? {
+    package var features: FeatureSet? {
         guard value.count % 8 == 0, value.count >= 8 else { return nil }
         return FeatureSet(low64: value.readLE(UInt64.self, at: 0), high64: value.count >= 16 ? value.readLE(UInt64.self, at: 8) : 0)
     }
 
     /// One line for people.
-    public func describe(deviceType: VirtioDeviceType?) -> String {
+    package func describe(deviceType: VirtioDeviceType?) -> String {
         let name = DevicePartType.name(type) + (flags & DevicePartsLayout.partOptional != 0 ? " (optional)" : "")
         switch type {
         case DevicePartType.devFeatures, DevicePartType.drvFeatures:
@@ -153,10 +153,10 @@ public struct DevicePart: Sendable, Hashable {
 }
 
 /// Why a parts file cannot be used.
-public enum DevicePartsError: Error, Hashable, Sendable, CustomStringConvertible {
+package enum DevicePartsError: Error, Hashable, Sendable, CustomStringConvertible {
     case malformed(String)
     case file(path: String, message: String)
-    public var description: String {
+    package var description: String {
         switch self {
         case .malformed(let message): "the device parts do not decode: \(message)."
         case let .file(path, message): "\(path): \(message)."
@@ -176,25 +176,25 @@ public enum DevicePartsError: Error, Hashable, Sendable, CustomStringConvertible
 ///
 /// <243 bytes of parts>
 /// ```
-public struct DevicePartsFile: Sendable, Hashable {
-    public static let magic = "virtio-admin device parts 1"
-    public var pf: PCIAddressText
-    public var vf: Int
-    public var deviceType: VirtioDeviceType
-    public var parts: [UInt8]
+package struct DevicePartsFile: Sendable, Hashable {
+    package static let magic = "virtio-admin device parts 1"
+    package var pf: PCIAddressText
+    package var vf: Int
+    package var deviceType: VirtioDeviceType
+    package var parts: [UInt8]
 
-    public init(pf: PCIAddressText, vf: Int, deviceType: VirtioDeviceType, parts: [UInt8]) {
+    package init(pf: PCIAddressText, vf: Int, deviceType: VirtioDeviceType, parts: [UInt8]) {
         self.pf = pf
         self.vf = vf
         self.deviceType = deviceType
         self.parts = parts
     }
 
-    public var encoded: [UInt8] {
+    package var encoded: [UInt8] {
         Array("\(Self.magic)\npf \(pf)\nvf \(vf)\ntype \(deviceType.name)\nbytes \(parts.count)\n\n".utf8) + parts
     }
 
-    public init(decoding bytes: [UInt8], path: String) throws(DevicePartsError) {
+    package init(decoding bytes: [UInt8], path: String) throws(DevicePartsError) {
         func fail(_ message: String) -> DevicePartsError { .file(path: path, message: message) }
         var headerEnd: Int?
         for index in 1..<max(bytes.count, 1) where bytes[index] == 0x0a && bytes[index - 1] == 0x0a {
@@ -221,14 +221,14 @@ public struct DevicePartsFile: Sendable, Hashable {
     }
 
     /// The decoded parts (the file's are checked when it is read).
-    public var decodedParts: [DevicePart] { (try? DevicePart.decode(parts).get()) ?? [] }
+    package var decodedParts: [DevicePart] { (try? DevicePart.decode(parts).get()) ?? [] }
 
     /// `parts show`: one line per part.
-    public var description: String {
+    package var description: String {
         (["device parts of PF \(pf) VF \(vf), a virtio \(deviceType.name) device (\(parts.count) bytes)"]
             + decodedParts.map { "  " + $0.describe(deviceType: deviceType) }).joined(separator: "\n")
     }
 }
 
 /// A PCI address as the file spells it.
-public typealias PCIAddressText = String
+package typealias PCIAddressText = String

@@ -15,17 +15,17 @@ import Glibc
 /// The device checks DEV_FEATURES against the VF's own and never applies them
 /// [dpcmds:353-356]; a restore into a VF with other device features is refused by the
 /// device, and the plugin says which features differ.
-public struct DevicePartsResourceManager: AdminCommandHandler {
+package struct DevicePartsResourceManager: AdminCommandHandler {
     /// The DEV_PARTS object id the plugin uses (one object at a time, created and destroyed
     /// within an operation; needs a driver limit of at least 1).
-    public var objectID: UInt32
-    public init(objectID: UInt32 = 0) { self.objectID = objectID }
+    package var objectID: UInt32
+    package init(objectID: UInt32 = 0) { self.objectID = objectID }
 
-    public var name: String { "parts" }
-    public var version: String { "1.0" }
-    public var summary: String { "device parts of a VF: stop/resume, save to a file, restore (virtio 1.4)" }
-    public var groupTypes: [AdminGroupType] { [.srIOV] }
-    public var opcodes: [(AdminOpcode, String)] {
+    package var name: String { "parts" }
+    package var version: String { "1.0" }
+    package var summary: String { "device parts of a VF: stop/resume, save to a file, restore (virtio 1.4)" }
+    package var groupTypes: [AdminGroupType] { [.srIOV] }
+    package var opcodes: [(AdminOpcode, String)] {
         [(ResourceObjectLayout.create, "RESOURCE_OBJ_CREATE"), (ResourceObjectLayout.destroy, "RESOURCE_OBJ_DESTROY"),
          (DevicePartsLayout.metadataGet, "DEV_PARTS_METADATA_GET"), (DevicePartsLayout.partsGet, "DEV_PARTS_GET"),
          (DevicePartsLayout.partsSet, "DEV_PARTS_SET"), (DevicePartsLayout.modeSet, "DEV_MODE_SET")]
@@ -34,13 +34,13 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
     // MARK: Typed commands
 
     /// DEV_MODE_SET: stop (flags 0x01) or resume (flags 0x00).
-    public static func setMode(stopped: Bool, member: GroupMemberID, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
+    package static func setMode(stopped: Bool, member: GroupMemberID, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         _ = try await driver.run(AdminCommand(opcode: DevicePartsLayout.modeSet, member: member,
                                               data: [stopped ? DevicePartsLayout.modeStopped : DevicePartsLayout.modeRunning]), timeout: timeout)
     }
 
     /// METADATA_GET SIZE: the most bytes all parts take.
-    public static func partsSize(_ object: ResourceObjectAddress, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> Int {
+    package static func partsSize(_ object: ResourceObjectAddress, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> Int {
         var data = object.header + [UInt8](repeating: 0, count: 8)
         data[DevicePartsLayout.metadataType] = DevicePartsLayout.metadataSize
         let result = try await driver.run(AdminCommand(opcode: DevicePartsLayout.metadataGet, member: object.member, data: data,
@@ -51,7 +51,7 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
 
     /// DEV_PARTS_GET ALL into a buffer of `size` bytes (METADATA_GET's SIZE is the most the
     /// parts can take): only the bytes the device wrote are parts, never the zero-filled rest.
-    public static func allParts(_ object: ResourceObjectAddress, size: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> [UInt8] {
+    package static func allParts(_ object: ResourceObjectAddress, size: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> [UInt8] {
         var data = object.header + [UInt8](repeating: 0, count: 8)
         data[DevicePartsLayout.getType] = DevicePartsLayout.getAll
         let command = AdminCommand(opcode: DevicePartsLayout.partsGet, member: object.member, data: data, resultLength: size)
@@ -61,7 +61,7 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
     }
 
     /// DEV_PARTS_SET of parts (as GET returned them).
-    public static func setParts(_ object: ResourceObjectAddress, parts: [UInt8], driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
+    package static func setParts(_ object: ResourceObjectAddress, parts: [UInt8], driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         _ = try await driver.run(AdminCommand(opcode: DevicePartsLayout.partsSet, member: object.member, data: object.header + parts), timeout: timeout)
     }
 
@@ -70,7 +70,7 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
     }
 
     /// Reads all parts of VF `vf` (stopping it first; resumed unless `keepStopped`).
-    public func save(vf: Int, keepStopped: Bool, context: PluginContext) async throws -> DevicePartsFile {
+    package func save(vf: Int, keepStopped: Bool, context: PluginContext) async throws -> DevicePartsFile {
         let driver = context.driver
         let member = GroupMemberID(vfIndex: vf)
         var object = object(member)
@@ -100,7 +100,7 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
 
     /// Writes `file`'s parts into VF `vf`: stop, set, resume. A file of another device type
     /// is refused before anything is sent.
-    public func restore(_ file: DevicePartsFile, vf: Int, context: PluginContext) async throws {
+    package func restore(_ file: DevicePartsFile, vf: Int, context: PluginContext) async throws {
         let driver = context.driver
         if let type = context.memberType, type != file.deviceType {
             throw PluginError.badArgument(plugin: name, message: "the file holds the parts of a virtio \(file.deviceType.name) VF, but the VFs of \(driver.address) are virtio \(type.name); parts restore only into a VF of the same type.")
@@ -193,7 +193,7 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
     // MARK: Files (no Foundation)
 
     /// Reads a parts file.
-    public static func readFile(_ path: String) throws(DevicePartsError) -> DevicePartsFile {
+    package static func readFile(_ path: String) throws(DevicePartsError) -> DevicePartsFile {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .file(path: path, message: String(cString: strerror(errno))) }
         defer { close(fd) }
@@ -211,7 +211,7 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
     }
 
     /// Refuses a path the parts file could not be written to (checked before any command).
-    public static func checkWritable(_ path: String) throws(PluginError) {
+    package static func checkWritable(_ path: String) throws(PluginError) {
         let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
         let target = access(path, F_OK) == 0 ? path : (directory.isEmpty ? "/" : directory)
         guard access(target, W_OK) == 0 else {
@@ -220,7 +220,7 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
     }
 
     /// Writes a parts file (mode 0600: a VF's state may hold guest addresses).
-    public static func writeFile(_ file: DevicePartsFile, to path: String) throws(DevicePartsError) {
+    package static func writeFile(_ file: DevicePartsFile, to path: String) throws(DevicePartsError) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .file(path: path, message: String(cString: strerror(errno))) }
         defer { close(fd) }
@@ -236,7 +236,7 @@ public struct DevicePartsResourceManager: AdminCommandHandler {
 
     // MARK: Operations
 
-    public var operations: [PluginOperation] {
+    package var operations: [PluginOperation] {
         let manager = self
         let vfParameter = PluginParameter("vf", .vf, help: "VF index (0-based, as sysfs virtfnN).")
         return [

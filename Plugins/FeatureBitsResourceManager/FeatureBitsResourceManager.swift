@@ -10,15 +10,15 @@ import VirtioSpec
 /// The device accepts only a subset of what the VF can offer (FEATURES_CAPS_GET) that keeps
 /// VERSION_1, and refuses changes while a driver uses the VF. The plugin checks names and
 /// the subset rule before sending, so most mistakes are caught without a device round trip.
-public struct FeatureBitsResourceManager: AdminCommandHandler {
-    public let opcodeTable: ProjectOpcodeTable
-    public init(opcodes: ProjectOpcodeTable = .default) { opcodeTable = opcodes }
+package struct FeatureBitsResourceManager: AdminCommandHandler {
+    package let opcodeTable: ProjectOpcodeTable
+    package init(opcodes: ProjectOpcodeTable = .default) { opcodeTable = opcodes }
 
-    public var name: String { "features" }
-    public var version: String { "1.0" }
-    public var summary: String { "feature bits each VF offers to its driver (project-defined opcodes)" }
-    public var groupTypes: [AdminGroupType] { [.srIOV] }
-    public var opcodes: [(AdminOpcode, String)] {
+    package var name: String { "features" }
+    package var version: String { "1.0" }
+    package var summary: String { "feature bits each VF offers to its driver (project-defined opcodes)" }
+    package var groupTypes: [AdminGroupType] { [.srIOV] }
+    package var opcodes: [(AdminOpcode, String)] {
         [(opcodeTable.featuresGet, "FEATURES_GET"), (opcodeTable.featuresSet, "FEATURES_SET"), (opcodeTable.featuresCapsGet, "FEATURES_CAPS_GET")]
     }
 
@@ -29,17 +29,17 @@ public struct FeatureBitsResourceManager: AdminCommandHandler {
     }
 
     /// The features VF `vf` offers now.
-    public func features(of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> FeatureSet {
+    package func features(of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> FeatureSet {
         try await read(opcodeTable.featuresGet, vf: vf, driver: driver, timeout: timeout)
     }
 
     /// The features VF `vf` can be made to offer.
-    public func capabilities(of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> FeatureSet {
+    package func capabilities(of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> FeatureSet {
         try await read(opcodeTable.featuresCapsGet, vf: vf, driver: driver, timeout: timeout)
     }
 
     /// Sets the features VF `vf` offers.
-    public func setFeatures(_ features: FeatureSet, of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
+    package func setFeatures(_ features: FeatureSet, of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         var data: [UInt8] = []
         data.appendLE(features.low64)
         data.appendLE(features.high64)
@@ -47,7 +47,7 @@ public struct FeatureBitsResourceManager: AdminCommandHandler {
     }
 
     /// Parses `--set NAME…` / `--mask HEX` into a feature set for `type`.
-    public static func parse(names: [String], mask: String?, type: VirtioDeviceType?) throws(PluginError) -> FeatureSet {
+    package static func parse(names: [String], mask: String?, type: VirtioDeviceType?) throws(PluginError) -> FeatureSet {
         if names.isEmpty == (mask == nil) {
             throw .badArgument(plugin: "features", message: "give either --set NAME… or --mask HEX.")
         }
@@ -71,7 +71,7 @@ public struct FeatureBitsResourceManager: AdminCommandHandler {
         [("vf", .int(vf)), ("features", .strings(features.names(for: type))), ("mask", .string(features.hexMask))]
     }
 
-    public var operations: [PluginOperation] {
+    package var operations: [PluginOperation] {
         let manager = self
         let vfParameter = PluginParameter("vf", .vf, help: "VF index (0-based, as sysfs virtfnN).")
         return [

@@ -4,25 +4,25 @@ import VirtioSpec
 
 /// Layouts of the legacy-interface commands (virtio 1.3 §2.12.1.2, fact sheet §2.2). All go
 /// to the SR-IOV group with the VF's member id; data is little-endian whatever the guest.
-public enum LegacyAccessLayout {
-    public static let commonCfgWrite = AdminOpcode(0x2)
-    public static let commonCfgRead = AdminOpcode(0x3)
-    public static let devCfgWrite = AdminOpcode(0x4)
-    public static let devCfgRead = AdminOpcode(0x5)
-    public static let notifyInfo = AdminOpcode(0x6)
+package enum LegacyAccessLayout {
+    package static let commonCfgWrite = AdminOpcode(0x2)
+    package static let commonCfgRead = AdminOpcode(0x3)
+    package static let devCfgWrite = AdminOpcode(0x4)
+    package static let devCfgRead = AdminOpcode(0x5)
+    package static let notifyInfo = AdminOpcode(0x6)
     /// WRITE data: `offset` u8 @0, reserved[7], data[] @8 [legacy:41-45,107-111].
-    public static let writeData = 8
+    package static let writeData = 8
     /// READ data: `offset` u8 @0 (1 byte); the result is data[] of the read width [legacy:71-73,83-85].
     /// NOTIFY_INFO result: 4 entries of 16 bytes: flags u8 @0, bar u8 @1, padding[6], offset le64 @8 [legacy:203-212].
-    public static let notifyEntrySize = 16
-    public static let notifyEntries = 4
-    public static let notifyFlagsEnd: UInt8 = 0
-    public static let notifyFlagsOwner: UInt8 = 1
-    public static let notifyFlagsMember: UInt8 = 2
+    package static let notifyEntrySize = 16
+    package static let notifyEntries = 4
+    package static let notifyFlagsEnd: UInt8 = 0
+    package static let notifyFlagsOwner: UInt8 = 1
+    package static let notifyFlagsMember: UInt8 = 2
 
     /// The legacy common configuration with MSI-X [pci:827-858]: offset → (name, width, writable).
     /// Device-specific configuration starts at 24 (20 without MSI-X).
-    public static let commonFields: [(offset: Int, name: String, width: Int, writable: Bool)] = [
+    package static let commonFields: [(offset: Int, name: String, width: Int, writable: Bool)] = [
         (0, "device_features", 4, false), (4, "driver_features", 4, true), (8, "queue_address", 4, true),
         (12, "queue_size", 2, false), (14, "queue_select", 2, true), (16, "queue_notify", 2, true),
         (18, "device_status", 1, true), (19, "isr_status", 1, false), (20, "config_msix_vector", 2, true),
@@ -31,12 +31,12 @@ public enum LegacyAccessLayout {
 }
 
 /// A usable entry of LEGACY_NOTIFY_INFO.
-public struct LegacyNotifyEntry: Sendable, Hashable {
+package struct LegacyNotifyEntry: Sendable, Hashable {
     /// 1: a BAR of the owner (PF); 2: a BAR of the member (VF).
-    public var flags: UInt8
-    public var bar: UInt8
-    public var offset: UInt64
-    public init(flags: UInt8, bar: UInt8, offset: UInt64) {
+    package var flags: UInt8
+    package var bar: UInt8
+    package var offset: UInt64
+    package init(flags: UInt8, bar: UInt8, offset: UInt64) {
         self.flags = flags
         self.bar = bar
         self.offset = offset
@@ -44,7 +44,7 @@ public struct LegacyNotifyEntry: Sendable, Hashable {
 
     /// Decodes the result the way a driver must [legacy:353-366]: stop at the first entry with
     /// flags 0, and skip entries with reserved flags, a BAR outside 1–5 or an odd offset.
-    public static func decode(_ result: [UInt8]) -> [LegacyNotifyEntry] {
+    package static func decode(_ result: [UInt8]) -> [LegacyNotifyEntry] {
         var entries: [LegacyNotifyEntry] = []
         for index in 0..<LegacyAccessLayout.notifyEntries {
             let base = index * LegacyAccessLayout.notifyEntrySize
@@ -64,27 +64,27 @@ public struct LegacyNotifyEntry: Sendable, Hashable {
 /// Reads and writes a VF's legacy common and device configuration through the PF, and asks
 /// where to send legacy queue notifications — the commands Linux's virtio-vfio-pci uses to
 /// offer a legacy virtio-net VF to a guest (fact sheet §6.3).
-public struct LegacyAccessResourceManager: AdminCommandHandler {
-    public init() {}
-    public var name: String { "legacy" }
-    public var version: String { "1.0" }
-    public var summary: String { "legacy (virtio 0.9) register access of a VF through the PF (virtio 1.3)" }
-    public var groupTypes: [AdminGroupType] { [.srIOV] }
-    public var opcodes: [(AdminOpcode, String)] {
+package struct LegacyAccessResourceManager: AdminCommandHandler {
+    package init() {}
+    package var name: String { "legacy" }
+    package var version: String { "1.0" }
+    package var summary: String { "legacy (virtio 0.9) register access of a VF through the PF (virtio 1.3)" }
+    package var groupTypes: [AdminGroupType] { [.srIOV] }
+    package var opcodes: [(AdminOpcode, String)] {
         [(LegacyAccessLayout.commonCfgWrite, "LEGACY_COMMON_CFG_WRITE"), (LegacyAccessLayout.commonCfgRead, "LEGACY_COMMON_CFG_READ"),
          (LegacyAccessLayout.devCfgWrite, "LEGACY_DEV_CFG_WRITE"), (LegacyAccessLayout.devCfgRead, "LEGACY_DEV_CFG_READ"),
          (LegacyAccessLayout.notifyInfo, "LEGACY_NOTIFY_INFO")]
     }
 
     /// Reads `width` bytes at `offset` (common or device-specific configuration).
-    public static func read(common: Bool, offset: UInt8, width: Int, member: GroupMemberID, driver: some AdminCommandRunner,
+    package static func read(common: Bool, offset: UInt8, width: Int, member: GroupMemberID, driver: some AdminCommandRunner,
                             timeout: Duration? = nil) async throws(AdminError) -> [UInt8] {
         try await driver.run(AdminCommand(opcode: common ? LegacyAccessLayout.commonCfgRead : LegacyAccessLayout.devCfgRead, member: member,
                                           data: [offset], resultLength: width), timeout: timeout, minimumResult: width)
     }
 
     /// Writes `bytes` at `offset`.
-    public static func write(common: Bool, offset: UInt8, bytes: [UInt8], member: GroupMemberID, driver: some AdminCommandRunner,
+    package static func write(common: Bool, offset: UInt8, bytes: [UInt8], member: GroupMemberID, driver: some AdminCommandRunner,
                              timeout: Duration? = nil) async throws(AdminError) {
         let data = [offset] + [UInt8](repeating: 0, count: 7) + bytes
         _ = try await driver.run(AdminCommand(opcode: common ? LegacyAccessLayout.commonCfgWrite : LegacyAccessLayout.devCfgWrite, member: member,
@@ -92,7 +92,7 @@ public struct LegacyAccessResourceManager: AdminCommandHandler {
     }
 
     /// LEGACY_NOTIFY_INFO, decoded.
-    public static func notifyInfo(member: GroupMemberID, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> [LegacyNotifyEntry] {
+    package static func notifyInfo(member: GroupMemberID, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> [LegacyNotifyEntry] {
         let result = try await driver.run(AdminCommand(opcode: LegacyAccessLayout.notifyInfo, member: member,
                                                        resultLength: LegacyAccessLayout.notifyEntries * LegacyAccessLayout.notifyEntrySize), timeout: timeout)
         return LegacyNotifyEntry.decode(result)
@@ -126,7 +126,7 @@ public struct LegacyAccessResourceManager: AdminCommandHandler {
         return PluginError.refused(plugin: "legacy", message: message)
     }
 
-    public var operations: [PluginOperation] {
+    package var operations: [PluginOperation] {
         let plugin = name
         func access(_ operation: String, common: Bool, write: Bool) -> PluginOperation {
             var parameters = [PluginParameter("vf", .vf, help: "VF index (0-based)."),

@@ -4,14 +4,14 @@ import VirtioProjectCommands
 import VirtioSpec
 
 /// The MSI-X pool of a group owner, as the device reports it.
-public struct MSIXPool: Sendable, Hashable {
+package struct MSIXPool: Sendable, Hashable {
     /// Vectors the owner can give to its members.
-    public var total: Int
+    package var total: Int
     /// Vectors not given to any member.
-    public var available: Int
+    package var available: Int
     /// Most and fewest vectors one member may have.
-    public var perMemberMaximum: Int
-    public var perMemberMinimum: Int
+    package var perMemberMaximum: Int
+    package var perMemberMinimum: Int
 }
 
 /// Provisions a VF's MSI-X vector count through the PF's admin queue (the MSI-X resource
@@ -20,25 +20,25 @@ public struct MSIXPool: Sendable, Hashable {
 /// It validates what it can before sending (the VF exists, the count is in range) and
 /// reports the device's refusal precisely: EINVAL/INVALID_FIELD for a count outside the
 /// per-VF limits, EINVAL/NORESOURCE when the pool is short, EBUSY while a driver uses the VF.
-public struct MSIXResourceManager: AdminCommandHandler {
-    public let opcodeTable: ProjectOpcodeTable
-    public init(opcodes: ProjectOpcodeTable = .default) { opcodeTable = opcodes }
+package struct MSIXResourceManager: AdminCommandHandler {
+    package let opcodeTable: ProjectOpcodeTable
+    package init(opcodes: ProjectOpcodeTable = .default) { opcodeTable = opcodes }
 
-    public var name: String { "msix" }
-    public var version: String { "1.0" }
-    public var summary: String { "MSI-X vectors of each VF, from the PF's pool (project-defined opcodes)" }
+    package var name: String { "msix" }
+    package var version: String { "1.0" }
+    package var summary: String { "MSI-X vectors of each VF, from the PF's pool (project-defined opcodes)" }
     /// MSIX_GET/MSIX_SET name a VF (SR-IOV group, member = VF number); MSIX_POOL_GET asks
     /// about the owner itself, so it goes to the self group with member 0 (a conforming
     /// device rejects member 0 in the SR-IOV group as an invalid member).
-    public var groupTypes: [AdminGroupType] { [.srIOV, .selfGroup] }
-    public var opcodes: [(AdminOpcode, String)] {
+    package var groupTypes: [AdminGroupType] { [.srIOV, .selfGroup] }
+    package var opcodes: [(AdminOpcode, String)] {
         [(opcodeTable.msixGet, "MSIX_GET"), (opcodeTable.msixSet, "MSIX_SET"), (opcodeTable.msixPoolGet, "MSIX_POOL_GET")]
     }
 
     // MARK: Typed operations
 
     /// The vector count of VF `vf` (0-based).
-    public func vectors(of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> Int {
+    package func vectors(of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> Int {
         let result = try await driver.run(AdminCommand(opcode: opcodeTable.msixGet, member: GroupMemberID(vfIndex: vf),
                                                        resultLength: ProjectCommandLayout.msixGetResultSize),
                                           timeout: timeout, minimumResult: ProjectCommandLayout.msixGetResultSize)
@@ -46,7 +46,7 @@ public struct MSIXResourceManager: AdminCommandHandler {
     }
 
     /// Sets the vector count of VF `vf`.
-    public func setVectors(_ count: Int, of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
+    package func setVectors(_ count: Int, of vf: Int, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         precondition((0...Int(UInt16.max)).contains(count), "vector count must fit 16 bits")
         var data = [UInt8](repeating: 0, count: ProjectCommandLayout.msixSetDataSize)
         data.writeLE(UInt16(count), at: ProjectCommandLayout.msixSetVectors)
@@ -54,7 +54,7 @@ public struct MSIXResourceManager: AdminCommandHandler {
     }
 
     /// The owner's pool (a self-group command: group type 0, member 0).
-    public func pool(driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> MSIXPool {
+    package func pool(driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) -> MSIXPool {
         let result = try await driver.run(AdminCommand(opcode: opcodeTable.msixPoolGet, groupType: .selfGroup, member: .none,
                                                        resultLength: ProjectCommandLayout.msixPoolResultSize),
                                           timeout: timeout, minimumResult: ProjectCommandLayout.msixPoolResultSize)
@@ -83,7 +83,7 @@ public struct MSIXResourceManager: AdminCommandHandler {
 
     // MARK: Operations (CLI and generic hosts)
 
-    public var operations: [PluginOperation] {
+    package var operations: [PluginOperation] {
         let manager = self
         return [
             PluginOperation(name: "get", summary: "Print a VF's MSI-X vector count.",

@@ -8,22 +8,22 @@ import VirtioSpec
 /// gives MODIFY 0xc and QUERY 0xb [admin:147-149] while the command text gives MODIFY 0xb
 /// and QUERY 0xc [resobj:148,173], and Linux defines neither. Until a device's LIST_QUERY
 /// and a documented choice settle it, this plugin declares only CREATE (0xa) and DESTROY (0xd).
-public enum ResourceObjectLayout {
-    public static let create = AdminOpcode(0xa)
-    public static let destroy = AdminOpcode(0xd)
+package enum ResourceObjectLayout {
+    package static let create = AdminOpcode(0xa)
+    package static let destroy = AdminOpcode(0xd)
     /// `virtio_admin_cmd_resource_obj_cmd_hdr`: type le16 @0, reserved[2], id le32 @4 (8 bytes) [resobj:100-104].
-    public static let headerSize = 8
-    public static let headerType = 0
-    public static let headerID = 4
+    package static let headerSize = 8
+    package static let headerType = 0
+    package static let headerID = 4
     /// CREATE: header, flags le64 @8 (reserved, 0), object-specific data @16 [resobj:128-137].
-    public static let createFlags = 8
-    public static let createSpecificData = 16
+    package static let createFlags = 8
+    package static let createSpecificData = 16
 }
 
 /// Resource object types [resobj:54-77][net:481-495].
-public enum ResourceObjectType {
-    public static let deviceParts: UInt16 = 0x000
-    public static func name(_ type: UInt16) -> String {
+package enum ResourceObjectType {
+    package static let deviceParts: UInt16 = 0x000
+    package static func name(_ type: UInt16) -> String {
         switch type {
         case 0x000: "DEV_PARTS"
         case 0x200: "NET_FF_GROUP"
@@ -36,12 +36,12 @@ public enum ResourceObjectType {
 
 /// A resource object as the commands name it: type, id, and where it lives (the SR-IOV
 /// group and a member, as Linux creates DEV_PARTS objects; or the self group).
-public struct ResourceObjectAddress: Sendable, Hashable {
-    public var type: UInt16
-    public var id: UInt32
-    public var groupType: AdminGroupType
-    public var member: GroupMemberID
-    public init(type: UInt16, id: UInt32, groupType: AdminGroupType = .srIOV, member: GroupMemberID) {
+package struct ResourceObjectAddress: Sendable, Hashable {
+    package var type: UInt16
+    package var id: UInt32
+    package var groupType: AdminGroupType
+    package var member: GroupMemberID
+    package init(type: UInt16, id: UInt32, groupType: AdminGroupType = .srIOV, member: GroupMemberID) {
         self.type = type
         self.id = id
         self.groupType = groupType
@@ -49,7 +49,7 @@ public struct ResourceObjectAddress: Sendable, Hashable {
     }
 
     /// The 8-byte header that starts every resource-object and device-parts command.
-    public var header: [UInt8] {
+    package var header: [UInt8] {
         var bytes = [UInt8](repeating: 0, count: ResourceObjectLayout.headerSize)
         bytes.writeLE(type, at: ResourceObjectLayout.headerType)
         bytes.writeLE(id, at: ResourceObjectLayout.headerID)
@@ -58,30 +58,30 @@ public struct ResourceObjectAddress: Sendable, Hashable {
 }
 
 /// Creates and destroys resource objects (RESOURCE_OBJ_CREATE / _DESTROY).
-public struct ResourceObjectsResourceManager: AdminCommandHandler {
-    public init() {}
-    public var name: String { "resobj" }
-    public var version: String { "1.0" }
-    public var summary: String { "resource objects: create and destroy (MODIFY/QUERY withheld: the spec numbers them two ways)" }
-    public var groupTypes: [AdminGroupType] { [.srIOV, .selfGroup] }
-    public var opcodes: [(AdminOpcode, String)] {
+package struct ResourceObjectsResourceManager: AdminCommandHandler {
+    package init() {}
+    package var name: String { "resobj" }
+    package var version: String { "1.0" }
+    package var summary: String { "resource objects: create and destroy (MODIFY/QUERY withheld: the spec numbers them two ways)" }
+    package var groupTypes: [AdminGroupType] { [.srIOV, .selfGroup] }
+    package var opcodes: [(AdminOpcode, String)] {
         [(ResourceObjectLayout.create, "RESOURCE_OBJ_CREATE"), (ResourceObjectLayout.destroy, "RESOURCE_OBJ_DESTROY")]
     }
 
     /// RESOURCE_OBJ_CREATE with flags 0 and the object's specific data.
-    public static func create(_ object: ResourceObjectAddress, specificData: [UInt8], driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
+    package static func create(_ object: ResourceObjectAddress, specificData: [UInt8], driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         let data = object.header + [UInt8](repeating: 0, count: 8) + specificData
         _ = try await driver.run(AdminCommand(opcode: ResourceObjectLayout.create, groupType: object.groupType, member: object.member, data: data), timeout: timeout)
     }
 
     /// RESOURCE_OBJ_DESTROY (the 8-byte header only).
-    public static func destroy(_ object: ResourceObjectAddress, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
+    package static func destroy(_ object: ResourceObjectAddress, driver: some AdminCommandRunner, timeout: Duration? = nil) async throws(AdminError) {
         _ = try await driver.run(AdminCommand(opcode: ResourceObjectLayout.destroy, groupType: object.groupType, member: object.member, data: object.header),
                                  timeout: timeout)
     }
 
     /// One sentence for a refused resource-object command [resobj:220-236].
-    public static func explain(_ error: AdminError, object: ResourceObjectAddress, plugin: String = "resobj") -> any Error {
+    package static func explain(_ error: AdminError, object: ResourceObjectAddress, plugin: String = "resobj") -> any Error {
         guard case let .commandFailed(device, _, opcodeName, _, status, qualifier) = error else { return error }
         let what = "\(ResourceObjectType.name(object.type)) object \(object.id)"
         let message: String
@@ -105,7 +105,7 @@ public struct ResourceObjectsResourceManager: AdminCommandHandler {
         return ResourceObjectAddress(type: UInt16(type), id: UInt32(id), member: member)
     }
 
-    public var operations: [PluginOperation] {
+    package var operations: [PluginOperation] {
         [
             PluginOperation(name: "create", summary: "Create a resource object of a VF (DEV_PARTS: --kind get|set).",
                             parameters: [PluginParameter("vf", .vf, help: "VF index (0-based)."),

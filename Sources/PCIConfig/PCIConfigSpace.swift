@@ -5,32 +5,32 @@ import VirtioSpec
 /// Decoding is strict: config space is input from a device, so every pointer and length is
 /// checked, and a malformed structure throws a ``PCIConfigError`` naming the device and
 /// the offset. Nothing traps on bad input.
-public struct PCIConfigSpace: Sendable {
-    public var address: PCIAddress
+package struct PCIConfigSpace: Sendable {
+    package var address: PCIAddress
     /// The raw bytes (64, 256 or 4096 of them).
-    public var bytes: [UInt8]
+    package var bytes: [UInt8]
 
-    public var vendorID: UInt16
-    public var deviceID: UInt16
-    public var command: UInt16
-    public var status: UInt16
-    public var revision: UInt8
+    package var vendorID: UInt16
+    package var deviceID: UInt16
+    package var command: UInt16
+    package var status: UInt16
+    package var revision: UInt8
     /// 24-bit class code: base class << 16 | subclass << 8 | programming interface.
-    public var classCode: UInt32
-    public var headerType: UInt8
-    public var subsystemVendorID: UInt16
-    public var subsystemID: UInt16
+    package var classCode: UInt32
+    package var headerType: UInt8
+    package var subsystemVendorID: UInt16
+    package var subsystemID: UInt16
 
-    public var bars: [PCIBAR]
-    public var capabilities: [PCICapability]
-    public var extendedCapabilities: [PCIExtendedCapability]
+    package var bars: [PCIBAR]
+    package var capabilities: [PCICapability]
+    package var extendedCapabilities: [PCIExtendedCapability]
     /// Virtio vendor capabilities of known `cfg_type`, in list order.
-    public var virtioCapabilities: [VirtioCapability]
+    package var virtioCapabilities: [VirtioCapability]
     /// Offsets of vendor capabilities with a `cfg_type` the spec does not define (ignored, as the spec requires).
-    public var unknownVirtioCapabilityOffsets: [Int]
-    public var msix: MSIXCapability?
-    public var pciExpress: PCIExpressCapability?
-    public var sriov: SRIOVCapability?
+    package var unknownVirtioCapabilityOffsets: [Int]
+    package var msix: MSIXCapability?
+    package var pciExpress: PCIExpressCapability?
+    package var sriov: SRIOVCapability?
 
     /// Decodes `bytes` as the config space of `address`.
     ///
@@ -42,7 +42,7 @@ public struct PCIConfigSpace: Sendable {
     /// - Throws: ``PCIConfigError`` for truncated input, out-of-range or looping capability
     ///   pointers, capabilities shorter than their structure, BAR index > 5, and regions past
     ///   the end of their BAR.
-    public init(decoding bytes: [UInt8], address: PCIAddress, barSizes: [UInt64]? = nil) throws(PCIConfigError) {
+    package init(decoding bytes: [UInt8], address: PCIAddress, barSizes: [UInt64]? = nil) throws(PCIConfigError) {
         guard bytes.count >= PCIHeader.size else {
             throw .truncated(device: address, offset: 0, needed: PCIHeader.size, available: bytes.count)
         }
@@ -98,15 +98,15 @@ public struct PCIConfigSpace: Sendable {
     }
 
     /// Whether this is a virtio function (vendor 0x1af4, device 0x1000...0x107f).
-    public var isVirtio: Bool { PCIIdentity.isVirtio(vendorID: vendorID, deviceID: deviceID) }
+    package var isVirtio: Bool { PCIIdentity.isVirtio(vendorID: vendorID, deviceID: deviceID) }
 
     /// The virtio device type, for virtio functions.
-    public var virtioDeviceType: VirtioDeviceType? {
+    package var virtioDeviceType: VirtioDeviceType? {
         isVirtio ? VirtioDeviceType(pciDeviceID: deviceID) : nil
     }
 
     /// The first virtio capability of `type` — the one a driver uses (spec §4.1.4.1).
-    public func virtioCapability(_ type: VirtioPCICfgType) -> VirtioCapability? {
+    package func virtioCapability(_ type: VirtioPCICfgType) -> VirtioCapability? {
         virtioCapabilities.first { $0.cfgType == type }
     }
 
@@ -302,7 +302,7 @@ public struct PCIConfigSpace: Sendable {
 /// BAR sizes from sysfs `resource` text: one line per resource, `start end flags` in hex.
 ///
 /// Lines 0...5 are the BARs. A BAR that is not implemented reads `0x0 0x0 0x0` (size 0).
-public func parseResourceSizes(_ text: String) -> [UInt64] {
+package func parseResourceSizes(_ text: String) -> [UInt64] {
     var sizes: [UInt64] = []
     for line in text.split(separator: "\n").prefix(PCIHeader.barCount) {
         let fields = line.split(separator: " ")

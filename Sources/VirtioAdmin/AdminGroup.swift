@@ -40,7 +40,7 @@ public final class AdminGroup: @unchecked Sendable {
     public let driver: AdminQueueDriver
     /// The device type of the VFs (from the SR-IOV capability's VF device id).
     public let memberType: VirtioDeviceType?
-    public let sysfs: SysfsEnumerator
+    package let sysfs: SysfsEnumerator
     let lock = Lock()
     var members: [Int: PCIAddress] = [:]
     var numVFsNow = 0

@@ -12,16 +12,16 @@ func systemErrorText(_ code: Int32) -> String { String(cString: strerror(code)) 
 /// What an opener hands the admin-queue owner: the PF's config space, its BARs as
 /// register spaces, DMA memory the device can reach, and how that was done, in words.
 public struct PFAccess: @unchecked Sendable {
-    public var config: PCIConfigSpace
-    public var bars: [Int: any RegisterSpace]
-    public var allocator: any DMAAllocator
+    package var config: PCIConfigSpace
+    package var bars: [Int: any RegisterSpace]
+    package var allocator: any DMAAllocator
     public var mode: String
     /// DMA addresses are IOVAs the device must translate (VFIO): the admin driver then
     /// requires VIRTIO_F_ACCESS_PLATFORM.
     public var iovaDMA: Bool
     /// Clears the PF's Bus Master Enable (real PFs), for a device that does not reset.
     public var disableBusMaster: (@Sendable () -> Bool)?
-    public init(config: PCIConfigSpace, bars: [Int: any RegisterSpace], allocator: any DMAAllocator, mode: String, iovaDMA: Bool = false,
+    package init(config: PCIConfigSpace, bars: [Int: any RegisterSpace], allocator: any DMAAllocator, mode: String, iovaDMA: Bool = false,
                 disableBusMaster: (@Sendable () -> Bool)? = nil) {
         self.config = config
         self.bars = bars

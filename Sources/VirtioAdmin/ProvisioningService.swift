@@ -242,7 +242,7 @@ extension ProvisioningChange {
 
 extension VFOutcome {
     /// For a failed VF: what was changed before the failure and what it holds now.
-    public var partialDescription: String {
+    package var partialDescription: String {
         var parts: [String] = []
         if !changes.isEmpty { parts.append("changed before the failure: " + changes.map(\.what).joined(separator: "; ")) }
         if let holding {

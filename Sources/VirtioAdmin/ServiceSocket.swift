@@ -9,7 +9,7 @@ import Glibc
 
 /// The service's Unix socket: `udev-event` writes one event line and reads one answer line
 /// (`ok …` or `error …`).
-public enum ServiceSocket {
+package enum ServiceSocket {
     /// A `sockaddr_un` for `path`, or nil when the path does not fit.
     static func address(_ path: String) -> sockaddr_un? {
         var address = sockaddr_un()
@@ -26,7 +26,7 @@ public enum ServiceSocket {
     /// listens or it closed the connection without answering (a service that is stopping),
     /// so that the caller falls back to doing the work itself. An answer takes at most
     /// `timeout` (udev gives an event 180 s).
-    public static func send(_ event: UdevEvent, to path: String, timeout: Duration = .seconds(120)) -> String? {
+    package static func send(_ event: UdevEvent, to path: String, timeout: Duration = .seconds(120)) -> String? {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -43,7 +43,7 @@ public enum ServiceSocket {
     }
 
     /// Binds and listens on `path` (mode 0600, its directory created).
-    public static func listen(at path: String) throws(VirtioAdminError) -> Int32 {
+    package static func listen(at path: String) throws(VirtioAdminError) -> Int32 {
         makeParentDirectory(of: path, mode: 0o700)
         unlink(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -77,7 +77,7 @@ public enum ServiceSocket {
     }
 
     /// One newline-terminated line (at most about `limit` bytes), without the newline.
-    public static func readLine(_ fd: Int32, limit: Int) -> String {
+    package static func readLine(_ fd: Int32, limit: Int) -> String {
         var bytes = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 1024)
         while bytes.count < limit {
@@ -108,12 +108,12 @@ func runOnThread(_ body: @escaping @Sendable () -> Void) {
 }
 
 /// A stop request that threads and tasks can both see.
-public final class StopFlag: @unchecked Sendable {
+package final class StopFlag: @unchecked Sendable {
     let lock = Lock()
     var stopped = false
-    public init() {}
-    public func stop() { lock.withLock { stopped = true } }
-    public var isStopped: Bool { lock.withLock { stopped } }
+    package init() {}
+    package func stop() { lock.withLock { stopped = true } }
+    package var isStopped: Bool { lock.withLock { stopped } }
 }
 
 extension ProvisioningService {
@@ -125,7 +125,7 @@ extension ProvisioningService {
     /// themselves; on return everything in flight has finished and every PF's queue is closed
     /// (state saved). `readyFile` exists while the monitor listens (the udev rule then runs
     /// no helper for VF events).
-    public func serve(listener: Int32, socketPath: String? = nil, monitor: UdevMonitor? = nil, readyFile: String? = nil,
+    package func serve(listener: Int32, socketPath: String? = nil, monitor: UdevMonitor? = nil, readyFile: String? = nil,
                       maxEvents: Int? = nil, stop: StopFlag) async {
         let inFlight = InFlightCount()
         let counter = Lock()

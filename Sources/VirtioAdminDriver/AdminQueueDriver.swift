@@ -85,7 +85,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 
     public let address: PCIAddress
-    public let transport: ModernPCITransport
+    package let transport: ModernPCITransport
     let allocator: any DMAAllocator
     public let options: Options
     let lock = Lock()
@@ -124,7 +124,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// - Throws: ``AdminError/adminVQNotOffered(device:)`` and
     ///   ``AdminError/noAdminQueue(device:reason:)`` (the device is left reset), transport,
     ///   DMA and command errors of the LIST_QUERY/LIST_USE exchange.
-    public static func open(transport: ModernPCITransport, allocator: any DMAAllocator, options: Options = Options(),
+    package static func open(transport: ModernPCITransport, allocator: any DMAAllocator, options: Options = Options(),
                             opcodeNames: [AdminOpcode: String] = [:],
                             trace: (@Sendable (AdminTraceEvent) -> Void)? = nil) async throws(AdminError) -> AdminQueueDriver {
         let driver = AdminQueueDriver(transport: transport, allocator: allocator, options: options)

@@ -23,7 +23,7 @@ public final class SimulatedAdminGroup: Sendable {
     public let device: SimulatedSRIOVDevice
     /// The owner of the PF's admin queue.
     public let group: AdminGroup
-    public var transport: ModernPCITransport { group.driver.transport }
+    package var transport: ModernPCITransport { group.driver.transport }
     public var driver: AdminQueueDriver { group.driver }
     public var registry: PluginRegistry { group.registry }
     /// The model's sysfs view (a temporary directory, removed by ``shutDown()``).

@@ -5,36 +5,36 @@ import VirtioSpec
 import VirtioTransport
 
 /// One documented check of a device's admin facility against a device-side rule of the spec.
-public struct ConformanceCheck: Sendable, Hashable {
+package struct ConformanceCheck: Sendable, Hashable {
     /// Stable identifier (`invalid-group`, …).
-    public let id: String
+    package let id: String
     /// What a conforming device does, in one sentence.
-    public let rule: String
+    package let rule: String
     /// Where the rule is: file and lines in oasis-tcs/virtio-spec v1.4-cs01.
-    public let spec: String
+    package let spec: String
 }
 
-public enum ConformanceOutcome: String, Sendable, Hashable {
+package enum ConformanceOutcome: String, Sendable, Hashable {
     case pass = "PASS", fail = "FAIL", skip = "SKIP"
 }
 
-public struct ConformanceResult: Sendable, Hashable {
-    public let check: ConformanceCheck
-    public let outcome: ConformanceOutcome
+package struct ConformanceResult: Sendable, Hashable {
+    package let check: ConformanceCheck
+    package let outcome: ConformanceOutcome
     /// What was seen (for FAIL and SKIP: why).
-    public let detail: String
+    package let detail: String
 }
 
 /// The outcome of a run: one result per check, in the documented order.
-public struct ConformanceReport: Sendable {
-    public let device: PCIAddress
-    public let results: [ConformanceResult]
+package struct ConformanceReport: Sendable {
+    package let device: PCIAddress
+    package let results: [ConformanceResult]
     /// Set when the admin queue could not be opened at all (every check is then SKIP).
-    public let openError: AdminError?
-    public var passed: Int { results.count { $0.outcome == .pass } }
-    public var failed: Int { results.count { $0.outcome == .fail } }
-    public var skipped: Int { results.count { $0.outcome == .skip } }
-    public func outcome(of id: String) -> ConformanceOutcome? { results.first { $0.check.id == id }?.outcome }
+    package let openError: AdminError?
+    package var passed: Int { results.count { $0.outcome == .pass } }
+    package var failed: Int { results.count { $0.outcome == .fail } }
+    package var skipped: Int { results.count { $0.outcome == .skip } }
+    package func outcome(of id: String) -> ConformanceOutcome? { results.first { $0.check.id == id }?.outcome }
 }
 
 /// Checks a group owner's admin facility (through its admin virtqueue) against the
@@ -46,8 +46,8 @@ public struct ConformanceReport: Sendable {
 ///
 /// Side effects on the device: it is reset several times, and — only when the device lists
 /// the project's MAC_GET/MAC_SET — VF 0's MAC is changed twice and then restored.
-public struct ConformanceSuite: Sendable {
-    public static let checks: [ConformanceCheck] = [
+package struct ConformanceSuite: Sendable {
+    package static let checks: [ConformanceCheck] = [
         ConformanceCheck(id: "admin-queue-fields", rule: "admin_queue_num is at least 1 and admin_queue_index is at least num_queues (admin queues come after the others)",
                          spec: "transport-pci.tex:352-354,418-430,491-496"),
         ConformanceCheck(id: "list-query-lists-itself", rule: "LIST_QUERY succeeds in every group the device has and sets bits 0 (LIST_QUERY) and 1 (LIST_USE)",
@@ -71,17 +71,17 @@ public struct ConformanceSuite: Sendable {
                          spec: "admin.tex:239-242,385-389"),
     ]
 
-    public let transport: ModernPCITransport
-    public let allocator: any DMAAllocator
+    package let transport: ModernPCITransport
+    package let allocator: any DMAAllocator
     /// NumVFs of the PF (0 = VF Enable clear).
-    public let numVFs: Int
+    package let numVFs: Int
     /// Project-defined opcodes (for the in-order check, which needs a state-changing
     /// command and a command reading that state back).
-    public let projectOpcodes: ProjectOpcodeTable
-    public var driverOptions: AdminQueueDriver.Options
-    public var trace: (@Sendable (AdminTraceEvent) -> Void)?
+    package let projectOpcodes: ProjectOpcodeTable
+    package var driverOptions: AdminQueueDriver.Options
+    package var trace: (@Sendable (AdminTraceEvent) -> Void)?
 
-    public init(transport: ModernPCITransport, allocator: any DMAAllocator, numVFs: Int, projectOpcodes: ProjectOpcodeTable = .default,
+    package init(transport: ModernPCITransport, allocator: any DMAAllocator, numVFs: Int, projectOpcodes: ProjectOpcodeTable = .default,
                 driverOptions: AdminQueueDriver.Options = AdminQueueDriver.Options(), trace: (@Sendable (AdminTraceEvent) -> Void)? = nil) {
         self.transport = transport
         self.allocator = allocator
@@ -100,7 +100,7 @@ public struct ConformanceSuite: Sendable {
     static let reservedGroup = AdminGroupType(rawValue: 7)
 
     /// Runs every check and leaves the device reset.
-    public func run() async -> ConformanceReport {
+    package func run() async -> ConformanceReport {
         var results: [String: (ConformanceOutcome, String)] = [:]
         func record(_ id: String, _ outcome: ConformanceOutcome, _ detail: String) { results[id] = (outcome, detail) }
         func report(_ openError: AdminError? = nil) -> ConformanceReport {

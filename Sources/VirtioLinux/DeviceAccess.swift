@@ -43,13 +43,13 @@ public enum DeviceAccessError: Error, Hashable, Sendable, CustomStringConvertibl
 // MARK: - sysfs resourceN
 
 /// A BAR mapped from sysfs `resourceN` (function unbound or bound to uio_pci_generic).
-public final class SysfsBARMapping: RegisterSpace, @unchecked Sendable {
+package final class SysfsBARMapping: RegisterSpace, @unchecked Sendable {
     // SAFETY: `base` is a MAP_SHARED mapping of `length` bytes of the BAR, unmapped in deinit only.
     let mapping: MMIORegion
-    public var length: Int { mapping.length }
-    public let path: String
+    package var length: Int { mapping.length }
+    package let path: String
 
-    public init(resourcePath: String, length: Int, address: PCIAddress) throws(DeviceAccessError) {
+    package init(resourcePath: String, length: Int, address: PCIAddress) throws(DeviceAccessError) {
         let fd: Int32
         do { fd = try Sys.openFile(resourcePath, flags: O_RDWR | O_SYNC) } catch { throw .system(address: address, error) }
         defer { close(fd) }
@@ -63,31 +63,31 @@ public final class SysfsBARMapping: RegisterSpace, @unchecked Sendable {
 
     deinit { munmap(mapping.base, mapping.length) }
 
-    public func read8(at offset: Int) -> UInt8 { mapping.read8(at: offset) }
-    public func read16(at offset: Int) -> UInt16 { mapping.read16(at: offset) }
-    public func read32(at offset: Int) -> UInt32 { mapping.read32(at: offset) }
-    public func write8(_ value: UInt8, at offset: Int) { mapping.write8(value, at: offset) }
-    public func write16(_ value: UInt16, at offset: Int) { mapping.write16(value, at: offset) }
-    public func write32(_ value: UInt32, at offset: Int) { mapping.write32(value, at: offset) }
+    package func read8(at offset: Int) -> UInt8 { mapping.read8(at: offset) }
+    package func read16(at offset: Int) -> UInt16 { mapping.read16(at: offset) }
+    package func read32(at offset: Int) -> UInt32 { mapping.read32(at: offset) }
+    package func write8(_ value: UInt8, at offset: Int) { mapping.write8(value, at: offset) }
+    package func write16(_ value: UInt16, at offset: Int) { mapping.write16(value, at: offset) }
+    package func write32(_ value: UInt32, at offset: Int) { mapping.write32(value, at: offset) }
 }
 
 // MARK: - pagemap (no IOMMU)
 
 /// One entry of `/proc/self/pagemap`: bit 63 present, bits 0–54 the page frame number.
-public struct PagemapEntry: Hashable, Sendable {
-    public let raw: UInt64
-    public init(raw: UInt64) { self.raw = raw }
+package struct PagemapEntry: Hashable, Sendable {
+    package let raw: UInt64
+    package init(raw: UInt64) { self.raw = raw }
     /// Decodes the 8 bytes read from pagemap, which are a u64 in the CPU's byte order.
-    public init?(nativeBytes bytes: [UInt8]) {
+    package init?(nativeBytes bytes: [UInt8]) {
         guard bytes.count == 8 else { return nil }
         var value: UInt64 = 0
         withUnsafeMutableBytes(of: &value) { $0.copyBytes(from: bytes) }
         raw = value
     }
-    public var isPresent: Bool { raw & (1 << 63) != 0 }
-    public var frameNumber: UInt64 { raw & ((1 << 55) - 1) }
+    package var isPresent: Bool { raw & (1 << 63) != 0 }
+    package var frameNumber: UInt64 { raw & ((1 << 55) - 1) }
     /// The physical address of byte `offset` of the page, or nil when absent (or hidden: PFN 0 for non-root).
-    public func physicalAddress(pageSize: Int, offset: Int = 0) -> UInt64? {
+    package func physicalAddress(pageSize: Int, offset: Int = 0) -> UInt64? {
         guard isPresent, frameNumber != 0 else { return nil }
         return frameNumber * UInt64(pageSize) + UInt64(offset)
     }
@@ -98,18 +98,18 @@ public struct PagemapEntry: Hashable, Sendable {
 /// huge pages (contiguous by construction, and never moved): small pages are refused with
 /// ``DeviceAccessError/hugePageRequired(requested:)``, since mlock does not stop compaction
 /// from moving their frames while the device uses the old physical address.
-public final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
+package final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
     struct Chunk { let base: UnsafeMutableRawPointer; let length: Int; let physical: UInt64; var used: Int }
     private let lock = Lock()
     private var chunks: [Chunk] = []
     /// How memory was obtained ("2 MiB huge page").
-    public private(set) var mode = ""
+    package private(set) var mode = ""
     let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
     /// Maps one locked, populated 2 MiB huge page (nil when none is available).
     let mapHugePage: @Sendable (Int) -> UnsafeMutableRawPointer?
 
-    public init() {
+    package init() {
         mapHugePage = { length in
             let pointer = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE | MAP_LOCKED, -1, 0)
             guard let pointer, pointer != MAP_FAILED else { return nil }
@@ -145,7 +145,7 @@ public final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
         return Chunk(base: pointer, length: huge, physical: physical, used: 0)
     }
 
-    public func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
+    package func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
         guard alignment > 0, alignment & (alignment - 1) == 0 else { throw .invalidAlignment(alignment) }
         return try lock.withLock { () throws(DMAError) -> DMARegion in
             for index in chunks.indices {
@@ -167,5 +167,5 @@ public final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
     }
 
     /// Memory is returned when the allocator goes away (a bump allocator: rings and slabs live as long as the driver).
-    public func release(_ region: DMARegion) {}
+    package func release(_ region: DMARegion) {}
 }

@@ -2,13 +2,13 @@ import PCIConfig
 import VirtioSpec
 
 /// A driver user space can drive a function through.
-public enum UserSpaceDriver: String, Sendable, CaseIterable {
+package enum UserSpaceDriver: String, Sendable, CaseIterable {
     case vfioPCI = "vfio-pci"
     case uioPCIGeneric = "uio_pci_generic"
 }
 
 /// Errors of binding and unbinding.
-public enum BindingError: Error, Hashable, Sendable, CustomStringConvertible {
+package enum BindingError: Error, Hashable, Sendable, CustomStringConvertible {
     case inUse(address: PCIAddress, driver: String, uses: [DeviceUse])
     case notVirtio(address: PCIAddress)
     case driverNotLoaded(driver: String, path: String)
@@ -16,7 +16,7 @@ public enum BindingError: Error, Hashable, Sendable, CustomStringConvertible {
     case sysfs(address: PCIAddress, SystemCallError)
     case enumeration(LinuxError)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case let .inUse(address, driver, uses):
             "\(address): refusing to take the function from \(driver): \(uses.map(\.description).joined(separator: "; ")); stop using it first, or pass --force."
@@ -35,22 +35,22 @@ public enum BindingError: Error, Hashable, Sendable, CustomStringConvertible {
 }
 
 /// One step of a bind, unbind or restore (printed by `--dry-run`).
-public struct BindingStep: Sendable, Hashable, CustomStringConvertible {
-    public var path: String
-    public var value: String
-    public var description: String { "write '\(value == "\n" ? "\\n" : value)' to \(path)" }
+package struct BindingStep: Sendable, Hashable, CustomStringConvertible {
+    package var path: String
+    package var value: String
+    package var description: String { "write '\(value == "\n" ? "\\n" : value)' to \(path)" }
 }
 
 /// Binds virtio functions to a user-space driver and back, through `driver_override`, the
 /// drivers' `bind`/`unbind` files and `drivers_probe` (digest §10), with a guard against
 /// taking a function a kernel driver is using.
-public struct DeviceBinder: Sendable {
-    public var sysfsRoot: String
-    public var procRoot: String
+package struct DeviceBinder: Sendable {
+    package var sysfsRoot: String
+    package var procRoot: String
     /// How long to wait for the kernel to (re)bind.
-    public var timeoutMilliseconds: Int
+    package var timeoutMilliseconds: Int
 
-    public init(sysfsRoot: String = "/sys", procRoot: String = "/proc", timeoutMilliseconds: Int = 5000) {
+    package init(sysfsRoot: String = "/sys", procRoot: String = "/proc", timeoutMilliseconds: Int = 5000) {
         self.sysfsRoot = sysfsRoot
         self.procRoot = procRoot
         self.timeoutMilliseconds = timeoutMilliseconds
@@ -59,7 +59,7 @@ public struct DeviceBinder: Sendable {
     var enumerator: SysfsEnumerator { SysfsEnumerator(root: sysfsRoot) }
 
     /// The steps that bind `address` to `driver`.
-    public func bindPlan(_ address: PCIAddress, to driver: UserSpaceDriver, force: Bool) throws(BindingError) -> [BindingStep] {
+    package func bindPlan(_ address: PCIAddress, to driver: UserSpaceDriver, force: Bool) throws(BindingError) -> [BindingStep] {
         let function: VirtioFunction
         do { function = try enumerator.function(at: address) } catch {
             if case .notVirtio = error { throw .notVirtio(address: address) }
@@ -81,7 +81,7 @@ public struct DeviceBinder: Sendable {
     }
 
     /// The steps that give `address` back to its kernel driver.
-    public func restorePlan(_ address: PCIAddress) throws(BindingError) -> [BindingStep] {
+    package func restorePlan(_ address: PCIAddress) throws(BindingError) -> [BindingStep] {
         let function: VirtioFunction
         do { function = try enumerator.function(at: address) } catch { throw .enumeration(error) }
         let directory = enumerator.directory(of: address)
@@ -92,7 +92,7 @@ public struct DeviceBinder: Sendable {
     }
 
     /// The steps that unbind `address` (leaving it with no driver).
-    public func unbindPlan(_ address: PCIAddress, force: Bool) throws(BindingError) -> [BindingStep] {
+    package func unbindPlan(_ address: PCIAddress, force: Bool) throws(BindingError) -> [BindingStep] {
         let function: VirtioFunction
         do { function = try enumerator.function(at: address) } catch { throw .enumeration(error) }
         guard let current = function.driver else { return [] }
@@ -104,7 +104,7 @@ public struct DeviceBinder: Sendable {
     }
 
     /// Runs steps, then waits until the function's driver is `expected` (nil: unbound; "*": any).
-    public func apply(_ steps: [BindingStep], address: PCIAddress, expecting expected: String?) throws(BindingError) -> String? {
+    package func apply(_ steps: [BindingStep], address: PCIAddress, expecting expected: String?) throws(BindingError) -> String? {
         if let expected, expected != "*", !Sys.exists(sysfsRoot + "/bus/pci/drivers/" + expected) {
             throw .driverNotLoaded(driver: expected, path: sysfsRoot + "/bus/pci/drivers/" + expected)
         }
@@ -126,7 +126,7 @@ public struct DeviceBinder: Sendable {
 
     /// Binds `address` to `driver`. Returns the driver it was bound to before.
     @discardableResult
-    public func bind(_ address: PCIAddress, to driver: UserSpaceDriver, force: Bool = false) throws(BindingError) -> String? {
+    package func bind(_ address: PCIAddress, to driver: UserSpaceDriver, force: Bool = false) throws(BindingError) -> String? {
         let before = (try? enumerator.function(at: address))?.driver
         _ = try apply(try bindPlan(address, to: driver, force: force), address: address, expecting: driver.rawValue)
         return before
@@ -134,11 +134,11 @@ public struct DeviceBinder: Sendable {
 
     /// Clears the override and lets the kernel pick the function's own driver again.
     @discardableResult
-    public func restore(_ address: PCIAddress) throws(BindingError) -> String? {
+    package func restore(_ address: PCIAddress) throws(BindingError) -> String? {
         try apply(try restorePlan(address), address: address, expecting: "*")
     }
 
-    public func unbind(_ address: PCIAddress, force: Bool = false) throws(BindingError) {
+    package func unbind(_ address: PCIAddress, force: Bool = false) throws(BindingError) {
         _ = try apply(try unbindPlan(address, force: force), address: address, expecting: nil)
     }
 }

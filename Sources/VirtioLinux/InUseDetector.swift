@@ -2,13 +2,13 @@ import PCIConfig
 import VirtioSpec
 
 /// Why the kernel is using a function (a reason to refuse taking it over).
-public enum DeviceUse: Hashable, Sendable, CustomStringConvertible {
+package enum DeviceUse: Hashable, Sendable, CustomStringConvertible {
     case mountedFilesystem(disk: String, mountPoint: String)
     case swap(disk: String)
     case interfaceUp(name: String)
     case vsock(driver: String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case let .mountedFilesystem(disk, mountPoint): "block device \(disk) is mounted on \(mountPoint)"
         case let .swap(disk): "block device \(disk) is in use as swap"
@@ -23,17 +23,17 @@ public enum DeviceUse: Hashable, Sendable, CustomStringConvertible {
 ///
 /// It reads only files under a sysfs root and a proc root, so tests drive it with fake
 /// trees and tables instead of this host's devices.
-public struct InUseDetector: Sendable {
-    public var sysfsRoot: String
-    public var procRoot: String
+package struct InUseDetector: Sendable {
+    package var sysfsRoot: String
+    package var procRoot: String
 
-    public init(sysfsRoot: String = "/sys", procRoot: String = "/proc") {
+    package init(sysfsRoot: String = "/sys", procRoot: String = "/proc") {
         self.sysfsRoot = sysfsRoot
         self.procRoot = procRoot
     }
 
     /// Every use found for the function at `address` (empty: nothing uses it).
-    public func uses(of address: PCIAddress) -> [DeviceUse] {
+    package func uses(of address: PCIAddress) -> [DeviceUse] {
         let directory = SysfsEnumerator(root: sysfsRoot).directory(of: address)
         var uses: [DeviceUse] = []
         // The virtio core puts its device under the PCI function: DIR/virtioN/{block,net}/…

@@ -8,28 +8,28 @@ import Glibc
 
 /// A real virtio function opened for driving from user space: its decoded config space,
 /// its BARs as register spaces, DMA memory the device can reach, and how that was done.
-public struct OpenedFunction: @unchecked Sendable {
-    public let address: PCIAddress
-    public let config: PCIConfigSpace
-    public let bars: [Int: any RegisterSpace]
-    public let allocator: any DMAAllocator
+package struct OpenedFunction: @unchecked Sendable {
+    package let address: PCIAddress
+    package let config: PCIConfigSpace
+    package let bars: [Int: any RegisterSpace]
+    package let allocator: any DMAAllocator
     /// How the device is reached and DMA memory is obtained, in words ("VFIO, type-1 IOMMU, group 5").
-    public let mode: String
+    package let mode: String
     /// Set when the function is driven through VFIO (for MSI-X eventfds).
-    public let vfio: VFIODevice?
+    package let vfio: VFIODevice?
     /// Clears Bus Master Enable (VFIO config region or sysfs `config`); returns whether it
     /// reads clear. For a device that does not confirm its reset.
-    public let disableBusMaster: @Sendable () -> Bool
+    package let disableBusMaster: @Sendable () -> Bool
 }
 
 /// Opens real functions: through VFIO when bound to vfio-pci (type-1 IOMMU DMA), through
 /// sysfs `resourceN` when bound to uio_pci_generic or unbound (locked memory, physical
 /// addresses from pagemap). A function a kernel driver owns is refused unless forced.
-public struct RealDeviceOpener: Sendable {
-    public var sysfsRoot: String
-    public init(sysfsRoot: String = "/sys") { self.sysfsRoot = sysfsRoot }
+package struct RealDeviceOpener: Sendable {
+    package var sysfsRoot: String
+    package init(sysfsRoot: String = "/sys") { self.sysfsRoot = sysfsRoot }
 
-    public func open(_ address: PCIAddress, force: Bool = false) throws(DeviceAccessError) -> OpenedFunction {
+    package func open(_ address: PCIAddress, force: Bool = false) throws(DeviceAccessError) -> OpenedFunction {
         let enumerator = SysfsEnumerator(root: sysfsRoot)
         let details: FunctionDetails
         do { details = try enumerator.details(of: address) } catch { throw .config(error) }

@@ -2,11 +2,11 @@ import PCIConfig
 import VirtioSpec
 
 /// Everything decoded about one function: its sysfs record and its config space.
-public struct FunctionDetails: Sendable {
-    public var function: VirtioFunction
-    public var config: PCIConfigSpace
+package struct FunctionDetails: Sendable {
+    package var function: VirtioFunction
+    package var config: PCIConfigSpace
     /// BAR sizes from sysfs `resource` (0 for unimplemented BARs).
-    public var barSizes: [UInt64]
+    package var barSizes: [UInt64]
 }
 
 /// Enumerates virtio PCI functions by walking a sysfs tree.
@@ -14,22 +14,22 @@ public struct FunctionDetails: Sendable {
 /// The root is the sysfs mount point (`/sys` on a host); devices are read under
 /// `ROOT/bus/pci/devices/`. libudev cannot be pointed at another root, so tests, the device
 /// model's fake tree and appliances without udev use this back end.
-public struct SysfsEnumerator: Sendable {
-    public var root: String
+package struct SysfsEnumerator: Sendable {
+    package var root: String
 
-    public init(root: String = "/sys") {
+    package init(root: String = "/sys") {
         self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
     }
 
     /// `ROOT/bus/pci/devices`.
-    public var devicesDirectory: String { root + "/" + SysfsAttribute.pciDevicesDirectory }
+    package var devicesDirectory: String { root + "/" + SysfsAttribute.pciDevicesDirectory }
 
     /// The sysfs directory of `address`.
-    public func directory(of address: PCIAddress) -> String { devicesDirectory + "/" + address.description }
+    package func directory(of address: PCIAddress) -> String { devicesDirectory + "/" + address.description }
 
     /// All virtio functions, sorted by address.
     /// - Throws: ``LinuxError/sysfsMissing(path:)`` when the devices directory is absent.
-    public func functions() throws(LinuxError) -> [VirtioFunction] {
+    package func functions() throws(LinuxError) -> [VirtioFunction] {
         let names = try deviceNames()
         var result: [VirtioFunction] = []
         for name in names {
@@ -52,7 +52,7 @@ public struct SysfsEnumerator: Sendable {
     /// The virtio SR-IOV PFs, sorted by address. Only functions with `sriov_totalvfs` are
     /// read in full, so a host with thousands of VFs costs one directory read and one
     /// `stat` per function.
-    public func physicalFunctions() throws(LinuxError) -> [VirtioFunction] {
+    package func physicalFunctions() throws(LinuxError) -> [VirtioFunction] {
         let names = try deviceNames()
         var result: [VirtioFunction] = []
         for name in names {
@@ -67,7 +67,7 @@ public struct SysfsEnumerator: Sendable {
 
     /// A PF's VF layout (sysfs `sriov_offset`, `sriov_stride`): VF `n` has routing id
     /// PF + offset + n × stride. `nil` when the attributes are missing.
-    public func vfLayout(of pf: PCIAddress) -> (offset: Int, stride: Int)? {
+    package func vfLayout(of pf: PCIAddress) -> (offset: Int, stride: Int)? {
         let directory = SysfsDirectory(directory: directory(of: pf))
         guard let offset = directory.intAttribute(SysfsAttribute.sriovOffset), let stride = directory.intAttribute(SysfsAttribute.sriovStride),
               offset > 0, stride > 0 else { return nil }
@@ -75,13 +75,13 @@ public struct SysfsEnumerator: Sendable {
     }
 
     /// The driver bound to `address` (the name its `driver` link points at), or nil.
-    public func driver(of address: PCIAddress) -> String? {
+    package func driver(of address: PCIAddress) -> String? {
         Sys.readLink(directory(of: address) + "/" + SysfsAttribute.driver).map(baseName)
     }
 
     /// The virtio function at `address`.
     /// - Throws: ``LinuxError/noSuchDevice(address:path:)`` or ``LinuxError/notVirtio(address:vendorID:deviceID:)``.
-    public func function(at address: PCIAddress) throws(LinuxError) -> VirtioFunction {
+    package func function(at address: PCIAddress) throws(LinuxError) -> VirtioFunction {
         let source = SysfsDirectory(directory: directory(of: address))
         guard Sys.exists(source.directory) else {
             if !Sys.exists(devicesDirectory) { throw .sysfsMissing(path: devicesDirectory) }
@@ -102,7 +102,7 @@ public struct SysfsEnumerator: Sendable {
     }
 
     /// Reads and decodes the config space of `address` (with BAR sizes from `resource`).
-    public func details(of address: PCIAddress) throws(LinuxError) -> FunctionDetails {
+    package func details(of address: PCIAddress) throws(LinuxError) -> FunctionDetails {
         let function = try function(at: address)
         let base = directory(of: address)
         let bytes: [UInt8]

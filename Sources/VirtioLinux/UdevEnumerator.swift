@@ -12,11 +12,11 @@ import Glibc
 /// Identity attributes and the driver come from libudev; SR-IOV links (`physfn`,
 /// `virtfnN`, `iommu_group`), which libudev does not expose as attributes, are read from
 /// the device's syspath. The result equals ``SysfsEnumerator`` on the same host.
-public struct UdevEnumerator: Sendable {
-    public init() {}
+package struct UdevEnumerator: Sendable {
+    package init() {}
 
     /// All virtio functions, sorted by address.
-    public func functions() throws(LinuxError) -> [VirtioFunction] {
+    package func functions() throws(LinuxError) -> [VirtioFunction] {
         guard let udev = udev_new() else { throw .udev(call: "udev_new", errno: errno) }
         defer { udev_unref(udev) }
         guard let enumerate = udev_enumerate_new(udev) else { throw .udev(call: "udev_enumerate_new", errno: errno) }

@@ -7,24 +7,24 @@ import Glibc
 #endif
 
 /// A hotplug event for a virtio PCI function, from the udev netlink monitor.
-public struct HotplugEvent: Sendable, Hashable {
-    public var action: String
-    public var devpath: String
-    public var address: PCIAddress
-    public var vendorID: UInt16?
-    public var deviceID: UInt16?
-    public var driver: String?
-    public var isVF: Bool
+package struct HotplugEvent: Sendable, Hashable {
+    package var action: String
+    package var devpath: String
+    package var address: PCIAddress
+    package var vendorID: UInt16?
+    package var deviceID: UInt16?
+    package var driver: String?
+    package var isVF: Bool
 }
 
 /// Watches udev for PCI events of virtio functions (vendor 0x1af4).
-public final class UdevMonitor: @unchecked Sendable {
+package final class UdevMonitor: @unchecked Sendable {
     // Owned exclusively; used from one thread.
     let udev: OpaquePointer
     let monitor: OpaquePointer
 
     /// - Parameter source: "udev" (events after udev processed them) or "kernel".
-    public init(source: String = "udev") throws(LinuxError) {
+    package init(source: String = "udev") throws(LinuxError) {
         guard let udev = udev_new() else { throw .udev(call: "udev_new", errno: errno) }
         guard let monitor = udev_monitor_new_from_netlink(udev, source) else {
             udev_unref(udev)
@@ -50,7 +50,7 @@ public final class UdevMonitor: @unchecked Sendable {
     }
 
     /// The next virtio event, or nil when `timeoutMilliseconds` passes first (-1: wait forever).
-    public func next(timeoutMilliseconds: Int32) -> HotplugEvent? {
+    package func next(timeoutMilliseconds: Int32) -> HotplugEvent? {
         let fd = udev_monitor_get_fd(monitor)
         while true {
             var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)

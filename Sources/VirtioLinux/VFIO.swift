@@ -9,19 +9,19 @@ import Glibc
 #endif
 
 /// First-fit allocator of I/O virtual addresses for VFIO DMA mappings.
-public struct IOVAAllocator: Sendable, Hashable {
+package struct IOVAAllocator: Sendable, Hashable {
     /// Free ranges (start, length), sorted by start, never adjacent (they are merged).
-    public private(set) var free: [(start: UInt64, length: UInt64)]
-    public let base: UInt64
-    public let limit: UInt64
+    package private(set) var free: [(start: UInt64, length: UInt64)]
+    package let base: UInt64
+    package let limit: UInt64
 
-    public static func == (lhs: Self, rhs: Self) -> Bool {
+    package static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.base == rhs.base && lhs.limit == rhs.limit && lhs.free.elementsEqual(rhs.free) { $0.start == $1.start && $0.length == $1.length }
     }
-    public func hash(into hasher: inout Hasher) { hasher.combine(base); hasher.combine(limit) }
+    package func hash(into hasher: inout Hasher) { hasher.combine(base); hasher.combine(limit) }
 
     /// Addresses in [base, limit).
-    public init(base: UInt64, limit: UInt64) {
+    package init(base: UInt64, limit: UInt64) {
         precondition(limit > base)
         self.base = base
         self.limit = limit
@@ -29,7 +29,7 @@ public struct IOVAAllocator: Sendable, Hashable {
     }
 
     /// Takes `length` bytes aligned to `alignment` (a power of two); nil when none is left.
-    public mutating func allocate(length: UInt64, alignment: UInt64) -> UInt64? {
+    package mutating func allocate(length: UInt64, alignment: UInt64) -> UInt64? {
         precondition(length > 0 && alignment > 0 && alignment & (alignment - 1) == 0)
         for (index, range) in free.enumerated() {
             let start = (range.start + alignment - 1) & ~(alignment - 1)
@@ -45,7 +45,7 @@ public struct IOVAAllocator: Sendable, Hashable {
     }
 
     /// Returns a range, merging it with its neighbours.
-    public mutating func release(start: UInt64, length: UInt64) {
+    package mutating func release(start: UInt64, length: UInt64) {
         precondition(start >= base && start + length <= limit)
         let index = free.firstIndex { $0.start > start } ?? free.count
         precondition(index == 0 || free[index - 1].start + free[index - 1].length <= start, "double free of IOVA")
@@ -62,15 +62,15 @@ public struct IOVAAllocator: Sendable, Hashable {
 }
 
 /// A PCI function opened through VFIO: container → group → device (digest §10).
-public final class VFIODevice: @unchecked Sendable {
-    public let address: PCIAddress
-    public let group: Int
+package final class VFIODevice: @unchecked Sendable {
+    package let address: PCIAddress
+    package let group: Int
     let containerFD: Int32
     let groupFD: Int32
-    public let deviceFD: Int32
+    package let deviceFD: Int32
 
     /// Opens the function, which must be bound to vfio-pci.
-    public init(address: PCIAddress, sysfsRoot: String = "/sys") throws(DeviceAccessError) {
+    package init(address: PCIAddress, sysfsRoot: String = "/sys") throws(DeviceAccessError) {
         self.address = address
         let directory = SysfsEnumerator(root: sysfsRoot).directory(of: address)
         guard let groupName = Sys.readLink(directory + "/iommu_group").map(baseName), let group = Int(groupName) else {
@@ -128,7 +128,7 @@ public final class VFIODevice: @unchecked Sendable {
     }
 
     /// Region info (BARs 0–5 = indices 0–5, config = 7).
-    public func regionInfo(_ index: UInt32) throws(DeviceAccessError) -> vfio_region_info {
+    package func regionInfo(_ index: UInt32) throws(DeviceAccessError) -> vfio_region_info {
         var info = vfio_region_info()
         info.argsz = UInt32(MemoryLayout<vfio_region_info>.size)
         info.index = index
@@ -140,19 +140,19 @@ public final class VFIODevice: @unchecked Sendable {
 
     /// Sets Bus Master Enable in the command register (through config region 7): VFIO leaves
     /// it to user space, and a device without it cannot DMA.
-    public func enableBusMaster() throws(DeviceAccessError) {
+    package func enableBusMaster() throws(DeviceAccessError) {
         let info = try regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX))
         try setBusMaster(fd: deviceFD, configOffset: off_t(info.offset), path: "vfio config", address: address)
     }
 
     /// Clears Bus Master Enable through the VFIO config region; returns whether it reads clear.
-    public func disableBusMaster() -> Bool {
+    package func disableBusMaster() -> Bool {
         guard let info = try? regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX)) else { return false }
         return clearBusMaster(fd: deviceFD, configOffset: off_t(info.offset))
     }
 
     /// Config space through region 7.
-    public func readConfig() throws(DeviceAccessError) -> [UInt8] {
+    package func readConfig() throws(DeviceAccessError) -> [UInt8] {
         let info = try regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX))
         do { return try Sys.preadExactly(deviceFD, count: Int(min(info.size, 4096)), offset: Int64(info.offset), path: "vfio config") } catch {
             throw .system(address: address, error)
@@ -160,7 +160,7 @@ public final class VFIODevice: @unchecked Sendable {
     }
 
     /// BAR `index` as a register space: mmap where the region allows it whole, pread/pwrite otherwise.
-    public func bar(_ index: Int) throws(DeviceAccessError) -> any RegisterSpace {
+    package func bar(_ index: Int) throws(DeviceAccessError) -> any RegisterSpace {
         let info = try regionInfo(UInt32(index))
         guard info.size > 0 else { throw .vfio(address: address, message: "BAR \(index) is not implemented") }
         let mappable = info.flags & UInt32(VFIO_REGION_INFO_FLAG_MMAP) != 0 && info.flags & UInt32(VFIO_REGION_INFO_FLAG_CAPS) == 0
@@ -190,10 +190,10 @@ public final class VFIODevice: @unchecked Sendable {
     }
 
     /// Maps DMA memory for the device through the type-1 IOMMU.
-    public func dmaAllocator() -> VFIODMAAllocator { VFIODMAAllocator(containerFD: containerFD, owner: self) }
+    package func dmaAllocator() -> VFIODMAAllocator { VFIODMAAllocator(containerFD: containerFD, owner: self) }
 
     /// Enables `count` MSI-X vectors, each signalling an eventfd (returned in vector order).
-    public func enableMSIX(count: Int) throws(DeviceAccessError) -> [Int32] {
+    package func enableMSIX(count: Int) throws(DeviceAccessError) -> [Int32] {
         let fds = try Self.makeEventFDs(count: count, address: address)
         let size = MemoryLayout<vfio_irq_set>.size + 4 * count
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
@@ -261,7 +261,7 @@ final class VFIORegionIO: RegisterSpace, @unchecked Sendable {
 
 /// DMA memory mapped into the device's IOMMU domain (VFIO type-1), with IOVAs from an
 /// ``IOVAAllocator``.
-public final class VFIODMAAllocator: DMAAllocator, @unchecked Sendable {
+package final class VFIODMAAllocator: DMAAllocator, @unchecked Sendable {
     let containerFD: Int32
     let owner: VFIODevice
     private let lock = Lock()
@@ -289,7 +289,7 @@ public final class VFIODMAAllocator: DMAAllocator, @unchecked Sendable {
         for (iova, mapping) in mappings { unmap(iova: iova, length: mapping.length); munmap(mapping.pointer, mapping.length) }
     }
 
-    public func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
+    package func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
         guard alignment > 0, alignment & (alignment - 1) == 0 else { throw .invalidAlignment(alignment) }
         let rounded = (length + pageSize - 1) / pageSize * pageSize
         guard let pointer = mmap(nil, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), pointer != MAP_FAILED else {
@@ -325,7 +325,7 @@ public final class VFIODMAAllocator: DMAAllocator, @unchecked Sendable {
         _ = cvfio_ioctl_pointer(containerFD, cvfio_iommu_unmap_dma(), &unmap)
     }
 
-    public func release(_ region: DMARegion) {
+    package func release(_ region: DMARegion) {
         guard let mapping = lock.withLock({ mappings.removeValue(forKey: region.deviceAddress) }) else { return }
         unmap(iova: region.deviceAddress, length: mapping.length)
         munmap(mapping.pointer, mapping.length)

@@ -10,11 +10,11 @@ import Musl
 /// intercepts pthread locks and so sees the ordering they create; the stdlib's futex-based
 /// `Mutex` is invisible to it, which turns every guarded access into a false race report
 /// and makes `swift test --sanitize=thread` useless.
-public final class Lock: @unchecked Sendable {
+package final class Lock: @unchecked Sendable {
     // SAFETY: the mutex is allocated once, never moved, and destroyed in deinit.
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
-    public init() {
+    package init() {
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         pthread_mutex_init(mutex, nil)
@@ -27,7 +27,7 @@ public final class Lock: @unchecked Sendable {
 
     /// Runs `body` holding the lock.
     @inline(__always)
-    public func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+    package func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body()
@@ -36,7 +36,7 @@ public final class Lock: @unchecked Sendable {
 
 extension Duration {
     /// The duration in whole nanoseconds (negative durations count as 0; beyond UInt64, UInt64.max).
-    public var nanoseconds: UInt64 {
+    package var nanoseconds: UInt64 {
         let (seconds, attoseconds) = components
         // Saturates: a huge duration is "forever", never a wrapped small number.
         let (whole, overflow) = UInt64(max(0, seconds)).multipliedReportingOverflow(by: 1_000_000_000)
@@ -47,7 +47,7 @@ extension Duration {
 
 /// Why a file must not be trusted by a process running as root, or nil when it may be:
 /// it must be owned by root and not writable by group or others (as sshd and sudo require).
-public func untrustedFileReason(_ path: String, effectiveUser: uid_t = geteuid()) -> String? {
+package func untrustedFileReason(_ path: String, effectiveUser: uid_t = geteuid()) -> String? {
     guard effectiveUser == 0 else { return nil }
     var info = stat()
     guard stat(path, &info) == 0 else { return nil }

@@ -31,7 +31,16 @@ public struct Provisioner: Sendable {
     let msix: MSIXResourceManager
     let features: FeatureBitsResourceManager
 
-    public init(driver: AdminQueueDriver, memberType: VirtioDeviceType?, opcodes: ProjectOpcodeTable = .default) {
+    /// A provisioner that sends its commands through `driver`.
+    /// - Parameters:
+    ///   - driver: the PF's admin-queue driver (``AdminGroup/driver`` in `VirtioAdmin`).
+    ///   - memberType: the VFs' device type, for the feature bits a policy names.
+    public init(driver: AdminQueueDriver, memberType: VirtioDeviceType?) {
+        self.init(driver: driver, memberType: memberType, opcodes: .default)
+    }
+
+    /// A provisioner with a project opcode table other than the default one.
+    package init(driver: AdminQueueDriver, memberType: VirtioDeviceType?, opcodes: ProjectOpcodeTable) {
         self.driver = driver
         self.memberType = memberType
         msix = MSIXResourceManager(opcodes: opcodes)
@@ -70,7 +79,7 @@ public struct Provisioner: Sendable {
 
 extension ProvisioningPolicy {
     /// The first PF rule matching a function as enumeration found it.
-    public func rule(for function: VirtioFunction) -> PFRule? {
+    package func rule(for function: VirtioFunction) -> PFRule? {
         rule(for: FunctionIdentity(function))
     }
 
@@ -82,7 +91,7 @@ extension ProvisioningPolicy {
 
 extension FunctionIdentity {
     /// The identity a policy matches, of a function as enumeration found it.
-    public init(_ function: VirtioFunction) {
+    package init(_ function: VirtioFunction) {
         self.init(address: function.address, vendorID: function.vendorID, deviceID: function.deviceID,
                   subsystemVendorID: function.subsystemVendorID, subsystemID: function.subsystemID, type: function.type)
     }

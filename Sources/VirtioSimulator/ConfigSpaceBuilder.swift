@@ -3,8 +3,8 @@ import VirtioSpec
 
 /// Writes PCI config-space structures byte by byte: the device maker's side of the
 /// layouts that ``PCIConfigSpace`` decodes. Offsets come from VirtioSpec's layout tables.
-public struct ConfigSpaceBuilder: Sendable {
-    public private(set) var bytes: [UInt8]
+package struct ConfigSpaceBuilder: Sendable {
+    package private(set) var bytes: [UInt8]
     /// Offset of the next free byte in the standard capability area.
     private var nextCapability = PCIHeader.size
     private var lastCapabilityNext: Int = PCIHeader.capabilitiesPointer
@@ -12,7 +12,7 @@ public struct ConfigSpaceBuilder: Sendable {
     private var nextExtendedCapability = PCIExtendedCapabilityLayout.start
 
     /// A config space of `size` bytes (256 for PCI, 4096 for PCIe) with a type-0 header.
-    public init(size: Int = PCIHeader.extendedConfigSize, vendorID: UInt16, deviceID: UInt16, classCode: UInt32,
+    package init(size: Int = PCIHeader.extendedConfigSize, vendorID: UInt16, deviceID: UInt16, classCode: UInt32,
                 revision: UInt8 = 1, subsystemVendorID: UInt16, subsystemID: UInt16) {
         bytes = [UInt8](repeating: 0, count: size)
         bytes.writeLE(vendorID, at: PCIHeader.vendorID)
@@ -27,7 +27,7 @@ public struct ConfigSpaceBuilder: Sendable {
     }
 
     /// Programs BAR `index` as a 64-bit non-prefetchable memory BAR at `address`.
-    public mutating func setBAR64(_ index: Int, address: UInt64, prefetchable: Bool = false) {
+    package mutating func setBAR64(_ index: Int, address: UInt64, prefetchable: Bool = false) {
         precondition(index + 1 < PCIHeader.barCount)
         let low = UInt32(truncatingIfNeeded: address) & PCIBARBits.memoryAddressMask
         bytes.writeLE(low | PCIBARBits.memoryType64 | (prefetchable ? PCIBARBits.prefetchable : 0), at: PCIHeader.bar0 + 4 * index)
@@ -37,7 +37,7 @@ public struct ConfigSpaceBuilder: Sendable {
     /// Appends a standard capability of `length` bytes (id and next are filled in) and
     /// returns its offset; `body` writes the rest, relative to the capability.
     @discardableResult
-    public mutating func addCapability(_ id: PCICapabilityID, length: Int, body: (inout CapabilityWriter) -> Void = { _ in }) -> Int {
+    package mutating func addCapability(_ id: PCICapabilityID, length: Int, body: (inout CapabilityWriter) -> Void = { _ in }) -> Int {
         let offset = nextCapability
         precondition(offset + length <= PCIHeader.legacyConfigSize, "capability area full")
         bytes[lastCapabilityNext] = UInt8(offset)
@@ -57,7 +57,7 @@ public struct ConfigSpaceBuilder: Sendable {
     /// Appends a virtio vendor capability. `notifyOffMultiplier` makes it the 20-byte notify
     /// variant; `pciCfg` the 20-byte PCI-config-access variant.
     @discardableResult
-    public mutating func addVirtioCapability(_ type: VirtioPCICfgType, bar: UInt8, offset: UInt32, length: UInt32,
+    package mutating func addVirtioCapability(_ type: VirtioPCICfgType, bar: UInt8, offset: UInt32, length: UInt32,
                                              id: UInt8 = 0, notifyOffMultiplier: UInt32? = nil) -> Int {
         let capLength: Int
         switch type {
@@ -79,7 +79,7 @@ public struct ConfigSpaceBuilder: Sendable {
 
     /// Appends an MSI-X capability with `tableSize` vectors.
     @discardableResult
-    public mutating func addMSIX(tableSize: Int, tableBAR: UInt8, tableOffset: UInt32, pbaBAR: UInt8, pbaOffset: UInt32) -> Int {
+    package mutating func addMSIX(tableSize: Int, tableBAR: UInt8, tableOffset: UInt32, pbaBAR: UInt8, pbaOffset: UInt32) -> Int {
         precondition((1...2048).contains(tableSize))
         return addCapability(.msix, length: MSIXLayout.size) { cap in
             cap.write(UInt16(tableSize - 1), at: MSIXLayout.messageControl)
@@ -90,7 +90,7 @@ public struct ConfigSpaceBuilder: Sendable {
 
     /// Appends a PCI Express capability (version 2) of the given device/port type.
     @discardableResult
-    public mutating func addPCIExpress(portType: UInt16 = 0) -> Int {
+    package mutating func addPCIExpress(portType: UInt16 = 0) -> Int {
         // The PCIe capability structure of a version-2 endpoint is 0x3c bytes.
         addCapability(.pciExpress, length: 0x3c) { cap in
             cap.write(UInt16(2) | (portType << PCIExpressLayout.portTypeShift), at: PCIExpressLayout.capabilities)
@@ -99,7 +99,7 @@ public struct ConfigSpaceBuilder: Sendable {
 
     /// Appends a PCIe extended capability of `length` bytes and returns its offset.
     @discardableResult
-    public mutating func addExtendedCapability(_ id: PCIExtendedCapabilityID, version: UInt8 = 1, length: Int,
+    package mutating func addExtendedCapability(_ id: PCIExtendedCapabilityID, version: UInt8 = 1, length: Int,
                                                body: (inout CapabilityWriter) -> Void = { _ in }) -> Int {
         precondition(bytes.count == PCIHeader.extendedConfigSize, "extended capabilities need 4096-byte config space")
         let offset = nextExtendedCapability
@@ -119,7 +119,7 @@ public struct ConfigSpaceBuilder: Sendable {
 
     /// Appends an SR-IOV extended capability.
     @discardableResult
-    public mutating func addSRIOV(totalVFs: Int, initialVFs: Int, numVFs: Int, firstVFOffset: Int, vfStride: Int,
+    package mutating func addSRIOV(totalVFs: Int, initialVFs: Int, numVFs: Int, firstVFOffset: Int, vfStride: Int,
                                   vfDeviceID: UInt16, vfBAR0: UInt64?, vfEnabled: Bool) -> Int {
         addExtendedCapability(.srIOV, length: SRIOVLayout.size) { cap in
             cap.write(UInt16(vfEnabled ? SRIOVLayout.controlVFEnable | SRIOVLayout.controlVFMemorySpace : 0), at: SRIOVLayout.control)
@@ -139,10 +139,10 @@ public struct ConfigSpaceBuilder: Sendable {
     }
 
     /// Writes fields of one capability, relative to its start.
-    public struct CapabilityWriter {
+    package struct CapabilityWriter {
         let base: Int
         var bytes: [UInt8]
-        public mutating func write<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at offset: Int) {
+        package mutating func write<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at offset: Int) {
             bytes.writeLE(value, at: base + offset)
         }
     }

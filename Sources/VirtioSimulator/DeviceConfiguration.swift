@@ -138,7 +138,7 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
     public var regularQueues = 2
     public var maximumQueueSize = 256
     public var adminQueueCount = 1
-    public var opcodes: ProjectOpcodeTable = .default
+    package var opcodes: ProjectOpcodeTable = .default
     /// Opcodes the device lists in LIST_QUERY; `nil` = all it implements.
     public var supportedOpcodes: [AdminOpcode]?
     public var timing: DeviceTiming = .immediate

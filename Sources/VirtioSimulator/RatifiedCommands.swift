@@ -483,7 +483,7 @@ extension SimulatedSRIOVDevice {
 
     /// The driver-visible state of VF `index`: driver features, device status, and each
     /// queue's size, vector, enable and ring addresses.
-    public func vfDriverState(_ index: Int) -> SimulatedDriverState {
+    package func vfDriverState(_ index: Int) -> SimulatedDriverState {
         lock.withLock {
             let vf = vfs[index]
             return SimulatedDriverState(driverFeatures: vf.driverFeatures, status: vf.status, configVector: vf.configVector,
@@ -535,19 +535,19 @@ extension SimulatedSRIOVDevice {
 }
 
 /// A VF's driver-visible state (for tests: save → restore must reproduce it).
-public struct SimulatedDriverState: Sendable, Hashable {
-    public struct Queue: Sendable, Hashable {
-        public var size: Int
-        public var vector: UInt16
-        public var enabled: Bool
-        public var descriptorArea: UInt64
-        public var driverArea: UInt64
-        public var deviceArea: UInt64
+package struct SimulatedDriverState: Sendable, Hashable {
+    package struct Queue: Sendable, Hashable {
+        package var size: Int
+        package var vector: UInt16
+        package var enabled: Bool
+        package var descriptorArea: UInt64
+        package var driverArea: UInt64
+        package var deviceArea: UInt64
     }
-    public var driverFeatures: FeatureSet
-    public var status: DeviceStatus
-    public var configVector: UInt16
-    public var queues: [Queue]
+    package var driverFeatures: FeatureSet
+    package var status: DeviceStatus
+    package var configVector: UInt16
+    package var queues: [Queue]
 }
 
 extension SimulatedSRIOVDevice {

@@ -3,35 +3,35 @@ import VirtioSpec
 
 /// Where a simulated function keeps its structures in BAR 0. One layout serves the PF and
 /// every VF; the config space advertises it through virtio capabilities and MSI-X.
-public struct SimulatedBARLayout: Sendable, Hashable {
-    public static let bar: UInt8 = 0
-    public static let commonOffset: UInt32 = 0x0000
-    public static let commonLength = UInt32(CommonConfigLayout.sizeWithAdminQueue)
-    public static let isrOffset: UInt32 = 0x1000
-    public static let isrLength: UInt32 = 1
-    public static let deviceOffset: UInt32 = 0x2000
-    public static let deviceLength: UInt32 = 0x100
-    public static let notifyOffset: UInt32 = 0x3000
-    public static let notifyLength: UInt32 = 0x1000
-    public static let notifyOffMultiplier: UInt32 = 4
-    public static let msixTableOffset: UInt32 = 0x4000
-    public static let msixPBAOffset: UInt32 = 0x6000
+package struct SimulatedBARLayout: Sendable, Hashable {
+    package static let bar: UInt8 = 0
+    package static let commonOffset: UInt32 = 0x0000
+    package static let commonLength = UInt32(CommonConfigLayout.sizeWithAdminQueue)
+    package static let isrOffset: UInt32 = 0x1000
+    package static let isrLength: UInt32 = 1
+    package static let deviceOffset: UInt32 = 0x2000
+    package static let deviceLength: UInt32 = 0x100
+    package static let notifyOffset: UInt32 = 0x3000
+    package static let notifyLength: UInt32 = 0x1000
+    package static let notifyOffMultiplier: UInt32 = 4
+    package static let msixTableOffset: UInt32 = 0x4000
+    package static let msixPBAOffset: UInt32 = 0x6000
     /// BAR 0 size (a power of two, as PCI requires).
-    public static let size: UInt64 = 0x8000
+    package static let size: UInt64 = 0x8000
     /// Most MSI-X vectors the table area holds.
-    public static let maximumMSIXVectors = Int(msixPBAOffset - msixTableOffset) / MSIXLayout.tableEntrySize
+    package static let maximumMSIXVectors = Int(msixPBAOffset - msixTableOffset) / MSIXLayout.tableEntrySize
 }
 
 /// Identity and PCI placement of a simulated virtio function.
-public struct SimulatedFunctionIdentity: Sendable, Hashable {
-    public var address: PCIAddress
-    public var type: VirtioDeviceType
+package struct SimulatedFunctionIdentity: Sendable, Hashable {
+    package var address: PCIAddress
+    package var type: VirtioDeviceType
     /// Bus address of BAR 0.
-    public var bar0Address: UInt64
+    package var bar0Address: UInt64
     /// Number of MSI-X vectors the function's table has.
-    public var msixTableSize: Int
+    package var msixTableSize: Int
 
-    public init(address: PCIAddress, type: VirtioDeviceType, bar0Address: UInt64, msixTableSize: Int) {
+    package init(address: PCIAddress, type: VirtioDeviceType, bar0Address: UInt64, msixTableSize: Int) {
         self.address = address
         self.type = type
         self.bar0Address = bar0Address
@@ -39,7 +39,7 @@ public struct SimulatedFunctionIdentity: Sendable, Hashable {
     }
 
     /// PCI class code for the type (network, mass storage, or "other").
-    public var classCode: UInt32 {
+    package var classCode: UInt32 {
         switch type {
         case .net: 0x020000
         case .block: 0x018000
@@ -49,16 +49,16 @@ public struct SimulatedFunctionIdentity: Sendable, Hashable {
 }
 
 /// SR-IOV parameters of a simulated PF.
-public struct SimulatedSRIOV: Sendable, Hashable {
-    public var totalVFs: Int
-    public var numVFs: Int
-    public var firstVFOffset: Int
-    public var vfStride: Int
-    public var vfType: VirtioDeviceType
+package struct SimulatedSRIOV: Sendable, Hashable {
+    package var totalVFs: Int
+    package var numVFs: Int
+    package var firstVFOffset: Int
+    package var vfStride: Int
+    package var vfType: VirtioDeviceType
     /// Bus address of VF 0's BAR 0; VF n's is this + n × ``SimulatedBARLayout/size``.
-    public var vfBAR0Base: UInt64
+    package var vfBAR0Base: UInt64
 
-    public init(totalVFs: Int, numVFs: Int, firstVFOffset: Int = 1, vfStride: Int = 1, vfType: VirtioDeviceType, vfBAR0Base: UInt64) {
+    package init(totalVFs: Int, numVFs: Int, firstVFOffset: Int = 1, vfStride: Int = 1, vfType: VirtioDeviceType, vfBAR0Base: UInt64) {
         self.totalVFs = totalVFs
         self.numVFs = numVFs
         self.firstVFOffset = firstVFOffset
@@ -71,7 +71,7 @@ public struct SimulatedSRIOV: Sendable, Hashable {
 /// Builds the config space of a simulated virtio function: type-0 header, BAR 0 (64-bit),
 /// virtio capabilities (common with the admin-queue fields, ISR, device, notify, PCI cfg
 /// access), MSI-X, PCI Express, and for a PF the SR-IOV extended capability.
-public func simulatedConfigSpace(_ identity: SimulatedFunctionIdentity, sriov: SimulatedSRIOV? = nil) -> [UInt8] {
+package func simulatedConfigSpace(_ identity: SimulatedFunctionIdentity, sriov: SimulatedSRIOV? = nil) -> [UInt8] {
     let deviceID = identity.type.modernPCIDeviceID
     var builder = ConfigSpaceBuilder(vendorID: PCIIdentity.virtioVendorID, deviceID: deviceID, classCode: identity.classCode,
                                      subsystemVendorID: PCIIdentity.virtioVendorID, subsystemID: deviceID)

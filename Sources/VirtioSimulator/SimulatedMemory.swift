@@ -6,17 +6,17 @@ import Glibc
 #endif
 
 /// An access by the device that the model's strict IOMMU refused.
-public struct IOMMUFault: Sendable, Hashable, CustomStringConvertible {
-    public enum Kind: String, Sendable, Hashable {
+package struct IOMMUFault: Sendable, Hashable, CustomStringConvertible {
+    package enum Kind: String, Sendable, Hashable {
         /// The range was mapped once and has been released since (use after free by DMA).
         case released
         /// The range was never mapped.
         case neverMapped
     }
-    public var address: UInt64
-    public var length: Int
-    public var kind: Kind
-    public var description: String { "device access to \(length) bytes at 0x\(String(address, radix: 16)): \(kind == .released ? "released" : "never-mapped") memory" }
+    package var address: UInt64
+    package var length: Int
+    package var kind: Kind
+    package var description: String { "device access to \(length) bytes at 0x\(String(address, radix: 16)): \(kind == .released ? "released" : "never-mapped") memory" }
 }
 
 /// The device model's DMA memory: host memory with device addresses from a private IOVA
@@ -24,7 +24,7 @@ public struct IOMMUFault: Sendable, Hashable, CustomStringConvertible {
 /// touches (rings, descriptors, buffers, on every access, not once). An address outside
 /// every live mapping is a recorded fault (``faults``), never a crash; tests assert that no
 /// access ever reached released memory.
-public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
+package final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     struct Allocation: @unchecked Sendable {
         let deviceAddress: UInt64
         let length: Int
@@ -39,15 +39,15 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     private var released: [(UInt64, Int)] = []
     private var recordedFaults: [IOMMUFault] = []
     /// First device address handed out (high enough that 0 and small values never translate).
-    public static let iovaBase: UInt64 = 0x1_0000_0000
+    package static let iovaBase: UInt64 = 0x1_0000_0000
 
-    public init() {}
+    package init() {}
 
     deinit {
         for allocation in allocations { free(allocation.pointer) }
     }
 
-    public func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
+    package func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
         guard alignment > 0, alignment & (alignment - 1) == 0 else { throw .invalidAlignment(alignment) }
         guard length > 0 else { throw .outOfMemory(requested: length) }
         var raw: UnsafeMutableRawPointer?
@@ -65,7 +65,7 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
         return DMARegion(cpuAddress: pointer, deviceAddress: address, length: length)
     }
 
-    public func release(_ region: DMARegion) {
+    package func release(_ region: DMARegion) {
         let allocation = lock.withLock { () -> Allocation? in
             guard let index = find(region.deviceAddress), allocations[index].deviceAddress == region.deviceAddress else { return nil }
             let removed = allocations.remove(at: index)
@@ -77,7 +77,7 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
 
     /// The host pointer for `length` bytes at device address `address`, or `nil` when the
     /// range is not inside one live allocation.
-    public func translate(_ address: UInt64, length: Int) -> UnsafeMutableRawPointer? {
+    package func translate(_ address: UInt64, length: Int) -> UnsafeMutableRawPointer? {
         guard length >= 0 else { return nil }
         return lock.withLock { () -> UnsafeMutableRawPointer? in
             guard let index = find(address) else { return faultLocked(address, length) }
@@ -98,10 +98,10 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     }
 
     /// Every device access the IOMMU refused, in order.
-    public var faults: [IOMMUFault] { lock.withLock { recordedFaults } }
+    package var faults: [IOMMUFault] { lock.withLock { recordedFaults } }
     /// Refused device accesses to memory that had been released (a driver that freed DMA
     /// memory while the device could still use it).
-    public var releasedMemoryAccesses: Int { lock.withLock { recordedFaults.count { $0.kind == .released } } }
+    package var releasedMemoryAccesses: Int { lock.withLock { recordedFaults.count { $0.kind == .released } } }
 
     /// Index of the last allocation starting at or below `address` (lock held).
     private func find(_ address: UInt64) -> Int? {
@@ -115,5 +115,5 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     }
 
     /// Number of live allocations (tests check that teardown releases everything).
-    public var liveAllocations: Int { lock.withLock { allocations.count } }
+    package var liveAllocations: Int { lock.withLock { allocations.count } }
 }

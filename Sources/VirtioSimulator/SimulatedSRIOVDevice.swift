@@ -21,7 +21,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     // All mutable state is guarded by `lock`; the completion worker takes it too.
     let lock = Lock()
     public let configuration: SimulatedDeviceConfiguration
-    public let memory: SimulatedMemory
+    package let memory: SimulatedMemory
     let pf: FunctionModel
     var vfs: [FunctionModel]
     var admin: AdminCommandProcessor
@@ -39,11 +39,17 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     /// A reset written while the device still works: when it takes effect (ns).
     var pendingResetAt: UInt64?
 
-    /// Creates the device.
+    /// Creates the device model: an SR-IOV PF (the owner of the SR-IOV group, virtio 1.4
+    /// §2.12.1.1) with `configuration.totalVFs` VFs and an admin virtqueue (§2.12.2).
     /// - Parameters:
+    ///   - configuration: what the model offers and how strictly it checks the driver.
     ///   - members: resources of each VF; `nil` = the configuration's initial values.
-    public init(configuration: SimulatedDeviceConfiguration = SimulatedDeviceConfiguration(), members: [MemberResources]? = nil,
-                memory: SimulatedMemory = SimulatedMemory()) {
+    public convenience init(configuration: SimulatedDeviceConfiguration = SimulatedDeviceConfiguration(), members: [MemberResources]? = nil) {
+        self.init(configuration: configuration, members: members, memory: SimulatedMemory())
+    }
+
+    /// Creates the device on given DMA memory (shared with a second model in tests).
+    package init(configuration: SimulatedDeviceConfiguration, members: [MemberResources]?, memory: SimulatedMemory) {
         precondition(configuration.numVFs <= configuration.totalVFs)
         self.configuration = configuration
         self.memory = memory
@@ -102,13 +108,13 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     }
 
     /// The PF's decoded config space.
-    public func pfConfigSpace() -> PCIConfigSpace {
+    package func pfConfigSpace() -> PCIConfigSpace {
         // SAFETY of `try!`: the model's own layout always decodes (checked by its tests).
         try! PCIConfigSpace(decoding: pfConfigBytes(), address: pfAddress, barSizes: [SimulatedBARLayout.size, 0, 0, 0, 0, 0])
     }
 
     /// VF `index`'s decoded config space (its MSI-X table size follows its provisioned vectors).
-    public func vfConfigSpace(_ index: Int) -> PCIConfigSpace {
+    package func vfConfigSpace(_ index: Int) -> PCIConfigSpace {
         let vectors = lock.withLock { admin.members[index].msixVectors }
         let identity = SimulatedFunctionIdentity(address: configuration.vfAddress(index), type: configuration.vfType,
                                                  bar0Address: SimulatedSysfsTree.vfBAR0Base + UInt64(index) * SimulatedBARLayout.size,
@@ -118,9 +124,9 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     }
 
     /// The PF's BAR 0.
-    public func pfBAR() -> any RegisterSpace { SimulatedBAR(device: self, function: nil) }
+    package func pfBAR() -> any RegisterSpace { SimulatedBAR(device: self, function: nil) }
     /// VF `index`'s BAR 0.
-    public func vfBAR(_ index: Int) -> any RegisterSpace {
+    package func vfBAR(_ index: Int) -> any RegisterSpace {
         precondition(index < configuration.totalVFs)
         return SimulatedBAR(device: self, function: index)
     }

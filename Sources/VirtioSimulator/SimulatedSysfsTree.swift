@@ -2,22 +2,22 @@ import PCIConfig
 import VirtioSpec
 
 /// One function of a fake sysfs tree: config bytes, BAR resources, attributes and links.
-public struct FakeSysfsFunction: Sendable {
-    public var address: PCIAddress
-    public var vendorID: UInt16
-    public var deviceID: UInt16
-    public var classCode: UInt32
-    public var config: [UInt8]
+package struct FakeSysfsFunction: Sendable {
+    package var address: PCIAddress
+    package var vendorID: UInt16
+    package var deviceID: UInt16
+    package var classCode: UInt32
+    package var config: [UInt8]
     /// BAR 0 (start, size) for the `resource` file; other BARs are unimplemented.
-    public var bar0: (start: UInt64, size: UInt64)?
+    package var bar0: (start: UInt64, size: UInt64)?
     /// Extra attribute files (name → contents without the trailing newline).
-    public var attributes: [String: String]
+    package var attributes: [String: String]
     /// Links to other functions (name → address), e.g. `physfn`, `virtfn0`.
-    public var functionLinks: [String: PCIAddress]
-    public var driver: String?
-    public var iommuGroup: Int?
+    package var functionLinks: [String: PCIAddress]
+    package var driver: String?
+    package var iommuGroup: Int?
 
-    public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32, config: [UInt8]) {
+    package init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32, config: [UInt8]) {
         self.address = address
         self.vendorID = vendorID
         self.deviceID = deviceID
@@ -76,7 +76,7 @@ public struct SimulatedSysfsTree: Sendable {
     func vfMSIX(_ index: Int) -> Int { index < vfMSIXCounts.count ? vfMSIXCounts[index] : 4 }
 
     /// The functions of the tree.
-    public func functions() -> [FakeSysfsFunction] {
+    package func functions() -> [FakeSysfsFunction] {
         var result: [FakeSysfsFunction] = []
         let pfIdentity = SimulatedFunctionIdentity(address: pfAddress, type: pfType, bar0Address: Self.pfBAR0, msixTableSize: pfMSIXVectors)
         var pf = FakeSysfsFunction(address: pfAddress, vendorID: PCIIdentity.virtioVendorID, deviceID: pfType.modernPCIDeviceID,
@@ -122,7 +122,7 @@ public struct SimulatedSysfsTree: Sendable {
     }
 
     /// Writes any set of fake functions under `root`.
-    public static func write(_ functions: [FakeSysfsFunction], to root: String) throws(SimulatorFileError) {
+    package static func write(_ functions: [FakeSysfsFunction], to root: String) throws(SimulatorFileError) {
         let devicesParent = root + "/devices/pci0000:00"
         let busDevices = root + "/bus/pci/devices"
         try SimFiles.makeDirectories(devicesParent)

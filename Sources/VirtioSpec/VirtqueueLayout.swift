@@ -53,6 +53,6 @@ public enum RingFlags {
 /// The EVENT_IDX rule: notify when the index passed `event` in the last batch
 /// `(old, new]`. Spec: §2.7.10, `vring_need_event`.
 @inlinable
-public func ringNeedsEvent(eventIndex: UInt16, newIndex: UInt16, oldIndex: UInt16) -> Bool {
+package func ringNeedsEvent(eventIndex: UInt16, newIndex: UInt16, oldIndex: UInt16) -> Bool {
     (newIndex &- eventIndex &- 1) < (newIndex &- oldIndex)
 }

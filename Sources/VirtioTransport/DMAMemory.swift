@@ -1,23 +1,23 @@
 /// A DMA-able memory region: a CPU pointer and the address the device uses for it.
-public struct DMARegion: @unchecked Sendable, Hashable {
+package struct DMARegion: @unchecked Sendable, Hashable {
     // SAFETY: the allocator keeps the memory alive and pinned until `release` is called;
     // `cpuAddress` spans `length` bytes.
-    public let cpuAddress: UnsafeMutableRawPointer
+    package let cpuAddress: UnsafeMutableRawPointer
     /// The address the device uses (an IOVA, a physical address, or the model's own).
-    public let deviceAddress: UInt64
-    public let length: Int
+    package let deviceAddress: UInt64
+    package let length: Int
 
-    public init(cpuAddress: UnsafeMutableRawPointer, deviceAddress: UInt64, length: Int) {
+    package init(cpuAddress: UnsafeMutableRawPointer, deviceAddress: UInt64, length: Int) {
         self.cpuAddress = cpuAddress
         self.deviceAddress = deviceAddress
         self.length = length
     }
 
     /// The device address of byte `offset`.
-    @inline(__always) public func deviceAddress(at offset: Int) -> UInt64 { deviceAddress + UInt64(offset) }
+    @inline(__always) package func deviceAddress(at offset: Int) -> UInt64 { deviceAddress + UInt64(offset) }
 
     /// The bytes as a buffer.
-    public var bytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: cpuAddress, count: length) }
+    package var bytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: cpuAddress, count: length) }
 }
 
 /// Why DMA memory could not be had.
@@ -38,7 +38,7 @@ public enum DMAError: Error, Hashable, Sendable, CustomStringConvertible {
 ///
 /// Back ends: the device model's own memory (``VirtioSimulator``), and on Linux VFIO
 /// type-1 IOMMU mappings or locked memory with physical addresses from pagemap.
-public protocol DMAAllocator: AnyObject, Sendable {
+package protocol DMAAllocator: AnyObject, Sendable {
     /// Allocates `length` zeroed bytes aligned to `alignment` (a power of two).
     func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion
     /// Releases a region; the device must no longer use it.

@@ -4,15 +4,15 @@ import VirtioSpec
 
 /// Where a queue's notifications go: a 16-bit write of the queue index (or notify data) at
 /// an offset in the notify region. Spec: §4.1.4.4.
-public struct QueueNotifier: Sendable {
+package struct QueueNotifier: Sendable {
     let window: RegisterWindow
     let offset: Int
-    public let queue: UInt16
+    package let queue: UInt16
 
     /// Notifies the device that queue `queue` has new buffers. The ring stores before it are
     /// ordered against the doorbell with a DMA-strength write barrier (as Linux's writel()
     /// does; on arm64 `dmb oshst`), whatever ORDER_PLATFORM says.
-    @inline(__always) public func notify() {
+    @inline(__always) package func notify() {
         cv_dma_write_barrier()
         window.write16(queue, offset)
     }
@@ -24,18 +24,18 @@ public struct QueueNotifier: Sendable {
 /// through the select registers, queue programming, MSI-X vectors, notify addresses and
 /// device-config reads under the generation loop — and nothing else: no virtqueues, no
 /// admin logic. Spec: §4.1 "Virtio Over PCI Bus", §3.1 "Device Initialization".
-public final class ModernPCITransport: @unchecked Sendable {
+package final class ModernPCITransport: @unchecked Sendable {
     // Not thread-safe: one owner drives the registers (the admin driver serialises access).
-    public let address: PCIAddress
+    package let address: PCIAddress
     let common: RegisterWindow
     let notifyRegion: RegisterWindow
     let notifyMultiplier: UInt32
     let isr: RegisterWindow?
     let deviceConfig: RegisterWindow?
     /// Features negotiated by the last successful ``negotiate(required:wanted:)``.
-    public private(set) var negotiatedFeatures: FeatureSet = []
+    package private(set) var negotiatedFeatures: FeatureSet = []
     /// The function has a PCI SR-IOV capability (a PF that can enable VFs).
-    public let hasSRIOVCapability: Bool
+    package let hasSRIOVCapability: Bool
 
     /// Locates the common, notify, ISR and device structures from the decoded capabilities.
     ///
@@ -47,7 +47,7 @@ public final class ModernPCITransport: @unchecked Sendable {
     ///   ``TransportError/regionOutsideBAR(device:_:bar:end:barLength:)``, and
     ///   ``TransportError/capabilityTooSmall(device:_:length:minimum:)`` for a common
     ///   structure shorter than virtio 1.0's.
-    public init(config: PCIConfigSpace, bars: [Int: any RegisterSpace]) throws(TransportError) {
+    package init(config: PCIConfigSpace, bars: [Int: any RegisterSpace]) throws(TransportError) {
         hasSRIOVCapability = config.sriov != nil
         address = config.address
         func window(_ type: VirtioPCICfgType, required: Bool) throws(TransportError) -> RegisterWindow? {
@@ -85,30 +85,30 @@ public final class ModernPCITransport: @unchecked Sendable {
     @inline(__always) func write32(_ register: CommonConfigRegister, _ value: UInt32) { precondition(register.isDriverWritable); common.write32(value, register.offset) }
 
     /// Whether the common structure carries `admin_queue_index`/`admin_queue_num`.
-    public var hasAdminQueueFields: Bool { common.length >= CommonConfigLayout.sizeWithAdminQueue }
+    package var hasAdminQueueFields: Bool { common.length >= CommonConfigLayout.sizeWithAdminQueue }
 
     /// The current device status.
-    public var status: DeviceStatus { DeviceStatus(rawValue: read8(.deviceStatus)) }
+    package var status: DeviceStatus { DeviceStatus(rawValue: read8(.deviceStatus)) }
 
     /// Throws when the device is gone or asks for a reset.
-    public func checkHealth() throws(TransportError) {
+    package func checkHealth() throws(TransportError) {
         let raw = read8(.deviceStatus)
         if raw == 0xff && read32(.deviceFeatureSelect) == UInt32.max { throw .surpriseRemoval(device: address) }
         if DeviceStatus(rawValue: raw).contains(.deviceNeedsReset) { throw .deviceNeedsReset(device: address) }
     }
 
     /// Adds bits to device_status (it is written whole; the device sees old | new).
-    public func addStatus(_ bits: DeviceStatus) {
+    package func addStatus(_ bits: DeviceStatus) {
         write8(.deviceStatus, status.union(bits).rawValue)
     }
 
     /// Sets FAILED: the driver gives up on the device. Spec: §3.1.1 step 8 note.
-    public func fail() { addStatus(.failed) }
+    package func fail() { addStatus(.failed) }
 
     /// Resets the device: writes 0, then waits until device_status reads 0. Spec: §4.1.4.3.2
     /// "the driver MUST wait for the read of device_status to return 0 before reinitializing".
     /// - Parameter timeout: how long to wait (spinning on the register read).
-    public func reset(timeout: Duration = .seconds(1)) throws(TransportError) {
+    package func reset(timeout: Duration = .seconds(1)) throws(TransportError) {
         write8(.deviceStatus, 0)
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: timeout)
@@ -122,7 +122,7 @@ public final class ModernPCITransport: @unchecked Sendable {
     }
 
     /// The features the device offers (all four 32-bit windows).
-    public func deviceFeatures() -> FeatureSet {
+    package func deviceFeatures() -> FeatureSet {
         var features = FeatureSet()
         for window in 0..<FeatureSet.windowCount {
             write32(.deviceFeatureSelect, UInt32(window))
@@ -150,7 +150,7 @@ public final class ModernPCITransport: @unchecked Sendable {
     ///   ``TransportError/missingFeatures(device:missing:names:)`` (the device is left with
     ///   FAILED set), ``TransportError/featuresRefused(device:written:status:)``.
     @discardableResult
-    public func negotiate(required: FeatureSet, wanted: FeatureSet = [], deviceType: VirtioDeviceType? = nil) throws(TransportError) -> FeatureSet {
+    package func negotiate(required: FeatureSet, wanted: FeatureSet = [], deviceType: VirtioDeviceType? = nil) throws(TransportError) -> FeatureSet {
         try reset()
         addStatus(.acknowledge)
         addStatus(.driver)
@@ -180,24 +180,24 @@ public final class ModernPCITransport: @unchecked Sendable {
     }
 
     /// Sets DRIVER_OK: the device is live. Spec: §3.1.1 step 8.
-    public func driverOK() throws(TransportError) {
+    package func driverOK() throws(TransportError) {
         addStatus(.driverOK)
         try checkHealth()
     }
 
     // MARK: Queues
 
-    public var numQueues: Int { Int(read16(.numQueues)) }
+    package var numQueues: Int { Int(read16(.numQueues)) }
 
     /// `admin_queue_index` and `admin_queue_num`, or `nil` when the common structure is too
     /// short to carry them.
-    public var adminQueues: (index: Int, count: Int)? {
+    package var adminQueues: (index: Int, count: Int)? {
         guard hasAdminQueueFields else { return nil }
         return (Int(read16(.adminQueueIndex)), Int(read16(.adminQueueNum)))
     }
 
     /// Selects `queue` and returns the largest size the device allows (0 = unavailable).
-    public func queueMaximumSize(_ queue: Int) -> Int {
+    package func queueMaximumSize(_ queue: Int) -> Int {
         write16(.queueSelect, UInt16(queue))
         return Int(read16(.queueSize))
     }
@@ -211,7 +211,7 @@ public final class ModernPCITransport: @unchecked Sendable {
     ///   - descriptorArea/driverArea/deviceArea: device addresses of the ring parts.
     ///   - msixVector: the vector to use, or `nil` for none (polling).
     /// - Returns: the queue's notifier.
-    public func setUpQueue(_ queue: Int, size: Int, descriptorArea: UInt64, driverArea: UInt64, deviceArea: UInt64,
+    package func setUpQueue(_ queue: Int, size: Int, descriptorArea: UInt64, driverArea: UInt64, deviceArea: UInt64,
                            msixVector: UInt16? = nil, checkIndex: Bool = true) throws(TransportError) -> QueueNotifier {
         try checkHealth()
         if checkIndex {
@@ -253,7 +253,7 @@ public final class ModernPCITransport: @unchecked Sendable {
     }
 
     /// Sets the configuration-change MSI-X vector and checks that it reads back.
-    public func setConfigVector(_ vector: UInt16) throws(TransportError) {
+    package func setConfigVector(_ vector: UInt16) throws(TransportError) {
         write16(.configMSIXVector, vector)
         let readBack = read16(.configMSIXVector)
         guard readBack == vector else {
@@ -262,18 +262,18 @@ public final class ModernPCITransport: @unchecked Sendable {
     }
 
     /// Reads and clears the ISR status (a read has a side effect). Spec: §4.1.4.5.
-    public func readISR() -> UInt8 { isr?.read8(0) ?? 0 }
+    package func readISR() -> UInt8 { isr?.read8(0) ?? 0 }
 
     // MARK: Device configuration
 
     /// `config_generation`: changes whenever the device changes its device config.
-    public var configGeneration: UInt8 { read8(.configGeneration) }
+    package var configGeneration: UInt8 { read8(.configGeneration) }
 
     /// Reads `length` bytes of device config at `offset`, repeating until
     /// `config_generation` is the same before and after. Spec: §2.5.1 / §4.1.4.3.1.
     /// - Parameter fieldWidth: width of the fields read (1 for byte arrays such as a MAC, 2
     ///   for le16 fields, …): every access has exactly that width.
-    public func readDeviceConfig(offset: Int, length: Int, fieldWidth: Int = 1, maximumAttempts: Int = 16) throws(TransportError) -> [UInt8] {
+    package func readDeviceConfig(offset: Int, length: Int, fieldWidth: Int = 1, maximumAttempts: Int = 16) throws(TransportError) -> [UInt8] {
         guard let deviceConfig, offset >= 0, length >= 0, offset + length <= deviceConfig.length else {
             throw .deviceConfigOutOfRange(device: address, offset: offset, length: length, regionLength: deviceConfig?.length ?? 0)
         }

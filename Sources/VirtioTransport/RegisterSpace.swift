@@ -6,7 +6,7 @@ import CVolatile
 /// ``length``: an access outside the region is a bug in the caller (offsets come from
 /// capabilities that the transport validated against the BAR size before use), so it
 /// traps rather than touching memory outside the mapping.
-public protocol RegisterSpace: AnyObject, Sendable {
+package protocol RegisterSpace: AnyObject, Sendable {
     /// Length of the region in bytes.
     var length: Int { get }
     func read8(at offset: Int) -> UInt8
@@ -19,11 +19,11 @@ public protocol RegisterSpace: AnyObject, Sendable {
 
 extension RegisterSpace {
     /// 64-bit read as two 32-bit halves (low first), as the spec allows for 64-bit fields.
-    public func read64(at offset: Int) -> UInt64 {
+    package func read64(at offset: Int) -> UInt64 {
         UInt64(read32(at: offset)) | UInt64(read32(at: offset + 4)) << 32
     }
     /// 64-bit write as two 32-bit halves (low first).
-    public func write64(_ value: UInt64, at offset: Int) {
+    package func write64(_ value: UInt64, at offset: Int) {
         write32(UInt32(truncatingIfNeeded: value), at: offset)
         write32(UInt32(truncatingIfNeeded: value >> 32), at: offset + 4)
     }
@@ -37,30 +37,30 @@ func checkAccess(_ offset: Int, _ width: Int, _ length: Int) {
 
 /// A memory-mapped region (sysfs `resourceN` mmap or a VFIO region mmap): volatile access
 /// through the CVolatile helpers.
-public final class MMIORegion: RegisterSpace, @unchecked Sendable {
+package final class MMIORegion: RegisterSpace, @unchecked Sendable {
     // SAFETY: `base` points to a mapping of at least `length` bytes that outlives this object
     // (the owner unmaps only after releasing it); every access is bounds-checked.
-    public let base: UnsafeMutableRawPointer
-    public let length: Int
+    package let base: UnsafeMutableRawPointer
+    package let length: Int
 
-    public init(base: UnsafeMutableRawPointer, length: Int) {
+    package init(base: UnsafeMutableRawPointer, length: Int) {
         self.base = base
         self.length = length
     }
 
-    public func read8(at offset: Int) -> UInt8 { checkAccess(offset, 1, length); return cv_mmio_read8(base + offset) }
-    public func read16(at offset: Int) -> UInt16 { checkAccess(offset, 2, length); return UInt16(littleEndian: cv_mmio_read16(base + offset)) }
-    public func read32(at offset: Int) -> UInt32 { checkAccess(offset, 4, length); return UInt32(littleEndian: cv_mmio_read32(base + offset)) }
-    public func write8(_ value: UInt8, at offset: Int) { checkAccess(offset, 1, length); cv_mmio_write8(base + offset, value) }
-    public func write16(_ value: UInt16, at offset: Int) { checkAccess(offset, 2, length); cv_mmio_write16(base + offset, value.littleEndian) }
-    public func write32(_ value: UInt32, at offset: Int) { checkAccess(offset, 4, length); cv_mmio_write32(base + offset, value.littleEndian) }
+    package func read8(at offset: Int) -> UInt8 { checkAccess(offset, 1, length); return cv_mmio_read8(base + offset) }
+    package func read16(at offset: Int) -> UInt16 { checkAccess(offset, 2, length); return UInt16(littleEndian: cv_mmio_read16(base + offset)) }
+    package func read32(at offset: Int) -> UInt32 { checkAccess(offset, 4, length); return UInt32(littleEndian: cv_mmio_read32(base + offset)) }
+    package func write8(_ value: UInt8, at offset: Int) { checkAccess(offset, 1, length); cv_mmio_write8(base + offset, value) }
+    package func write16(_ value: UInt16, at offset: Int) { checkAccess(offset, 2, length); cv_mmio_write16(base + offset, value.littleEndian) }
+    package func write32(_ value: UInt32, at offset: Int) { checkAccess(offset, 4, length); cv_mmio_write32(base + offset, value.littleEndian) }
 }
 
 /// A window of a larger register space (a capability's structure inside a BAR).
-public struct RegisterWindow: Sendable {
-    public let space: any RegisterSpace
-    public let base: Int
-    public let length: Int
+package struct RegisterWindow: Sendable {
+    package let space: any RegisterSpace
+    package let base: Int
+    package let length: Int
 
     /// Creates a window; the caller has checked `base + length <= space.length`.
     init(space: any RegisterSpace, base: Int, length: Int) {
@@ -70,10 +70,10 @@ public struct RegisterWindow: Sendable {
         self.length = length
     }
 
-    @inline(__always) public func read8(_ offset: Int) -> UInt8 { checkAccess(offset, 1, length); return space.read8(at: base + offset) }
-    @inline(__always) public func read16(_ offset: Int) -> UInt16 { checkAccess(offset, 2, length); return space.read16(at: base + offset) }
-    @inline(__always) public func read32(_ offset: Int) -> UInt32 { checkAccess(offset, 4, length); return space.read32(at: base + offset) }
-    @inline(__always) public func write8(_ value: UInt8, _ offset: Int) { checkAccess(offset, 1, length); space.write8(value, at: base + offset) }
-    @inline(__always) public func write16(_ value: UInt16, _ offset: Int) { checkAccess(offset, 2, length); space.write16(value, at: base + offset) }
-    @inline(__always) public func write32(_ value: UInt32, _ offset: Int) { checkAccess(offset, 4, length); space.write32(value, at: base + offset) }
+    @inline(__always) package func read8(_ offset: Int) -> UInt8 { checkAccess(offset, 1, length); return space.read8(at: base + offset) }
+    @inline(__always) package func read16(_ offset: Int) -> UInt16 { checkAccess(offset, 2, length); return space.read16(at: base + offset) }
+    @inline(__always) package func read32(_ offset: Int) -> UInt32 { checkAccess(offset, 4, length); return space.read32(at: base + offset) }
+    @inline(__always) package func write8(_ value: UInt8, _ offset: Int) { checkAccess(offset, 1, length); space.write8(value, at: base + offset) }
+    @inline(__always) package func write16(_ value: UInt16, _ offset: Int) { checkAccess(offset, 2, length); space.write16(value, at: base + offset) }
+    @inline(__always) package func write32(_ value: UInt32, _ offset: Int) { checkAccess(offset, 4, length); space.write32(value, at: base + offset) }
 }

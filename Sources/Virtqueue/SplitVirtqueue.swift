@@ -3,20 +3,20 @@ import VirtioSpec
 import VirtioTransport
 
 /// One buffer of a descriptor chain: a device address and a length.
-public struct DMABuffer: Sendable, Hashable {
-    public var address: UInt64
-    public var length: UInt32
-    public init(address: UInt64, length: UInt32) {
+package struct DMABuffer: Sendable, Hashable {
+    package var address: UInt64
+    package var length: UInt32
+    package init(address: UInt64, length: UInt32) {
         self.address = address
         self.length = length
     }
 }
 
 /// A completion taken from the used ring: the chain's head and the bytes the device wrote.
-public struct UsedElement: Sendable, Hashable {
-    public var head: UInt16
-    public var length: UInt32
-    public init(head: UInt16, length: UInt32) {
+package struct UsedElement: Sendable, Hashable {
+    package var head: UInt16
+    package var length: UInt32
+    package init(head: UInt16, length: UInt32) {
         self.head = head
         self.length = length
     }
@@ -64,14 +64,14 @@ public enum VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible {
 /// Descriptor bookkeeping (free list, chain links, writable capacity, in-flight marks) is
 /// kept in driver-private arrays, never read back from the shared table, so a device that
 /// scribbles on shared memory cannot steer the driver. Not thread-safe: one owner calls it.
-public final class SplitVirtqueue: @unchecked Sendable {
-    public let size: Int
-    public let layout: SplitRingLayout
-    public let memory: DMARegion
-    public let ring: SplitRingView
-    public let eventIndex: Bool
+package final class SplitVirtqueue: @unchecked Sendable {
+    package let size: Int
+    package let layout: SplitRingLayout
+    package let memory: DMARegion
+    package let ring: SplitRingView
+    package let eventIndex: Bool
     /// VIRTIO_F_ORDER_PLATFORM: barriers that order against DMA, not only other CPUs.
-    public let platformOrdering: Bool
+    package let platformOrdering: Bool
     let allocator: any DMAAllocator
 
     private var freeStack: [UInt16]
@@ -82,18 +82,18 @@ public final class SplitVirtqueue: @unchecked Sendable {
     private var availIndex: UInt16 = 0
     private var publishedIndex: UInt16 = 0
     private var lastUsedIndex: UInt16 = 0
-    public private(set) var inFlightCount = 0
+    package private(set) var inFlightCount = 0
 
     /// Descriptor area (table) device address.
-    public var descriptorArea: UInt64 { memory.deviceAddress(at: layout.descriptorOffset) }
+    package var descriptorArea: UInt64 { memory.deviceAddress(at: layout.descriptorOffset) }
     /// Driver area (avail ring) device address.
-    public var driverArea: UInt64 { memory.deviceAddress(at: layout.availOffset) }
+    package var driverArea: UInt64 { memory.deviceAddress(at: layout.availOffset) }
     /// Device area (used ring) device address.
-    public var deviceArea: UInt64 { memory.deviceAddress(at: layout.usedOffset) }
-    public var freeCount: Int { freeStack.count }
+    package var deviceArea: UInt64 { memory.deviceAddress(at: layout.usedOffset) }
+    package var freeCount: Int { freeStack.count }
 
     /// Allocates the rings for a queue of `size` entries (a power of two ≤ 32768).
-    public init(size: Int, allocator: any DMAAllocator, eventIndex: Bool, platformOrdering: Bool = false) throws(DMAError) {
+    package init(size: Int, allocator: any DMAAllocator, eventIndex: Bool, platformOrdering: Bool = false) throws(DMAError) {
         precondition(size > 0 && size <= SplitQueueLayout.maximumSize && size & (size - 1) == 0, "queue size must be a power of two ≤ 32768")
         self.size = size
         self.allocator = allocator
@@ -122,7 +122,7 @@ public final class SplitVirtqueue: @unchecked Sendable {
     /// visible to the device only after ``publish()``.
     /// - Returns: the head descriptor id, which the completion will carry.
     @discardableResult
-    public func add(readable: some Collection<DMABuffer>, writable: some Collection<DMABuffer>) throws(VirtqueueError) -> UInt16 {
+    package func add(readable: some Collection<DMABuffer>, writable: some Collection<DMABuffer>) throws(VirtqueueError) -> UInt16 {
         let total = readable.count + writable.count
         guard total > 0, total <= size else { throw .invalidChain(buffers: total, queueSize: size) }
         guard total <= freeStack.count else { throw .full(needed: total, free: freeStack.count) }
@@ -161,7 +161,7 @@ public final class SplitVirtqueue: @unchecked Sendable {
     /// store after a write barrier) and says whether the device wants a notification.
     /// Spec: §2.7.13.3 and §2.7.10 (EVENT_IDX: `vring_need_event(avail_event, new, old)`;
     /// otherwise unless VIRTQ_USED_F_NO_NOTIFY).
-    public func publish() -> Bool {
+    package func publish() -> Bool {
         let old = publishedIndex
         let new = availIndex
         guard old != new else { return false }
@@ -177,7 +177,7 @@ public final class SplitVirtqueue: @unchecked Sendable {
     }
 
     /// Whether the device has completions not yet taken.
-    public var hasCompletions: Bool { ring.loadUsedIndex() != lastUsedIndex }
+    package var hasCompletions: Bool { ring.loadUsedIndex() != lastUsedIndex }
 
     /// Takes up to `limit` completions, validating each, and frees their descriptors.
     ///
@@ -186,7 +186,7 @@ public final class SplitVirtqueue: @unchecked Sendable {
     /// - Throws: a device-error ``VirtqueueError`` for the first invalid element; the
     ///   elements before it were delivered, and the queue must be reset.
     @discardableResult
-    public func takeCompletions(limit: Int = .max, _ body: (UsedElement) -> Void) throws(VirtqueueError) -> Int {
+    package func takeCompletions(limit: Int = .max, _ body: (UsedElement) -> Void) throws(VirtqueueError) -> Int {
         let usedIndex = ring.loadUsedIndex()
         let pending = Int(usedIndex &- lastUsedIndex)
         if pending == 0 { return 0 }
@@ -223,7 +223,7 @@ public final class SplitVirtqueue: @unchecked Sendable {
 
     /// Asks the device to interrupt on completions, or not to (polling).
     /// Spec: VIRTQ_AVAIL_F_NO_INTERRUPT, or used_event with EVENT_IDX.
-    public func setInterrupts(enabled: Bool) {
+    package func setInterrupts(enabled: Bool) {
         if eventIndex {
             ring.usedEvent = enabled ? lastUsedIndex : lastUsedIndex &+ 0x7fff
         } else {
@@ -233,7 +233,7 @@ public final class SplitVirtqueue: @unchecked Sendable {
 
     /// Forgets every chain in flight (after a device reset, when the device no longer owns
     /// them) and returns their heads, so their owners can be failed.
-    public func abandonAll() -> [UInt16] {
+    package func abandonAll() -> [UInt16] {
         var heads: [UInt16] = []
         for head in 0..<size where inFlight[head] {
             heads.append(UInt16(head))

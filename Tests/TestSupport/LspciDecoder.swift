@@ -2,58 +2,58 @@ import Foundation
 
 /// What `lspci -vvv` says about one function: the independent decoder the project's own
 /// decoder is checked against. Only the fields the tests compare are parsed.
-public struct LspciFunction: Equatable, Sendable {
-    public struct VirtioCap: Equatable, Sendable {
-        public var capabilityOffset: Int
-        public var kind: String
-        public var bar: Int
-        public var offset: UInt64
-        public var size: UInt64
-        public var multiplier: UInt32?
+package struct LspciFunction: Equatable, Sendable {
+    package struct VirtioCap: Equatable, Sendable {
+        package var capabilityOffset: Int
+        package var kind: String
+        package var bar: Int
+        package var offset: UInt64
+        package var size: UInt64
+        package var multiplier: UInt32?
     }
-    public struct MSIX: Equatable, Sendable {
-        public var capabilityOffset: Int
-        public var count: Int
-        public var enabled: Bool
-        public var tableBAR: Int
-        public var tableOffset: UInt64
-        public var pbaBAR: Int
-        public var pbaOffset: UInt64
+    package struct MSIX: Equatable, Sendable {
+        package var capabilityOffset: Int
+        package var count: Int
+        package var enabled: Bool
+        package var tableBAR: Int
+        package var tableOffset: UInt64
+        package var pbaBAR: Int
+        package var pbaOffset: UInt64
     }
-    public struct SRIOV: Equatable, Sendable {
-        public var initialVFs: Int
-        public var totalVFs: Int
-        public var numVFs: Int
-        public var vfOffset: Int
-        public var vfStride: Int
-        public var vfDeviceID: UInt16
-        public init(initialVFs: Int, totalVFs: Int, numVFs: Int, vfOffset: Int, vfStride: Int, vfDeviceID: UInt16) {
+    package struct SRIOV: Equatable, Sendable {
+        package var initialVFs: Int
+        package var totalVFs: Int
+        package var numVFs: Int
+        package var vfOffset: Int
+        package var vfStride: Int
+        package var vfDeviceID: UInt16
+        package init(initialVFs: Int, totalVFs: Int, numVFs: Int, vfOffset: Int, vfStride: Int, vfDeviceID: UInt16) {
             (self.initialVFs, self.totalVFs, self.numVFs, self.vfOffset, self.vfStride, self.vfDeviceID) = (initialVFs, totalVFs, numVFs, vfOffset, vfStride, vfDeviceID)
         }
     }
-    public struct Region: Equatable, Sendable {
-        public var index: Int
-        public var address: UInt64
-        public var is64Bit: Bool
-        public var prefetchable: Bool
-        public var size: String?
+    package struct Region: Equatable, Sendable {
+        package var index: Int
+        package var address: UInt64
+        package var is64Bit: Bool
+        package var prefetchable: Bool
+        package var size: String?
     }
 
-    public var slot: String
-    public var virtioCaps: [VirtioCap] = []
-    public var msix: MSIX?
-    public var sriov: SRIOV?
-    public var regions: [Region] = []
-    public var capabilityOffsets: [Int] = []
+    package var slot: String
+    package var virtioCaps: [VirtioCap] = []
+    package var msix: MSIX?
+    package var sriov: SRIOV?
+    package var regions: [Region] = []
+    package var capabilityOffsets: [Int] = []
 }
 
 /// Whether lspci is installed.
-public var lspciPath: String? {
+package var lspciPath: String? {
     ["/usr/bin/lspci", "/usr/sbin/lspci", "/bin/lspci", "/sbin/lspci"].first { FileManager.default.isExecutableFile(atPath: $0) }
 }
 
 /// Runs a program and returns its standard output (standard error is discarded).
-public func runProgram(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String, error: String) {
+package func runProgram(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String, error: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
@@ -70,14 +70,14 @@ public func runProgram(_ path: String, _ arguments: [String], environment: [Stri
 }
 
 /// Runs `lspci -vvv -D` with extra arguments and parses every function it prints.
-public func lspciFunctions(_ extraArguments: [String] = []) throws -> [String: LspciFunction] {
+package func lspciFunctions(_ extraArguments: [String] = []) throws -> [String: LspciFunction] {
     guard let lspci = lspciPath else { return [:] }
     let result = try runProgram(lspci, extraArguments + ["-vvv", "-D"])
     return parseLspci(result.output)
 }
 
 /// Parses `lspci -vvv -D` output.
-public func parseLspci(_ text: String) -> [String: LspciFunction] {
+package func parseLspci(_ text: String) -> [String: LspciFunction] {
     var functions: [String: LspciFunction] = [:]
     var current: LspciFunction?
     var pending: (kind: String, offset: Int)?
@@ -156,7 +156,7 @@ public func parseLspci(_ text: String) -> [String: LspciFunction] {
 }
 
 /// lspci's name for a virtio cfg type.
-public func lspciVirtioName(_ cfgType: String) -> String {
+package func lspciVirtioName(_ cfgType: String) -> String {
     switch cfgType {
     case "common": "CommonCfg"
     case "notify": "Notify"
@@ -168,14 +168,14 @@ public func lspciVirtioName(_ cfgType: String) -> String {
 }
 
 /// A fresh temporary directory.
-public func makeTemporaryDirectory(_ label: String = "virtio-admin-test") -> String {
+package func makeTemporaryDirectory(_ label: String = "virtio-admin-test") -> String {
     let path = NSTemporaryDirectory() + "/\(label)-\(UUID().uuidString)"
     try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
 }
 
 /// Hex dump in `lspci -xxxx` format, which `lspci -F FILE` decodes.
-public func lspciHexDump(slot: String, title: String = "Device", config: [UInt8]) -> String {
+package func lspciHexDump(slot: String, title: String = "Device", config: [UInt8]) -> String {
     var text = "\(slot) \(title)\n"
     for row in stride(from: 0, to: config.count, by: 16) {
         let bytes = config[row..<min(row + 16, config.count)].map { String(format: "%02x", $0) }.joined(separator: " ")
