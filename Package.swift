@@ -3,28 +3,28 @@ import PackageDescription
 
 let package = Package(
     name: "VirtioAdmin",
+    // The public API (docs/public-api.md): these products, and in them only what
+    // scripts/public-api.list keeps public. Every other declaration is `package` access
+    // (scripts/api-access rewrites it), and no other target is a product.
     products: [
+        // The command-line tool.
         .executable(name: "virtio-admin", targets: ["VirtioAdminCLI"]),
-        .library(name: "VirtioAdmin", targets: ["VirtioAdmin"]),
+        // The composition an appliance links: AdminGroup, the openers, Provisioner, policy apply,
+        // the provisioning service; with the value types its signatures use.
+        .library(name: "VirtioAdmin", targets: ["VirtioAdmin", "VirtioProvisioning", "ResourceManager", "VirtioAdminDriver", "PCIConfig"]),
+        // The plugin kit: what a resource-manager plugin needs, with VirtioSpec.
+        .library(name: "VirtioAdminPluginKit", targets: ["ResourceManager", "VirtioAdminDriver", "PCIConfig"]),
+        // The spec layer: constants, layouts, the admin command and result headers.
         .library(name: "VirtioSpec", targets: ["VirtioSpec"]),
-        .library(name: "VirtioProjectCommands", targets: ["VirtioProjectCommands"]),
-        .library(name: "PCIConfig", targets: ["PCIConfig"]),
-        .library(name: "VirtioLinux", targets: ["VirtioLinux"]),
-        .library(name: "VirtioTransport", targets: ["VirtioTransport"]),
-        .library(name: "Virtqueue", targets: ["Virtqueue"]),
+        // The device model, and a test kit that opens its admin queue for a plugin's tests.
         .library(name: "VirtioSimulator", targets: ["VirtioSimulator"]),
-        .library(name: "VirtioAdminDriver", targets: ["VirtioAdminDriver"]),
-        .library(name: "VirtioConformance", targets: ["VirtioConformance"]),
-        .library(name: "ResourceManager", targets: ["ResourceManager"]),
         .library(name: "VirtioAdminTestKit", targets: ["VirtioAdminTestKit"]),
-        .library(name: "VirtioProvisioning", targets: ["VirtioProvisioning"]),
+        // The run-time plugin ABI: a C header plugin authors include.
         .library(name: "CVirtioAdminPlugin", targets: ["CVirtioAdminPlugin"]),
-        .library(name: "MSIXResourceManager", targets: ["MSIXResourceManager"]),
-        .library(name: "FeatureBitsResourceManager", targets: ["FeatureBitsResourceManager"]),
-        .library(name: "CapabilitiesResourceManager", targets: ["CapabilitiesResourceManager"]),
-        .library(name: "ResourceObjectsResourceManager", targets: ["ResourceObjectsResourceManager"]),
-        .library(name: "DevicePartsResourceManager", targets: ["DevicePartsResourceManager"]),
-        .library(name: "LegacyAccessResourceManager", targets: ["LegacyAccessResourceManager"]),
+        // Not API (a leading underscore): entry points for this repository's Benchmarks/ and
+        // Fuzz/ packages, which measure and fuzz code that is `package` access.
+        .library(name: "_VirtioAdminBenchmarkSupport", targets: ["BenchmarkSupport"]),
+        .library(name: "_VirtioAdminFuzzSupport", targets: ["FuzzSupport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -96,6 +96,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Not API: the scenarios Benchmarks/ measures and the bodies of Fuzz/'s targets. They
+        // live in those folders but build here, as they reach `package` declarations.
+        .target(name: "BenchmarkSupport", dependencies: [
+            "VirtioAdmin", "VirtioProvisioning", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver", "ResourceManager",
+            "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioLinux", "PCIConfig", "VirtioSpec",
+        ], path: "Benchmarks/Sources/BenchmarkSupport"),
+        .target(name: "FuzzSupport", dependencies: ["PCIConfig", "VirtioSpec", "VirtioProjectCommands", "Virtqueue", "VirtioSimulator", "VirtioTransport"],
+                path: "Fuzz/Sources/FuzzSupport"),
         // Test helpers: an lspci output parser (the independent decoder), process runner, temp dirs.
         .target(name: "VirtioTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec"]),

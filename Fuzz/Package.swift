@@ -6,16 +6,14 @@ import PackageDescription
 let package = Package(
     name: "VirtioAdminFuzz",
     dependencies: [.package(name: "VirtioAdmin", path: "..")],
+    // FuzzConfigSpace, FuzzAdminResult and FuzzUsedRing call their bodies in Sources/FuzzSupport,
+    // which builds in the main package (product _VirtioAdminFuzzSupport, not API) because it
+    // reaches `package` declarations; the policy and udev targets use the public API.
     targets: [
-        .executableTarget(name: "FuzzConfigSpace", dependencies: [.product(name: "PCIConfig", package: "VirtioAdmin")]),
-        .executableTarget(name: "FuzzAdminResult", dependencies: [
-            .product(name: "VirtioSpec", package: "VirtioAdmin"), .product(name: "VirtioProjectCommands", package: "VirtioAdmin"),
-        ]),
-        .executableTarget(name: "FuzzUsedRing", dependencies: [
-            .product(name: "Virtqueue", package: "VirtioAdmin"), .product(name: "VirtioSimulator", package: "VirtioAdmin"),
-            .product(name: "VirtioTransport", package: "VirtioAdmin"),
-        ]),
-        .executableTarget(name: "FuzzPolicy", dependencies: [.product(name: "VirtioProvisioning", package: "VirtioAdmin")]),
-        .executableTarget(name: "FuzzUdevEnvironment", dependencies: [.product(name: "VirtioProvisioning", package: "VirtioAdmin")]),
+        .executableTarget(name: "FuzzConfigSpace", dependencies: [.product(name: "_VirtioAdminFuzzSupport", package: "VirtioAdmin")]),
+        .executableTarget(name: "FuzzAdminResult", dependencies: [.product(name: "_VirtioAdminFuzzSupport", package: "VirtioAdmin")]),
+        .executableTarget(name: "FuzzUsedRing", dependencies: [.product(name: "_VirtioAdminFuzzSupport", package: "VirtioAdmin")]),
+        .executableTarget(name: "FuzzPolicy", dependencies: [.product(name: "VirtioAdmin", package: "VirtioAdmin")]),
+        .executableTarget(name: "FuzzUdevEnvironment", dependencies: [.product(name: "VirtioAdmin", package: "VirtioAdmin")]),
     ]
 )

@@ -9,14 +9,13 @@ let package = Package(
         .library(name: "MACPlugin", type: .dynamic, targets: ["MACPlugin"]),
     ],
     dependencies: [
-        // The plugin protocol and CPluginExport; only the C table of plugin ABI 2 crosses into the
-        // host. A real plugin would name a release.
+        // The plugin kit (the plugin protocol, CPluginExport, the admin command) and VirtioSpec;
+        // only the C table of plugin ABI 2 crosses into the host. A real plugin would name a release.
         .package(name: "VirtioAdmin", path: "../.."),
     ],
     targets: [
         .target(name: "MACPlugin", dependencies: [
-            .product(name: "ResourceManager", package: "VirtioAdmin"),
-            .product(name: "VirtioAdminDriver", package: "VirtioAdmin"),
+            .product(name: "VirtioAdminPluginKit", package: "VirtioAdmin"),
             .product(name: "VirtioSpec", package: "VirtioAdmin"),
         ]),
     ]

@@ -9,10 +9,7 @@ let package = Package(
     targets: [
         .executableTarget(name: "EmbeddedProvisioner", dependencies: [
             .product(name: "VirtioAdmin", package: "VirtioAdmin"),
-            .product(name: "VirtioProvisioning", package: "VirtioAdmin"),
             .product(name: "VirtioSimulator", package: "VirtioAdmin"),
-            .product(name: "ResourceManager", package: "VirtioAdmin"),
-            .product(name: "PCIConfig", package: "VirtioAdmin"),
             .product(name: "VirtioSpec", package: "VirtioAdmin"),
         ]),
     ]

@@ -41,8 +41,8 @@ public struct Bench: Sendable {
     }
 }
 
-public let msix = MSIXResourceManager()
-public let featureBits = FeatureBitsResourceManager()
+let msix = MSIXResourceManager()
+let featureBits = FeatureBitsResourceManager()
 public let provisionedFeatures: FeatureSet = [.version1, FeatureSet(bit: 5), FeatureSet(bit: 16)]
 
 /// P1: every VF gets MSI-X vectors and features; `inFlight` commands at most at once
@@ -114,6 +114,12 @@ public func makeTree(vfs: Int) throws -> String {
     tree.vfMSIXCounts = []
     try tree.write(to: root)
     return root
+}
+
+/// P3: enumerates every virtio function of the sysfs view under `root` (SysfsEnumerator).
+@discardableResult
+public func enumerateFunctions(root: String) throws -> Int {
+    try SysfsEnumerator(root: root).functions().count
 }
 
 public func runProcess(_ path: String, _ arguments: [String]) -> Int32 {
