@@ -23,11 +23,11 @@ public enum SimulatedStateError: Error, Hashable, Sendable, CustomStringConverti
 /// Saves and loads a simulated device's state (configuration and per-VF resources) as
 /// text, so that `virtio-admin --simulate PATH` behaves across invocations as hardware
 /// does: `set` in one run, `get` in the next. Writes are atomic (temporary file + rename).
-public enum SimulatedDeviceStore {
+package enum SimulatedDeviceStore {
     static let magic = "virtio-admin-simulated-device 1"
 
     /// The text form of the device's persistent state.
-    public static func encode(_ device: SimulatedSRIOVDevice) -> String {
+    package static func encode(_ device: SimulatedSRIOVDevice) -> String {
         let configuration = device.configuration
         var lines = [magic,
                      "pf \(configuration.pfAddress)",
@@ -67,7 +67,7 @@ public enum SimulatedDeviceStore {
     }
 
     /// Rebuilds a device from its text form.
-    public static func decode(_ text: String, path: String = "<state>") throws(SimulatedStateError) -> SimulatedSRIOVDevice {
+    package static func decode(_ text: String, path: String = "<state>") throws(SimulatedStateError) -> SimulatedSRIOVDevice {
         var configuration = SimulatedDeviceConfiguration()
         var numVFs: Int?
         var sriovNegotiated: Bool?
@@ -187,12 +187,12 @@ public enum SimulatedDeviceStore {
     }
 
     /// Writes the device's state to `path` atomically.
-    public static func save(_ device: SimulatedSRIOVDevice, to path: String) throws(SimulatedStateError) {
+    package static func save(_ device: SimulatedSRIOVDevice, to path: String) throws(SimulatedStateError) {
         do { try SimFiles.writeAtomically(Array(encode(device).utf8), to: path) } catch { throw .file(error) }
     }
 
     /// Loads a device from `path`.
-    public static func load(_ path: String) throws(SimulatedStateError) -> SimulatedSRIOVDevice {
+    package static func load(_ path: String) throws(SimulatedStateError) -> SimulatedSRIOVDevice {
         let bytes: [UInt8]
         do { bytes = try SimFiles.read(path) } catch { throw .file(error) }
         return try decode(String(decoding: bytes, as: UTF8.self), path: path)
@@ -200,7 +200,7 @@ public enum SimulatedDeviceStore {
 
     /// Runs `body` holding an exclusive lock on `path` + ".lock" (one process at a time
     /// owns the simulated PF, as one driver owns a real PF's admin queue).
-    public static func withLock<T>(_ path: String, _ body: () async throws -> T) async throws -> T {
+    package static func withLock<T>(_ path: String, _ body: () async throws -> T) async throws -> T {
         let lockPath = path + ".lock"
         let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SimulatedStateError.locked(path: lockPath, errno: errno) }

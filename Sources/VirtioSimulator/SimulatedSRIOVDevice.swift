@@ -131,8 +131,16 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
         return SimulatedBAR(device: self, function: index)
     }
 
+    /// Writes the sysfs view of this device's current state under `root` (which plays
+    /// `/sys`): the PF and its enabled VFs as Linux shows them (`bus/pci/devices`, `config`,
+    /// `resource`, `sriov_*`, `physfn`/`virtfnN`), for code that enumerates functions.
+    /// - Throws: ``SimulatorFileError`` naming the path that could not be written.
+    public func writeSysfs(to root: String) throws(SimulatorFileError) {
+        try sysfsTree().write(to: root)
+    }
+
     /// The fake sysfs tree of this device's current state.
-    public func sysfsTree() -> SimulatedSysfsTree {
+    package func sysfsTree() -> SimulatedSysfsTree {
         lock.withLock {
             var tree = SimulatedSysfsTree(totalVFs: configuration.totalVFs, numVFs: admin.numVFs)
             tree.pfAddress = configuration.pfAddress

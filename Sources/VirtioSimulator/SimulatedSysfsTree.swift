@@ -36,30 +36,30 @@ package struct FakeSysfsFunction: Sendable {
 /// `ROOT/bus/pci/devices/<address>` symlinks to them, `physfn`/`virtfnN` links between
 /// PF and VFs, `driver` links into `ROOT/bus/pci/drivers/`, `iommu_group` links into
 /// `ROOT/kernel/iommu_groups/`.
-public struct SimulatedSysfsTree: Sendable {
-    public var pfAddress = PCIAddress(domain: 0, bus: 0x3b, device: 0, function: 0)
-    public var pfType: VirtioDeviceType = .net
-    public var vfType: VirtioDeviceType = .net
-    public var totalVFs: Int
-    public var numVFs: Int
+package struct SimulatedSysfsTree: Sendable {
+    package var pfAddress = PCIAddress(domain: 0, bus: 0x3b, device: 0, function: 0)
+    package var pfType: VirtioDeviceType = .net
+    package var vfType: VirtioDeviceType = .net
+    package var totalVFs: Int
+    package var numVFs: Int
     /// MSI-X vectors in the PF's own table.
-    public var pfMSIXVectors = 8
+    package var pfMSIXVectors = 8
     /// MSI-X table size of each VF (and `sriov_vf_msix_count`), by VF index; default 4.
-    public var vfMSIXCounts: [Int] = []
+    package var vfMSIXCounts: [Int] = []
     /// sysfs `sriov_vf_total_msix` of the PF (the pool), when set.
-    public var vfTotalMSIX: Int?
-    public var pfDriver: String?
-    public var vfDrivers: [Int: String] = [:]
-    public var includeNonVirtioNeighbour = true
-    public var firstVFOffset = 1
-    public var vfStride = 1
+    package var vfTotalMSIX: Int?
+    package var pfDriver: String?
+    package var vfDrivers: [Int: String] = [:]
+    package var includeNonVirtioNeighbour = true
+    package var firstVFOffset = 1
+    package var vfStride = 1
 
-    public static let pfBAR0: UInt64 = 0x38_0000_0000
-    public static let vfBAR0Base: UInt64 = 0x38_1000_0000
+    package static let pfBAR0: UInt64 = 0x38_0000_0000
+    package static let vfBAR0Base: UInt64 = 0x38_1000_0000
     /// The non-virtio neighbour: a host bridge at 0000:00:00.0.
-    public static let neighbourAddress = PCIAddress(domain: 0, bus: 0, device: 0, function: 0)
+    package static let neighbourAddress = PCIAddress(domain: 0, bus: 0, device: 0, function: 0)
 
-    public init(totalVFs: Int, numVFs: Int) {
+    package init(totalVFs: Int, numVFs: Int) {
         self.totalVFs = totalVFs
         self.numVFs = numVFs
     }
@@ -69,7 +69,7 @@ public struct SimulatedSysfsTree: Sendable {
                        vfType: vfType, vfBAR0Base: Self.vfBAR0Base)
     }
 
-    public func vfAddress(_ index: Int) -> PCIAddress {
+    package func vfAddress(_ index: Int) -> PCIAddress {
         PCIAddress(domain: pfAddress.domain, routingID: UInt16(truncatingIfNeeded: Int(pfAddress.routingID) + firstVFOffset + index * vfStride))
     }
 
@@ -117,7 +117,7 @@ public struct SimulatedSysfsTree: Sendable {
     }
 
     /// Writes the tree under `root` (which plays the role of `/sys`).
-    public func write(to root: String) throws(SimulatorFileError) {
+    package func write(to root: String) throws(SimulatorFileError) {
         try Self.write(functions(), to: root)
     }
 

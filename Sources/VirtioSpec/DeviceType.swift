@@ -87,25 +87,25 @@ public struct VirtioDeviceType: RawRepresentable, Hashable, Sendable, Comparable
 }
 
 /// PCI identity of virtio functions. Spec: §4.1.2 "PCI Device Discovery".
-public enum PCIIdentity {
+package enum PCIIdentity {
     /// PCI vendor id of every virtio function (Red Hat, Inc.).
-    public static let virtioVendorID: UInt16 = 0x1af4
+    package static let virtioVendorID: UInt16 = 0x1af4
     /// First transitional device id.
-    public static let transitionalDeviceIDFirst: UInt16 = 0x1000
+    package static let transitionalDeviceIDFirst: UInt16 = 0x1000
     /// Last transitional device id.
-    public static let transitionalDeviceIDLast: UInt16 = 0x103f
+    package static let transitionalDeviceIDLast: UInt16 = 0x103f
     /// Modern device ids are this base plus the virtio device type.
-    public static let modernDeviceIDBase: UInt16 = 0x1040
+    package static let modernDeviceIDBase: UInt16 = 0x1040
     /// Last modern device id the spec reserves for virtio.
-    public static let modernDeviceIDLast: UInt16 = 0x107f
+    package static let modernDeviceIDLast: UInt16 = 0x107f
 
     /// Whether a (vendor, device) pair is a virtio PCI function.
-    public static func isVirtio(vendorID: UInt16, deviceID: UInt16) -> Bool {
+    package static func isVirtio(vendorID: UInt16, deviceID: UInt16) -> Bool {
         vendorID == virtioVendorID && deviceID >= transitionalDeviceIDFirst && deviceID <= modernDeviceIDLast
     }
 
     /// Whether a virtio device id is a transitional (legacy-capable) one.
-    public static func isTransitional(deviceID: UInt16) -> Bool {
+    package static func isTransitional(deviceID: UInt16) -> Bool {
         deviceID >= transitionalDeviceIDFirst && deviceID <= transitionalDeviceIDLast
     }
 }

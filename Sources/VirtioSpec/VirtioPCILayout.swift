@@ -31,29 +31,29 @@ public enum VirtioPCICfgType: UInt8, Sendable, CaseIterable, CustomStringConvert
 }
 
 /// Layout of `struct virtio_pci_cap` and its variants. Spec: §4.1.4.
-public enum VirtioPCICapLayout {
-    public static let capVendor = 0
-    public static let capNext = 1
-    public static let capLength = 2
-    public static let cfgType = 3
-    public static let bar = 4
-    public static let id = 5
-    public static let offset = 8
-    public static let length = 12
+package enum VirtioPCICapLayout {
+    package static let capVendor = 0
+    package static let capNext = 1
+    package static let capLength = 2
+    package static let cfgType = 3
+    package static let bar = 4
+    package static let id = 5
+    package static let offset = 8
+    package static let length = 12
     /// `sizeof(struct virtio_pci_cap)`.
-    public static let size = 16
+    package static let size = 16
     /// `struct virtio_pci_notify_cap`: `notify_off_multiplier` le32 @16; 20 bytes.
-    public static let notifyOffMultiplier = 16
-    public static let notifySize = 20
+    package static let notifyOffMultiplier = 16
+    package static let notifySize = 20
     /// `struct virtio_pci_cap64`: `offset_hi` @16, `length_hi` @20; 24 bytes.
-    public static let offsetHigh = 16
-    public static let lengthHigh = 20
-    public static let size64 = 24
+    package static let offsetHigh = 16
+    package static let lengthHigh = 20
+    package static let size64 = 24
     /// `struct virtio_pci_cfg_cap`: `pci_cfg_data[4]` @16; 20 bytes.
-    public static let pciCfgData = 16
-    public static let pciCfgSize = 20
+    package static let pciCfgData = 16
+    package static let pciCfgSize = 20
     /// BAR values above this are reserved; a driver ignores such capabilities.
-    public static let maximumBAR: UInt8 = 5
+    package static let maximumBAR: UInt8 = 5
 }
 
 /// A register of `struct virtio_pci_common_cfg`: offset and natural width.
@@ -143,21 +143,21 @@ public enum CommonConfigRegister: Int, CaseIterable, Sendable, CustomStringConve
 }
 
 /// Sizes and sentinels of the common configuration structure.
-public enum CommonConfigLayout {
+package enum CommonConfigLayout {
     /// Length of the structure up to and including `queue_device` (virtio 1.0).
-    public static let sizeV1_0 = 0x38
+    package static let sizeV1_0 = 0x38
     /// Length including `queue_notify_data` and `queue_reset` (1.2).
-    public static let sizeWithQueueReset = 0x3c
+    package static let sizeWithQueueReset = 0x3c
     /// Length including `admin_queue_index` and `admin_queue_num` (1.3): a common-cfg
     /// capability shorter than this cannot carry an admin queue.
-    public static let sizeWithAdminQueue = 0x40
+    package static let sizeWithAdminQueue = 0x40
     /// "No vector" for `config_msix_vector`/`queue_msix_vector`; also what a failed
     /// allocation reads back as. Spec: VIRTIO_MSI_NO_VECTOR.
-    public static let noVector: UInt16 = 0xffff
+    package static let noVector: UInt16 = 0xffff
 }
 
 /// ISR status bits. Spec: §4.1.4.5. Reading the ISR clears it.
-public enum ISRStatus {
-    public static let queueInterrupt: UInt8 = 0x1
-    public static let configChange: UInt8 = 0x2
+package enum ISRStatus {
+    package static let queueInterrupt: UInt8 = 0x1
+    package static let configChange: UInt8 = 0x2
 }
