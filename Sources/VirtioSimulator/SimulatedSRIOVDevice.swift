@@ -40,7 +40,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     var pendingResetAt: UInt64?
 
     /// Creates the device model: an SR-IOV PF (the owner of the SR-IOV group, virtio 1.4
-    /// §2.12.1.1) with `configuration.totalVFs` VFs and an admin virtqueue (§2.12.2).
+    /// §2.12.1.1) with `configuration.totalVFs` VFs and an admin virtqueue (§2.12).
     /// - Parameters:
     ///   - configuration: what the model offers and how strictly it checks the driver.
     ///   - members: resources of each VF; `nil` = the configuration's initial values.

@@ -1,6 +1,8 @@
 /// The `device_status` register. Spec: §2.1 "Device Status Field".
 public struct DeviceStatus: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    /// The register's value.
     public let rawValue: UInt8
+    /// The status with these bits.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
 
     /// The guest OS has found the device. Spec: ACKNOWLEDGE (1).

@@ -4,7 +4,9 @@
 /// 0–23 and 50–127; the transport/ring bits are 24–49. Named bits are listed in
 /// ``FeatureSet/reservedNames`` and, per device type, in ``FeatureSet/names(for:)``.
 public struct FeatureSet: OptionSet, Hashable, Sendable, CustomStringConvertible {
+    /// The bits: bit N is feature bit N.
     public var rawValue: UInt128
+    /// The set with these bits.
     public init(rawValue: UInt128) { self.rawValue = rawValue }
 
     /// The set with only bit `bit` (0...127).
@@ -16,19 +18,33 @@ public struct FeatureSet: OptionSet, Hashable, Sendable, CustomStringConvertible
     /// Number of 32-bit windows the transport exposes for 128 feature bits.
     public static let windowCount = 4
 
+    /// VIRTIO_F_NOTIFY_ON_EMPTY (24), legacy (virtio 1.4 §6).
     public static let notifyOnEmpty = Self(bit: 24)
+    /// VIRTIO_F_ANY_LAYOUT (27), legacy (§6).
     public static let anyLayout = Self(bit: 27)
+    /// VIRTIO_F_INDIRECT_DESC (28): indirect descriptors (§6).
     public static let indirectDescriptors = Self(bit: 28)
+    /// VIRTIO_F_EVENT_IDX (29): used_event and avail_event (§6).
     public static let eventIndex = Self(bit: 29)
+    /// VIRTIO_F_VERSION_1 (32): compliance with this specification, not legacy (§6).
     public static let version1 = Self(bit: 32)
+    /// VIRTIO_F_ACCESS_PLATFORM (33): the device reaches memory through the platform's IOMMU (§6).
     public static let accessPlatform = Self(bit: 33)
+    /// VIRTIO_F_RING_PACKED (34): the packed virtqueue layout (§6).
     public static let ringPacked = Self(bit: 34)
+    /// VIRTIO_F_IN_ORDER (35): buffers are used in the order they were made available (§6).
     public static let inOrder = Self(bit: 35)
+    /// VIRTIO_F_ORDER_PLATFORM (36): memory accesses ordered as the platform orders them (§6).
     public static let orderPlatform = Self(bit: 36)
+    /// VIRTIO_F_SR_IOV (37): the device supports single root I/O virtualization (§6).
     public static let srIOV = Self(bit: 37)
+    /// VIRTIO_F_NOTIFICATION_DATA (38): the driver passes extra data in notifications (§6).
     public static let notificationData = Self(bit: 38)
+    /// VIRTIO_F_NOTIF_CONFIG_DATA (39): the notification value comes from the device (§6).
     public static let notifConfigData = Self(bit: 39)
+    /// VIRTIO_F_RING_RESET (40): single queues can be reset (§6).
     public static let ringReset = Self(bit: 40)
+    /// VIRTIO_F_ADMIN_VQ (41): the device has an admin virtqueue (§2.12, §6).
     public static let adminVQ = Self(bit: 41)
 
     /// Spec names (without the `VIRTIO_F_` prefix) of the reserved, device-independent bits.
@@ -87,6 +103,7 @@ public struct FeatureSet: OptionSet, Hashable, Sendable, CustomStringConvertible
     public var low64: UInt64 { UInt64(truncatingIfNeeded: rawValue) }
     /// High 64 bits.
     public var high64: UInt64 { UInt64(truncatingIfNeeded: rawValue >> 64) }
+    /// The set of two 64-bit words (the admin feature commands' le64 masks).
     public init(low64: UInt64, high64: UInt64 = 0) { rawValue = UInt128(low64) | (UInt128(high64) << 64) }
 
     /// Names of the set bits for `type`; unnamed bits print as `BIT_N`.
@@ -125,5 +142,6 @@ public struct FeatureSet: OptionSet, Hashable, Sendable, CustomStringConvertible
         rawValue = value
     }
 
+    /// The set bits' reserved names joined with `|` (``names()``).
     public var description: String { names().joined(separator: "|") }
 }

@@ -27,6 +27,7 @@ public enum VirtioPCICfgType: UInt8, Sendable, CaseIterable, CustomStringConvert
         case .vendor: "vendor"
         }
     }
+    /// The name, as ``name``.
     public var description: String { name }
 }
 
@@ -136,6 +137,7 @@ public enum CommonConfigRegister: Int, CaseIterable, Sendable, CustomStringConve
         }
     }
 
+    /// The spec's field name, as ``specName``.
     public var description: String { specName }
 
     /// Looks a register up by offset.
