@@ -3,15 +3,24 @@ import VirtioSpec
 
 /// A value in a plugin's output (what `--json` prints for it).
 public indirect enum PluginValue: Sendable, Hashable {
+    /// An integer.
     case int(Int)
+    /// A string.
     case string(String)
+    /// A truth value.
     case bool(Bool)
+    /// A list of strings (feature names, say).
     case strings([String])
+    /// Named values, in order (a JSON object).
     case object([(String, PluginValue)])
+    /// Values in order (a JSON array).
     case list([PluginValue])
+    /// No value (JSON `null`).
     case null
 
+    /// Equal when the values print alike and are of the same kind.
     public static func == (lhs: PluginValue, rhs: PluginValue) -> Bool { lhs.text == rhs.text && lhs.kind == rhs.kind }
+    /// Hashes the printed value.
     public func hash(into hasher: inout Hasher) { hasher.combine(text) }
     var kind: Int {
         switch self {
@@ -41,12 +50,16 @@ public indirect enum PluginValue: Sendable, Hashable {
 
 /// What an operation returns: ordered fields (the JSON object) and a line for people.
 public struct PluginOutput: Sendable {
+    /// The output's fields, in the order `--json` prints them.
     public var fields: [(String, PluginValue)]
+    /// One line for people (may be empty: the fields are then printed).
     public var summary: String
+    /// An output of these fields and summary line.
     public init(fields: [(String, PluginValue)], summary: String) {
         self.fields = fields
         self.summary = summary
     }
+    /// The value of field `key`, if the output has it.
     public subscript(key: String) -> PluginValue? { fields.first { $0.0 == key }?.1 }
 }
 
@@ -55,12 +68,17 @@ public struct PluginOutput: Sendable {
 public struct PluginParameter: Sendable, Hashable {
     /// `flag`: present or not (`--name` alone; the value is "yes").
     public enum Kind: Sendable, Hashable { case vf, integer, string, list, flag }
+    /// The parameter's name (`--NAME`).
     public var name: String
+    /// One line of help for `--help`.
     public var help: String
+    /// How the parameter is given and checked.
     public var kind: Kind
+    /// Whether the operation refuses to run without it.
     public var required: Bool
     /// Given as a bare word after PF (in declaration order) rather than as `--name VALUE`.
     public var positional: Bool
+    /// A parameter; `help` is its line in `--help`.
     public init(_ name: String, _ kind: Kind, required: Bool = true, positional: Bool = false, help: String) {
         self.name = name
         self.kind = kind
@@ -72,20 +90,27 @@ public struct PluginParameter: Sendable, Hashable {
 
 /// Arguments given to an operation, by parameter name (a list parameter may repeat).
 public struct PluginArguments: Sendable {
+    /// The values given, by parameter name, in command-line order.
     public var values: [String: [String]]
+    /// Arguments with these values.
     public init(_ values: [String: [String]] = [:]) { self.values = values }
+    /// The last value given for `name`, if any.
     public func string(_ name: String) -> String? { values[name]?.last }
+    /// Every value given for `name`, in order (empty if none).
     public func list(_ name: String) -> [String] { values[name] ?? [] }
 }
 
 /// What an operation runs against: the owner's admin queue and the group's shape.
 public struct PluginContext: Sendable {
+    /// Where the operation's admin commands go: the owner's admin queue (or, in a run-time plugin, the host's forwarder, which checks each command first).
     public let driver: any AdminCommandRunner
     /// Number of VFs the group has now (sysfs `sriov_numvfs`), when known.
     public let numVFs: Int?
     /// The device type of the members (for feature names).
     public let memberType: VirtioDeviceType?
+    /// The time each command may take (`nil`: the driver's default).
     public let timeout: Duration?
+    /// A context on `driver` for a group of `numVFs` members of type `memberType`.
     public init(driver: any AdminCommandRunner, numVFs: Int?, memberType: VirtioDeviceType?, timeout: Duration? = nil) {
         self.driver = driver
         self.numVFs = numVFs
@@ -96,9 +121,13 @@ public struct PluginContext: Sendable {
 
 /// One user-facing operation of a plugin (`msix get`, `features set`, …).
 public struct PluginOperation: Sendable {
+    /// The operation's name (`get`, `set`).
     public var name: String
+    /// One line for `--help` and `plugins`.
     public var summary: String
+    /// The parameters it reads, in the order `--help` lists them.
     public var parameters: [PluginParameter]
+    /// Runs the operation: sends its commands through the context's driver and returns the output.
     public var run: @Sendable (PluginContext, PluginArguments) async throws -> PluginOutput
     /// A top-level command name for this operation (`virtio-admin mode PF …`), if any.
     public var commandName: String?
@@ -110,6 +139,7 @@ public struct PluginOperation: Sendable {
     /// the SR-IOV group is unavailable (VF Enable clear).
     public var opcodes: [AdminOpcode]?
 
+    /// An operation; `run` is its body.
     public init(name: String, summary: String, parameters: [PluginParameter], commandName: String? = nil, needsDevice: Bool = true,
                 opcodes: [AdminOpcode]? = nil, run: @escaping @Sendable (PluginContext, PluginArguments) async throws -> PluginOutput) {
         self.name = name
@@ -130,18 +160,25 @@ public struct PluginOperation: Sendable {
 /// run-time plugins come in through the versioned C ABI (`virtio_admin_plugin.h`) and are
 /// wrapped by ``DynamicPlugin``.
 public protocol AdminCommandHandler: Sendable {
+    /// The plugin's name, the first word of its commands (`msix`).
     var name: String { get }
+    /// The plugin's version, as `plugins` prints it.
     var version: String { get }
+    /// One line for `plugins`.
     var summary: String { get }
+    /// The group types whose commands the plugin sends (virtio 1.4 §2.12).
     var groupTypes: [AdminGroupType] { get }
     /// The opcodes the plugin sends, with their names.
     var opcodes: [(AdminOpcode, String)] { get }
+    /// The operations the plugin offers.
     var operations: [PluginOperation] { get }
     /// The operation `virtio-admin NAME PF …` runs when no operation is named (`caps PF`).
     var defaultOperation: String? { get }
 }
 
 extension AdminCommandHandler {
+    /// The operation called `name`, if the plugin has one.
     public func operation(named name: String) -> PluginOperation? { operations.first { $0.name == name } }
+    /// No default operation.
     public var defaultOperation: String? { nil }
 }

@@ -3,25 +3,34 @@ import VirtioSpec
 
 /// A position in the policy file (1-based).
 public struct SourcePosition: Hashable, Sendable, CustomStringConvertible {
+    /// The line, from 1.
     public var line: Int
+    /// The column in UTF-8 bytes, from 1.
     public var column: Int
+    /// The position at `line`:`column` (both 1-based).
     public init(line: Int, column: Int) {
         self.line = line
         self.column = column
     }
+    /// `LINE:COLUMN`.
     public var description: String { "\(line):\(column)" }
 }
 
 /// A policy error: where and what, as `FILE:LINE:COLUMN: message`.
 public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The policy file's path, as given.
     public var file: String
+    /// Where in the file the problem is.
     public var position: SourcePosition
+    /// What is wrong, in words (`unknown key 'bogus'`).
     public var message: String
+    /// An error at `position` of `file`.
     public init(file: String, position: SourcePosition, message: String) {
         self.file = file
         self.position = position
         self.message = message
     }
+    /// `FILE:LINE:COLUMN: message`, one sentence.
     public var description: String { "\(file):\(position): \(message)" }
 }
 
@@ -38,6 +47,7 @@ public enum VFSelection: Sendable, Hashable, CustomStringConvertible {
     case all
     case ranges([ClosedRange<Int>])
 
+    /// Whether the 0-based VF index `index` is selected.
     public func contains(_ index: Int) -> Bool {
         switch self {
         case .all: true
@@ -45,6 +55,7 @@ public enum VFSelection: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Whether some VF index is selected by both.
     public func overlaps(_ other: VFSelection) -> Bool {
         switch (self, other) {
         case (.all, _), (_, .all): return true
@@ -52,6 +63,7 @@ public enum VFSelection: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// `all`, or the ranges as the policy writes them (`0-3,8`).
     public var description: String {
         switch self {
         case .all: "all"
@@ -75,12 +87,16 @@ public enum VFSelection: Sendable, Hashable, CustomStringConvertible {
 
 /// Resources a VF should have; nil fields are left as they are.
 public struct DesiredResources: Sendable, Hashable {
+    /// MSI-X vectors the VF should have; `nil` leaves them as they are.
     public var msixVectors: Int?
     /// Feature names (resolved against the VF's device type when applied).
     public var featureNames: [String]?
+    /// The exact feature bits the VF should offer (`features-mask`); wins over ``featureNames``.
     public var featuresMask: FeatureSet?
+    /// What happens to the VF when provisioning it fails.
     public var onFailure: FailureAction
 
+    /// Resources to provision; `nil` fields are left as they are.
     public init(msixVectors: Int? = nil, featureNames: [String]? = nil, featuresMask: FeatureSet? = nil, onFailure: FailureAction = .bindAnyway) {
         self.msixVectors = msixVectors
         self.featureNames = featureNames
@@ -101,13 +117,20 @@ public struct DesiredResources: Sendable, Hashable {
 /// What a PF rule is matched against: the identity of one PCI function (built from an
 /// enumerated `VirtioFunction` by `FunctionIdentity(_:)`, the one place that maps it).
 public struct FunctionIdentity: Sendable, Hashable {
+    /// The function's PCI address.
     public var address: PCIAddress
+    /// PCI vendor id (0x1af4 for virtio).
     public var vendorID: UInt16
+    /// PCI device id (0x1040 + virtio device type for a modern function).
     public var deviceID: UInt16
+    /// PCI subsystem vendor id, when known.
     public var subsystemVendorID: UInt16?
+    /// PCI subsystem id, when known.
     public var subsystemID: UInt16?
+    /// The virtio device type, when the device id names one.
     public var type: VirtioDeviceType?
 
+    /// The identity of a function from its PCI ids.
     public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, subsystemVendorID: UInt16? = nil, subsystemID: UInt16? = nil,
                 type: VirtioDeviceType? = nil) {
         self.address = address
@@ -121,13 +144,20 @@ public struct FunctionIdentity: Sendable, Hashable {
 
 /// How a PF rule picks PFs: every given field must match.
 public struct PFMatch: Sendable, Hashable, CustomStringConvertible {
+    /// The PF's address (`match = { address = "…" }`).
     public var address: PCIAddress?
+    /// The PCI vendor id (`vendor`).
     public var vendorID: UInt16?
+    /// The PCI device id (`device`).
     public var deviceID: UInt16?
+    /// The PCI subsystem vendor id (`subsystem-vendor`).
     public var subsystemVendorID: UInt16?
+    /// The PCI subsystem id (`subsystem-device`).
     public var subsystemID: UInt16?
+    /// The virtio device type (`type = "net"`).
     public var type: VirtioDeviceType?
 
+    /// A match with no field given: any virtio PF.
     public init() {}
 
     /// Whether `function` has every field this match gives.
@@ -138,6 +168,7 @@ public struct PFMatch: Sendable, Hashable, CustomStringConvertible {
             && (subsystemID == nil || subsystemID == function.subsystemID) && (type == nil || type == function.type)
     }
 
+    /// The fields given, in words (`type net`), or `any virtio PF`.
     public var description: String {
         var parts: [String] = []
         if let address { parts.append("address \(address)") }
@@ -150,27 +181,39 @@ public struct PFMatch: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// One `[[pf.vf]]` table: which VFs of the PF, and what they should get.
 public struct VFRule: Sendable, Hashable {
+    /// The VFs the rule covers (`vfs = "0-7"`).
     public var vfs: VFSelection
+    /// What those VFs should get.
     public var resources: DesiredResources
+    /// Where the table starts in the policy file.
     public var position: SourcePosition
 }
 
+/// One `[[pf]]` table: which PFs (`match`) and the rules of their VFs.
 public struct PFRule: Sendable, Hashable {
+    /// Which PFs the rule applies to; the first matching rule wins.
     public var match: PFMatch
+    /// The rules of the PF's VFs, in file order.
     public var vfRules: [VFRule]
     /// Write 0 to the PF's `sriov_drivers_autoprobe` when it appears, so that new VFs wait
     /// for the helper (which probes each VF's driver after provisioning it).
     public var holdVFDrivers: Bool
+    /// Where the table starts in the policy file.
     public var position: SourcePosition
 }
 
 /// A provisioning policy: defaults and PF rules.
 public struct ProvisioningPolicy: Sendable, Hashable {
+    /// What a VF no rule covers gets (`[defaults]`).
     public var defaults: DesiredResources
+    /// Whether PFs hold new VFs back from drivers until they are provisioned (`hold-vf-drivers`), unless a PF rule says otherwise.
     public var holdVFDrivers: Bool
+    /// The PF rules, in file order.
     public var pfs: [PFRule]
 
+    /// Where the udev helper and the service read the policy by default.
     public static let standardPath = "/etc/virtio-admin/policy.toml"
     /// MSI-X allows at most 2048 vectors per function.
     public static let maximumVectors = 2048
