@@ -15,6 +15,7 @@ public struct PFAccess: @unchecked Sendable {
     package var config: PCIConfigSpace
     package var bars: [Int: any RegisterSpace]
     package var allocator: any DMAAllocator
+    /// How the PF was reached, in words, as `probe` prints it.
     public var mode: String
     /// DMA addresses are IOVAs the device must translate (VFIO): the admin driver then
     /// requires VIRTIO_F_ACCESS_PLATFORM.
@@ -98,24 +99,33 @@ final class LockFile: @unchecked Sendable {
 /// uio_pci_generic / no driver (sysfs `resourceN`, pagemap DMA). A PF a kernel driver owns
 /// is always refused. The ownership lock is `LOCKDIR/<PF>.pf.lock`.
 public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
+    /// The PF this opener reaches.
     public let address: PCIAddress
+    /// The sysfs root whose tree shows the PF (`/sys` on a host).
     public let sysfsRoot: String
     let lockFile: LockFile
     var opened: OpenedFunction?
 
+    /// An opener of the real PF at `address`; its ownership lock is
+    /// `lockDirectory/<PF>.pf.lock`. Nothing is touched before
+    /// ``AdminGroup/open(opener:registry:options:)``.
     public init(address: PCIAddress, sysfsRoot: String = "/sys", lockDirectory: String = "/run/virtio-admin") {
         self.address = address
         self.sysfsRoot = sysfsRoot
         lockFile = LockFile(path: lockDirectory + "/\(address).pf.lock")
     }
 
+    /// Takes `LOCKDIR/<PF>.pf.lock`, waiting at most `wait`.
     public func lock(wait: Duration?) async throws(VirtioAdminError) {
         makeParentDirectory(of: lockFile.path, mode: 0o700)
         try await lockFile.lock(wait: wait, pf: address)
     }
 
+    /// Nothing to prepare: the host's sysfs is always current.
     public func prepare() throws(VirtioAdminError) {}
 
+    /// Maps the PF's BARs and sets up DMA: VFIO when the PF is bound to vfio-pci, else sysfs
+    /// `resourceN` and pagemap DMA. A PF a kernel driver owns is refused.
     public func open() throws(VirtioAdminError) -> PFAccess {
         let function: OpenedFunction
         do { function = try RealDeviceOpener(sysfsRoot: sysfsRoot).open(address) } catch { throw .access(pf: address, error) }
@@ -124,8 +134,10 @@ public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
                         disableBusMaster: function.disableBusMaster)
     }
 
+    /// Nothing to keep: hardware keeps its own state.
     public func checkpoint() throws(VirtioAdminError) {}
 
+    /// Lets the opened function go (its BAR mappings and DMA memory with it) and drops the lock.
     public func release() {
         opened = nil
         lockFile.unlock()
@@ -142,10 +154,15 @@ public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
 /// `STATE.lock`. Without one (an appliance's self-test, the test kit) the model lives only
 /// in memory.
 public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
+    /// The simulated PF's address (the model's `pfAddress`).
     public let address: PCIAddress
+    /// The model's state file, when there is one (`simulate create`).
     public let statePath: String?
+    /// The model's sysfs view.
     public let sysfsRoot: String
     let lockFile: LockFile?
+    /// The model while the opener holds it (with a state file: `nil` before ``open()`` and
+    /// after ``release()``).
     public private(set) var device: SimulatedSRIOVDevice?
     /// Why the save on release failed, if it did (release cannot throw).
     public private(set) var lastSaveError: VirtioAdminError?
@@ -170,8 +187,10 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         self.device = device
     }
 
+    /// Takes `STATE.lock` (nothing to take without a state file).
     public func lock(wait: Duration?) async throws(VirtioAdminError) { try await lockFile?.lock(wait: wait, pf: address) }
 
+    /// Loads the model from its state file if needed, and writes its sysfs view when there is none.
     public func prepare() throws(VirtioAdminError) {
         if device == nil, let statePath {
             let loaded: SimulatedSRIOVDevice
@@ -193,6 +212,7 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         do { try device.sysfsTree().write(to: root) } catch { throw .simulatorFile(error) }
     }
 
+    /// Reaches the model's registers and DMA memory in process.
     public func open() throws(VirtioAdminError) -> PFAccess {
         if device == nil { try prepare() }
         guard let device else { throw .closed(pf: address) }
@@ -200,6 +220,7 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         return PFAccess(config: device.pfConfigSpace(), bars: [0: device.pfBAR()], allocator: device.memory, mode: mode)
     }
 
+    /// Saves the model's state file atomically (nothing to do without one).
     public func checkpoint() throws(VirtioAdminError) {
         guard let device else { return }
         if let statePath {
@@ -207,6 +228,7 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         }
     }
 
+    /// Saves the state (with a state file), lets the model go and drops the lock.
     public func release() {
         guard let lockFile else { return }  // an in-memory model stays with its owner
         if let device {

@@ -3,8 +3,11 @@ import VirtioSpec
 
 /// One admin command as the driver submits it.
 public struct AdminCommand: Sendable, Hashable {
+    /// The command's opcode (virtio 1.4 §2.12.1).
     public var opcode: AdminOpcode
+    /// The group the command addresses (SR-IOV by default).
     public var groupType: AdminGroupType
+    /// The member the command is about (``GroupMemberID/none`` for the owner).
     public var member: GroupMemberID
     /// Command-specific data (after the 24-byte header).
     public var data: [UInt8]
@@ -13,6 +16,8 @@ public struct AdminCommand: Sendable, Hashable {
     /// Sent without the driver's command-set check (``AdminQueueDriver/submitUnchecked(_:timeout:)``).
     var unchecked = false
 
+    /// A command: `data` is its command-specific data, `resultLength` the bytes of
+    /// command-specific result it expects (virtio 1.4 §2.12.1).
     public init(opcode: AdminOpcode, groupType: AdminGroupType = .srIOV, member: GroupMemberID = .none, data: [UInt8] = [], resultLength: Int = 0) {
         self.opcode = opcode
         self.groupType = groupType
@@ -27,13 +32,17 @@ public struct AdminCommand: Sendable, Hashable {
 
 /// What the device answered: status, qualifier and the command-specific result.
 public struct AdminResponse: Sendable, Hashable {
+    /// The status the device wrote.
     public var status: AdminStatus
+    /// The status qualifier the device wrote.
     public var qualifier: AdminStatusQualifier
     /// The command-specific result, zero-filled to the length the command asked for when
     /// the device wrote less (the spec's truncation rule: missing fields read as zero).
     public var result: [UInt8]
     /// Result bytes the device actually wrote (the used length minus the status header).
     public var resultBytesWritten: Int
+    /// A response with this status and result; `resultBytesWritten` is how much of the
+    /// result the device wrote (`nil`: all of it).
     public init(status: AdminStatus, qualifier: AdminStatusQualifier, result: [UInt8], resultBytesWritten: Int? = nil) {
         self.status = status
         self.qualifier = qualifier
@@ -50,11 +59,17 @@ public enum AdminTraceEvent: Sendable {
 
 /// Counters the driver keeps.
 public struct AdminCounters: Sendable, Hashable {
+    /// Commands put on the admin queue.
     public var submitted = 0
+    /// Commands the device completed.
     public var completed = 0
+    /// Commands that timed out.
     public var timeouts = 0
+    /// Commands whose caller's task was cancelled.
     public var cancellations = 0
+    /// Commands failed while in flight because the device failed (needs reset, removed, misbehaved).
     public var failedInFlight = 0
+    /// Notifications written to the device (several commands may share one).
     public var notifies = 0
     /// The most commands the device held at once (on the ring, submitted and not yet completed).
     public var peakInFlight = 0
@@ -62,6 +77,7 @@ public struct AdminCounters: Sendable, Hashable {
     public var byStatus: [UInt16: Int] = [:]
     /// Latency histogram: bucket k counts commands that took [2^k, 2^(k+1)) µs (bucket 0 includes < 1 µs).
     public var latencyMicrosecondsLog2: [Int] = Array(repeating: 0, count: 24)
+    /// All counters zero.
     public init() {}
 
     mutating func record(status: AdminStatus) { byStatus[status.rawValue, default: 0] += 1 }
@@ -100,8 +116,11 @@ public protocol AdminCommandRunner: Sendable {
 }
 
 extension AdminCommandRunner {
+    /// The driver's ``inUse`` set, whatever the group.
     public func inUse(in group: AdminGroupType) -> AdminOpcodeBitmap { inUse }
+    /// Every group can be used.
     public func unavailability(of group: AdminGroupType) -> AdminError? { nil }
+    /// Nothing to negotiate again.
     public func refreshGroup(_ group: AdminGroupType) async throws(AdminError) {}
 
     /// Runs a command and returns its result; a status other than OK throws

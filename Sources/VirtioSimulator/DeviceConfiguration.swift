@@ -76,6 +76,7 @@ public struct SimulatedStrictness: Sendable, Hashable {
     /// LIST_USE enabled them (what Linux needs: it never sends a self-group LIST_USE, fact
     /// sheet A9). Spec-strict (`false`): the self group's own LIST_USE must enable them.
     public var capabilitiesWithoutSelfListUse = false
+    /// The default strictness: every rule enforced.
     public init() {}
     /// The default: stricter than the spec.
     public static let strict = SimulatedStrictness()
@@ -83,7 +84,9 @@ public struct SimulatedStrictness: Sendable, Hashable {
 
 /// In which order the model returns completions it finishes at the same moment.
 public enum CompletionOrder: Sendable, Hashable {
+    /// Completions in the order the commands were taken.
     case inOrder
+    /// Completions in the reverse of that order (a device may complete out of order).
     case reversed
     /// A seeded shuffle (repeatable).
     case shuffled(seed: UInt64)
@@ -97,8 +100,10 @@ public struct DeviceTiming: Sendable, Hashable {
     public var parallelism: Int
     /// Each command's service time is latency × (1 ± jitter), from a seeded generator.
     public var jitter: Double
+    /// The order of completions finished at the same moment.
     public var completionOrder: CompletionOrder
 
+    /// A timing; the defaults are an immediate device that works on one command at a time.
     public init(latency: Duration = .zero, parallelism: Int = 1, jitter: Double = 0, completionOrder: CompletionOrder = .inOrder) {
         precondition(parallelism >= 1)
         self.latency = latency
@@ -107,17 +112,25 @@ public struct DeviceTiming: Sendable, Hashable {
         self.completionOrder = completionOrder
     }
 
+    /// Every command completes during the notify that made it available.
     public static let immediate = DeviceTiming()
 }
 
 /// How to build a simulated SR-IOV device.
 public struct SimulatedDeviceConfiguration: Sendable, Hashable {
+    /// The PF's PCI address (`0000:3b:00.0` by default).
     public var pfAddress = PCIAddress(domain: 0, bus: 0x3b, device: 0, function: 0)
+    /// The PF's virtio device type.
     public var pfType: VirtioDeviceType = .net
+    /// The VFs' virtio device type (the SR-IOV capability's VF device id is 0x1040 + type).
     public var vfType: VirtioDeviceType = .net
+    /// SR-IOV TotalVFs: the VFs the PF can have.
     public var totalVFs = 8
+    /// SR-IOV NumVFs at start (VF Enable set when not zero).
     public var numVFs = 8
+    /// SR-IOV First VF Offset: VF 0's routing id minus the PF's.
     public var firstVFOffset = 1
+    /// SR-IOV VF Stride: the routing-id step from one VF to the next.
     public var vfStride = 1
     /// MSI-X vectors of the PF's own table.
     public var pfMSIXVectors = 8
@@ -125,6 +138,7 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
     public var vfMSIXPool = 64
     /// Most and fewest vectors one VF may have.
     public var perVFMaximumVectors = 32
+    /// Fewest vectors one VF may have.
     public var perVFMinimumVectors = 1
     /// Vectors each VF starts with.
     public var initialVFVectors = 2
@@ -136,14 +150,18 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
     public var pfFeatures: FeatureSet
     /// Regular queues of every function (the admin queue comes after them on the PF).
     public var regularQueues = 2
+    /// The largest queue size any queue offers (`queue_size` after reset).
     public var maximumQueueSize = 256
+    /// Admin queues of the PF (`admin_queue_num`).
     public var adminQueueCount = 1
     package var opcodes: ProjectOpcodeTable = .default
     /// Opcodes the device lists in LIST_QUERY; `nil` = all it implements.
     public var supportedOpcodes: [AdminOpcode]?
+    /// How long commands take and how many are in service at once.
     public var timing: DeviceTiming = .immediate
     /// VIRTIO_DEV_PARTS_CAP: how many GET and SET DEV_PARTS objects the device allows.
     public var devicePartsGetLimit: UInt8 = 4
+    /// VIRTIO_DEV_PARTS_CAP: how many SET DEV_PARTS objects the device allows.
     public var devicePartsSetLimit: UInt8 = 4
     /// Device-side rules the model enforces (default: all, stricter than the spec).
     public var strictness = SimulatedStrictness()
@@ -153,6 +171,7 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
     /// How long a reset takes under the `slowReset` fault.
     public var slowResetDuration: Duration = .seconds(2)
 
+    /// The default configuration: a net PF at 0000:3b:00.0 with 8 enabled net VFs.
     public init() {
         let net = { (bit: Int) in FeatureSet(bit: bit) }
         memberSupportedFeatures = [.version1, .accessPlatform, .eventIndex, .ringReset, net(0), net(1), net(3), net(5), net(15),
@@ -185,29 +204,40 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
 
 /// Per-function counters of the model: what the driver cost the device.
 public struct SimulatedCounters: Sendable, Hashable {
+    /// Register reads by the driver.
     public var mmioReads = 0
+    /// Register writes by the driver.
     public var mmioWrites = 0
+    /// Queue notifications by the driver.
     public var notifies = 0
     /// Interrupts the model would have raised (suppressed ones are not counted).
     public var interrupts = 0
+    /// Admin commands taken from the admin queue.
     public var adminCommands = 0
+    /// Admin commands answered with a status other than OK.
     public var adminErrors = 0
+    /// Requests taken from regular queues.
     public var queueRequests = 0
     /// Device resets: writes of 0 to device_status.
     public var resets = 0
     /// Admin commands taken from the admin queue, by opcode.
     public var adminCommandsByOpcode: [UInt16: Int] = [:]
+    /// All counters zero.
     public init() {}
 }
 
 /// The resources of one group member (VF) as the device holds them.
 public struct MemberResources: Sendable, Hashable {
+    /// The VF's MSI-X vectors.
     public var msixVectors: Int
+    /// The feature bits the VF offers.
     public var features: FeatureSet
+    /// The VF's MAC address (six bytes).
     public var mac: [UInt8]
     /// A driver is using the VF (bound or DRIVER_OK): resource changes are refused.
     public var inUse: Bool
 
+    /// A member's resources.
     public init(msixVectors: Int, features: FeatureSet, mac: [UInt8], inUse: Bool = false) {
         self.msixVectors = msixVectors
         self.features = features
@@ -221,6 +251,7 @@ public enum SimulatedDeviceError: Error, Hashable, Sendable, CustomStringConvert
     /// VFs cannot be enabled before the PF's driver negotiated VIRTIO_F_SR_IOV.
     case sriovNotNegotiated(device: PCIAddress)
 
+    /// One sentence naming what was refused and why.
     public var description: String {
         switch self {
         case .sriovNotNegotiated(let device):
