@@ -2,11 +2,16 @@ import VirtioSpec
 
 /// A PCI function address (`DDDD:BB:DD.F`, sysfs's spelling).
 public struct PCIAddress: Hashable, Sendable, Comparable, CustomStringConvertible, Codable {
+    /// PCI segment (domain), 0 on most hosts.
     public var domain: UInt32
+    /// Bus number.
     public var bus: UInt8
+    /// Device number (0–31).
     public var device: UInt8
+    /// Function number (0–7).
     public var function: UInt8
 
+    /// The address `DDDD:BB:DD.F` of these parts.
     public init(domain: UInt32 = 0, bus: UInt8, device: UInt8, function: UInt8) {
         precondition(device < 32 && function < 8, "PCI device must be < 32 and function < 8")
         self.domain = domain
@@ -60,10 +65,12 @@ public struct PCIAddress: Hashable, Sendable, Comparable, CustomStringConvertibl
         return "\(pad(domain, 4)):\(pad(bus, 2)):\(pad(device, 2)).\(function)"
     }
 
+    /// Orders addresses as lspci lists them: domain, bus, device, function.
     public static func < (lhs: Self, rhs: Self) -> Bool {
         (lhs.domain, lhs.bus, lhs.device, lhs.function) < (rhs.domain, rhs.bus, rhs.device, rhs.function)
     }
 
+    /// Decodes the address from its string form (`"0000:3b:00.1"`).
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let address = PCIAddress(text) else {
@@ -72,6 +79,7 @@ public struct PCIAddress: Hashable, Sendable, Comparable, CustomStringConvertibl
         self = address
     }
 
+    /// Encodes the address as its string form (`"0000:3b:00.1"`).
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(description)

@@ -22,6 +22,7 @@ public enum PCIConfigError: Error, Hashable, Sendable, CustomStringConvertible {
     /// A 64-bit BAR in the last BAR slot, with no slot for its upper half.
     case bar64InLastSlot(device: PCIAddress, offset: Int)
 
+    /// The function whose config space is malformed.
     public var device: PCIAddress {
         switch self {
         case .truncated(let device, _, _, _), .capabilityPointerOutOfRange(let device, _, _, _),
@@ -32,6 +33,7 @@ public enum PCIConfigError: Error, Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// One sentence naming the device, the offset and what was expected.
     public var description: String {
         switch self {
         case let .truncated(device, offset, needed, available):

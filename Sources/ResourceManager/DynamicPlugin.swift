@@ -16,12 +16,19 @@ import Glibc
 public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
     // SAFETY: `table` points into the loaded library's static data, which is never unloaded.
     let table: UnsafeRawPointer
+    /// The shared library the plugin was loaded from.
     public let path: String
+    /// The name the plugin's C table gives.
     public let name: String
+    /// The version the plugin's C table gives.
     public let version: String
+    /// The summary the plugin's C table gives.
     public let summary: String
+    /// The group types the plugin's C table names.
     public let groupTypes: [AdminGroupType]
+    /// The opcodes the plugin's C table names; the host sends no other opcode for it.
     public let opcodes: [(AdminOpcode, String)]
+    /// The operations of the plugin's C table, each calling into the library.
     public let operations: [PluginOperation]
     /// The ABI of the plugin's table (1 or 2).
     public let abiVersion: UInt32

@@ -239,6 +239,7 @@ struct PluginV2Operation: @unchecked Sendable {
 /// Each operation runs with a ``PluginContext`` whose `driver` forwards every command to
 /// the host (which checks it against the declared opcodes and the PF's group).
 public final class CPluginExport: @unchecked Sendable {
+    /// The exported plugin.
     public let handler: any AdminCommandHandler
     // Everything below lives as long as the process (the host keeps pointers into it).
     let table: UnsafeMutablePointer<va_plugin_v2>
@@ -252,6 +253,8 @@ public final class CPluginExport: @unchecked Sendable {
         }
     }
 
+    /// Builds the C table of `handler` (plugin ABI 2). Keep the value in a global: the host
+    /// keeps pointers into it for as long as the library is loaded.
     public init(_ handler: any AdminCommandHandler) {
         self.handler = handler
         func text(_ string: String) -> UnsafePointer<CChar> { UnsafePointer(strdup(string)!) }

@@ -25,6 +25,7 @@ public enum PluginError: Error, Hashable, Sendable, CustomStringConvertible {
     /// declare, a group type or member outside the PF's group.
     case hostRefused(plugin: String, message: String)
 
+    /// One sentence naming the plugin and what went wrong.
     public var description: String {
         switch self {
         case .duplicateName(let name): "a plugin named '\(name)' is already registered."

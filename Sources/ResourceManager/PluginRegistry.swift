@@ -10,6 +10,8 @@ public final class PluginRegistry: @unchecked Sendable {
     /// Where each run-time plugin came from.
     public private(set) var origins: [String: String] = [:]
 
+    /// A registry of `plugins`, registered in order (a plugin whose name is already
+    /// registered is skipped).
     public init(_ plugins: [any AdminCommandHandler] = []) {
         for plugin in plugins { try? register(plugin) }
     }
@@ -23,8 +25,11 @@ public final class PluginRegistry: @unchecked Sendable {
         }
     }
 
+    /// The registered plugins, in registration order.
     public var plugins: [any AdminCommandHandler] { lock.withLock { entries } }
 
+    /// The plugin called `name`.
+    /// - Throws: ``PluginError`` when no plugin has that name.
     public func plugin(named name: String) throws(PluginError) -> any AdminCommandHandler {
         let all = plugins
         guard let plugin = all.first(where: { $0.name == name }) else { throw .unknownPlugin(name, known: all.map(\.name)) }

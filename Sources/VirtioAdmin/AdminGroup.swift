@@ -15,6 +15,7 @@ import VirtioTransport
 /// once. A simulated and a real PF differ only in their ``PFOpener``: after opening,
 /// everything here is the same code.
 public final class AdminGroup: @unchecked Sendable {
+    /// How a PF is opened and its commands are sent.
     public struct Options: Sendable {
         /// Per-command timeout.
         public var timeout: Duration = .seconds(5)
@@ -29,14 +30,21 @@ public final class AdminGroup: @unchecked Sendable {
         public var driver = AdminQueueDriver.Options()
         /// Names of opcodes no registered plugin names (for errors and traces).
         public var opcodeNames: [AdminOpcode: String] = [:]
+        /// The defaults: 5 s per command, 10 s for the lock, PFs with bound VFs refused.
         public init() {}
     }
 
+    /// The PF.
     public let address: PCIAddress
+    /// How the PF was reached.
     public let opener: any PFOpener
+    /// The plugins whose opcodes were enabled with LIST_USE.
     public let registry: PluginRegistry
+    /// The options the group was opened with.
     public let options: Options
+    /// How the PF was reached (``PFAccess/mode``).
     public let access: PFAccess
+    /// The admin-queue driver: the one way to the PF's admin queue while the group is open.
     public let driver: AdminQueueDriver
     /// The device type of the VFs (from the SR-IOV capability's VF device id).
     public let memberType: VirtioDeviceType?

@@ -7,6 +7,7 @@ import VirtioSpec
 
 /// What applying the policy did on one PF.
 public struct PFApplyReport: Sendable {
+    /// The PF.
     public var pf: PCIAddress
     /// The matching rule, described; `nil` when no rule matches the PF.
     public var rule: String?
@@ -18,12 +19,16 @@ public struct PFApplyReport: Sendable {
     public var commands: Int
     /// The most commands the device held at once.
     public var peakInFlight: Int
+    /// Wall time of the PF's work, opening included.
     public var elapsed: Duration
     /// Why the PF could not be opened (then there are no outcomes).
     public var error: String?
 
+    /// VFs that were provisioned and needed changes.
     public var changed: Int { outcomes.filter { $0.succeeded && !$0.changes.isEmpty }.count }
+    /// VFs that were provisioned and already held what the policy says.
     public var unchanged: Int { outcomes.filter { $0.succeeded && $0.changes.isEmpty }.count }
+    /// VFs whose provisioning failed.
     public var failed: Int { outcomes.filter { !$0.succeeded }.count }
 }
 
@@ -31,17 +36,22 @@ public struct PFApplyReport: Sendable {
 /// once, and all its VFs' commands are in flight on its admin queue together
 /// (`virtio-admin policy apply`; `planOnly` is `policy plan`).
 public struct PolicyApplication: Sendable {
+    /// The policy applied.
     public var policy: ProvisioningPolicy
     /// The sysfs view PFs are found in.
     public var sysfsRoot: String
     /// How a PF is reached (the Linux or the simulated opener).
     public var opener: @Sendable (PCIAddress) -> any PFOpener
+    /// The plugins each PF is opened with (``builtInPlugins()`` by default).
     public var registry: @Sendable () -> PluginRegistry
+    /// How each PF is opened.
     public var groupOptions: AdminGroup.Options
     /// VFs worked on at once (`nil`: all; 1: one command after another).
     public var maxInFlight: Int?
+    /// Read each VF and report what would change, changing nothing (`policy plan`).
     public var planOnly: Bool
 
+    /// An application of `policy` to the PFs of the sysfs view at `sysfsRoot`, each reached through `opener`.
     public init(policy: ProvisioningPolicy, sysfsRoot: String, opener: @escaping @Sendable (PCIAddress) -> any PFOpener,
                 registry: @escaping @Sendable () -> PluginRegistry = { PluginRegistry(builtInPlugins()) },
                 groupOptions: AdminGroup.Options = AdminGroup.Options(), maxInFlight: Int? = nil, planOnly: Bool = false) {

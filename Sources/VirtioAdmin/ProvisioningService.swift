@@ -26,8 +26,11 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
 
 /// What handling one event did, as the helper logs it and the service answers it.
 public struct EventOutcome: Sendable {
+    /// One line: what was done to which function, or why not.
     public var summary: String
+    /// Whether the event was handled as the policy says (the helper's exit status).
     public var succeeded: Bool
+    /// An outcome with this summary.
     public init(summary: String, succeeded: Bool) {
         self.summary = summary
         self.succeeded = succeeded
@@ -45,15 +48,23 @@ public struct EventOutcome: Sendable {
 /// when no service runs) each event opens the PF under its lock and closes it again, and a
 /// PF whose VFs have drivers is refused, since opening would reset it.
 public final class ProvisioningService: @unchecked Sendable {
+    /// Where functions are found and how PFs are held.
     public struct Options: Sendable {
+        /// The sysfs view events are resolved in.
         public var sysfsRoot = "/sys"
+        /// Hold each PF's admin queue open for the service's lifetime (`false`: open and close it per event, as the helper does).
         public var keepOpen = true
+        /// How each PF is opened.
         public var groupOptions = AdminGroup.Options()
+        /// The service's defaults: `/sys`, PFs kept open.
         public init() {}
     }
 
+    /// The policy events are handled by.
     public let policy: ProvisioningPolicy
+    /// The options the service was made with.
     public let options: Options
+    /// Where each event's outcome is logged (swift-log).
     public let logger: Logger
     let opener: @Sendable (PCIAddress) -> any PFOpener
     let registry: @Sendable () -> PluginRegistry
@@ -61,6 +72,7 @@ public final class ProvisioningService: @unchecked Sendable {
     var workers: [PCIAddress: PFWorker] = [:]
     var pfCache: [PCIAddress: PFInfo] = [:]
 
+    /// A service of `policy`; `opener` reaches a PF, `registry` gives the plugins each PF is opened with.
     public init(policy: ProvisioningPolicy, options: Options, logger: Logger,
                 opener: @escaping @Sendable (PCIAddress) -> any PFOpener,
                 registry: @escaping @Sendable () -> PluginRegistry = { PluginRegistry(builtInPlugins()) }) {

@@ -26,6 +26,7 @@ public enum VirtioAdminError: Error, Sendable, CustomStringConvertible {
     case closed(pf: PCIAddress)
     case notAVF(address: PCIAddress, pf: PCIAddress)
 
+    /// One sentence naming the device (or file) and what was expected and found.
     public var description: String {
         switch self {
         case let .pfBusy(pf, lockPath, waited):

@@ -47,6 +47,7 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
     case transport(TransportError)
     case dma(DMAError)
 
+    /// One sentence naming the device (or file) and what was expected and found.
     public var description: String {
         switch self {
         case let .adminVQNotOffered(device):

@@ -14,6 +14,7 @@ import Virtqueue
 /// flight fails with a typed error and the driver stops until ``reinitialize()``.
 public final class AdminQueueDriver: @unchecked Sendable {
     // All mutable state below is guarded by `lock`.
+    /// How the admin queue is set up and commands are timed.
     public struct Options: Sendable {
         /// Admin queue size (each command uses two descriptors, so size/2 are on the ring at once).
         public var queueSize = 256
@@ -43,6 +44,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
         /// DMA addresses are IOVAs (VFIO): the device must translate them, so
         /// VIRTIO_F_ACCESS_PLATFORM is required, not just wanted.
         public var requireAccessPlatform = false
+        /// The defaults.
         public init() {}
     }
 
@@ -84,9 +86,11 @@ public final class AdminQueueDriver: @unchecked Sendable {
         var exclusive: Bool
     }
 
+    /// The PF whose admin queue this is.
     public let address: PCIAddress
     package let transport: ModernPCITransport
     let allocator: any DMAAllocator
+    /// The options the driver was opened with.
     public let options: Options
     let lock = Lock()
     var state: State = .starting
@@ -181,6 +185,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     public func inUse(in group: AdminGroupType) -> AdminOpcodeBitmap { lock.withLock { groups[group.rawValue]?.inUse ?? AdminOpcodeBitmap() } }
     /// Why group `group` cannot be used now (its LIST_QUERY/LIST_USE failed), if so.
     public func unavailability(of group: AdminGroupType) -> AdminError? { lock.withLock { groups[group.rawValue]?.unavailable } }
+    /// What the driver has done so far (commands, timeouts, notifies, peak in flight).
     public var statistics: AdminCounters { lock.withLock { counters } }
     /// The driver stopped after DEVICE_NEEDS_RESET, surprise removal or a protocol
     /// violation, and waits for ``reinitialize()``.

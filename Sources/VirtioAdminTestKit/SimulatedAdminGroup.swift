@@ -20,11 +20,14 @@ import Glibc
 /// #expect(output["vectors"] == .int(2))
 /// ```
 public final class SimulatedAdminGroup: Sendable {
+    /// The device model, to inspect what the plugin's commands did (``SimulatedSRIOVDevice/members``, counters).
     public let device: SimulatedSRIOVDevice
     /// The owner of the PF's admin queue.
     public let group: AdminGroup
     package var transport: ModernPCITransport { group.driver.transport }
+    /// The admin-queue driver of the group.
     public var driver: AdminQueueDriver { group.driver }
+    /// The registry of the plugins under test.
     public var registry: PluginRegistry { group.registry }
     /// The model's sysfs view (a temporary directory, removed by ``shutDown()``).
     public let sysfsRoot: String

@@ -22,6 +22,7 @@ public enum LinuxError: Error, Hashable, Sendable, CustomStringConvertible {
     /// libudev failed.
     case udev(call: String, errno: Int32)
 
+    /// One sentence naming the device (or file) and what was expected and found.
     public var description: String {
         switch self {
         case .sysfsMissing(let path):

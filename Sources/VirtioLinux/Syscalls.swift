@@ -6,19 +6,25 @@ import Musl
 
 /// A failed system call: its name, the path it worked on and errno.
 public struct SystemCallError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The system call or libc function (`open`, `pread`).
     public var call: String
+    /// The path (or device) it worked on.
     public var path: String
+    /// The errno it failed with.
     public var errno: Int32
 
-    public init(call: String, path: String, errno: Int32) {
+    package init(call: String, path: String, errno: Int32) {
         self.call = call
         self.path = path
         self.errno = errno
     }
 
+    /// Whether errno is ENOENT.
     public var isNotFound: Bool { errno == ENOENT }
+    /// Whether errno is EACCES or EPERM.
     public var isPermissionDenied: Bool { errno == EACCES || errno == EPERM }
 
+    /// `call(path) failed: strerror(errno)`.
     public var description: String {
         "\(call)(\(path)) failed: \(String(cString: strerror(errno)))"
     }

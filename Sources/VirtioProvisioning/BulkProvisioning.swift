@@ -5,8 +5,11 @@ import VirtioSpec
 
 /// What one VF should get in a bulk run.
 public struct VFRequest: Sendable, Hashable {
+    /// The VF's 0-based index (sysfs `virtfnN`; member id N + 1).
     public var vf: Int
+    /// What the VF should get.
     public var desired: DesiredResources
+    /// A request for VF `vf`.
     public init(vf: Int, desired: DesiredResources) {
         self.vf = vf
         self.desired = desired
@@ -15,7 +18,9 @@ public struct VFRequest: Sendable, Hashable {
 
 /// What a VF holds (read back from the device).
 public struct HeldResources: Sendable, Hashable {
+    /// The VF's MSI-X vectors, if read.
     public var msixVectors: Int?
+    /// The VF's feature bits, if read.
     public var features: FeatureSet?
 }
 
@@ -23,12 +28,17 @@ public struct HeldResources: Sendable, Hashable {
 /// failure the error and what the VF holds now — a VF that failed part-way is never
 /// reported as provisioned.
 public struct VFOutcome: Sendable {
+    /// The VF's 0-based index.
     public var vf: Int
+    /// The changes made (in a plan: needed), in the order they were made.
     public var changes: [ProvisioningChange]
+    /// Why the VF failed; `nil` when it succeeded.
     public var error: AdminError?
     /// After a failure: the VF's resources as read back (fields the device would not report are nil).
     public var holding: HeldResources?
+    /// Whether the VF holds what was requested.
     public var succeeded: Bool { error == nil }
+    /// An outcome of VF `vf`.
     public init(vf: Int, changes: [ProvisioningChange], error: AdminError? = nil, holding: HeldResources? = nil) {
         self.vf = vf
         self.changes = changes

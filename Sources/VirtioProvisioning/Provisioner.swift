@@ -8,12 +8,16 @@ import VirtioSpec
 
 /// One change the provisioner made (or, in a plan, would make).
 public struct ProvisioningChange: Sendable, Hashable, CustomStringConvertible {
+    /// What changed: MSI-X vectors or feature bits, from and to.
     public enum Kind: Sendable, Hashable {
         case msixVectors(from: Int, to: Int)
         case features(from: FeatureSet, to: FeatureSet)
     }
+    /// The VF's 0-based index.
     public var vf: Int
+    /// What changed.
     public var kind: Kind
+    /// `VF N: MSI-X vectors 2 -> 4`, or the features as hex masks.
     public var description: String {
         switch kind {
         case let .msixVectors(from, to): "VF \(vf): MSI-X vectors \(from) -> \(to)"
@@ -26,7 +30,9 @@ public struct ProvisioningChange: Sendable, Hashable, CustomStringConvertible {
 /// changes only what differs, so running it again changes nothing (idempotent), and a run
 /// cut short converges when repeated.
 public struct Provisioner: Sendable {
+    /// The PF's admin-queue driver the commands go through.
     public let driver: AdminQueueDriver
+    /// The VFs' device type (feature names are resolved against it).
     public let memberType: VirtioDeviceType?
     let msix: MSIXResourceManager
     let features: FeatureBitsResourceManager

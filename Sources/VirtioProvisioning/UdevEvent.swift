@@ -3,20 +3,28 @@ import VirtioSpec
 
 /// Why a udev environment was refused.
 public struct UdevEventError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The environment variable refused (`DEVPATH`).
     public var variable: String
+    /// Why, in words.
     public var message: String
+    /// `refusing udev event: VARIABLE why`.
     public var description: String { "refusing udev event: \(variable) \(message)" }
 }
 
 /// A udev event for a PCI function, validated: every value the helper uses is checked
 /// before anything is touched.
 public struct UdevEvent: Sendable, Hashable {
+    /// The udev ACTION values the helper accepts.
     public enum Action: String, Sendable, CaseIterable { case add, remove, change, bind, unbind }
+    /// ACTION.
     public var action: Action
     /// DEVPATH, under /devices.
     public var devpath: String
+    /// The function's address (PCI_SLOT_NAME, matching DEVPATH's last component).
     public var address: PCIAddress
+    /// The vendor id of PCI_ID, when given.
     public var vendorID: UInt16?
+    /// The device id of PCI_ID, when given.
     public var deviceID: UInt16?
 
     /// Validates `environment` (ACTION, SUBSYSTEM, DEVPATH, PCI_SLOT_NAME, PCI_ID).

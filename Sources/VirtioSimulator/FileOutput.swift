@@ -6,9 +6,13 @@ import Musl
 
 /// Why a file of the simulator (fake sysfs tree, state file) could not be written or read.
 public struct SimulatorFileError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The system call or libc function that failed.
     public var call: String
+    /// The file it worked on.
     public var path: String
+    /// The errno it failed with.
     public var errno: Int32
+    /// `call(path) failed: strerror(errno).`
     public var description: String { "\(call)(\(path)) failed: \(String(cString: strerror(errno)))." }
 }
 

@@ -11,6 +11,7 @@ public enum SimulatedStateError: Error, Hashable, Sendable, CustomStringConverti
     case malformed(path: String, line: Int, message: String)
     case locked(path: String, errno: Int32)
 
+    /// One sentence naming the device (or file) and what was expected and found.
     public var description: String {
         switch self {
         case .file(let error): error.description

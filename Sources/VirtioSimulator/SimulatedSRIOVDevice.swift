@@ -20,6 +20,7 @@ import Glibc
 public final class SimulatedSRIOVDevice: @unchecked Sendable {
     // All mutable state is guarded by `lock`; the completion worker takes it too.
     let lock = Lock()
+    /// What the model was built with.
     public let configuration: SimulatedDeviceConfiguration
     package let memory: SimulatedMemory
     let pf: FunctionModel
@@ -90,7 +91,9 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
 
     // MARK: Identity and config space
 
+    /// The PF's PCI address.
     public var pfAddress: PCIAddress { configuration.pfAddress }
+    /// SR-IOV NumVFs now.
     public var numVFs: Int { lock.withLock { admin.numVFs } }
 
     /// The PF's identity as its config space describes it.
@@ -164,6 +167,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
             if fault == .transientEAGAIN { eagainRemaining = enabled ? 3 : 0 }
         }
     }
+    /// The faults injected now.
     public var faults: Set<SimulatedFault> { lock.withLock { pf.faults } }
 
     /// Changes latency and parallelism.
@@ -176,7 +180,9 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
 
     /// PF counters (MMIO reads/writes, notifies, interrupts, admin commands).
     public var counters: SimulatedCounters { lock.withLock { pf.counters } }
+    /// The counters of VF `index` (0-based).
     public func vfCounters(_ index: Int) -> SimulatedCounters { lock.withLock { vfs[index].counters } }
+    /// Sets the PF's counters to zero (to measure one phase of a test).
     public func resetCounters() { lock.withLock { pf.counters = SimulatedCounters() } }
     /// Restores the PF's counters (a state file carries them across processes).
     public func restoreCounters(_ counters: SimulatedCounters) { lock.withLock { pf.counters = counters } }
@@ -188,6 +194,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
 
     /// Resources of VF `index` as the device holds them.
     public func member(_ index: Int) -> MemberResources { lock.withLock { admin.members[index] } }
+    /// Every VF's resources as the device holds them, by 0-based index.
     public var members: [MemberResources] { lock.withLock { admin.members } }
     /// Vectors of the VF pool not given to a VF.
     public var availableVectors: Int { lock.withLock { admin.availableVectors } }

@@ -25,6 +25,7 @@ public enum DMAError: Error, Hashable, Sendable, CustomStringConvertible {
     case outOfMemory(requested: Int)
     case invalidAlignment(Int)
     case mappingFailed(reason: String)
+    /// One sentence naming the device (or file) and what was expected and found.
     public var description: String {
         switch self {
         case .outOfMemory(let requested): "cannot allocate \(requested) bytes of DMA memory."

@@ -42,6 +42,7 @@ public enum TransportError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The device is in a state the operation cannot run in.
     case invalidState(device: PCIAddress, operation: String, status: DeviceStatus)
 
+    /// One sentence naming the device (or file) and what was expected and found.
     public var description: String {
         switch self {
         case let .missingCapability(device, type):

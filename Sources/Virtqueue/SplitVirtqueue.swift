@@ -39,6 +39,7 @@ public enum VirtqueueError: Error, Hashable, Sendable, CustomStringConvertible {
     /// used->idx moved by more than the number of chains in flight.
     case usedIndexJump(from: UInt16, to: UInt16, inFlight: Int)
 
+    /// One sentence naming the device (or file) and what was expected and found.
     public var description: String {
         switch self {
         case let .full(needed, free): "the virtqueue is full: \(needed) descriptors needed, \(free) free."
