@@ -118,7 +118,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     var exclusiveWaiters: [CheckedContinuation<Void, Never>] = []
     /// The rings and command slots could not be released safely (the device did not
     /// confirm its reset and bus mastering could not be cleared): kept for good.
-    public private(set) var quarantinedBytes = 0
+    package private(set) var quarantinedBytes = 0
     var adminQueueIndex = 0
     var opcodeNames: [AdminOpcode: String] = [:]
     var traceHandler: (@Sendable (AdminTraceEvent) -> Void)?
@@ -166,7 +166,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 
     /// Prints or records every command's bytes (the CLI's `--trace`).
-    public func setTrace(_ handler: (@Sendable (AdminTraceEvent) -> Void)?) { lock.withLock { traceHandler = handler } }
+    package func setTrace(_ handler: (@Sendable (AdminTraceEvent) -> Void)?) { lock.withLock { traceHandler = handler } }
 
     /// The spec or plugin name of an opcode.
     public func name(of opcode: AdminOpcode) -> String { lock.withLock { opcodeNames[opcode] } ?? opcode.specName }
@@ -196,7 +196,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
         }
     }
     /// Commands the device can hold at once (queue size / 2).
-    public var slotCount: Int { lock.withLock { slots.count } }
+    package var slotCount: Int { lock.withLock { slots.count } }
 
     // MARK: Bring-up
 
@@ -340,7 +340,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 
     /// Resets the device and sets the admin queue up again (after a failure).
-    public func reinitialize() async throws(AdminError) {
+    package func reinitialize() async throws(AdminError) {
         close()
         try await start()
     }
@@ -353,7 +353,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// (kept for the life of the process) and the returned error says so.
     /// - Returns: `nil`, or ``AdminError/memoryQuarantined(device:bytes:reason:)``.
     @discardableResult
-    public func close() -> AdminError? {
+    package func close() -> AdminError? {
         lock.withLock {
             let quarantine = quiesceLocked()
             failAllLocked(.notRunning(device: address), newState: .closed)
@@ -413,7 +413,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     }
 
     /// How many times ``run(_:timeout:minimumResult:)`` sends a command again after EAGAIN.
-    public static let eagainRetries = 5
+    package static let eagainRetries = 5
 
     /// Submits a command and returns the device's response, whatever its status.
     ///
@@ -444,7 +444,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// Submits a command without checking it against the negotiated command sets (the
     /// conformance checks send what a device must refuse). Everything else — padding,
     /// LIST_USE exclusivity, timeouts — is as ``submit(_:timeout:)``.
-    public func submitUnchecked(_ command: AdminCommand, timeout: Duration? = nil) async throws(AdminError) -> AdminResponse {
+    package func submitUnchecked(_ command: AdminCommand, timeout: Duration? = nil) async throws(AdminError) -> AdminResponse {
         var command = command
         command.unchecked = true
         return try await submit(command, timeout: timeout)
@@ -453,7 +453,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// Places all `commands` on the ring before ringing the doorbell once, so that the
     /// device sees them as one batch (in this order), and returns their outcomes in order.
     /// LIST_USE is not allowed here (it must be alone on the queue).
-    public func submitTogether(_ commands: [AdminCommand], unchecked: Bool = false, timeout: Duration? = nil) async -> [Result<AdminResponse, AdminError>] {
+    package func submitTogether(_ commands: [AdminCommand], unchecked: Bool = false, timeout: Duration? = nil) async -> [Result<AdminResponse, AdminError>] {
         precondition(!commands.contains { $0.opcode == .listUse }, "LIST_USE must be alone on the queue")
         lock.withLock { holdNotify = true }
         let placedBefore = statistics.submitted
