@@ -24,7 +24,7 @@ package struct IOMMUFault: Sendable, Hashable, CustomStringConvertible {
 /// touches (rings, descriptors, buffers, on every access, not once). An address outside
 /// every live mapping is a recorded fault (``faults``), never a crash; tests assert that no
 /// access ever reached released memory.
-package final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
+public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     struct Allocation: @unchecked Sendable {
         let deviceAddress: UInt64
         let length: Int
@@ -41,7 +41,8 @@ package final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     /// First device address handed out (high enough that 0 and small values never translate).
     package static let iovaBase: UInt64 = 0x1_0000_0000
 
-    package init() {}
+    /// Empty DMA memory with its own IOVA space.
+    public init() {}
 
     deinit {
         for allocation in allocations { free(allocation.pointer) }

@@ -48,14 +48,6 @@ extension SimulatedSRIOVDevice {
         return SimulatedBAR(device: self, function: index)
     }
 
-    /// Writes the sysfs view of this device's current state under `root` (which plays
-    /// `/sys`): the PF and its enabled VFs as Linux shows them (`bus/pci/devices`, `config`,
-    /// `resource`, `sriov_*`, `physfn`/`virtfnN`), for code that enumerates functions.
-    /// - Throws: ``SimulatorFileError`` naming the path that could not be written.
-    public func writeSysfs(to root: String) throws(SimulatorFileError) {
-        try sysfsTree().write(to: root)
-    }
-
     /// The fake sysfs tree of this device's current state.
     package func sysfsTree() -> SimulatedSysfsTree {
         lock.withLock {

@@ -38,12 +38,9 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     /// - Parameters:
     ///   - configuration: what the model offers and how strictly it checks the driver.
     ///   - members: resources of each VF; `nil` = the configuration's initial values.
-    public convenience init(configuration: SimulatedDeviceConfiguration = SimulatedDeviceConfiguration(), members: [MemberResources]? = nil) {
-        self.init(configuration: configuration, members: members, memory: SimulatedMemory())
-    }
-
-    /// Creates the device on given DMA memory (shared with a second model in tests).
-    package init(configuration: SimulatedDeviceConfiguration, members: [MemberResources]?, memory: SimulatedMemory) {
+    ///   - memory: the model's DMA memory (a fresh one by default).
+    public init(configuration: SimulatedDeviceConfiguration = SimulatedDeviceConfiguration(), members: [MemberResources]? = nil,
+                memory: SimulatedMemory = SimulatedMemory()) {
         precondition(configuration.numVFs <= configuration.totalVFs)
         self.configuration = configuration
         self.memory = memory
