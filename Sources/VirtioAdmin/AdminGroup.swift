@@ -20,6 +20,8 @@ public final class AdminGroup: @unchecked Sendable {
         public var timeout: Duration = .seconds(5)
         /// How long to wait for another owner to let go (`nil`: as long as it takes).
         public var lockWait: Duration? = .seconds(10)
+        /// The clock the lock wait goes by (a test's manual clock moves it on).
+        public var clock: any ServiceClock = SystemServiceClock()
         /// Refuse to open (and so reset) a PF whose VFs have drivers. The service, which
         /// opens each PF once and keeps it open, turns this off.
         public var refuseWhenVFsInUse = true
@@ -53,7 +55,7 @@ public final class AdminGroup: @unchecked Sendable {
 
     /// Opens the PF's admin queue through `opener`.
     public static func open(opener: any PFOpener, registry: PluginRegistry, options: Options = Options()) async throws(VirtioAdminError) -> AdminGroup {
-        try await opener.lock(wait: options.lockWait)
+        try await opener.lock(wait: options.lockWait, clock: options.clock)
         do {
             try opener.prepare()
             let sysfs = SysfsEnumerator(root: opener.sysfsRoot)
