@@ -100,15 +100,16 @@ func withAdminSession<T>(pf text: String, options: AdminOptions, _ body: (AdminG
 }
 
 /// Runs a plugin operation and prints its output.
-func runPluginOperation(plugin: String, operation: String, pf: String, options: AdminOptions, arguments: [String: [String]]) async throws {
+func runPluginOperation(plugin: String, operation: String, pf: String, options: AdminOptions, arguments: [String: [String]], vf selector: VFSelector?) async throws {
     try await withAdminSession(pf: pf, options: options) { session in
-        var arguments = arguments
-        if let vf = arguments["vf"]?.last {
-            do throws(VirtioAdminError) { arguments["vf"] = [String(try session.vfIndex(vf))] } catch { throw CLIError(error.description) }
+        var vf: VFNumber?
+        if let selector {
+            do throws(VirtioAdminError) { vf = try session.vf(selector) } catch { throw CLIError(error.description) }
         }
         let output: PluginOutput
         do {
-            output = try await session.registry.run(plugin: plugin, operation: operation, context: session.context, arguments: PluginArguments(arguments))
+            let arguments = PluginArguments(arguments, vf: vf)
+            output = try await session.registry.run(plugin: plugin, operation: operation, context: session.context, arguments: arguments)
         } catch let error as CustomStringConvertible {
             throw CLIError(error.description)
         }
