@@ -70,6 +70,23 @@ import Glibc
         try UdevEvent(environment: ["ACTION": action, "SUBSYSTEM": "pci", "DEVPATH": "/devices/pci0000:00/\(address)"])
     }
 
+    @Test func theManualClockWakesOnlyTheSleepsItsAdvanceReached() async throws {
+        let clock = ManualServiceClock(startingAt: 0)
+        let short = Task { await clock.sleep(for: .seconds(1)); return clock.nowNanoseconds }
+        let long = Task { await clock.sleep(for: .seconds(5)); return clock.nowNanoseconds }
+        await clock.waitForSleepers(2)
+        clock.advance(by: .milliseconds(999))
+        #expect(clock.sleeperCount == 2)
+        clock.advance(by: .milliseconds(1))
+        #expect(await short.value == 1_000_000_000)
+        #expect(clock.sleeperCount == 1)
+        long.cancel()  // a cancelled sleep returns without the clock moving
+        #expect(await long.value == 1_000_000_000)
+        #expect(clock.sleeperCount == 0)
+        await clock.sleep(untilNanoseconds: 10)  // a deadline already passed returns at once
+        #expect(clock.elapsed(since: 250_000_000) == .milliseconds(750))
+    }
+
     // README: "concurrent invocations take turns on a lock (... waited on for up to 10 s)".
     @Test func anAdminCommandGivesUpOnAHeldLockAfterTenSeconds() async throws {
         let setup = try Setup(vfs: 2)
