@@ -220,10 +220,11 @@ public final class ProvisioningService: @unchecked Sendable {
         return await worker.batches
     }
 
-    /// VF requests waiting for `pf`'s next batch (tests watch a batch form).
-    func queuedRequests(pf: PCIAddress) async -> Int {
-        guard let worker = lock.withLock({ workers[pf] }) else { return 0 }
-        return await worker.pending.count
+    /// VF requests waiting for `pf`'s next batch, and the events waiting on them (tests
+    /// watch a batch form).
+    func queued(pf: PCIAddress) async -> (requests: Int, events: Int) {
+        guard let worker = lock.withLock({ workers[pf] }) else { return (0, 0) }
+        return await worker.queued
     }
 
     /// PFs whose admin queue is open now.
@@ -309,6 +310,8 @@ actor PFWorker {
         }
         return try result.get()
     }
+
+    var queued: (requests: Int, events: Int) { (pending.count, pending.reduce(0) { $0 + $1.waiters.count }) }
 
     func drain() async {
         while !pending.isEmpty {
