@@ -229,7 +229,10 @@ struct PCIConfigSpaceTests {
         #expect(PCIAddress("0000:00:03.0")?.description == "0000:00:03.0")
         #expect(PCIAddress("3b:1f.7") == PCIAddress(domain: 0, bus: 0x3b, device: 0x1f, function: 7))
         #expect(PCIAddress("10000:3B:00.1")?.description == "10000:3b:00.1")
-        for bad in ["", "zz", "00:20.0", "00:00.8", "0000:00:00", "0000:000:00.0", "0000:00:00.0.0", "g000:00:00.0", "0000:00:00.-1"] {
+        #expect(PCIAddress("ffffffff:ff:1f.7")?.description == "ffffffff:ff:1f.7")
+        #expect(PCIAddress("a:3:4.1")?.description == "000a:03:04.1")
+        for bad in ["", "zz", "00:20.0", "00:00.8", "0000:00:00", "0000:000:00.0", "0000:00:00.0.0", "g000:00:00.0", "0000:00:00.-1",
+                    "0:0:0:00.0", ":00:00.0", "0000::00.0", "0000:00:.0", "123456789:00:00.0", "+000:00:00.0", "0000:00:00."] {
             #expect(PCIAddress(bad) == nil, "\(bad) should not parse")
         }
         let pf = PCIAddress("0000:3b:00.0")!

@@ -55,18 +55,7 @@ if only.contains("p2") {
     }
 }
 
-if only.contains("p3") {
-    print("\n## P3 — enumeration of 1 PF + N VFs in a fake sysfs tree, against lspci on the same tree\n")
-    row(["functions", "virtio-admin (SysfsEnumerator)", "lspci -A linux-sysfs -d 1af4:", "ratio (goal ≤ 0.5)", "per function"])
-    row(["---", "---", "---", "---", "---"])
-    for vfs in [255, 1023, 4095] {
-        let root = try makeTree(vfs: vfs)
-        let ours = try await best(5) { try await measure { _ = try SysfsEnumerator(root: root).functions() } }
-        let theirs = await best(5) { await measure { _ = runProcess("/usr/bin/lspci", ["-A", "linux-sysfs", "-O", "sysfs.path=\(root)/bus/pci", "-d", "1af4:"]) } }
-        row(["\(vfs + 1)", f(ours * 1000) + " ms", f(theirs * 1000) + " ms", f(ours / theirs), f(ours / Double(vfs + 1) * 1e6, 1) + " µs"])
-        _ = runProcess("/bin/rm", ["-rf", root])
-    }
-}
+if only.contains("p3") { try await runP3() }
 
 if only.contains("p4") {
     print("\n## P4 — helper start-up: udev-event provisioning one VF from a cold process\n")
