@@ -120,7 +120,7 @@ struct UdevEventCommand: AsyncParsableCommand {
             logger.error("\(error.description)")
             throw ExitCode(2)
         }
-        if let reply = ServiceSocket.send(event, to: options.socket) {
+        if !UdevEventClient.serviceAsked, let reply = ServiceSocket.send(event, to: options.socket) {
             if reply.hasPrefix("ok ") { logger.info("\(reply.dropFirst(3)) (via service)"); return }
             logger.error("\(reply.dropFirst(6)) (via service)")
             throw ExitCode(1)

@@ -58,57 +58,8 @@ if only.contains("p2") {
 if only.contains("p3") { try await runP3() }
 
 if only.contains("p4") {
-    print("\n## P4 — helper start-up: udev-event provisioning one VF from a cold process\n")
     let binary = arguments.first { $0.hasPrefix("--binary=") }.map { String($0.dropFirst(9)) } ?? "../.build/release/virtio-admin"
-    print("(binary: \(binary), built with `swift build -c release --static-swift-stdlib --product virtio-admin`)\n")
-    let directory = "/tmp/virtio-admin-bench-p4-\(getpid())"
-    _ = runProcess("/bin/mkdir", ["-p", directory])
-    _ = runProcess(binary, ["simulate", "create", directory + "/pf.state", "--vfs", "8"])
-    _ = runProcess(binary, ["simulate", "sysfs", directory + "/sys", "--from", directory + "/pf.state"])
-    let policy = "[[pf]]\nmatch = { type = \"net\" }\n  [[pf.vf]]\n  vfs = \"all\"\n  msix-vectors = 4\n  features = [\"VERSION_1\", \"MAC\"]\n"
-    let file = fopen(directory + "/policy.toml", "w")
-    fputs(policy, file)
-    fclose(file)
-    chmod(directory + "/policy.toml", 0o644)
-    var helper: [Double] = []
-    var helperRSS = 0
-    var baseline: [Double] = []
-    var baselineRSS = 0
-    for round in 0..<21 {
-        // Alternate the VF's vectors so every run really provisions (2 -> 4, then reset to 2).
-        _ = runProcess(binary, ["--simulate", directory + "/pf.state", "msix", "set", "0000:3b:00.0", "--vf", "0", "--vectors", "2"])
-        let environment = ["ACTION": "add", "SUBSYSTEM": "pci", "DEVPATH": "/devices/pci0000:00/0000:3b:00.1", "PCI_SLOT_NAME": "0000:3b:00.1"]
-        let run = runMeasured(binary, ["udev-event", "--policy", directory + "/policy.toml", "--simulate", directory + "/pf.state",
-                                       "--sysfs-root", directory + "/sys", "--socket", directory + "/none.sock", "--quiet"], environment: environment)
-        let truth = runMeasured("/bin/true", [], environment: [:])
-        if round > 0 { helper.append(run.seconds); baseline.append(truth.seconds) }
-        // Peak RSS through GNU time (fork + exec from a small process): rusage of a child
-        // spawned from this large process would count this process's pages.
-        if round == 0, access("/usr/bin/time", X_OK) == 0 {
-            _ = runMeasured("/usr/bin/time", ["-f", "%M", "-o", directory + "/rss-helper", binary, "udev-event", "--policy", directory + "/policy.toml",
-                                              "--simulate", directory + "/pf.state", "--sysfs-root", directory + "/sys", "--socket", directory + "/none.sock", "--quiet"],
-                            environment: environment)
-            _ = runMeasured("/usr/bin/time", ["-f", "%M", "-o", directory + "/rss-true", "/bin/true"], environment: [:])
-            func readKiB(_ path: String) -> Int {
-                guard let file = fopen(path, "r") else { return 0 }
-                defer { fclose(file) }
-                var value = 0
-                var buffer = [CChar](repeating: 0, count: 64)
-                if fgets(&buffer, 64, file) != nil { value = Int(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).filter(\.isNumber)) ?? 0 }
-                return value
-            }
-            helperRSS = readKiB(directory + "/rss-helper")
-            baselineRSS = readKiB(directory + "/rss-true")
-        }
-        if run.status != 0 { print("udev-event failed with status \(run.status)") }
-    }
-    helper.sort(); baseline.sort()
-    let median = helper[helper.count / 2], baselineMedian = baseline[baseline.count / 2]
-    row(["measure", "udev-event (one VF: MSI-X + features)", "/bin/true", "ratio", "goal"])
-    row(["---", "---", "---", "---", "---"])
-    row(["median wall (20 runs)", f(median * 1000) + " ms", f(baselineMedian * 1000) + " ms", f(median / baselineMedian, 1) + "×", "≤ 20 ms"])
-    row(["peak RSS", f(Double(helperRSS) / 1024, 1) + " MB", f(Double(baselineRSS) / 1024, 1) + " MB", f(Double(helperRSS) / Double(max(baselineRSS, 1)), 1) + "×", "≤ 16 MB"])
-    _ = runProcess("/bin/rm", ["-rf", directory])
+    runP4(binary: binary, before: arguments.first { $0.hasPrefix("--before=") }.map { String($0.dropFirst(9)) })
 }
 
 if only.contains("p6") {

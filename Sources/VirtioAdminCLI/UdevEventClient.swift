@@ -1,0 +1,96 @@
+import VirtioAdmin
+import VirtioProvisioning
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `virtio-admin udev-event` while the service runs: a thin client. Before ArgumentParser,
+/// Foundation, the policy or the plugin registry are touched, it reads the event from the
+/// environment, hands it to the service's socket and prints the answer as the full command
+/// would (`virtio-admin[PID]: LEVEL: …` on stderr). When no service answers, or the arguments
+/// are anything but the helper's own options, the full command runs instead.
+enum UdevEventClient {
+    /// Set once the client asked the service and none answered: the full command does not ask again.
+    nonisolated(unsafe) static var serviceAsked = false
+
+    struct Options {
+        var socket = "/run/virtio-admin/serve.sock"
+        var quiet = false
+    }
+
+    /// The helper's options (`HelperOptions`), or nil for anything else (help, an unknown
+    /// option, a value that does not parse): the full parser then answers.
+    static func parse(_ arguments: [String]) -> Options? {
+        let withValue: Set<String> = ["--policy", "--simulate", "--sysfs-root", "--socket", "--lock-dir", "--timeout"]
+        var options = Options()
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            index += 1
+            if argument == "--quiet" { options.quiet = true; continue }
+            if argument == "--verbose" { continue }
+            var name = argument
+            var value: String?
+            if let equals = argument.utf8.firstIndex(of: 0x3d) {
+                name = String(argument[..<equals])
+                value = String(argument[argument.utf8.index(after: equals)...])
+            }
+            guard withValue.contains(name) else { return nil }
+            if value == nil {
+                guard index < arguments.count else { return nil }
+                value = arguments[index]
+                index += 1
+            }
+            guard let value else { return nil }
+            if name == "--timeout", Int(value) == nil { return nil }
+            if name == "--socket" { options.socket = value }
+        }
+        return options
+    }
+
+    /// Handles the event through the service and exits, or returns for the full command.
+    static func runIfServiceAnswers(_ arguments: [String]) {
+        guard let options = parse(arguments) else { return }
+        let event: UdevEvent
+        do { event = try UdevEvent(environment: environment()) } catch {
+            log("error", error.description)
+            exit(2)
+        }
+        serviceAsked = true
+        guard let reply = ServiceSocket.send(event, to: options.socket) else { return }
+        if reply.hasPrefix("ok ") {
+            if !options.quiet { log("info", reply.dropFirst(3) + " (via service)") }
+            exit(0)
+        }
+        log("error", reply.dropFirst(6) + " (via service)")
+        exit(1)
+    }
+
+    /// The process environment, without Foundation.
+    static func environment() -> [String: String] {
+        var result: [String: String] = [:]
+        var entry = environ
+        while let pointer = entry.pointee {
+            let text = String(decoding: UnsafeRawBufferPointer(start: pointer, count: strlen(pointer)), as: UTF8.self)
+            if let equals = text.utf8.firstIndex(of: 0x3d) {
+                result[String(text[..<equals])] = String(text[text.utf8.index(after: equals)...])
+            }
+            entry += 1
+        }
+        return result
+    }
+
+    /// One line as `LineLogHandler` writes it (no metadata on this path).
+    static func log(_ level: String, _ message: some StringProtocol) {
+        let line = "virtio-admin[" + String(getpid()) + "]: " + level + ": " + message + "\n"
+        var bytes = Array(line.utf8)
+        var written = 0
+        while written < bytes.count {
+            let result = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + written, $0.count - written) }
+            if result < 0 && errno == EINTR { continue }
+            if result <= 0 { return }
+            written += result
+        }
+    }
+}
