@@ -55,7 +55,9 @@ if only.contains("p2") {
     }
 }
 
-if only.contains("p3") { try await runP3() }
+if only.contains("p3") {
+    try await runP3(binary: arguments.first { $0.hasPrefix("--binary=") }.map { String($0.dropFirst(9)) } ?? "../.build/release/virtio-admin")
+}
 
 if only.contains("p4") {
     let binary = arguments.first { $0.hasPrefix("--binary=") }.map { String($0.dropFirst(9)) } ?? "../.build/release/virtio-admin"
