@@ -133,9 +133,12 @@ struct FakeTreeTests {
         let functions = try enumerator.functions(counter: counter)
         #expect(functions.count == 9)
         let afterListing = counter.reads
-        let pfReads = afterListing - 8
-        // The PF: its identity, SR-IOV attributes and links, 8 virtfn links, sriov_vf_device.
-        #expect(pfReads >= 8 && pfReads <= 30, "PF reads: \(pfReads)")
+        // 8 more VFs cost 16 more reads: each VF's driver link and the PF's virtfn link to it.
+        let (larger, _) = try makeTree { $0.numVFs = 16; $0.totalVFs = 16 }
+        defer { try? FileManager.default.removeItem(atPath: larger) }
+        let largerCounter = SysfsReadCounter()
+        #expect(try SysfsEnumerator(root: larger).functions(counter: largerCounter).count == 17)
+        #expect(largerCounter.reads - afterListing == 16, "\(largerCounter.reads) reads for 16 VFs, \(afterListing) for 8")
         #expect(functions[2].driver == "vfio-pci" && functions[1].driver == nil)
         #expect(functions[3].role == .vf && functions[3].physfn == tree.pfAddress && functions[3].type == .net)
         #expect(counter.reads == afterListing, "the listing's fields read nothing more")
