@@ -63,7 +63,7 @@ enum UdevEventClient {
             if !options.quiet { log("info", reply.dropFirst(3) + " (via service)") }
             exit(0)
         }
-        log("error", reply.dropFirst(6) + " (via service)")
+        log("error", (reply.hasPrefix("error ") ? reply.dropFirst(6) : Substring(reply)) + " (via service)")
         exit(1)
     }
 
