@@ -8,7 +8,7 @@ import VirtioLinux
 import VirtioProvisioning
 import VirtioSimulator
 import VirtioSpec
-import VirtioLock
+import VirtioSystem
 import VirtioAdmin
 
 /// Options of the udev helper and the service.
@@ -188,7 +188,7 @@ struct Serve: AsyncParsableCommand {
     func listeningSocket() throws -> (Int32, String?) {
         // systemd socket activation: fd 3 when LISTEN_PID is us (systemd keeps the path).
         let environment = ProcessInfo.processInfo.environment
-        if environment["LISTEN_FDS"] == "1", environment["LISTEN_PID"] == String(getpid()) { return (3, nil) }
+        if environment["LISTEN_FDS"] == "1", environment["LISTEN_PID"] == String(Sys.processID) { return (3, nil) }
         do { return (try ServiceSocket.listen(at: options.socket), options.socket) } catch { throw CLIError(error.description) }
     }
 }
