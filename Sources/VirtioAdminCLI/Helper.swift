@@ -79,7 +79,7 @@ struct LineLogHandler: LogHandler {
     func log(event: LogEvent) {
         let all = metadata.merging(event.metadata ?? [:]) { $1 }
         let fields = all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        let text = "virtio-admin[\(getpid())]: \(event.level): \(event.message)\(fields.isEmpty ? "" : " " + fields)\n"
+        let text = "virtio-admin[\(Sys.processID)]: \(event.level): \(event.message)\(fields.isEmpty ? "" : " " + fields)\n"
         FileHandle.standardError.write(Data(text.utf8))
     }
 }
