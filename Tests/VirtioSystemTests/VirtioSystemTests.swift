@@ -242,3 +242,56 @@ struct ThreadAndTimeTests {
         #expect(Duration.seconds(Int64.max).nanoseconds == UInt64.max)
     }
 }
+
+struct MemoryAndEventTests {
+    @Test func aSharedMapWritesThroughToTheFileAndAnonymousMemoryStartsZeroed() throws {
+        try withTemporaryDirectory { directory in
+            let path = directory + "/resource0"
+            try Sys.writeFile([UInt8](repeating: 0, count: 4096), to: path)
+            let fd = try Sys.open(path, .readWrite)
+            defer { Sys.close(fd) }
+            let mapping = try Sys.mapShared(fd, length: 4096, path: path)
+            mapping.storeBytes(of: UInt32(0x1af4_1041).littleEndian, toByteOffset: 8, as: UInt32.self)
+            Sys.unmap(mapping, length: 4096)
+            #expect(try Sys.preadExactly(fd, count: 4, offset: 8, path: path) == [0x41, 0x10, 0xf4, 0x1a])
+            #expect(throws: SystemCallError(call: "mmap", path: "not a file", errno: .badFileDescriptor)) {
+                try Sys.mapShared(FileDescriptor(rawValue: -1), length: 4096, path: "not a file")
+            }
+
+            let anonymous = try #require(Sys.mapAnonymous(length: 8192))
+            #expect(UnsafeRawBufferPointer(start: anonymous, count: 8192).allSatisfy { $0 == 0 })
+            Sys.unmap(anonymous, length: 8192)
+        }
+    }
+
+    @Test func aFreshEventFDIsNotReadable() throws {
+        let fd = try Sys.eventFD()
+        defer { Sys.closeFD(fd) }
+        #expect(Sys.poll(fd, timeoutMilliseconds: 10) == false, "its counter is 0")
+    }
+}
+
+struct LayoutTests {
+    /// The repository's root, from this file's path (Tests/VirtioSystemTests/…).
+    static let root = String(#filePath.split(separator: "/").dropLast(3).joined(separator: "/")).withLeadingSlash
+
+    /// Swift files under `directory`, recursively.
+    static func swiftFiles(under directory: String) -> [String] {
+        ((try? Sys.listDirectory(directory)) ?? []).flatMap { name -> [String] in
+            let path = directory + "/" + name
+            return name.hasSuffix(".swift") ? [path] : swiftFiles(under: path)  // (a file lists nothing)
+        }
+    }
+
+    @Test func onlyVirtioSystemImportsGlibc() throws {
+        let files = Self.swiftFiles(under: Self.root + "/Sources") + Self.swiftFiles(under: Self.root + "/Plugins")
+        #expect(files.count > 50, "the sources are found")
+        let importing = try files.filter { try Sys.readFile($0, limit: .max).split(separator: UInt8(ascii: "\n")).contains { $0.elementsEqual("import Glibc".utf8) } }
+        #expect(!importing.isEmpty)
+        #expect(importing.allSatisfy { $0.hasPrefix(Self.root + "/Sources/VirtioSystem/") }, "\(importing)")
+    }
+}
+
+extension String {
+    fileprivate var withLeadingSlash: String { hasPrefix("/") ? self : "/" + self }
+}
