@@ -45,13 +45,14 @@ let package = Package(
         .target(name: "CLinuxVFIO"),
         // Linux platform: sysfs walker, libudev enumeration, binding with an in-use guard,
         // BAR mapping (sysfs resourceN, VFIO regions), DMA (VFIO type-1, pagemap). Glibc only.
-        .target(name: "VirtioLinux", dependencies: ["VirtioSpec", "PCIConfig", "CUdev", "CLinuxVFIO", "VirtioTransport", "VirtioSystem"]),
+        .target(name: "VirtioLinux", dependencies: ["VirtioSpec", "PCIConfig", "CUdev", "CLinuxVFIO", "VirtioTransport", "VirtioLock"]),
         // The operating system: the only Swift module that imports Glibc. Every system call
         // (EINTR retried, errno typed), files, memory maps, ioctl, lock files, dlopen, Unix
         // sockets, poll, threads, the pthread lock (visible to ThreadSanitizer), monotonic time.
         .target(name: "CVirtioSystem"),
         .target(name: "VirtioSystem", dependencies: ["CVirtioSystem", .product(name: "SystemPackage", package: "swift-system")]),
-        // VirtioSystem's lock under its former module name, for code that still imports it.
+        // VirtioSystem under its former name (it re-exports it): the targets that list it reach
+        // VirtioSystem through it, and code that still imports VirtioLock builds.
         .target(name: "VirtioLock", dependencies: ["VirtioSystem"]),
         // C shim: volatile MMIO access, atomics for shared ring fields, per-architecture barriers.
         .target(name: "CVolatile"),
@@ -60,13 +61,13 @@ let package = Package(
         // The split-virtqueue engine (driver side) and the ring layout the device model shares.
         .target(name: "Virtqueue", dependencies: ["VirtioSpec", "VirtioTransport", "CVolatile"]),
         // The admin-queue driver: ADMIN_VQ, LIST_QUERY/LIST_USE, many commands in flight.
-        .target(name: "VirtioAdminDriver", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "VirtioSystem"]),
+        .target(name: "VirtioAdminDriver", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "VirtioLock"]),
         // The conformance checks of a device's admin facility (library; the CLI's `conformance`).
         .target(name: "VirtioConformance", dependencies: ["VirtioProjectCommands", "VirtioAdminDriver", "VirtioTransport", "VirtioSpec", "PCIConfig"]),
         // The run-time plugin ABI (a C header plugin authors include).
         .target(name: "CVirtioAdminPlugin"),
         // The command-handler protocol, the plugin registry, the run-time loader.
-        .target(name: "ResourceManager", dependencies: ["VirtioSpec", "PCIConfig", "VirtioAdminDriver", "CVirtioAdminPlugin", "VirtioSystem"]),
+        .target(name: "ResourceManager", dependencies: ["VirtioSpec", "PCIConfig", "VirtioAdminDriver", "CVirtioAdminPlugin", "VirtioLock"]),
         // Built-in resource-manager plugins.
         .target(name: "MSIXResourceManager", dependencies: ["VirtioProjectCommands", "ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/MSIXResourceManager"),
         .target(name: "FeatureBitsResourceManager", dependencies: ["VirtioProjectCommands", "ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/FeatureBitsResourceManager"),
@@ -76,7 +77,7 @@ let package = Package(
         .target(name: "DevicePartsResourceManager", dependencies: ["ResourceManager", "ResourceObjectsResourceManager", "VirtioAdminDriver", "VirtioSpec", "VirtioSystem"], path: "Plugins/DevicePartsResourceManager"),
         .target(name: "LegacyAccessResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/LegacyAccessResourceManager"),
         // The device model: simulated virtio PCI functions and their fake sysfs tree.
-        .target(name: "VirtioSimulator", dependencies: ["VirtioProjectCommands", "VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile", "VirtioSystem"]),
+        .target(name: "VirtioSimulator", dependencies: ["VirtioProjectCommands", "VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile", "VirtioLock"]),
         // Provisioning policy (a TOML subset, read once by its own parser), its checker and planner, and the udev event handling.
         .target(name: "VirtioProvisioning", dependencies: ["VirtioProjectCommands", 
             "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioAdminDriver", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager",
@@ -86,7 +87,7 @@ let package = Package(
         // the provisioning service. No Foundation.
         .target(name: "VirtioAdmin", dependencies: [
             "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver", "ResourceManager",
-            "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioSystem",
+            "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioLock",
             "CapabilitiesResourceManager", "ResourceObjectsResourceManager", "DevicePartsResourceManager", "LegacyAccessResourceManager",
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -96,7 +97,7 @@ let package = Package(
             name: "VirtioAdminCLI",
             dependencies: [
                 "VirtioSpec", "VirtioProjectCommands", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver",
-                "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioSystem", "VirtioAdmin", "VirtioConformance",
+                "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioLock", "VirtioAdmin", "VirtioConformance",
                 "CapabilitiesResourceManager", "ResourceObjectsResourceManager", "DevicePartsResourceManager", "LegacyAccessResourceManager",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -109,7 +110,7 @@ let package = Package(
         .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport", "CLinuxVFIO", "VirtioSystem"]),
         .testTarget(name: "VirtioSystemTests", dependencies: ["VirtioSystem", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "TransportTests", dependencies: ["VirtioTransport", "Virtqueue", "VirtioSimulator", "PCIConfig", "VirtioSpec"]),
-        .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioSystem", "VirtioConformance"]),
+        .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioLock", "VirtioConformance"]),
         .testTarget(name: "MSIXResourceManagerTests", dependencies: ["VirtioProjectCommands", "MSIXResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/MSIXResourceManagerTests"),
         .testTarget(name: "FeatureBitsResourceManagerTests", dependencies: ["FeatureBitsResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/FeatureBitsResourceManagerTests"),
         .testTarget(name: "RatifiedPluginTests", dependencies: [

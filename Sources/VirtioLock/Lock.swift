@@ -1,3 +1,4 @@
-// The lock moved to VirtioSystem (the project's one operating-system module); this module
-// keeps its former name working for code that still imports it. New code imports VirtioSystem.
+// VirtioSystem (the project's one operating-system module) under the former name of the
+// module that held its lock: targets that depend on VirtioLock reach VirtioSystem through
+// it, and code that still imports VirtioLock builds. New code imports VirtioSystem.
 @_exported import VirtioSystem
