@@ -4,6 +4,8 @@ import VirtioSimulator
 import VirtioSystem
 import VirtioTransport
 
+func systemErrorText(_ code: Int32) -> String { Sys.errorText(code) }
+
 /// What an opener hands the admin-queue owner: the PF's config space, its BARs as
 /// register spaces, DMA memory the device can reach, and how that was done, in words.
 public struct PFAccess: @unchecked Sendable {
