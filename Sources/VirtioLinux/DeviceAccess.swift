@@ -4,7 +4,6 @@ import VirtioSystem
 import VirtioSpec
 import VirtioTransport
 
-
 /// Errors of user-space device access (BAR mapping, VFIO, DMA memory).
 public enum DeviceAccessError: Error, Hashable, Sendable, CustomStringConvertible {
     case kernelDriverBound(address: PCIAddress, driver: String)

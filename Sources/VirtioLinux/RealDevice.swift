@@ -4,7 +4,6 @@ import VirtioTransport
 import SystemPackage
 import VirtioSystem
 
-
 /// A real virtio function opened for driving from user space: its decoded config space,
 /// its BARs as register spaces, DMA memory the device can reach, and how that was done.
 public struct OpenedFunction: @unchecked Sendable {

@@ -3,7 +3,6 @@ import PCIConfig
 import VirtioSpec
 import VirtioSystem
 
-
 /// Enumerates virtio PCI functions through libudev (subsystem `pci`, vendor `0x1af4`).
 ///
 /// libudev always reads the host's `/sys`; use ``SysfsEnumerator`` for another root.

@@ -3,7 +3,6 @@ import PCIConfig
 import VirtioSpec
 import VirtioSystem
 
-
 /// A hotplug event for a virtio PCI function, from the udev netlink monitor.
 public struct HotplugEvent: Sendable, Hashable {
     public var action: String

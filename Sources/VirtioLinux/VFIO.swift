@@ -5,7 +5,6 @@ import VirtioSystem
 import VirtioSpec
 import VirtioTransport
 
-
 /// First-fit allocator of I/O virtual addresses for VFIO DMA mappings.
 public struct IOVAAllocator: Sendable, Hashable {
     /// Free ranges (start, length), sorted by start, never adjacent (they are merged).
