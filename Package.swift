@@ -92,7 +92,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // A test kit for plugin authors: the device model with its admin queue open.
-        .target(name: "VirtioAdminTestKit", dependencies: ["VirtioAdmin", "VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "VirtioTransport", "PCIConfig", "VirtioSpec", "VirtioSystem"]),
+        .target(name: "VirtioAdminTestKit", dependencies: ["VirtioAdmin", "VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "VirtioTransport", "PCIConfig", "VirtioSpec", "VirtioLock"]),
         .executableTarget(
             name: "VirtioAdminCLI",
             dependencies: [
@@ -119,7 +119,7 @@ let package = Package(
         ], path: "Tests/Plugins/RatifiedPluginTests"),
         .testTarget(name: "ResourceManagerTests", dependencies: ["ResourceManager", "VirtioAdminTestKit", "VirtioAdminDriver", "VirtioSimulator", "VirtioSpec", "VirtioTestSupport"]),
         .testTarget(name: "ProvisioningTests", dependencies: ["VirtioProvisioning", "VirtioSpec", "PCIConfig"]),
-        .testTarget(name: "VirtioAdminTests", dependencies: ["VirtioAdmin", "VirtioProvisioning", "VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "PCIConfig", "VirtioSpec",
+        .testTarget(name: "VirtioAdminTests", dependencies: ["VirtioAdmin", "VirtioAdminTestKit", "VirtioProvisioning", "VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "PCIConfig", "VirtioSpec",
                                                       .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "CLITests", dependencies: ["VirtioAdminCLI", "VirtioSimulator", "VirtioLinux", "VirtioTestSupport"]),
     ]

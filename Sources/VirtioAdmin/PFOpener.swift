@@ -4,8 +4,6 @@ import VirtioSimulator
 import VirtioSystem
 import VirtioTransport
 
-func systemErrorText(_ code: Int32) -> String { Sys.errorText(code) }
-
 /// What an opener hands the admin-queue owner: the PF's config space, its BARs as
 /// register spaces, DMA memory the device can reach, and how that was done, in words.
 public struct PFAccess: @unchecked Sendable {
@@ -37,10 +35,10 @@ public protocol PFOpener: AnyObject, Sendable {
     var address: PCIAddress { get }
     /// The sysfs root whose tree shows the PF and its VFs (`/sys` on a host).
     var sysfsRoot: String { get }
-    /// Takes the PF's ownership lock, waiting at most `wait` (`nil`: as long as it takes),
-    /// without blocking a thread of the cooperative pool. One process at a time owns a PF's
-    /// admin queue.
-    func lock(wait: Duration?) async throws(VirtioAdminError)
+    /// Takes the PF's ownership lock, waiting at most `wait` on `clock` (`nil`: as long as it
+    /// takes), without blocking a thread of the cooperative pool. One process at a time owns a
+    /// PF's admin queue.
+    func lock(wait: Duration?, clock: any ServiceClock) async throws(VirtioAdminError)
     /// Makes the sysfs view current (the model writes its tree when there is none). Touches no device.
     func prepare() throws(VirtioAdminError)
     /// Reaches the PF's registers and DMA memory.
@@ -59,15 +57,14 @@ final class LockFile: @unchecked Sendable {
 
     init(path: String) { file = FileLock(path: path) }
 
-    /// Waits at most `wait` (`nil`: forever), sleeping between tries (never blocking a
-    /// thread); `pf` names the device in the error.
-    func lock(wait: Duration?, pf: PCIAddress) async throws(VirtioAdminError) {
-        let clock = ContinuousClock()
-        let deadline = wait.map { clock.now.advanced(by: $0) }
+    /// Waits at most `wait` on `clock` (`nil`: forever), sleeping 5 ms between tries (never
+    /// blocking a thread); `pf` names the device in the error.
+    func lock(wait: Duration?, pf: PCIAddress, clock: any ServiceClock) async throws(VirtioAdminError) {
+        let start = clock.nowNanoseconds
         while true {
             do { if try file.tryLock() { return } } catch { throw .system(error) }
-            guard deadline.map({ clock.now < $0 }) ?? true else { throw .pfBusy(pf: pf, lockPath: path, waited: wait ?? .zero) }
-            try? await Task.sleep(for: .milliseconds(5))
+            guard wait.map({ clock.elapsed(since: start) < $0 }) ?? true else { throw .pfBusy(pf: pf, lockPath: path, waited: wait ?? .zero) }
+            await clock.sleep(for: .milliseconds(5))
         }
     }
 
@@ -89,9 +86,9 @@ public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
         lockFile = LockFile(path: lockDirectory + "/\(address).pf.lock")
     }
 
-    public func lock(wait: Duration?) async throws(VirtioAdminError) {
+    public func lock(wait: Duration?, clock: any ServiceClock) async throws(VirtioAdminError) {
         Sys.makeParentDirectory(of: lockFile.path, permissions: .ownerReadWriteExecute)
-        try await lockFile.lock(wait: wait, pf: address)
+        try await lockFile.lock(wait: wait, pf: address, clock: clock)
     }
 
     public func prepare() throws(VirtioAdminError) {}
@@ -150,7 +147,9 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         self.device = device
     }
 
-    public func lock(wait: Duration?) async throws(VirtioAdminError) { try await lockFile?.lock(wait: wait, pf: address) }
+    public func lock(wait: Duration?, clock: any ServiceClock) async throws(VirtioAdminError) {
+        try await lockFile?.lock(wait: wait, pf: address, clock: clock)
+    }
 
     public func prepare() throws(VirtioAdminError) {
         if device == nil, let statePath {

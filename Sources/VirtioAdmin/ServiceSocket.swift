@@ -123,7 +123,7 @@ extension ProvisioningService {
                 }
             }
         }
-        while inFlight.value > 0 { try? await Task.sleep(for: .milliseconds(1)) }
+        await inFlight.waitUntilIdle()
         await shutDown()
     }
 }
@@ -132,9 +132,29 @@ extension ProvisioningService {
 final class InFlightCount: @unchecked Sendable {
     let lock = Lock()
     var count = 0
+    var idleWaiters: [CheckedContinuation<Void, Never>] = []
     func enter() { lock.withLock { count += 1 } }
-    func leave() { lock.withLock { count -= 1 } }
+    func leave() {
+        let waiters = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+            count -= 1
+            guard count == 0 else { return [] }
+            defer { idleWaiters = [] }
+            return idleWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
     var value: Int { lock.withLock { count } }
+    /// Returns once no event is being handled.
+    func waitUntilIdle() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let idle = lock.withLock { () -> Bool in
+                if count == 0 { return true }
+                idleWaiters.append(continuation)
+                return false
+            }
+            if idle { continuation.resume() }
+        }
+    }
 }
 
 /// Resumes a continuation when the last of N threads is done.

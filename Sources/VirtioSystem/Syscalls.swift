@@ -350,9 +350,6 @@ package enum Sys {
 
     // MARK: Process
 
-    /// What errno `code` means, in words ("No such file or directory").
-    package static func errorText(_ code: Int32) -> String { Errno(rawValue: code).description }
-
     /// errno as the last failed C call (a library's, such as libudev's) left it.
     package static var lastError: Int32 { Glibc.errno }
 

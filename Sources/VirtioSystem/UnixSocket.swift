@@ -76,9 +76,10 @@ package enum UnixSocket {
         try? retryingInterrupts { Glibc.accept(listener, nil, nil) }.get()
     }
 
-    /// Reads on `fd` give up (return what came) after `timeout` (whole seconds and microseconds).
+    /// Reads on `fd` give up (return what came) after `timeout`, to the microsecond (at
+    /// least one: a timeout of 0 would mean none).
     package static func setReceiveTimeout(_ fd: Int32, _ timeout: Duration) {
-        let microseconds = timeout.nanoseconds / 1000
+        let microseconds = max(1, timeout.nanoseconds / 1000)
         var limit = timeval(tv_sec: Int(min(microseconds / 1_000_000, UInt64(Int32.max))), tv_usec: Int(microseconds % 1_000_000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
     }
