@@ -1,6 +1,7 @@
 import PCIConfig
 import Synchronization
 import VirtioSpec
+import VirtioSystem
 
 /// sysfs attribute and link names the project reads or writes. Digest §10.
 public enum SysfsAttribute {
