@@ -1,9 +1,6 @@
 import VirtioAdmin
 import VirtioProvisioning
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import VirtioSystem
 
 /// `virtio-admin udev-event` while the service runs: a thin client. Before ArgumentParser,
 /// Foundation, the policy or the plugin registry are touched, it reads the event from the
@@ -55,42 +52,27 @@ enum UdevEventClient {
         let event: UdevEvent
         do { event = try UdevEvent(environment: environment()) } catch {
             log("error", error.description)
-            exit(2)
+            Sys.exitProcess(2)
         }
         serviceAsked = true
         guard let reply = ServiceSocket.send(event, to: options.socket) else { return }
         if reply.hasPrefix("ok ") {
             if !options.quiet { log("info", reply.dropFirst(3) + " (via service)") }
-            exit(0)
+            Sys.exitProcess(0)
         }
         log("error", (reply.hasPrefix("error ") ? reply.dropFirst(6) : Substring(reply)) + " (via service)")
-        exit(1)
+        Sys.exitProcess(1)
     }
 
-    /// The process environment, without Foundation.
+    /// The event's variables from the process environment, without Foundation.
     static func environment() -> [String: String] {
         var result: [String: String] = [:]
-        var entry = environ
-        while let pointer = entry.pointee {
-            let text = String(decoding: UnsafeRawBufferPointer(start: pointer, count: strlen(pointer)), as: UTF8.self)
-            if let equals = text.utf8.firstIndex(of: 0x3d) {
-                result[String(text[..<equals])] = String(text[text.utf8.index(after: equals)...])
-            }
-            entry += 1
-        }
+        for name in ["ACTION", "SUBSYSTEM", "DEVPATH", "PCI_SLOT_NAME", "PCI_ID"] { result[name] = Sys.environment(name) }
         return result
     }
 
     /// One line as `LineLogHandler` writes it (no metadata on this path).
     static func log(_ level: String, _ message: some StringProtocol) {
-        let line = "virtio-admin[" + String(getpid()) + "]: " + level + ": " + message + "\n"
-        var bytes = Array(line.utf8)
-        var written = 0
-        while written < bytes.count {
-            let result = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + written, $0.count - written) }
-            if result < 0 && errno == EINTR { continue }
-            if result <= 0 { return }
-            written += result
-        }
+        Sys.writeStandardError("virtio-admin[" + String(Sys.processID) + "]: " + level + ": " + message + "\n")
     }
 }

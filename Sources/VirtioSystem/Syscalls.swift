@@ -360,6 +360,21 @@ package enum Sys {
     /// An environment variable, or nil when unset.
     package static func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
 
+    /// Writes `text` to stderr whole (unbuffered, as one line should reach journald).
+    package static func writeStandardError(_ text: String) {
+        let bytes = Array(text.utf8)
+        var written = 0
+        while written < bytes.count {
+            let result = bytes.withUnsafeBytes { write(2, $0.baseAddress! + written, $0.count - written) }
+            if result < 0 && Glibc.errno == EINTR { continue }
+            if result <= 0 { return }
+            written += result
+        }
+    }
+
+    /// Ends the process with `status` (atexit handlers run).
+    package static func exitProcess(_ status: Int32) -> Never { exit(status) }
+
     /// Sleeps, going on after a signal for what is left of the time.
     package static func sleepMilliseconds(_ milliseconds: Int) {
         var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
