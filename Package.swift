@@ -85,7 +85,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // A test kit for plugin authors: the device model with its admin queue open.
-        .target(name: "VirtioAdminTestKit", dependencies: ["VirtioAdmin", "VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "VirtioTransport", "PCIConfig", "VirtioSpec"]),
+        .target(name: "VirtioAdminTestKit", dependencies: ["VirtioAdmin", "VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "VirtioTransport", "PCIConfig", "VirtioSpec", "VirtioLock"]),
         .executableTarget(
             name: "VirtioAdminCLI",
             dependencies: [
