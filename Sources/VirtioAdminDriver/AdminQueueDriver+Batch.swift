@@ -12,6 +12,11 @@ extension AdminQueueDriver {
     /// success here (the device answered). LIST_USE, which must be alone on the queue, is
     /// sent by itself at its place in the order.
     public func submitBatch(_ commands: [AdminCommand], timeout: Duration? = nil) async -> [Result<AdminResponse, AdminError>] {
+        await submitBatch(commands, timeouts: Array(repeating: timeout, count: commands.count))
+    }
+
+    /// ``submitBatch(_:timeout:)`` with a timeout per command (`nil`: the default).
+    func submitBatch(_ commands: [AdminCommand], timeouts: [Duration?]) async -> [Result<AdminResponse, AdminError>] {
         var results = [Result<AdminResponse, AdminError>?](repeating: nil, count: commands.count)
         let limit = options.slotBytes
         // Groups still to be negotiated (the SR-IOV group before VFs were enabled) are, first.
@@ -34,7 +39,7 @@ extension AdminQueueDriver {
                 continue
             }
             if command.opcode == .listUse {
-                do throws(AdminError) { results[next] = .success(try await submit(command, timeout: timeout)) } catch { results[next] = .failure(error) }
+                do throws(AdminError) { results[next] = .success(try await submit(command, timeout: timeouts[next])) } catch { results[next] = .failure(error) }
                 next += 1
                 continue
             }
@@ -54,7 +59,7 @@ extension AdminQueueDriver {
                 next += 1
                 continue
             }
-            next = await submitRound(commands, from: next, first: first, token: token, timeout: timeout ?? options.defaultTimeout, into: &results)
+            next = await submitRound(commands, from: next, first: first, token: token, timeouts: timeouts, into: &results)
         }
         return results.map { $0! }
     }
@@ -62,7 +67,7 @@ extension AdminQueueDriver {
     /// Places `commands[start...]` — the first in slot `first`, the next in free slots, up
     /// to the first LIST_USE or oversized command — publishes them with one doorbell and
     /// waits until all completed. Returns the index after the last one placed.
-    func submitRound(_ commands: [AdminCommand], from start: Int, first: SlotGrant, token: UInt64, timeout: Duration,
+    func submitRound(_ commands: [AdminCommand], from start: Int, first: SlotGrant, token: UInt64, timeouts: [Duration?],
                      into results: inout [Result<AdminResponse, AdminError>?]) async -> Int {
         let batch = BatchCompletion(count: 0)
         var end = start
@@ -75,7 +80,7 @@ extension AdminQueueDriver {
                         batch.results.append(nil)
                         batch.remaining += 1
                         nextToken += 1
-                        _ = placeLocked(slot: slot, command: commands[end], token: end == start ? token : nextToken, timeout: timeout,
+                        _ = placeLocked(slot: slot, command: commands[end], token: end == start ? token : nextToken, timeout: timeouts[end] ?? options.defaultTimeout,
                                         waiter: .batch(batch, index: end - start), now: now)
                         end += 1
                         grant = nil

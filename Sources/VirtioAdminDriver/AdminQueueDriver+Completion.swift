@@ -75,14 +75,15 @@ extension AdminQueueDriver {
     }
 
     /// Polls while commands are in flight: completions, timeouts, and device health. Time
-    /// is the driver's clock: it spins (yielding) while completions come, and after 2 ms or
-    /// 1024 rounds without one sleeps 200 µs between rounds so a slow device does not cost
-    /// a core (a test clock that stands still puts it to sleep after the rounds).
+    /// is the driver's clock: it spins (yielding) while completions come, and after 2 ms
+    /// without one sleeps 200 µs between rounds so a slow device does not cost a core. A
+    /// clock that stands still (a test's) puts it to sleep after 8 quiet rounds.
     func pollLoop() async {
         let clock = self.clock
         var lastProgress = clock.now()
         var nextExpiry: UInt64 = 0
-        var quietRounds = 0
+        var stillRounds = 0
+        var lastNow: UInt64 = 0
         while true {
             let now = clock.now()
             let sleep = lock.withLock { () -> Bool? in
@@ -93,12 +94,9 @@ extension AdminQueueDriver {
                     notifier.notify()
                 }
                 let progressed = pollLocked(now: now) > 0
-                if progressed {
-                    lastProgress = now
-                    quietRounds = 0
-                } else {
-                    quietRounds += 1
-                }
+                if progressed { lastProgress = now }
+                stillRounds = !progressed && now == lastNow ? stillRounds + 1 : 0
+                lastNow = now
                 let expiring = now >= nextExpiry && hasExpiredLocked(now: now)
                 if now >= nextExpiry { nextExpiry = now &+ 1_000_000 }
                 // Before timing a command out, and when nothing moved for a while, look at the
@@ -124,7 +122,7 @@ extension AdminQueueDriver {
                     startPollerLocked()
                     return nil
                 }
-                let idle = now &- lastProgress > 2_000_000 || quietRounds >= 1024
+                let idle = now &- lastProgress > 2_000_000 || stillRounds >= 8
                 // Asleep, the poller rings no doorbell: submitters ring their own.
                 if idle { pollerSleeping = true }
                 return idle

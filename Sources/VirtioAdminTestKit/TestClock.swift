@@ -65,10 +65,10 @@ import Glibc
 #endif
 
 extension TestClock {
-    /// Runs `body` while a thread of its own moves the clock by `step` every `interval` of
-    /// real time (by default 1 ms every 50 µs: the driver's timeouts pass 20× faster than
-    /// real time). For tests whose time must pass while the driver waits on several things
-    /// at once; a test that knows its one wait advances the clock itself.
+    /// Runs `body` while a thread of its own moves the clock by `step` whenever a task
+    /// sleeps on it, looking every `interval` of real time: time passes only while the
+    /// driver waits (its poller idle, a slot wait, an EAGAIN delay), never while it works,
+    /// so a loaded machine cannot make a command time out early.
     public func ticking<T>(step: Duration = .milliseconds(1), every interval: Duration = .microseconds(50),
                            _ body: () async throws -> T) async rethrows -> T {
         let ticker = Ticker(clock: self, step: step, intervalMicroseconds: UInt32(clamping: interval.nanoseconds / 1000))
@@ -98,7 +98,7 @@ private final class Ticker: @unchecked Sendable {
         pthread_create(&thread, nil, { argument in
             let ticker = Unmanaged<Ticker>.fromOpaque(argument!).takeRetainedValue()
             while !ticker.lock.withLock({ ticker.stopping }) {
-                ticker.clock.advance(by: ticker.step)
+                if ticker.clock.sleeperCount > 0 { ticker.clock.advance(by: ticker.step) }
                 usleep(ticker.intervalMicroseconds)
             }
             return nil

@@ -72,7 +72,8 @@ struct FaultMatrixTests {
         options.defaultTimeout = .milliseconds(150)  // on the test clock: the ticker moves it
         options.resetTimeout = .milliseconds(10)  // a spin on device_status in real time
         options.clock = clock
-        return await withTicking(clock) { await run(fault, operation, options: options) }
+        // One step is one timeout: a command the device swallows fails on the poller's next wake-up.
+        return await withTicking(clock, step: options.defaultTimeout) { await run(fault, operation, options: options) }
     }
 
     func run(_ fault: SimulatedFault?, _ operation: String, options: AdminQueueDriver.Options) async -> (outcome: String, consistent: Bool, completions: Bool, released: Int) {
