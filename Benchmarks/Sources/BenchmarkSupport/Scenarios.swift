@@ -91,6 +91,41 @@ public func commandLoop(_ bench: Bench, total: Int, inFlight: Int) async throws 
     }
 }
 
+/// P2 through the batch API: `total` MSIX_GET commands in batches of `batch` (one doorbell
+/// and one wait per batch), from one task.
+public func batchLoop(_ bench: Bench, total: Int, batch: Int) async throws {
+    let commands = (0..<batch).map { msixGetCommand(vf: $0 % 64) }
+    var done = 0
+    while done < total {
+        let results = await bench.driver.submitBatch(done + batch <= total ? commands : Array(commands.prefix(total - done)))
+        for result in results { _ = try result.get() }
+        done += results.count
+    }
+}
+
+/// P2 through the per-command async API on an ``AdminBatcher``: `inFlight` tasks, whose
+/// commands the batcher gathers into batches.
+public func batcherLoop(_ bench: Bench, total: Int, inFlight: Int) async throws {
+    let batcher = AdminBatcher(driver: bench.driver)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for worker in 0..<inFlight {
+            group.addTask {
+                var index = worker
+                while index < total {
+                    _ = try await msix.vectors(of: index % 64, driver: batcher)
+                    index += inFlight
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+}
+
+/// MSIX_GET of VF `vf`, as the plugin sends it.
+public func msixGetCommand(vf: Int) -> AdminCommand {
+    AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(vfIndex: vf), resultLength: 8)
+}
+
 /// Wall time of `body` in seconds.
 nonisolated(nonsending) public func measure(_ body: () async throws -> Void) async rethrows -> Double {
     let clock = ContinuousClock()
