@@ -34,7 +34,7 @@ struct AdminCommandProcessor {
     var strictness: SimulatedStrictness
     /// The member the last command changed, if any.
     var changedMember: Int?
-    /// The ratified commands' state (RatifiedCommands.swift) and the VFs they act on.
+    /// The ratified commands' state (RatifiedCommands.swift and its Ratified*.swift siblings) and the VFs they act on.
     var ratified: RatifiedState
     var vfFunctions: [FunctionModel] = []
     /// Queues (VF, queue) the device processes after this command: legacy Queue Notify

@@ -1,0 +1,92 @@
+import VirtioSpec
+import Virtqueue
+
+extension SimulatedSRIOVDevice {
+    // MARK: Completion (lock held)
+
+    func schedule(_ function: FunctionModel, queue: QueueModel, completions: [(head: UInt16, length: UInt32)], capacities: [Int]) {
+        var ordered = Array(zip(completions, capacities))
+        switch timing.completionOrder {
+        case .inOrder: break
+        case .reversed: ordered.reverse()
+        case .shuffled(let seed):
+            var generator = SplitMix64(seed: seed &+ UInt64(queue.usedIndex))
+            ordered.shuffle(using: &generator)
+        }
+        let latency = timing.latency.nanoseconds
+        if latency == 0 {
+            complete(function, queue: queue, ordered.map { ($0.0.head, $0.0.length, $0.1) })
+            return
+        }
+        let now = monotonicNanoseconds()
+        var due: [CompletionScheduler.Item] = []
+        for (completion, capacity) in ordered {
+            // The worker that frees first takes the next command.
+            var worker = 0
+            for candidate in workerFreeAt.indices where workerFreeAt[candidate] < workerFreeAt[worker] { worker = candidate }
+            let start = max(now, workerFreeAt[worker])
+            var service = Double(latency)
+            if timing.jitter > 0 { service *= 1 + timing.jitter * (Double(random.next() % 2001) / 1000 - 1) }
+            let finish = start + UInt64(max(service, 0))
+            workerFreeAt[worker] = finish
+            due.append(.init(due: finish, function: function, queue: queue, head: completion.head, length: completion.length,
+                             capacity: capacity, epoch: function.epoch))
+        }
+        scheduler.add(due)
+    }
+
+    /// Publishes completions on the used ring, applying completion faults, and decides
+    /// whether an interrupt would be raised.
+    func complete(_ function: FunctionModel, queue: QueueModel, _ items: [(head: UInt16, length: UInt32, capacity: Int)]) {
+        guard function !== pf || busMaster, queue.enabled, !function.status.contains(.deviceNeedsReset), let ring = ringView(queue) else { return }
+        let old = queue.usedIndex
+        let isAdmin = function.isAdminQueue(queue.index)
+        for item in items {
+            guard queue.inService.remove(item.head) != nil else { continue }
+            var id = UInt32(item.head)
+            var length = item.length
+            if isAdmin && function.faults.contains(.outOfRangeID) { id = UInt32(queue.size) + 7 }
+            if isAdmin && function.faults.contains(.usedLengthTooLarge) { length = UInt32(item.capacity) + 16 }
+            ring.setUsedEntry(Int(queue.usedIndex) & (queue.size - 1), id: id, length: length)
+            queue.usedIndex &+= 1
+            if isAdmin && function.faults.contains(.duplicateID) {
+                ring.setUsedEntry(Int(queue.usedIndex) & (queue.size - 1), id: id, length: length)
+                queue.usedIndex &+= 1
+            }
+        }
+        ring.storeUsedIndex(queue.usedIndex)
+        let new = queue.usedIndex
+        if old == new { return }
+        let interrupt: Bool
+        if function.negotiatedEventIndex {
+            interrupt = ringNeedsEvent(eventIndex: ring.usedEvent, newIndex: new, oldIndex: old)
+        } else {
+            interrupt = ring.availFlags & RingFlags.availNoInterrupt == 0
+        }
+        if interrupt {
+            function.counters.interrupts += 1
+            function.isr |= ISRStatus.queueInterrupt
+        }
+    }
+
+    /// Called by the scheduler's worker with completions that are due.
+    func deliver(_ items: [CompletionScheduler.Item]) {
+        lock.withLock {
+            var groups: [ObjectIdentifier: [CompletionScheduler.Item]] = [:]
+            var order: [ObjectIdentifier] = []
+            for item in items where item.epoch == item.function.epoch {
+                let key = ObjectIdentifier(item.queue)
+                if groups[key] == nil { order.append(key) }
+                groups[key, default: []].append(item)
+            }
+            for key in order {
+                let batch = groups[key]!
+                complete(batch[0].function, queue: batch[0].queue, batch.map { ($0.head, $0.length, $0.capacity) })
+            }
+        }
+    }
+}
+
+extension FunctionModel {
+    var negotiatedEventIndex: Bool { driverFeatures.contains(.eventIndex) && status.contains(.featuresOK) }
+}
