@@ -108,3 +108,26 @@ struct BatcherTests {
         #expect(group.device.counters.notifies - notifiesBefore < commands, "fewer doorbells than commands")
     }
 }
+
+/// The device model processing its queues on a thread of its own: the same driver, the
+/// same answers, completions found by the poller.
+struct ModelThreadTests {
+    @Test func commandsCompleteThroughTheModelThread() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        group.device.processQueuesOnOwnThread()
+        let msix = MSIXResourceManager()
+        try await msix.setVectors(5, of: 3, driver: group.driver)
+        #expect(try await msix.vectors(of: 3, driver: group.driver) == 5)
+        let notifiesBefore = group.device.counters.notifies
+        let results = await group.driver.submitBatch((0..<8).map { BatchTests.get($0) })
+        #expect(group.device.counters.notifies - notifiesBefore == 1)
+        #expect(results.map { try? $0.get().result.prefix(2) } == (0..<8).map { [$0 == 3 ? 5 : 2, 0] })
+        let concurrent = try await withThrowingTaskGroup(of: Int.self) { tasks in
+            for index in 0..<64 { tasks.addTask { try await msix.vectors(of: index % 8, driver: group.driver) } }
+            return try await tasks.reduce(0, +)
+        }
+        #expect(concurrent == 8 * (7 * 2 + 5))
+        #expect(group.driver.statistics.completed == group.driver.statistics.submitted)
+    }
+}

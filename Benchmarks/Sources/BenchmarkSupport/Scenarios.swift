@@ -19,7 +19,8 @@ public struct Bench: Sendable {
     public let device: SimulatedSRIOVDevice
     public let driver: AdminQueueDriver
 
-    public static func open(vfs: Int, timing: DeviceTiming, queueSize: Int = 256) async throws -> Bench {
+    /// - Parameter ownThread: the device model processes its queues on a thread of its own.
+    public static func open(vfs: Int, timing: DeviceTiming, queueSize: Int = 256, ownThread: Bool = false) async throws -> Bench {
         var configuration = SimulatedDeviceConfiguration()
         configuration.totalVFs = vfs
         configuration.numVFs = vfs
@@ -32,6 +33,7 @@ public struct Bench: Sendable {
         options.defaultTimeout = .seconds(60)
         let driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, options: options)
         device.setTiming(timing)
+        if ownThread { device.processQueuesOnOwnThread() }
         return Bench(device: device, driver: driver)
     }
 
