@@ -79,7 +79,18 @@ final class ModelThread: @unchecked Sendable {
             guard let device else { return }
             device.lock.withLock {
                 inside = true
-                for kick in work { device.processNotify(kick.function, queue: kick.queue) }
+                // Look again until a pass takes nothing: with EVENT_IDX the driver may have
+                // published after this pass read avail->idx and before it moved avail_event,
+                // and then it does not notify (a device re-checks the ring, §2.7.10).
+                var again = true
+                while again {
+                    again = false
+                    for kick in work where kick.queue < kick.function.queues.count {
+                        let before = kick.function.queues[kick.queue].lastAvail
+                        device.processNotify(kick.function, queue: kick.queue)
+                        if kick.function.queues[kick.queue].lastAvail != before { again = true }
+                    }
+                }
                 inside = false
             }
         }
