@@ -73,7 +73,33 @@ public struct PluginParameter: Sendable, Hashable {
 /// Arguments given to an operation, by parameter name (a list parameter may repeat).
 public struct PluginArguments: Sendable {
     public var values: [String: [String]]
-    public init(_ values: [String: [String]] = [:]) { self.values = values }
+    /// The VF the operation acts on (`--vf`), read once: given typed by the host, or read
+    /// from the `vf` string when the host passes strings only.
+    public let vf: VFNumber?
+    /// A `vf` string that is not a VF index (``member(_:plugin:)`` reports it).
+    let unreadVF: String?
+
+    /// Arguments as strings; a `vf` value is read here, once.
+    public init(_ values: [String: [String]] = [:]) {
+        self.values = values
+        let text = values["vf"]?.last
+        vf = text.flatMap { VFNumber($0) }
+        unreadVF = vf == nil ? text : nil
+    }
+
+    /// Arguments with the VF given typed (the CLI resolved `--vf` to it); the `vf` string
+    /// C plugins read is written from it.
+    public init(_ values: [String: [String]] = [:], vf: VFNumber?) {
+        var values = values
+        values["vf"] = vf.map { [String($0.index)] }
+        self.values = values
+        self.vf = vf
+        unreadVF = nil
+    }
+
+    /// Whether a VF was named (well or not).
+    public var namesVF: Bool { vf != nil || unreadVF != nil }
+
     public func string(_ name: String) -> String? { values[name]?.last }
     public func list(_ name: String) -> [String] { values[name] ?? [] }
 }

@@ -139,7 +139,7 @@ public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
                     encode: @convention(c) (UnsafePointer<CChar>?, UnsafeMutablePointer<UInt16>?, UnsafeMutablePointer<UInt64>?, UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<UInt32>?, UnsafeMutablePointer<UInt32>?, UnsafeMutablePointer<CChar>?, UInt32) -> Int32,
                     decode: @convention(c) (UnsafePointer<UInt8>?, UInt32, UnsafeMutablePointer<CChar>?, UInt32, UnsafeMutablePointer<CChar>?, UInt32) -> Int32,
                     context: PluginContext, arguments: PluginArguments) async throws -> PluginOutput {
-        if arguments.string("vf") != nil { _ = try arguments.member(context, plugin: plugin) }
+        if arguments.namesVF { _ = try arguments.member(context, plugin: plugin) }
         let text = arguments.values.sorted { $0.key < $1.key }.flatMap { key, values in values.map { "\(key)=\($0)\n" } }.joined()
         var opcode: UInt16 = 0
         var member: UInt64 = 0
@@ -171,7 +171,7 @@ public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
     /// "key=value" lines → output (integers as numbers), `vf` first when given.
     static func outputFields(_ text: String, arguments: PluginArguments) -> PluginOutput {
         var fields: [(String, PluginValue)] = []
-        if let vf = arguments.string("vf"), let index = Int(vf) { fields.append(("vf", .int(index))) }
+        if let vf = arguments.vf { fields.append(("vf", .int(vf.index))) }
         for line in text.split(separator: "\n") {
             let parts = line.split(separator: "=", maxSplits: 1)
             guard parts.count == 2 else { continue }

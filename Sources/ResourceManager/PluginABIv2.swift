@@ -176,7 +176,7 @@ struct PluginV2Operation: @unchecked Sendable {
 
     func run(context: PluginContext, arguments: PluginArguments) async throws -> PluginOutput {
         var vf: Int64 = -1
-        if arguments.string("vf") != nil { vf = Int64(try arguments.member(context, plugin: plugin).vf) }
+        if arguments.namesVF { vf = Int64(try arguments.member(context, plugin: plugin).vf) }
         let session = PluginHostSession(plugin: plugin, context: context, declared: declared, groups: groups)
         let pairs = arguments.values.sorted { $0.key < $1.key }.flatMap { key, values in values.map { (key, $0) } }
         let pf = "\(context.driver.address)"
@@ -351,7 +351,10 @@ let exportedRun: @convention(c) (UnsafePointer<va_host_v2>?, UnsafeRawPointer?, 
     let context = PluginContext(driver: runner, numVFs: Int(arguments.pointee.num_vfs), memberType: memberType)
     let operation = exported.operation
     let handover = Handover<Result<PluginOutput, any Error>>()
-    let pluginArguments = PluginArguments(values)
+    // The host's typed VF (-1: none) is the VF; the `vf` string beside it is not read again.
+    let vf = arguments.pointee.vf
+    let typed = vf >= 0 ? VFNumber(index: Int(clamping: vf)) : nil
+    let pluginArguments = typed.map { PluginArguments(values, vf: $0) } ?? PluginArguments(values)
     Task.detached {
         do { handover.put(.success(try await operation.run(context, pluginArguments))) } catch { handover.put(.failure(error)) }
     }

@@ -84,14 +84,15 @@ public final class PluginRegistry: @unchecked Sendable {
 // MARK: - Helpers for plugin authors
 
 extension PluginArguments {
-    /// The `vf` argument as a member id, checked against the group's VF count.
+    /// The VF (``vf``, read once when the arguments were made) and its member id, checked
+    /// against the group's VF count.
     public func member(_ context: PluginContext, plugin: String) throws(PluginError) -> (vf: Int, member: GroupMemberID) {
-        guard let text = string("vf") else { throw .badArgument(plugin: plugin, message: "--vf is required (the 0-based VF index, as sysfs virtfnN).") }
-        guard let vf = Int(text), vf >= 0, vf < Int(UInt16.max) else {
-            throw .badArgument(plugin: plugin, message: "--vf must be a VF index (0, 1, …), not '\(text)'.")
+        guard let vf else {
+            if let unreadVF { throw .badArgument(plugin: plugin, message: VFNumber.notAnIndex(unreadVF)) }
+            throw .badArgument(plugin: plugin, message: "--vf is required (the 0-based VF index, as sysfs virtfnN).")
         }
-        if let numVFs = context.numVFs, vf >= numVFs { throw .noSuchVF(device: context.driver.address, vf: vf, numVFs: numVFs) }
-        return (vf, GroupMemberID(vfIndex: vf))
+        if let numVFs = context.numVFs, vf.index >= numVFs { throw .noSuchVF(device: context.driver.address, vf: vf.index, numVFs: numVFs) }
+        return (vf.index, vf.member)
     }
 
     /// A required integer argument within `range`.

@@ -20,6 +20,8 @@ public final class AdminGroup: @unchecked Sendable {
         public var timeout: Duration = .seconds(5)
         /// How long to wait for another owner to let go (`nil`: as long as it takes).
         public var lockWait: Duration? = .seconds(10)
+        /// The clock the lock wait goes by (a test's manual clock moves it on).
+        public var clock: any ServiceClock = SystemServiceClock()
         /// Refuse to open (and so reset) a PF whose VFs have drivers. The service, which
         /// opens each PF once and keeps it open, turns this off.
         public var refuseWhenVFsInUse = true
@@ -53,7 +55,7 @@ public final class AdminGroup: @unchecked Sendable {
 
     /// Opens the PF's admin queue through `opener`.
     public static func open(opener: any PFOpener, registry: PluginRegistry, options: Options = Options()) async throws(VirtioAdminError) -> AdminGroup {
-        try await opener.lock(wait: options.lockWait)
+        try await opener.lock(wait: options.lockWait, clock: options.clock)
         do {
             try opener.prepare()
             let sysfs = SysfsEnumerator(root: opener.sysfsRoot)
@@ -134,14 +136,15 @@ public final class AdminGroup: @unchecked Sendable {
     /// The index (`virtfnN`) of the VF at `vf`, or `nil` when it is not one of this PF's VFs.
     public func vfIndex(of vf: PCIAddress) -> Int? { lock.withLock { members.first { $0.value == vf }?.key } }
 
-    /// Resolves a `--vf` value: an index (0, 1, …) or a VF's PCI address.
-    public func vfIndex(_ text: String) throws(VirtioAdminError) -> Int {
-        if let index = Int(text) { return index }
-        guard let address = PCIAddress(text) else {
-            throw .transport(pf: self.address, "--vf '\(text)' is neither a VF index (0, 1, …) nor a PCI address.")
+    /// The VF `--vf` names: an index as it is (checked against NumVFs by the plugin), or the
+    /// index of the VF at a PCI address under this PF.
+    public func vf(_ selector: VFSelector) throws(VirtioAdminError) -> VFNumber {
+        switch selector {
+        case .index(let vf): return vf
+        case .address(let address):
+            guard let index = vfIndex(of: address), let vf = VFNumber(index: index) else { throw .notAVF(address: address, pf: self.address) }
+            return vf
         }
-        guard let index = vfIndex(of: address) else { throw .notAVF(address: address, pf: self.address) }
-        return index
     }
 
     /// The context plugin operations run in.

@@ -40,10 +40,10 @@ public protocol PFOpener: AnyObject, Sendable {
     var address: PCIAddress { get }
     /// The sysfs root whose tree shows the PF and its VFs (`/sys` on a host).
     var sysfsRoot: String { get }
-    /// Takes the PF's ownership lock, waiting at most `wait` (`nil`: as long as it takes),
-    /// without blocking a thread of the cooperative pool. One process at a time owns a PF's
-    /// admin queue.
-    func lock(wait: Duration?) async throws(VirtioAdminError)
+    /// Takes the PF's ownership lock, waiting at most `wait` on `clock` (`nil`: as long as it
+    /// takes), without blocking a thread of the cooperative pool. One process at a time owns a
+    /// PF's admin queue.
+    func lock(wait: Duration?, clock: any ServiceClock) async throws(VirtioAdminError)
     /// Makes the sysfs view current (the model writes its tree when there is none). Touches no device.
     func prepare() throws(VirtioAdminError)
     /// Reaches the PF's registers and DMA memory.
@@ -62,19 +62,18 @@ final class LockFile: @unchecked Sendable {
 
     init(path: String) { self.path = path }
 
-    /// Waits at most `wait` (`nil`: forever), sleeping between tries (never blocking a
-    /// thread); `pf` names the device in the error.
-    func lock(wait: Duration?, pf: PCIAddress) async throws(VirtioAdminError) {
+    /// Waits at most `wait` on `clock` (`nil`: forever), sleeping 5 ms between tries (never
+    /// blocking a thread); `pf` names the device in the error.
+    func lock(wait: Duration?, pf: PCIAddress, clock: any ServiceClock) async throws(VirtioAdminError) {
         guard fd < 0 else { return }
         let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw .lockFailed(path: path, errno: errno) }
-        let clock = ContinuousClock()
-        let deadline = wait.map { clock.now.advanced(by: $0) }
+        let start = clock.nowNanoseconds
         while flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
             let code = errno
             if code == EINTR { continue }
-            if code == EWOULDBLOCK, deadline.map({ clock.now < $0 }) ?? true {
-                try? await Task.sleep(for: .milliseconds(5))
+            if code == EWOULDBLOCK, wait.map({ clock.elapsed(since: start) < $0 }) ?? true {
+                await clock.sleep(for: .milliseconds(5))
                 continue
             }
             close(descriptor)
@@ -109,9 +108,9 @@ public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
         lockFile = LockFile(path: lockDirectory + "/\(address).pf.lock")
     }
 
-    public func lock(wait: Duration?) async throws(VirtioAdminError) {
+    public func lock(wait: Duration?, clock: any ServiceClock) async throws(VirtioAdminError) {
         makeParentDirectory(of: lockFile.path, mode: 0o700)
-        try await lockFile.lock(wait: wait, pf: address)
+        try await lockFile.lock(wait: wait, pf: address, clock: clock)
     }
 
     public func prepare() throws(VirtioAdminError) {}
@@ -170,7 +169,9 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         self.device = device
     }
 
-    public func lock(wait: Duration?) async throws(VirtioAdminError) { try await lockFile?.lock(wait: wait, pf: address) }
+    public func lock(wait: Duration?, clock: any ServiceClock) async throws(VirtioAdminError) {
+        try await lockFile?.lock(wait: wait, pf: address, clock: clock)
+    }
 
     public func prepare() throws(VirtioAdminError) {
         if device == nil, let statePath {

@@ -85,13 +85,13 @@ public struct PolicyApplication: Sendable {
     }
 
     func run(_ pf: PCIAddress, rule: PFRule, progress: (@Sendable (PCIAddress, Int, Int) -> Void)?) async -> PFApplyReport {
-        let clock = ContinuousClock()
-        let start = clock.now
+        let clock = groupOptions.clock
+        let start = clock.nowNanoseconds
         var report = PFApplyReport(pf: pf, rule: rule.match.description, outcomes: [], vfAddresses: [:], commands: 0, peakInFlight: 0, elapsed: .zero)
         let group: AdminGroup
         do { group = try await AdminGroup.open(opener: opener(pf), registry: registry(), options: groupOptions) } catch {
             report.error = error.description
-            report.elapsed = clock.now - start
+            report.elapsed = clock.elapsed(since: start)
             return report
         }
         report.vfAddresses = group.vfAddresses
@@ -106,7 +106,7 @@ public struct PolicyApplication: Sendable {
         report.peakInFlight = statistics.peakInFlight
         do { try group.checkpoint() } catch { report.error = error.description }
         group.close()
-        report.elapsed = clock.now - start
+        report.elapsed = clock.elapsed(since: start)
         return report
     }
 }

@@ -49,6 +49,9 @@ public final class ProvisioningService: @unchecked Sendable {
         public var sysfsRoot = "/sys"
         public var keepOpen = true
         public var groupOptions = AdminGroup.Options()
+        /// The clock of the lock wait and the timings in log lines (a test's manual clock
+        /// moves it on); it replaces `groupOptions.clock`.
+        public var clock: any ServiceClock = SystemServiceClock()
         public init() {}
     }
 
@@ -75,8 +78,8 @@ public final class ProvisioningService: @unchecked Sendable {
 
     /// Handles one validated event.
     public func handle(_ event: UdevEvent) async -> EventOutcome {
-        let clock = ContinuousClock()
-        let start = clock.now
+        let clock = options.clock
+        let start = clock.nowNanoseconds
         switch event.action {
         case .remove:
             let worker = lock.withLock { () -> PFWorker? in
@@ -106,7 +109,7 @@ public final class ProvisioningService: @unchecked Sendable {
             return EventOutcome(summary: "ignored: \(event.address) has no SR-IOV role", succeeded: true)
         case .vf:
             let outcome = await provisionVF(function)
-            let milliseconds = (clock.now - start).milliseconds
+            let milliseconds = clock.elapsed(since: start).milliseconds
             let metadata: Logger.Metadata = ["ms": "\(milliseconds)"]
             if outcome.succeeded { logger.info("\(outcome.summary)", metadata: metadata) } else { logger.error("\(outcome.summary)", metadata: metadata) }
             return outcome
@@ -217,6 +220,13 @@ public final class ProvisioningService: @unchecked Sendable {
         return await worker.batches
     }
 
+    /// VF requests waiting for `pf`'s next batch, and the events waiting on them (tests
+    /// watch a batch form).
+    func queued(pf: PCIAddress) async -> (requests: Int, events: Int) {
+        guard let worker = lock.withLock({ workers[pf] }) else { return (0, 0) }
+        return await worker.queued
+    }
+
     /// PFs whose admin queue is open now.
     public var openPFs: [PCIAddress] { lock.withLock { Array(workers.keys) } }
 
@@ -272,6 +282,8 @@ actor PFWorker {
     var group: AdminGroup?
     var pending: [(request: VFRequest, waiters: [Waiter])] = []
     var running = false
+    /// Who waits for the worker to fall idle (``close()``).
+    var idleWaiters: [CheckedContinuation<Void, Never>] = []
     var closed = false
     var batches = 0
 
@@ -299,6 +311,8 @@ actor PFWorker {
         return try result.get()
     }
 
+    var queued: (requests: Int, events: Int) { (pending.count, pending.reduce(0) { $0 + $1.waiters.count }) }
+
     func drain() async {
         while !pending.isEmpty {
             let batch = pending
@@ -307,11 +321,14 @@ actor PFWorker {
             for (item, result) in zip(batch, results) { for waiter in item.waiters { waiter.resume(returning: result) } }
         }
         running = false
+        let waiters = idleWaiters
+        idleWaiters = []
+        for waiter in waiters { waiter.resume() }
     }
 
     func run(_ requests: [VFRequest]) async -> [Result<VFOutcome, VirtioAdminError>] {
-        let clock = ContinuousClock()
-        let start = clock.now
+        let clock = service.options.clock
+        let start = clock.nowNanoseconds
         let group: AdminGroup
         do { group = try await openGroup() } catch { return requests.map { _ in .failure(error) } }
         do { try await group.recoverIfNeeded() } catch { return requests.map { _ in .failure(error) } }
@@ -336,7 +353,7 @@ actor PFWorker {
         }
         let failed = outcomes.filter { !$0.succeeded }.count
         let message: Logger.Message = "batch \(batches) on PF \(pf): \(requests.count) VFs, \(failed) failed, \(saved)"
-        let metadata: Logger.Metadata = ["ms": "\((clock.now - start).milliseconds)", "peakInFlight": "\(group.driver.statistics.peakInFlight)"]
+        let metadata: Logger.Metadata = ["ms": "\(clock.elapsed(since: start).milliseconds)", "peakInFlight": "\(group.driver.statistics.peakInFlight)"]
         if service.options.keepOpen { service.logger.info(message, metadata: metadata) } else { service.logger.debug(message, metadata: metadata) }
         return outcomes.map { .success($0) }
     }
@@ -348,6 +365,7 @@ actor PFWorker {
         // one-shot helper must not reset a PF whose VFs are in use.
         options.refuseWhenVFsInUse = !service.options.keepOpen
         options.lockWait = service.options.keepOpen ? .seconds(30) : nil
+        options.clock = service.options.clock
         let opened = try await AdminGroup.open(opener: service.opener(pf), registry: service.registry(), options: options)
         if service.options.keepOpen { service.logger.info("opened the admin queue of PF \(pf) (kept open)", metadata: ["mode": "\(opened.access.mode)"]) }
         if let error = opened.handshakeError { service.logger.warning("PF \(pf): the capability handshake after bring-up failed (the queue is open all the same): \(error)") }
@@ -359,7 +377,7 @@ actor PFWorker {
     /// then closes the queue.
     func close() async {
         closed = true
-        while running || !pending.isEmpty { try? await Task.sleep(for: .milliseconds(1)) }
+        if running || !pending.isEmpty { await withCheckedContinuation { idleWaiters.append($0) } }
         group?.close()
         if let error = (group?.opener as? SimulatedPFOpener)?.lastSaveError { service.logger.error("PF \(pf): \(error)") }
         group = nil

@@ -30,7 +30,9 @@ public enum ServiceSocket {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var limit = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
+        // The whole timeout, microseconds too (a sub-second timeout of 0 s would mean "no timeout").
+        let microseconds = max(1, timeout.nanoseconds / 1000)
+        var limit = timeval(tv_sec: Int(microseconds / 1_000_000), tv_usec: Int(microseconds % 1_000_000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         guard var address = address(path) else { return nil }
         let connected = withUnsafePointer(to: &address) {
@@ -200,7 +202,7 @@ extension ProvisioningService {
                 }
             }
         }
-        while inFlight.value > 0 { try? await Task.sleep(for: .milliseconds(1)) }
+        await inFlight.waitUntilIdle()
         await shutDown()
     }
 }
@@ -209,9 +211,29 @@ extension ProvisioningService {
 final class InFlightCount: @unchecked Sendable {
     let lock = Lock()
     var count = 0
+    var idleWaiters: [CheckedContinuation<Void, Never>] = []
     func enter() { lock.withLock { count += 1 } }
-    func leave() { lock.withLock { count -= 1 } }
+    func leave() {
+        let waiters = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+            count -= 1
+            guard count == 0 else { return [] }
+            defer { idleWaiters = [] }
+            return idleWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
     var value: Int { lock.withLock { count } }
+    /// Returns once no event is being handled.
+    func waitUntilIdle() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let idle = lock.withLock { () -> Bool in
+                if count == 0 { return true }
+                idleWaiters.append(continuation)
+                return false
+            }
+            if idle { continuation.resume() }
+        }
+    }
 }
 
 /// Resumes a continuation when the last of N threads is done.

@@ -175,7 +175,7 @@ struct Passthru: AsyncParsableCommand {
     @Argument(help: ArgumentHelp("The PF's PCI address.", valueName: "PF")) var pf: String
     @Option(help: ArgumentHelp("Opcode (0x… or decimal).", valueName: "OPCODE")) var opcode: String
     @Option(help: ArgumentHelp("Group member id as sent (0 = the owner).", valueName: "ID")) var member: UInt64?
-    @Option(help: ArgumentHelp("VF index (member id = N + 1).", valueName: "N")) var vf: Int?
+    @Option(help: ArgumentHelp("VF index (member id = N + 1).", valueName: "N")) var vf: VFNumber?
     @Option(name: .customLong("group-type"), help: "Group type (1 = SR-IOV).") var groupType: UInt16 = 1
     @Option(help: ArgumentHelp("Command-specific data, hex (spaces allowed).", valueName: "HEX")) var data: String = ""
     @Option(name: .customLong("result-length"), help: "Bytes of command-specific result to make room for.") var resultLength: Int = 64
@@ -184,7 +184,7 @@ struct Passthru: AsyncParsableCommand {
     func run() async throws {
         guard let code = parseInteger(opcode).flatMap(UInt16.init(exactly:)) else { throw CLIError("--opcode '\(opcode)' is not a 16-bit number.") }
         guard member == nil || vf == nil else { throw CLIError("give --member or --vf, not both.") }
-        let memberID = vf.map { GroupMemberID(vfIndex: $0) } ?? GroupMemberID(rawValue: member ?? 0)
+        let memberID = vf?.member ?? GroupMemberID(rawValue: member ?? 0)
         guard let bytes = parseHex(data) else { throw CLIError("--data '\(data)' is not hex bytes.") }
         guard (0...480).contains(resultLength) else { throw CLIError("--result-length must be 0 to 480.") }
         try await withAdminSession(pf: pf, options: options) { session in
@@ -230,7 +230,9 @@ struct RunPlugin: AsyncParsableCommand {
         guard call.operation.needsDevice else {
             let output: PluginOutput
             do {
-                output = try await call.operation.run(PluginContext(driver: NoDevice(), numVFs: nil, memberType: nil), PluginArguments(call.arguments))
+                var arguments = PluginArguments(call.arguments)
+                if case .index(let vf) = call.vf { arguments = PluginArguments(call.arguments, vf: vf) }
+                output = try await call.operation.run(PluginContext(driver: NoDevice(), numVFs: nil, memberType: nil), arguments)
             } catch let error as CustomStringConvertible {
                 throw CLIError(error.description)
             }
@@ -240,7 +242,7 @@ struct RunPlugin: AsyncParsableCommand {
         guard let pf = call.pf else {
             throw CLIError("'\(call.usage)' needs the PF's PCI address.")
         }
-        try await runPluginOperation(plugin: call.plugin.name, operation: call.operation.name, pf: pf, options: options, arguments: call.arguments)
+        try await runPluginOperation(plugin: call.plugin.name, operation: call.operation.name, pf: pf, options: options, arguments: call.arguments, vf: call.vf)
     }
 }
 
@@ -260,4 +262,9 @@ func parseHex(_ text: String) -> [UInt8]? {
         index = next
     }
     return bytes
+}
+
+/// `--vf N` of `passthru`, read once by the argument parser (a bad one is refused before the PF is opened).
+extension VFNumber: ExpressibleByArgument {
+    public init?(argument: String) { self.init(argument) }
 }

@@ -48,7 +48,7 @@ struct AdminOptions: ParsableArguments {
 
     /// How the PF is reached: the device model in --simulate PATH, or the Linux host.
     func opener(_ pf: PCIAddress) -> any PFOpener {
-        makeOpener(pf, simulate: simulate, sysfsRoot: resolvedSysfsRoot, lockDirectory: lockDirectory)
+        makePFOpener(pf, simulate: simulate, sysfsRoot: resolvedSysfsRoot, lockDirectory: lockDirectory)
     }
 
     var groupOptions: AdminGroup.Options {
@@ -58,17 +58,6 @@ struct AdminOptions: ParsableArguments {
         options.refuseWhenVFsInUse = !force
         return options
     }
-}
-
-/// --sysfs-root, else the simulated PF's tree (PATH.sys), else /sys.
-func resolveSysfsRoot(_ root: String?, simulate: String?) -> String {
-    root ?? simulate.map(SimulatedPFOpener.defaultSysfsRoot(forState:)) ?? "/sys"
-}
-
-/// The opener of a PF: the device model when a state file is named, else the Linux host.
-func makeOpener(_ pf: PCIAddress, simulate: String?, sysfsRoot: String, lockDirectory: String) -> any PFOpener {
-    if let simulate { return SimulatedPFOpener(address: pf, statePath: simulate, sysfsRoot: sysfsRoot) }
-    return LinuxPFOpener(address: pf, sysfsRoot: sysfsRoot, lockDirectory: lockDirectory)
 }
 
 /// Builds the registry: built-in plugins plus any run-time ones asked for.
@@ -111,15 +100,16 @@ func withAdminSession<T>(pf text: String, options: AdminOptions, _ body: (AdminG
 }
 
 /// Runs a plugin operation and prints its output.
-func runPluginOperation(plugin: String, operation: String, pf: String, options: AdminOptions, arguments: [String: [String]]) async throws {
+func runPluginOperation(plugin: String, operation: String, pf: String, options: AdminOptions, arguments: [String: [String]], vf selector: VFSelector?) async throws {
     try await withAdminSession(pf: pf, options: options) { session in
-        var arguments = arguments
-        if let vf = arguments["vf"]?.last {
-            do throws(VirtioAdminError) { arguments["vf"] = [String(try session.vfIndex(vf))] } catch { throw CLIError(error.description) }
+        var vf: VFNumber?
+        if let selector {
+            do throws(VirtioAdminError) { vf = try session.vf(selector) } catch { throw CLIError(error.description) }
         }
         let output: PluginOutput
         do {
-            output = try await session.registry.run(plugin: plugin, operation: operation, context: session.context, arguments: PluginArguments(arguments))
+            let arguments = PluginArguments(arguments, vf: vf)
+            output = try await session.registry.run(plugin: plugin, operation: operation, context: session.context, arguments: arguments)
         } catch let error as CustomStringConvertible {
             throw CLIError(error.description)
         }

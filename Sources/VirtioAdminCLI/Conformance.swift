@@ -46,7 +46,7 @@ struct Conformance: AsyncParsableCommand {
         let access: PFAccess
         let numVFs: Int
         do {
-            try await opener.lock(wait: .seconds(10))
+            try await opener.lock(wait: .seconds(10), clock: SystemServiceClock())
             try opener.prepare()
             numVFs = try SysfsEnumerator(root: opener.sysfsRoot).function(at: address).sriov?.numVFs ?? 0
             access = try opener.open()

@@ -32,38 +32,22 @@ struct HelperOptions: ParsableArguments {
         return logger
     }
 
-    var resolvedSysfsRoot: String { resolveSysfsRoot(sysfsRoot, simulate: simulate) }
-
-    /// The provisioning engine: the service's (`keepOpen`) or the one-shot helper's.
-    func makeService(policy: ProvisioningPolicy, logger: Logger, keepOpen: Bool) -> ProvisioningService {
-        var serviceOptions = ProvisioningService.Options()
-        serviceOptions.sysfsRoot = resolvedSysfsRoot
-        serviceOptions.keepOpen = keepOpen
-        serviceOptions.groupOptions.timeout = .milliseconds(timeout)
-        let (simulate, root, lockDirectory) = (simulate, resolvedSysfsRoot, lockDirectory)
-        return ProvisioningService(policy: policy, options: serviceOptions, logger: logger) { pf in
-            makeOpener(pf, simulate: simulate, sysfsRoot: root, lockDirectory: lockDirectory)
-        }
+    /// What the library's service setup is told (the decisions are made there).
+    var settings: ServiceSettings {
+        var settings = ServiceSettings()
+        settings.policyPath = policy
+        settings.simulate = simulate
+        settings.sysfsRoot = sysfsRoot
+        settings.socketPath = socket
+        settings.lockDirectory = lockDirectory
+        settings.commandTimeout = .milliseconds(timeout)
+        return settings
     }
+
+    var resolvedSysfsRoot: String { settings.resolvedSysfsRoot }
 
     func loadPolicy() throws -> ProvisioningPolicy {
-        let text: String
-        guard FileManager.default.fileExists(atPath: policy) else {
-            throw CLIError("cannot read the policy \(policy): it does not exist (give one with --policy FILE; 'virtio-admin policy --help' shows the format).")
-        }
-        do { text = try String(contentsOfFile: policy, encoding: .utf8) } catch {
-            let reason = (error as NSError).localizedDescription
-            throw CLIError("cannot read the policy \(policy): \(reason.hasSuffix(".") ? String(reason.dropLast()) : reason).")
-        }
-        try checkTrustedFile(policy)
-        do { return try ProvisioningPolicy(text: text, file: policy) } catch { throw CLIError(error.description) }
-    }
-}
-
-/// When running as root, a policy file others could write is refused (as sshd and sudo do).
-func checkTrustedFile(_ path: String) throws {
-    if let reason = untrustedFileReason(path) {
-        throw CLIError("refusing the policy \(path): \(reason), and virtio-admin runs as root.")
+        do { return try settings.loadPolicy() } catch { throw CLIError(error.description) }
     }
 }
 
@@ -120,17 +104,9 @@ struct UdevEventCommand: AsyncParsableCommand {
             logger.error("\(error.description)")
             throw ExitCode(2)
         }
-        if let reply = ServiceSocket.send(event, to: options.socket) {
-            if reply.hasPrefix("ok ") { logger.info("\(reply.dropFirst(3)) (via service)"); return }
-            logger.error("\(reply.dropFirst(6)) (via service)")
-            throw ExitCode(1)
-        }
-        let policy = try options.loadPolicy()
-        let service = options.makeService(policy: policy, logger: logger, keepOpen: false)
-        let outcome = await service.handle(event)
-        await service.shutDown()
+        let outcome: HelperOutcome
+        do { outcome = try await options.settings.handleUdevEvent(event, logger: logger) } catch { throw CLIError(error.description) }
         if !outcome.succeeded { throw ExitCode(1) }
-        if !outcome.summary.hasPrefix("provisioned") { logger.info("\(event.action.rawValue) \(event.address): \(outcome.summary)") }
     }
 }
 
@@ -160,9 +136,13 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let logger = options.makeLogger("serve")
         let policy = try options.loadPolicy()
-        let (listener, socketPath) = try listeningSocket()
+        let settings = options.settings
+        let (listener, socketPath): (Int32, String?)
+        do { (listener, socketPath) = try settings.listeningSocket(environment: ProcessInfo.processInfo.environment, processID: getpid()) } catch {
+            throw CLIError(error.description)
+        }
         var monitor: UdevMonitor?
-        if !noUdevMonitor, options.simulate == nil, options.resolvedSysfsRoot == "/sys" {
+        if settings.listensToUdev(disabled: noUdevMonitor) {
             do { monitor = try UdevMonitor() } catch { logger.warning("no udev monitor (\(error.description)); events come from the socket only") }
         }
         let stop = StopFlag()
@@ -179,16 +159,8 @@ struct Serve: AsyncParsableCommand {
         }
         defer { signals.forEach { $0.cancel() } }
         logger.info("serving on \(options.socket)\(monitor == nil ? "" : " and the udev monitor")")
-        let service = options.makeService(policy: policy, logger: logger, keepOpen: true)
+        let service = settings.makeService(policy: policy, logger: logger, keepOpen: true)
         await service.serve(listener: listener, socketPath: socketPath, monitor: monitor, readyFile: readyFile, maxEvents: maxEvents, stop: stop)
         logger.info("stopped; every PF's admin queue closed")
-    }
-
-    /// The listening socket, and its path when this process made it (and so unlinks it).
-    func listeningSocket() throws -> (Int32, String?) {
-        // systemd socket activation: fd 3 when LISTEN_PID is us (systemd keeps the path).
-        let environment = ProcessInfo.processInfo.environment
-        if environment["LISTEN_FDS"] == "1", environment["LISTEN_PID"] == String(getpid()) { return (3, nil) }
-        do { return (try ServiceSocket.listen(at: options.socket), options.socket) } catch { throw CLIError(error.description) }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import PCIConfig
 import ResourceManager
+import VirtioAdmin
 import VirtioAdminDriver
 import VirtioSpec
 
@@ -14,6 +15,8 @@ struct PluginCommandLine {
     let operation: PluginOperation
     let pf: String?
     let arguments: [String: [String]]
+    /// `--vf`, read here once (an index, or a VF's address resolved when the PF is open).
+    let vf: VFSelector?
 
     var usage: String { "\(operation.commandName ?? "\(plugin.name) \(operation.name)")" }
 
@@ -85,6 +88,9 @@ struct PluginCommandLine {
             throw CLIError("'\(usage)' needs \(missing.name.uppercased()) (\(missing.help)); it takes \(Self.synopsis(operation)).")
         }
         self.arguments = arguments
+        do throws(VFSelectorError) { vf = try arguments["vf"]?.last.map { text throws(VFSelectorError) in try VFSelector(parsing: text) } } catch {
+            throw CLIError(error.description)
+        }
     }
 
     /// `PF --vf N FILE [--keep-stopped]`, from the declaration.

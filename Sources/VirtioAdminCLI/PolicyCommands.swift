@@ -193,7 +193,8 @@ func preparePolicyRun(options: HelperOptions, pfs names: [String], planOnly: Boo
     var groupOptions = AdminGroup.Options()
     groupOptions.timeout = .milliseconds(options.timeout)
     groupOptions.refuseWhenVFsInUse = !force
-    let (simulate, root, lockDirectory) = (options.simulate, options.resolvedSysfsRoot, options.lockDirectory)
+    let settings = options.settings
+    let (simulate, root) = (settings.simulate, settings.resolvedSysfsRoot)
     if let simulate {
         // The simulated PF's sysfs view exists before PFs are looked for in it.
         do {
@@ -202,9 +203,7 @@ func preparePolicyRun(options: HelperOptions, pfs names: [String], planOnly: Boo
             try SimulatedPFOpener.ensureSysfsTree(of: device, at: root)
         } catch let error as CustomStringConvertible { throw CLIError(error.description) }
     }
-    let application = PolicyApplication(policy: policy, sysfsRoot: root, opener: { pf in
-        makeOpener(pf, simulate: simulate, sysfsRoot: root, lockDirectory: lockDirectory)
-    }, groupOptions: groupOptions, maxInFlight: maxInFlight, planOnly: planOnly)
+    let application = PolicyApplication(policy: policy, sysfsRoot: root, opener: { pf in settings.opener(for: pf) }, groupOptions: groupOptions, maxInFlight: maxInFlight, planOnly: planOnly)
     do { return (application, try application.pfs(named: addresses)) } catch { throw CLIError(error.description) }
 }
 

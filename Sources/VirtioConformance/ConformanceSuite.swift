@@ -134,7 +134,7 @@ public struct ConformanceSuite: Sendable {
         let selfGroup = driver.unavailability(of: .selfGroup) == nil && !driver.supported(in: .selfGroup).opcodes.isEmpty
         // The group the generic checks use, and a valid member in it.
         let group: AdminGroupType? = srIOV && numVFs > 0 ? .srIOV : (selfGroup ? .selfGroup : nil)
-        let validMember = group == .srIOV ? GroupMemberID(rawValue: 1) : GroupMemberID.none
+        let validMember = group == .srIOV ? GroupMemberID(vfIndex: 0) : GroupMemberID.none
         let listedAnywhere = driver.supported
         let readOnly: [AdminOpcode] = [AdminOpcode(0x3), AdminOpcode(0x5), AdminOpcode(0x6), AdminOpcode(0x7), AdminOpcode(0xe),
                                        projectOpcodes.msixGet, projectOpcodes.featuresGet, projectOpcodes.featuresCapsGet,
@@ -275,7 +275,7 @@ public struct ConformanceSuite: Sendable {
             record("in-order", .skip, "needs VFs and a state-changing command with its read-back (the project's MAC_SET/MAC_GET) in the SR-IOV group")
             return
         }
-        let member = GroupMemberID(rawValue: 1)
+        let member = GroupMemberID(vfIndex: 0)
         guard case .success(let original) = await attempt({ try await driver.submit(AdminCommand(opcode: get, member: member, resultLength: 8)) }),
               original.status == .ok else {
             record("in-order", .skip, "MAC_GET of VF 0 failed")

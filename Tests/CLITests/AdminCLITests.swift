@@ -40,6 +40,37 @@ import VirtioTestSupport
         #expect(wrong.status != 0 && wrong.error.contains("0000:3c:00.3 is not a VF of 0000:3b:00.0"))
     }
 
+    /// `msix set --vf 3`: read once at the command line, VF 3 reaches the device as member id 4
+    /// (digest §7: group_member_id le64 @16 is the VF number, virtfnN + 1), by index or by address.
+    @Test(arguments: ["3", "0000:3b:00.4"])
+    func vfThreeIsMemberFourOnTheWire(vf: String) throws {
+        let path = try state()
+        let set = try virtioAdmin(["--simulate", path, "--trace", "msix", "set", "0000:3b:00.0", "--vf", vf, "--vectors", "5"])
+        #expect(set.status == 0, "\(set.error)")
+        let zeros = { (count: Int) in Array(repeating: "00", count: count).joined(separator: " ") }
+        let header = "admin> 41 00 01 00 " + zeros(12) + " 04 00 00 00 00 00 00 00"
+        #expect(set.error.split(separator: "\n").contains { $0.hasPrefix(header) }, "MSIX_SET (0x41), SR-IOV group, member 4: \(set.error)")
+        let show = try virtioAdmin(["simulate", "show", path, "--json"])
+        let vfs = try #require((try json(show.output) as? [String: Any])?["vfs"] as? [[String: Any]])
+        #expect(vfs.map { $0["msixVectors"] as? Int } == [2, 2, 2, 5, 2, 2, 2, 2], "\(vfs)")
+    }
+
+    /// A bad `--vf` is one sentence, and the PF is not opened (so not reset) for it.
+    @Test(arguments: [
+        (["msix", "set", "0000:3b:00.0", "--vf", "-1", "--vectors", "2"], "--vf must be a VF index (0, 1, …), not '-1'."),
+        (["msix", "get", "0000:3b:00.0", "--vf", "three"], "--vf 'three' is neither a VF index (0, 1, …) nor a PCI address."),
+        (["passthru", "0000:3b:00.0", "--opcode", "0x40", "--vf=-1"], "'-1' is invalid for '--vf <N>'"),
+    ])
+    func badVFIsRefusedBeforeThePFIsOpened(arguments: [String], message: String) throws {
+        let path = try state()
+        let result = try virtioAdmin(["--simulate", path] + arguments)
+        #expect(result.status != 0 && result.error.contains(message), "stderr: \(result.error)")
+        #expect(result.output.isEmpty)
+        let show = try virtioAdmin(["simulate", "show", path, "--json"])
+        let counters = try #require((try json(show.output) as? [String: Any])?["counters"] as? [String: Any])
+        #expect(counters["resets"] as? Int == 0, "the PF was not opened: \(counters)")
+    }
+
     @Test func commandsJSON() throws {
         let path = try state()
         let result = try virtioAdmin(["--simulate", path, "commands", "0000:3b:00.0", "--json"])

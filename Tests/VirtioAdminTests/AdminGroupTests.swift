@@ -90,3 +90,14 @@ final class ProgressLog: @unchecked Sendable {
     var values: [[Int]] = []
     func add(_ done: Int, _ all: Int) { values.append([done, all]) }
 }
+
+/// `--vf` is read once at the command line into a VFSelector; an address is resolved under the PF.
+@Suite struct VFSelectorTests {
+    @Test func indexAddressAndBadTextEachReadOnce() throws {
+        #expect(try VFSelector(parsing: "3") == .index(VFNumber(index: 3)!))
+        #expect(try VFSelector(parsing: "0000:3b:00.4") == .address(PCIAddress("0000:3b:00.4")!))
+        #expect(throws: VFSelectorError(message: "--vf must be a VF index (0, 1, …), not '-1'.")) { try VFSelector(parsing: "-1") }
+        #expect(throws: VFSelectorError(message: "--vf must be a VF index (0, 1, …), not '70000'.")) { try VFSelector(parsing: "70000") }
+        #expect(throws: VFSelectorError(message: "--vf 'three' is neither a VF index (0, 1, …) nor a PCI address.")) { try VFSelector(parsing: "three") }
+    }
+}
