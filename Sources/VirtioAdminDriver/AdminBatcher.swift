@@ -56,7 +56,7 @@ public final class AdminBatcher: AdminCommandRunner, @unchecked Sendable {
         var delay = Duration.milliseconds(1)
         let clock = driver.options.clock
         for _ in 0..<AdminQueueDriver.eagainRetries where response.status == .eagain {
-            await clock.sleep(until: clock.deadline(after: delay, from: clock.now()))
+            await clock.sleep(untilNanoseconds: clock.deadline(after: delay, from: clock.nowNanoseconds))
             delay *= 4
             response = try await submit(command, timeout: timeout)
         }

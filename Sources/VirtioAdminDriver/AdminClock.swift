@@ -3,12 +3,15 @@ import VirtioLock
 /// The admin driver's time source. Command deadlines, the wait for a free slot, the
 /// poller's back-off, the delay before an EAGAIN retry and the drain before LIST_USE all
 /// read and wait on it — nothing in the driver reads another clock — so a test can move
-/// time forward itself (`TestClock` in `VirtioAdminTestKit`) instead of sleeping.
+/// time forward itself (`ManualServiceClock` in `VirtioAdminTestKit`) instead of sleeping.
+///
+/// Its two members are those of the service's `ServiceClock`, so one clock (the test
+/// kit's `ManualServiceClock`) serves both.
 public protocol AdminClock: Sendable {
     /// Monotonic nanoseconds since the clock's own origin.
-    func now() -> UInt64
-    /// Returns once ``now()`` has reached `deadline`, or earlier when the task is cancelled.
-    func sleep(until deadline: UInt64) async
+    var nowNanoseconds: UInt64 { get }
+    /// Returns once ``nowNanoseconds`` has reached `deadline`, or earlier when the task is cancelled.
+    func sleep(untilNanoseconds deadline: UInt64) async
 }
 
 extension AdminClock {
@@ -20,9 +23,9 @@ extension AdminClock {
 public struct ContinuousAdminClock: AdminClock {
     let origin: ContinuousClock.Instant
     public init() { origin = ContinuousClock.now }
-    public func now() -> UInt64 { origin.duration(to: ContinuousClock.now).nanoseconds }
-    public func sleep(until deadline: UInt64) async {
-        let current = now()
+    public var nowNanoseconds: UInt64 { origin.duration(to: ContinuousClock.now).nanoseconds }
+    public func sleep(untilNanoseconds deadline: UInt64) async {
+        let current = nowNanoseconds
         guard deadline > current else { return }
         try? await Task.sleep(for: .nanoseconds(Int64(clamping: deadline - current)))
     }

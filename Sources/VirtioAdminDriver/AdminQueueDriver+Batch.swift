@@ -74,7 +74,7 @@ extension AdminQueueDriver {
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                 lock.withLock {
-                    let now = clock.now()
+                    let now = clock.nowNanoseconds
                     var grant: SlotGrant? = first
                     while let slot = grant {
                         batch.results.append(nil)

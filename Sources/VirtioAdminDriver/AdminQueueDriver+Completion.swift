@@ -80,12 +80,12 @@ extension AdminQueueDriver {
     /// clock that stands still (a test's) puts it to sleep after 8 quiet rounds.
     func pollLoop() async {
         let clock = self.clock
-        var lastProgress = clock.now()
+        var lastProgress = clock.nowNanoseconds
         var nextExpiry: UInt64 = 0
         var stillRounds = 0
         var lastNow: UInt64 = 0
         while true {
-            let now = clock.now()
+            let now = clock.nowNanoseconds
             let sleep = lock.withLock { () -> Bool? in
                 pollerSleeping = false
                 if kickPending, let notifier {
@@ -129,7 +129,7 @@ extension AdminQueueDriver {
             }
             guard let sleep else { return }
             if sleep {
-                await clock.sleep(until: now &+ 200_000)
+                await clock.sleep(untilNanoseconds: now &+ 200_000)
             } else {
                 await Task.yield()
             }

@@ -17,7 +17,7 @@ extension AdminQueueDriver {
         var response = try await submit(command, timeout: timeout)
         var delay = Duration.milliseconds(1)
         for _ in 0..<Self.eagainRetries where response.status == .eagain {
-            await clock.sleep(until: clock.deadline(after: delay, from: clock.now()))
+            await clock.sleep(untilNanoseconds: clock.deadline(after: delay, from: clock.nowNanoseconds))
             delay *= 4
             response = try await submit(command, timeout: timeout)
         }
@@ -131,7 +131,7 @@ extension AdminQueueDriver {
     /// Places a command on the ring, rings the doorbell (or leaves it to the poller), then
     /// reaps what the device already completed (lock held). A failure goes to `waiter`.
     func submitLocked(slot grant: SlotGrant, command: AdminCommand, token: UInt64, timeout: Duration, waiter: SlotWaiter) {
-        let now = clock.now()
+        let now = clock.nowNanoseconds
         guard placeLocked(slot: grant, command: command, token: token, timeout: timeout, waiter: waiter, now: now) else { return }
         publishLocked()
         // A device that completes during the notify (or already had) is reaped right away.

@@ -142,9 +142,9 @@ extension AdminQueueDriver {
     /// completes stay taken).
     func waitForSlot(_ command: AdminCommand, token: UInt64, exclusive holder: Bool, timeout: Duration) async throws(AdminError) -> SlotGrant {
         let clock = self.clock
-        let deadline = clock.deadline(after: timeout, from: clock.now())
+        let deadline = clock.deadline(after: timeout, from: clock.nowNanoseconds)
         let expiry = Task.detached { [self] in
-            await clock.sleep(until: deadline)
+            await clock.sleep(untilNanoseconds: deadline)
             guard !Task.isCancelled else { return }
             lock.withLock {
                 if let index = waiters.firstIndex(where: { $0.token == token }) {
@@ -209,19 +209,19 @@ extension AdminQueueDriver {
     /// Waits until no command is outstanding (the device owns no command buffer), at most
     /// `timeout` on the driver's clock.
     func drain(opcode: AdminOpcode, timeout: Duration) async throws(AdminError) {
-        let deadline = clock.deadline(after: timeout, from: clock.now())
+        let deadline = clock.deadline(after: timeout, from: clock.nowNanoseconds)
         var rounds = 0
         while true {
             let (busy, error) = lock.withLock { (slotTable.busyCount, stateErrorLocked(for: AdminCommand(opcode: opcode))) }
             if let error { throw error }
             if busy == 0 { return }
-            let now = clock.now()
+            let now = clock.nowNanoseconds
             if now >= deadline {
                 throw .timeout(device: address, opcode: opcode, opcodeName: name(of: opcode), member: .none, after: timeout)
             }
             // Commands usually complete within a few rounds; then the wait sleeps.
             rounds += 1
-            if rounds < 64 { await Task.yield() } else { await clock.sleep(until: min(deadline, now + 50_000)) }
+            if rounds < 64 { await Task.yield() } else { await clock.sleep(untilNanoseconds: min(deadline, now + 50_000)) }
         }
     }
 }

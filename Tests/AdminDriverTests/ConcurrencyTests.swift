@@ -62,7 +62,7 @@ struct ConcurrencyTests {
     }
 
     @Test func oneTimesOutWhileOthersComplete() async throws {
-        let clock = TestClock()
+        let clock = ManualServiceClock()
         var options = AdminQueueDriver.Options()
         options.clock = clock
         let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], options: options)
@@ -70,7 +70,7 @@ struct ConcurrencyTests {
         let msix = MSIXResourceManager()
         // Commands sent while the fault is on are swallowed by the device.
         group.device.setFault(.neverComplete)
-        let start = clock.now()
+        let start = clock.nowNanoseconds
         let submitted = group.driver.statistics.submitted
         let lost = Task { try await msix.vectors(of: 0, driver: group.driver, timeout: .milliseconds(100)) }
         while group.driver.statistics.submitted == submitted { await Task.yield() }
@@ -89,7 +89,7 @@ struct ConcurrencyTests {
                                                  member: GroupMemberID(vfIndex: 0), after: .milliseconds(100))) {
             _ = try await lost.value
         }
-        #expect(clock.now() - start == 100_000_000, "timed out on the driver's clock, after exactly the advance")
+        #expect(clock.nowNanoseconds - start == 100_000_000, "timed out on the driver's clock, after exactly the advance")
         #expect(group.driver.statistics.timeouts == 1)
         // The timed-out command still holds its slot (the device owns its buffers) — and the driver keeps working.
         #expect(try await msix.vectors(of: 3, driver: group.driver) == 2)

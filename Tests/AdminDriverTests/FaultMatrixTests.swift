@@ -67,7 +67,7 @@ struct FaultMatrixTests {
     }
 
     func run(_ fault: SimulatedFault?, _ operation: String) async -> (outcome: String, consistent: Bool, completions: Bool, released: Int) {
-        let clock = TestClock()
+        let clock = ManualServiceClock()
         var options = AdminQueueDriver.Options()
         options.defaultTimeout = .milliseconds(150)  // on the test clock: the ticker moves it
         options.resetTimeout = .milliseconds(10)  // a spin on device_status in real time

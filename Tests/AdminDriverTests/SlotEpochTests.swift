@@ -31,7 +31,7 @@ struct SlotEpochTests {
     }
 
     @Test(.timeLimit(.minutes(1))) func waitingForASlotIsBoundedByTheTimeout() async throws {
-        let clock = TestClock()
+        let clock = ManualServiceClock()
         var options = AdminQueueDriver.Options()
         options.queueSize = 4  // two command slots
         options.slotWaitTimeout = .milliseconds(50)
@@ -51,7 +51,7 @@ struct SlotEpochTests {
         }
         #expect(timedOut == 2)
         #expect(group.driver.statistics.timeouts == 2)
-        let start = clock.now()
+        let start = clock.nowNanoseconds
         let error = AdminError.noFreeSlot(device: group.device.pfAddress, opcode: AdminOpcode(0x40), opcodeName: "MSIX_GET", after: .milliseconds(50))
         let waiting = Task { try await group.driver.submit(command, timeout: .seconds(10)) }
         // Both slots stay taken: the command waits for one, its expiry on the driver's clock.
@@ -61,7 +61,7 @@ struct SlotEpochTests {
         #expect(group.driver.statistics.timeouts == 2, "49 ms: still waiting")
         clock.advance(by: .milliseconds(1))
         await #expect(throws: error) { _ = try await waiting.value }
-        #expect(clock.now() - start == 50_000_000, "bounded by the timeout: failed when the clock reached it, not before")
+        #expect(clock.nowNanoseconds - start == 50_000_000, "bounded by the timeout: failed when the clock reached it, not before")
         #expect(error.description == "0000:3b:00.0: MSIX_GET (opcode 0x0040) found no free command slot within 0.05 seconds: the device holds every slot's buffers.")
     }
 
@@ -80,17 +80,17 @@ struct SlotEpochTests {
 
 struct EAGAINTests {
     @Test func eagainIsRetried() async throws {
-        let clock = TestClock()
+        let clock = ManualServiceClock()
         var options = AdminQueueDriver.Options()
         options.clock = clock
         let group = try await SimulatedAdminGroup(plugins: [], options: options)
         defer { group.shutDown() }
         group.device.setFault(.transientEAGAIN)  // the next three commands get EAGAIN / Q_TRYAGAIN
-        let start = clock.now()
+        let start = clock.nowNanoseconds
         let result = try await withTicking(clock) {
             try await group.driver.run(AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(rawValue: 1), resultLength: 8))
         }
-        #expect(clock.now() - start >= 21_000_000, "retried after 1, 4 and 16 ms on the driver's clock")
+        #expect(clock.nowNanoseconds - start >= 21_000_000, "retried after 1, 4 and 16 ms on the driver's clock")
         #expect(result.prefix(2) == [0x02, 0x00], "2 vectors")
         #expect(group.driver.statistics.byStatus[11] == 3, "three EAGAIN answers, then OK")
     }

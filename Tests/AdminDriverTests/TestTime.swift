@@ -1,8 +1,8 @@
 import VirtioAdminTestKit
 
 /// Runs `body` while the test clock moves by `step` whenever the driver sleeps on it
-/// (``TestClock/ticking(step:every:_:)``): timeouts pass in virtual time, and only while
+/// (``ManualServiceClock/ticking(step:every:_:)``): timeouts pass in virtual time, and only while
 /// the driver waits.
-func withTicking<T>(_ clock: TestClock, step: Duration = .milliseconds(1), _ body: () async throws -> T) async rethrows -> T {
+func withTicking<T>(_ clock: ManualServiceClock, step: Duration = .milliseconds(1), _ body: () async throws -> T) async rethrows -> T {
     try await clock.ticking(step: step, body)
 }
