@@ -12,6 +12,12 @@ import Virtqueue
 /// Spec: §2.12 "Device groups", §4.1.4.3 (admin_queue_index/num), digest §7. On
 /// DEVICE_NEEDS_RESET, surprise removal or a virtqueue protocol violation every command in
 /// flight fails with a typed error and the driver stops until ``reinitialize()``.
+///
+/// The class is split by seam: this file (options, state, queries), `+BringUp`
+/// (features, rings, command-set negotiation), `SlotTable` (slots, epochs, waiters,
+/// LIST_USE exclusivity), `+Submission` (admission, encoding into the slot, the doorbell),
+/// `+Batch` (``submitBatch(_:timeout:)``), `+Completion` (the used ring, timeouts, the
+/// poller) and `+Failure` (quiesce, fail-all, quarantine). Time is ``Options/clock``.
 public final class AdminQueueDriver: @unchecked Sendable {
     // All mutable state below is guarded by `lock`.
     public struct Options: Sendable {
