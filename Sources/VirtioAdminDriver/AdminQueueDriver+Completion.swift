@@ -83,6 +83,7 @@ extension AdminQueueDriver {
         var lastProgress = clock.nowNanoseconds
         var nextExpiry: UInt64 = 0
         var stillRounds = 0
+        var lastBusy = lastProgress
         var lastNow: UInt64 = 0
         while true {
             let now = clock.nowNanoseconds
@@ -111,7 +112,11 @@ extension AdminQueueDriver {
                     }
                 }
                 if expiring { expireLocked(now: now) }
-                guard slotTable.busyCount > 0 || kickPending else {
+                if slotTable.busyCount > 0 || kickPending {
+                    lastBusy = now
+                } else if now &- lastBusy > 100_000 || stillRounds >= 8 {
+                    // Nothing in flight for 100 µs: stop (the next command starts a poller).
+                    // Until then the next command finds this one running (no task per command).
                     pollerRunning = false
                     poller = nil
                     return nil
