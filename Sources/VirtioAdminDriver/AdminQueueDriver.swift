@@ -1,5 +1,5 @@
 import PCIConfig
-import VirtioLock
+import VirtioSystem
 import VirtioSpec
 import VirtioTransport
 import Virtqueue

@@ -1,5 +1,6 @@
 import PCIConfig
 import VirtioSpec
+import VirtioSystem
 
 /// sysfs attribute and link names the project reads or writes. Digest §10.
 public enum SysfsAttribute {

@@ -1,5 +1,6 @@
 import PCIConfig
 import VirtioSpec
+import VirtioSystem
 
 /// Everything decoded about one function: its sysfs record and its config space.
 public struct FunctionDetails: Sendable {

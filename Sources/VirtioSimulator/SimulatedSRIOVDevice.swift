@@ -1,4 +1,4 @@
-import VirtioLock
+import VirtioSystem
 import VirtioSpec
 
 /// A simulated virtio SR-IOV device: a PF (the admin group owner, with an admin virtqueue)
