@@ -110,7 +110,7 @@ let package = Package(
         .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport", "CLinuxVFIO", "VirtioSystem"]),
         .testTarget(name: "VirtioSystemTests", dependencies: ["VirtioSystem", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "TransportTests", dependencies: ["VirtioTransport", "Virtqueue", "VirtioSimulator", "PCIConfig", "VirtioSpec"]),
-        .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioLock", "VirtioConformance"]),
+        .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioLock", "VirtioConformance", "VirtioProvisioning"]),
         .testTarget(name: "MSIXResourceManagerTests", dependencies: ["VirtioProjectCommands", "MSIXResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/MSIXResourceManagerTests"),
         .testTarget(name: "FeatureBitsResourceManagerTests", dependencies: ["FeatureBitsResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/FeatureBitsResourceManagerTests"),
         .testTarget(name: "RatifiedPluginTests", dependencies: [

@@ -31,6 +31,8 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     var eagainRemaining = 0
     /// A reset written while the device still works: when it takes effect (ns).
     var pendingResetAt: UInt64?
+    /// Queue processing on a thread of its own (``processQueuesOnOwnThread()``), if set.
+    var modelThread: ModelThread?
 
     /// Creates the device.
     /// - Parameters:
@@ -64,7 +66,10 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
         scheduler.start(device: self)
     }
 
-    deinit { scheduler.stop() }
+    deinit {
+        scheduler.stop()
+        modelThread?.stop()
+    }
 
     func makeVF(_ index: Int, _ resources: MemberResources) -> FunctionModel {
         FunctionModel(address: configuration.vfAddress(index), type: configuration.vfType, isOwner: false, features: resources.features,
@@ -73,7 +78,10 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     }
 
     /// Stops the completion worker (also done on deinit).
-    public func stop() { scheduler.stop() }
+    public func stop() {
+        scheduler.stop()
+        lock.withLock { modelThread }?.stop()
+    }
 }
 
 // The device is split by aspect: +Identity (config space, BARs, sysfs tree), +Controls

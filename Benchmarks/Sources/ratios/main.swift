@@ -36,23 +36,49 @@ if only.contains("p1") {
 }
 
 if only.contains("p2") {
-    print("\n## P2 — driver cost per command, zero-latency device model (MSIX_GET)\n")
-    row(["in flight", "commands/s", "vs 1 in flight", "MMIO reads/cmd", "MMIO writes/cmd", "notifies/cmd"])
-    row(["---", "---", "---", "---", "---", "---"])
-    var single = 0.0
-    for inFlight in [1, 8, 64] {
-        let bench = try await Bench.open(vfs: 64, timing: .immediate)
-        let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
-        try await commandLoop(bench, total: 2000, inFlight: inFlight)  // warm-up
-        bench.device.resetCounters()
-        let seconds = try await measure { try await commandLoop(bench, total: total, inFlight: inFlight) }
-        let rate = Double(total) / seconds
-        if inFlight == 1 { single = rate }
-        let counters = bench.device.counters
-        row(["\(inFlight)", f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
-             f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3)])
-        bench.close()
-    }
+    for ownThread in [false, true] {
+        print("\n## P2 — driver cost per command, zero-latency device model (MSIX_GET), model " + (ownThread ? "on its own thread" : "in the driver's notify") + "\n")
+        row(["in flight", "commands/s", "vs 1 in flight", "MMIO reads/cmd", "MMIO writes/cmd", "notifies/cmd"])
+        row(["---", "---", "---", "---", "---", "---"])
+        var single = 0.0
+        for inFlight in [1, 8, 64] {
+            let bench = try await Bench.open(vfs: 64, timing: .immediate, ownThread: ownThread)
+            let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
+            try await commandLoop(bench, total: 2000, inFlight: inFlight)  // warm-up
+            bench.device.resetCounters()
+            let seconds = try await measure { try await commandLoop(bench, total: total, inFlight: inFlight) }
+            let rate = Double(total) / seconds
+            if inFlight == 1 { single = rate }
+            let counters = bench.device.counters
+            row(["\(inFlight)", f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
+                 f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3)])
+            bench.close()
+        }
+        for inFlight in [8, 64] {
+            let bench = try await Bench.open(vfs: 64, timing: .immediate, ownThread: ownThread)
+            let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
+            try await batcherLoop(bench, total: 2048, inFlight: inFlight)  // warm-up
+            bench.device.resetCounters()
+            let seconds = try await measure { try await batcherLoop(bench, total: total, inFlight: inFlight) }
+            let rate = Double(total) / seconds
+            let counters = bench.device.counters
+            row(["\(inFlight) (AdminBatcher)", f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
+                 f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3)])
+            bench.close()
+        }
+        for batch in [64, 128] {
+            let bench = try await Bench.open(vfs: 64, timing: .immediate, ownThread: ownThread)
+            let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
+            try await batchLoop(bench, total: 2048, batch: batch)  // warm-up
+            bench.device.resetCounters()
+            let seconds = try await measure { try await batchLoop(bench, total: total, batch: batch) }
+            let rate = Double(total) / seconds
+            let counters = bench.device.counters
+            row(["\(batch) (batch API)", f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
+                 f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3)])
+            bench.close()
+        }
+}
 }
 
 if only.contains("p3") {
