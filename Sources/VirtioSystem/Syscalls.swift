@@ -382,6 +382,9 @@ package enum Sys {
         while nanosleep(&request, &remaining) != 0 && Glibc.errno == EINTR { request = remaining }
     }
 
+    /// Sleeps for `microseconds` (a signal may end it early).
+    package static func sleepMicroseconds(_ microseconds: UInt32) { usleep(microseconds) }
+
     /// Gives the processor to another thread.
     package static func yieldThread() { sched_yield() }
 }
