@@ -6,9 +6,7 @@ import VirtioLock
 /// one clock a test advances for the driver and the service alike.
 extension ManualServiceClock: AdminClock {}
 
-#if canImport(Glibc)
-import Glibc
-#endif
+import VirtioSystem
 
 extension ManualServiceClock {
     /// Runs `body` while a thread of its own moves the clock by `step` whenever a task
@@ -31,7 +29,7 @@ private final class Ticker: @unchecked Sendable {
     let intervalMicroseconds: UInt32
     private let lock = Lock()
     private var stopping = false
-    private var thread = pthread_t()
+    private var thread: JoinableThread?
 
     init(clock: ManualServiceClock, step: Duration, intervalMicroseconds: UInt32) {
         self.clock = clock
@@ -40,19 +38,17 @@ private final class Ticker: @unchecked Sendable {
     }
 
     func start() {
-        let box = Unmanaged.passRetained(self)
-        pthread_create(&thread, nil, { argument in
-            let ticker = Unmanaged<Ticker>.fromOpaque(argument!).takeRetainedValue()
-            while !ticker.lock.withLock({ ticker.stopping }) {
-                if ticker.clock.sleeperCount > 0 { ticker.clock.advance(by: ticker.step) }
-                usleep(ticker.intervalMicroseconds)
+        thread = JoinableThread { [self] in
+            while !lock.withLock({ stopping }) {
+                if clock.sleeperCount > 0 { clock.advance(by: step) }
+                Sys.sleepMicroseconds(Int(intervalMicroseconds))
             }
-            return nil
-        }, box.toOpaque())
+        }
+        precondition(thread != nil, "the clock's ticking thread could not be started")
     }
 
     func stop() {
         lock.withLock { stopping = true }
-        pthread_join(thread, nil)
+        thread?.join()
     }
 }

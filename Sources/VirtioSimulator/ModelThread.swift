@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import VirtioSystem
 
 /// The device model's queue processing on a thread of its own
 /// (``SimulatedSRIOVDevice/processQueuesOnOwnThread()``): a notify only records which
@@ -9,51 +7,40 @@ import Glibc
 /// what the benchmarks measure as the driver's cost per command.
 final class ModelThread: @unchecked Sendable {
     // `kicks` and `stopping` are guarded by `mutex`; `inside` by the device's lock.
-    private var mutex = pthread_mutex_t()
-    private var condition = pthread_cond_t()
+    private let mutex = ConditionLock()
     private var kicks: [(function: FunctionModel, queue: Int)] = []
     private var stopping = false
     private var started = false
-    private var thread = pthread_t()
+    private var thread: JoinableThread?
     private weak var device: SimulatedSRIOVDevice?
     /// The thread is processing (device lock held): its own calls run the queues inline.
     var inside = false
 
     init(device: SimulatedSRIOVDevice) {
         self.device = device
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&condition, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(&condition)
-        pthread_mutex_destroy(&mutex)
     }
 
     func start() {
         started = true
-        let box = Unmanaged.passRetained(self)
-        pthread_create(&thread, nil, { argument in
-            Unmanaged<ModelThread>.fromOpaque(argument!).takeRetainedValue().run()
-            return nil
-        }, box.toOpaque())
+        thread = JoinableThread { [self] in run() }
+        precondition(thread != nil, "the device model's thread could not be started")
     }
 
     /// Queue `queue` of `function` was notified (device lock held).
     func kick(_ function: FunctionModel, queue: Int) {
-        pthread_mutex_lock(&mutex)
+        mutex.lock()
         if !kicks.contains(where: { $0.function === function && $0.queue == queue }) { kicks.append((function, queue)) }
-        pthread_cond_signal(&condition)
-        pthread_mutex_unlock(&mutex)
+        mutex.signal()
+        mutex.unlock()
     }
 
     func stop() {
-        pthread_mutex_lock(&mutex)
+        mutex.lock()
         let join = started && !stopping
         stopping = true
-        pthread_cond_signal(&condition)
-        pthread_mutex_unlock(&mutex)
-        if join, pthread_equal(thread, pthread_self()) == 0 { pthread_join(thread, nil) }
+        mutex.signal()
+        mutex.unlock()
+        if join, let thread, !thread.isCurrent { thread.join() }
     }
 
     private func run() {
@@ -61,21 +48,21 @@ final class ModelThread: @unchecked Sendable {
             // Spin (yielding the core) for a while before sleeping: a device with work
             // coming takes it without a wake-up.
             var spins = 0
-            pthread_mutex_lock(&mutex)
+            mutex.lock()
             while kicks.isEmpty && !stopping {
                 if spins < 2000 {
                     spins += 1
-                    pthread_mutex_unlock(&mutex)
-                    sched_yield()
-                    pthread_mutex_lock(&mutex)
+                    mutex.unlock()
+                    Sys.yieldThread()
+                    mutex.lock()
                 } else {
-                    pthread_cond_wait(&condition, &mutex)
+                    mutex.wait()
                 }
             }
-            if stopping { pthread_mutex_unlock(&mutex); return }
+            if stopping { mutex.unlock(); return }
             let work = kicks
             kicks.removeAll(keepingCapacity: true)
-            pthread_mutex_unlock(&mutex)
+            mutex.unlock()
             guard let device else { return }
             device.lock.withLock {
                 inside = true

@@ -382,6 +382,13 @@ package enum Sys {
         while nanosleep(&request, &remaining) != 0 && Glibc.errno == EINTR { request = remaining }
     }
 
+    /// Sleeps `microseconds`, going on after a signal for what is left of the time.
+    package static func sleepMicroseconds(_ microseconds: Int) {
+        var request = timespec(tv_sec: microseconds / 1_000_000, tv_nsec: (microseconds % 1_000_000) * 1000)
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && Glibc.errno == EINTR { request = remaining }
+    }
+
     /// Gives the processor to another thread.
     package static func yieldThread() { sched_yield() }
 }
