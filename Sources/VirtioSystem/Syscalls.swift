@@ -360,12 +360,16 @@ package enum Sys {
     /// An environment variable, or nil when unset.
     package static func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
 
-    /// Sleeps, going on after a signal for what is left of the time.
-    package static func sleepMilliseconds(_ milliseconds: Int) {
-        var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+    /// Sleeps the calling thread for `duration`, going on after a signal for what is left of
+    /// the time (a thread of its own: never a task of the concurrency pool, which `Task.sleep` serves).
+    package static func sleep(_ duration: Duration) {
+        let nanoseconds = duration.nanoseconds
+        var request = timespec(tv_sec: Int(min(nanoseconds / 1_000_000_000, UInt64(Int.max))), tv_nsec: Int(nanoseconds % 1_000_000_000))
         var remaining = timespec()
         while nanosleep(&request, &remaining) != 0 && Glibc.errno == EINTR { request = remaining }
     }
+
+    package static func sleepMilliseconds(_ milliseconds: Int) { sleep(.milliseconds(milliseconds)) }
 
     /// Gives the processor to another thread.
     package static func yieldThread() { sched_yield() }
