@@ -41,9 +41,10 @@ private final class Ticker: @unchecked Sendable {
         thread = JoinableThread { [self] in
             while !lock.withLock({ stopping }) {
                 if clock.sleeperCount > 0 { clock.advance(by: step) }
-                Sys.sleepMicroseconds(intervalMicroseconds)
+                Sys.sleepMicroseconds(Int(intervalMicroseconds))
             }
         }
+        precondition(thread != nil, "the clock's ticking thread could not be started")
     }
 
     func stop() {

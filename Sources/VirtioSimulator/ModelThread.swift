@@ -6,8 +6,8 @@ import VirtioSystem
 /// lock as a device's own processor would. The driver then pays for its own work only:
 /// what the benchmarks measure as the driver's cost per command.
 final class ModelThread: @unchecked Sendable {
-    // `kicks` and `stopping` are guarded by `condition`; `inside` by the device's lock.
-    private let condition = ConditionLock()
+    // `kicks` and `stopping` are guarded by `mutex`; `inside` by the device's lock.
+    private let mutex = ConditionLock()
     private var kicks: [(function: FunctionModel, queue: Int)] = []
     private var stopping = false
     private var started = false
@@ -22,23 +22,24 @@ final class ModelThread: @unchecked Sendable {
 
     func start() {
         started = true
-        thread = JoinableThread { self.run() }
+        thread = JoinableThread { [self] in run() }
+        precondition(thread != nil, "the device model's thread could not be started")
     }
 
     /// Queue `queue` of `function` was notified (device lock held).
     func kick(_ function: FunctionModel, queue: Int) {
-        condition.lock()
+        mutex.lock()
         if !kicks.contains(where: { $0.function === function && $0.queue == queue }) { kicks.append((function, queue)) }
-        condition.signal()
-        condition.unlock()
+        mutex.signal()
+        mutex.unlock()
     }
 
     func stop() {
-        condition.lock()
+        mutex.lock()
         let join = started && !stopping
         stopping = true
-        condition.signal()
-        condition.unlock()
+        mutex.signal()
+        mutex.unlock()
         if join, let thread, !thread.isCurrent { thread.join() }
     }
 
@@ -47,21 +48,21 @@ final class ModelThread: @unchecked Sendable {
             // Spin (yielding the core) for a while before sleeping: a device with work
             // coming takes it without a wake-up.
             var spins = 0
-            condition.lock()
+            mutex.lock()
             while kicks.isEmpty && !stopping {
                 if spins < 2000 {
                     spins += 1
-                    condition.unlock()
+                    mutex.unlock()
                     Sys.yieldThread()
-                    condition.lock()
+                    mutex.lock()
                 } else {
-                    condition.wait()
+                    mutex.wait()
                 }
             }
-            if stopping { condition.unlock(); return }
+            if stopping { mutex.unlock(); return }
             let work = kicks
             kicks.removeAll(keepingCapacity: true)
-            condition.unlock()
+            mutex.unlock()
             guard let device else { return }
             device.lock.withLock {
                 inside = true

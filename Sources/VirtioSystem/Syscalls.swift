@@ -375,15 +375,19 @@ package enum Sys {
     /// Ends the process with `status` (atexit handlers run).
     package static func exitProcess(_ status: Int32) -> Never { exit(status) }
 
-    /// Sleeps, going on after a signal for what is left of the time.
-    package static func sleepMilliseconds(_ milliseconds: Int) {
-        var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+    /// Sleeps the calling thread for `duration`, going on after a signal for what is left of
+    /// the time (a thread of its own: never a task of the concurrency pool, which `Task.sleep` serves).
+    package static func sleep(_ duration: Duration) {
+        let nanoseconds = duration.nanoseconds
+        var request = timespec(tv_sec: Int(min(nanoseconds / 1_000_000_000, UInt64(Int.max))), tv_nsec: Int(nanoseconds % 1_000_000_000))
         var remaining = timespec()
         while nanosleep(&request, &remaining) != 0 && Glibc.errno == EINTR { request = remaining }
     }
 
-    /// Sleeps for `microseconds` (a signal may end it early).
-    package static func sleepMicroseconds(_ microseconds: UInt32) { usleep(microseconds) }
+    package static func sleepMilliseconds(_ milliseconds: Int) { sleep(.milliseconds(milliseconds)) }
+
+    /// Sleeps `microseconds`, going on after a signal for what is left of the time.
+    package static func sleepMicroseconds(_ microseconds: Int) { sleep(.microseconds(microseconds)) }
 
     /// Gives the processor to another thread.
     package static func yieldThread() { sched_yield() }

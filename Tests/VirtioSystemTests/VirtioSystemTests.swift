@@ -236,6 +236,13 @@ struct ThreadAndTimeTests {
         #expect(value == 5050)
     }
 
+    @Test func aThreadSleepLastsItsDuration() {
+        let start = monotonicNanoseconds()
+        Sys.sleep(.microseconds(20_500))
+        let elapsed = monotonicNanoseconds() - start
+        #expect(elapsed >= 20_500_000 && elapsed < 2_000_000_000, "\(elapsed) ns")
+    }
+
     @Test func durationNanosecondsSaturates() {
         #expect(Duration.milliseconds(5).nanoseconds == 5_000_000)
         #expect(Duration.seconds(-1).nanoseconds == 0)
