@@ -29,6 +29,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // Pure spec layer: constants, layouts, little-endian helpers. No I/O, no Foundation.
@@ -45,8 +46,14 @@ let package = Package(
         // Linux platform: sysfs walker, libudev enumeration, binding with an in-use guard,
         // BAR mapping (sysfs resourceN, VFIO regions), DMA (VFIO type-1, pagemap). Glibc only.
         .target(name: "VirtioLinux", dependencies: ["VirtioSpec", "PCIConfig", "CUdev", "CLinuxVFIO", "VirtioTransport", "VirtioLock"]),
-        // A pthread-based lock (visible to ThreadSanitizer).
-        .target(name: "VirtioLock"),  // also: Duration.nanoseconds, the root-trust file check
+        // The operating system: the only Swift module that imports Glibc. Every system call
+        // (EINTR retried, errno typed), files, memory maps, ioctl, lock files, dlopen, Unix
+        // sockets, poll, threads, the pthread lock (visible to ThreadSanitizer), monotonic time.
+        .target(name: "CVirtioSystem"),
+        .target(name: "VirtioSystem", dependencies: ["CVirtioSystem", .product(name: "SystemPackage", package: "swift-system")]),
+        // VirtioSystem under its former name (it re-exports it): the targets that list it reach
+        // VirtioSystem through it, and code that still imports VirtioLock builds.
+        .target(name: "VirtioLock", dependencies: ["VirtioSystem"]),
         // C shim: volatile MMIO access, atomics for shared ring fields, per-architecture barriers.
         .target(name: "CVolatile"),
         // Register and DMA protocols, and the modern virtio-PCI transport. No Foundation.
@@ -67,7 +74,7 @@ let package = Package(
         // Built-in plugins of the ratified virtio 1.3/1.4 commands.
         .target(name: "CapabilitiesResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/CapabilitiesResourceManager"),
         .target(name: "ResourceObjectsResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/ResourceObjectsResourceManager"),
-        .target(name: "DevicePartsResourceManager", dependencies: ["ResourceManager", "ResourceObjectsResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/DevicePartsResourceManager"),
+        .target(name: "DevicePartsResourceManager", dependencies: ["ResourceManager", "ResourceObjectsResourceManager", "VirtioAdminDriver", "VirtioSpec", "VirtioSystem"], path: "Plugins/DevicePartsResourceManager"),
         .target(name: "LegacyAccessResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/LegacyAccessResourceManager"),
         // The device model: simulated virtio PCI functions and their fake sysfs tree.
         .target(name: "VirtioSimulator", dependencies: ["VirtioProjectCommands", "VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile", "VirtioLock"]),
@@ -108,9 +115,10 @@ let package = Package(
         .target(name: "VirtioTestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "VirtioSpecTests", dependencies: ["VirtioSpec"]),
         .testTarget(name: "PCIConfigTests", dependencies: ["PCIConfig", "VirtioSpec", "VirtioSimulator", "VirtioTestSupport"]),
-        .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport", "CLinuxVFIO"]),
+        .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport", "CLinuxVFIO", "VirtioSystem"]),
+        .testTarget(name: "VirtioSystemTests", dependencies: ["VirtioSystem", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "TransportTests", dependencies: ["VirtioTransport", "Virtqueue", "VirtioSimulator", "PCIConfig", "VirtioSpec"]),
-        .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioLock", "VirtioConformance"]),
+        .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioLock", "VirtioConformance", "VirtioProvisioning"]),
         .testTarget(name: "MSIXResourceManagerTests", dependencies: ["VirtioProjectCommands", "MSIXResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/MSIXResourceManagerTests"),
         .testTarget(name: "FeatureBitsResourceManagerTests", dependencies: ["FeatureBitsResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/FeatureBitsResourceManagerTests"),
         .testTarget(name: "RatifiedPluginTests", dependencies: [

@@ -2,10 +2,7 @@ import ResourceManager
 import ResourceObjectsResourceManager
 import VirtioAdminDriver
 import VirtioSpec
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import VirtioSystem
 
 /// Saves and restores a VF's state through device parts, as Linux's virtio-vfio-pci does
 /// for live migration (fact sheet §6.2): DEV_MODE_SET STOPPED, a DEV_PARTS resource object
@@ -194,43 +191,23 @@ package struct DevicePartsResourceManager: AdminCommandHandler {
 
     /// Reads a parts file.
     package static func readFile(_ path: String) throws(DevicePartsError) -> DevicePartsFile {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .file(path: path, message: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count >= 0 else { throw .file(path: path, message: String(cString: strerror(errno))) }
-            if count == 0 { break }
-            bytes += buffer.prefix(count)
-            guard bytes.count <= 1 << 20 else { throw .file(path: path, message: "larger than 1 MiB; not a device parts file") }
-        }
+        let bytes: [UInt8]
+        do { bytes = try Sys.readFile(path, limit: (1 << 20) + 1) } catch { throw .file(path: path, message: error.errno.description) }
+        guard bytes.count <= 1 << 20 else { throw .file(path: path, message: "larger than 1 MiB; not a device parts file") }
         return try DevicePartsFile(decoding: bytes, path: path)
     }
 
     /// Refuses a path the parts file could not be written to (checked before any command).
     package static func checkWritable(_ path: String) throws(PluginError) {
-        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        let target = access(path, F_OK) == 0 ? path : (directory.isEmpty ? "/" : directory)
-        guard access(target, W_OK) == 0 else {
-            throw .badArgument(plugin: "parts", message: "cannot write \(path): \(String(cString: strerror(errno))); nothing was sent.")
+        if let error = Sys.whyNotWritable(path) {
+            throw .badArgument(plugin: "parts", message: "cannot write \(path): \(error.errno); nothing was sent.")
         }
     }
 
     /// Writes a parts file (mode 0600: a VF's state may hold guest addresses).
     package static func writeFile(_ file: DevicePartsFile, to path: String) throws(DevicePartsError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw .file(path: path, message: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        let bytes = file.encoded
-        var written = 0
-        while written < bytes.count {
-            let count = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { throw .file(path: path, message: String(cString: strerror(errno))) }
-            written += count
+        do { try Sys.writeFile(file.encoded, to: path, permissions: .ownerReadWrite) } catch {
+            throw .file(path: path, message: error.errno.description)
         }
     }
 

@@ -22,30 +22,67 @@ public struct PCIAddress: Hashable, Sendable, Comparable, CustomStringConvertibl
 
     /// Parses `DDDD:BB:DD.F` or `BB:DD.F` (domain 0), hex, case-insensitive. Returns `nil`
     /// for anything else: wrong separators, non-hex digits, device ≥ 32, function ≥ 8.
+    /// (Scans the bytes once: enumeration parses every sysfs device name and link with it.)
     public init?(_ text: String) {
-        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-        let domainText: Substring
-        let busText: Substring
-        let slotText: Substring
-        switch parts.count {
-        case 3: (domainText, busText, slotText) = (parts[0], parts[1], parts[2])
-        case 2: (domainText, busText, slotText) = ("0", parts[0], parts[1])
-        default: return nil
-        }
-        let slot = slotText.split(separator: ".", omittingEmptySubsequences: false)
-        guard slot.count == 2,
-              (1...8).contains(domainText.count), (1...2).contains(busText.count),
-              (1...2).contains(slot[0].count), slot[1].count == 1,
-              Self.isHex(domainText), Self.isHex(busText), Self.isHex(slot[0]), Self.isHex(slot[1]),
-              let domain = UInt32(domainText, radix: 16), let bus = UInt8(busText, radix: 16),
-              let device = UInt8(slot[0], radix: 16), let function = UInt8(slot[1], radix: 16),
-              device < 32, function < 8
-        else { return nil }
-        self.init(domain: domain, bus: bus, device: device, function: function)
+        var text = text
+        guard let address = text.withUTF8({ Self.parse($0) }) else { return nil }
+        self = address
     }
 
-    private static func isHex(_ text: Substring) -> Bool {
-        text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x41...0x46).contains($0) || (0x61...0x66).contains($0) }
+    private static func parse(_ bytes: UnsafeBufferPointer<UInt8>) -> PCIAddress? {
+        // Fields: up to three separated by ':'; the last is DD.F.
+        var colons = (first: -1, second: -1)
+        for index in bytes.indices where bytes[index] == 0x3a {
+            if colons.first < 0 { colons.first = index } else if colons.second < 0 { colons.second = index } else { return nil }
+        }
+        guard colons.first >= 0 else { return nil }
+        let domainRange: Range<Int>?
+        let busRange: Range<Int>
+        let slotStart: Int
+        if colons.second >= 0 {
+            domainRange = 0..<colons.first
+            busRange = colons.first + 1..<colons.second
+            slotStart = colons.second + 1
+        } else {
+            domainRange = nil
+            busRange = 0..<colons.first
+            slotStart = colons.first + 1
+        }
+        var dot = -1
+        for index in slotStart..<bytes.count where bytes[index] == 0x2e {
+            guard dot < 0 else { return nil }
+            dot = index
+        }
+        guard dot >= 0 else { return nil }
+        let deviceRange = slotStart..<dot
+        let functionRange = dot + 1..<bytes.count
+        guard (1...2).contains(busRange.count), (1...2).contains(deviceRange.count), functionRange.count == 1 else { return nil }
+        var domain: UInt32 = 0
+        if let domainRange {
+            guard (1...8).contains(domainRange.count), let value = hexValue(bytes, domainRange) else { return nil }
+            domain = UInt32(value)
+        }
+        guard let bus = hexValue(bytes, busRange), let device = hexValue(bytes, deviceRange), let function = hexValue(bytes, functionRange),
+              device < 32, function < 8
+        else { return nil }
+        return PCIAddress(domain: domain, bus: UInt8(bus), device: UInt8(device), function: UInt8(function))
+    }
+
+    /// The value of up to 8 hex digits, or nil when one is not a hex digit.
+    private static func hexValue(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> UInt64? {
+        var value: UInt64 = 0
+        for index in range {
+            let byte = bytes[index]
+            let digit: UInt8
+            switch byte {
+            case 0x30...0x39: digit = byte - 0x30
+            case 0x41...0x46: digit = byte - 0x41 + 10
+            case 0x61...0x66: digit = byte - 0x61 + 10
+            default: return nil
+            }
+            value = value << 4 | UInt64(digit)
+        }
+        return value
     }
 
     /// The 16-bit routing id (bus << 8 | device << 3 | function).
@@ -56,13 +93,20 @@ public struct PCIAddress: Hashable, Sendable, Comparable, CustomStringConvertibl
         self.init(domain: domain, bus: UInt8(routingID >> 8), device: UInt8((routingID >> 3) & 0x1f), function: UInt8(routingID & 0x7))
     }
 
-    /// `dddd:bb:dd.f`, lower-case, as in sysfs.
+    /// `dddd:bb:dd.f`, lower-case, as in sysfs (the domain has at least 4 digits).
     public var description: String {
-        func pad(_ value: some BinaryInteger, _ width: Int) -> String {
-            let text = String(value, radix: 16)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
+        let domainDigits = max(4, (32 - domain.leadingZeroBitCount + 3) / 4)
+        return String(unsafeUninitializedCapacity: domainDigits + 8) { buffer in
+            func digit(_ value: some BinaryInteger) -> UInt8 {
+                let nibble = UInt8(truncatingIfNeeded: value) & 0xf
+                return nibble < 10 ? 0x30 + nibble : 0x57 + nibble
+            }
+            for index in 0..<domainDigits { buffer[index] = digit(domain >> (4 * (domainDigits - 1 - index))) }
+            let at = domainDigits
+            (buffer[at], buffer[at + 1], buffer[at + 2], buffer[at + 3]) = (0x3a, digit(bus >> 4), digit(bus), 0x3a)
+            (buffer[at + 4], buffer[at + 5], buffer[at + 6], buffer[at + 7]) = (digit(device >> 4), digit(device), 0x2e, digit(function))
+            return at + 8
         }
-        return "\(pad(domain, 4)):\(pad(bus, 2)):\(pad(device, 2)).\(function)"
     }
 
     /// Orders addresses as lspci lists them: domain, bus, device, function.

@@ -1,11 +1,7 @@
 import CVirtioAdminPlugin
 import VirtioAdminDriver
 import VirtioSpec
-import VirtioLock
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import VirtioSystem
 
 /// A plugin loaded at run time through the versioned C ABI (`virtio_admin_plugin.h`).
 ///
@@ -41,17 +37,16 @@ public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
     ///   ``PluginError/abiMismatch(path:pluginABI:hostABI:)``.
     public init(path: String) throws(PluginError) {
         try Self.checkTrusted(path)
-        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
-            throw .loadFailed(path: path, reason: dlerror().map { String(cString: $0) } ?? "dlopen failed")
-        }
-        guard let symbol = dlsym(handle, VIRTIO_ADMIN_PLUGIN_ENTRY) else {
-            dlclose(handle)
+        let handle: SharedLibrary
+        do { handle = try SharedLibrary(path: path) } catch { throw .loadFailed(path: path, reason: error.reason) }
+        guard let symbol = handle.symbol(VIRTIO_ADMIN_PLUGIN_ENTRY) else {
+            handle.close()
             throw .missingEntryPoint(path: path)
         }
         // ABI 2 first; a plugin that serves only ABI 1 returns NULL and is asked again.
         let entry = unsafeBitCast(symbol, to: (@convention(c) (UInt32) -> UnsafeRawPointer?).self)
         guard let raw = entry(Self.hostABI) ?? entry(UInt32(VIRTIO_ADMIN_PLUGIN_ABI_VERSION)) else {
-            dlclose(handle)
+            handle.close()
             throw .abiMismatch(path: path, pluginABI: 0, hostABI: Self.hostABI)
         }
         // Check version and size before reading any other field.
@@ -59,12 +54,12 @@ public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
         let size = raw.load(fromByteOffset: 4, as: UInt32.self)
         let needed = abi == 1 ? MemoryLayout<va_plugin_v1>.size : MemoryLayout<va_plugin_v2>.size
         guard abi == 1 || abi == 2 else {
-            dlclose(handle)
+            handle.close()
             throw .abiMismatch(path: path, pluginABI: abi, hostABI: Self.hostABI)
         }
         guard size >= UInt32(needed) else {
             // Nothing of the table may be read after dlclose.
-            dlclose(handle)
+            handle.close()
             throw .loadFailed(path: path, reason: "its plugin table is \(size) bytes; ABI \(abi) needs \(needed)")
         }
         let header: (name: UnsafePointer<CChar>?, version: UnsafePointer<CChar>?, summary: UnsafePointer<CChar>?,
@@ -80,7 +75,7 @@ public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
               header.opcodeCount == 0 || (header.opcodes != nil && header.names != nil),
               header.operationCount == 0 || header.hasOperations
         else {
-            dlclose(handle)
+            handle.close()
             throw .loadFailed(path: path, reason: "its plugin table is incomplete (missing name, opcodes or operations)")
         }
         self.table = raw
@@ -135,10 +130,11 @@ public struct DynamicPlugin: AdminCommandHandler, @unchecked Sendable {
     /// When running as root, refuses a plugin file (or its directory) that is not owned by
     /// root or is group- or world-writable — the way sshd and sudo treat their files:
     /// anyone who can write it could run code as root.
-    public static func checkTrusted(_ path: String, effectiveUser: uid_t = geteuid()) throws(PluginError) {
+    /// - Parameter effectiveUser: the user to check for (nil: this process's effective user).
+    public static func checkTrusted(_ path: String, effectiveUser: UInt32? = nil) throws(PluginError) {
         let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
         for item in [path, directory.isEmpty ? "/" : directory] {
-            if let reason = untrustedFileReason(item, effectiveUser: effectiveUser) { throw .untrusted(path: item, reason: reason) }
+            if let reason = untrustedFileReason(item, effectiveUser: effectiveUser ?? Sys.effectiveUserID) { throw .untrusted(path: item, reason: reason) }
         }
     }
 
@@ -208,17 +204,10 @@ extension PluginRegistry {
 
     /// Loads every `*.so` in `directory` (sorted by name).
     public func loadDirectory(_ directory: String) throws(PluginError) -> [any AdminCommandHandler] {
-        guard let dir = opendir(directory) else {
-            throw .loadFailed(path: directory, reason: String(cString: strerror(errno)))
-        }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) { $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) } }
-            if name.hasSuffix(".so") { names.append(name) }
-        }
-        closedir(dir)
+        let names: [String]
+        do { names = try Sys.listDirectory(directory) } catch { throw .loadFailed(path: directory, reason: error.errno.description) }
         var loaded: [any AdminCommandHandler] = []
-        for name in names.sorted() { loaded.append(try load(path: directory + "/" + name)) }
+        for name in names where name.hasSuffix(".so") { loaded.append(try load(path: directory + "/" + name)) }
         return loaded
     }
 }

@@ -1,12 +1,8 @@
 import CVirtioAdminPlugin
 import PCIConfig
 import VirtioAdminDriver
-import VirtioLock
+import VirtioSystem
 import VirtioSpec
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 // Plugin ABI 2 (virtio_admin_plugin.h): an operation runs several admin commands through a
 // host callback. Host side: ``PluginV2Operation`` and ``PluginHostSession`` (every command
@@ -17,38 +13,22 @@ import Glibc
 
 /// One value handed from one thread to another that waits for it (pthread mutex + condition).
 final class Handover<Value>: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var condition = pthread_cond_t()
+    private let condition = ConditionLock()
+    // Guarded by `condition`.
     private var value: Value?
 
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&condition, nil)
-    }
-    deinit {
-        pthread_cond_destroy(&condition)
-        pthread_mutex_destroy(&mutex)
-    }
     func put(_ newValue: Value) {
-        pthread_mutex_lock(&mutex)
-        value = newValue
-        pthread_cond_signal(&condition)
-        pthread_mutex_unlock(&mutex)
+        condition.withLock {
+            value = newValue
+            condition.signal()
+        }
     }
     func wait() -> Value {
-        pthread_mutex_lock(&mutex)
-        while value == nil { pthread_cond_wait(&condition, &mutex) }
-        let result = value!
-        pthread_mutex_unlock(&mutex)
-        return result
+        condition.withLock {
+            while value == nil { condition.wait() }
+            return value!
+        }
     }
-}
-
-/// Runs `body` on a thread of its own (so that it may block without holding a thread of
-/// the Swift concurrency pool) and returns its value.
-final class ThreadJob: @unchecked Sendable {
-    let run: () -> Void
-    init(_ run: @escaping () -> Void) { self.run = run }
 }
 
 /// A value that crosses to another thread although its type does not say it may (C
@@ -57,20 +37,12 @@ struct Crossing<Value>: @unchecked Sendable {
     let value: Value
 }
 
-func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-    await withCheckedContinuation { continuation in
-        let job = Unmanaged.passRetained(ThreadJob { continuation.resume(returning: body()) })
-        var thread = pthread_t()
-        let started = pthread_create(&thread, nil, { raw in
-            Unmanaged<ThreadJob>.fromOpaque(raw!).takeRetainedValue().run()
-            return nil
-        }, job.toOpaque())
-        if started == 0 {
-            pthread_detach(thread)
-        } else {
-            job.takeRetainedValue().run()
-        }
-    }
+/// A NUL-terminated copy of `text` that C may keep until it is deallocated.
+func makeCString(_ text: String) -> UnsafeMutablePointer<CChar> {
+    let bytes = Array(text.utf8CString)
+    let pointer = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count)
+    pointer.initialize(from: bytes, count: bytes.count)
+    return pointer
 }
 
 /// Copies `text` into a C buffer of `capacity` bytes (NUL-terminated, truncated to fit).
@@ -186,11 +158,11 @@ struct PluginV2Operation: @unchecked Sendable {
         let numVFs = UInt64(context.numVFs ?? 0)
         let crossing = Crossing(value: operation)
         let vfIndex = vf
-        let (status, output, message) = await onOwnThread { () -> (Int32, String, String) in
+        let (status, output, message) = await onThread { () -> (Int32, String, String) in
             let operation = crossing.value
-            let names = pairs.map { strdup($0.0) }
-            let values = pairs.map { strdup($0.1) }
-            defer { (names + values).forEach { free($0) } }
+            let names = pairs.map { makeCString($0.0) }
+            let values = pairs.map { makeCString($0.1) }
+            defer { (names + values).forEach { $0.deallocate() } }
             let items = (0..<pairs.count).map { va_argument(name: names[$0], value: values[$0]) }
             var outputBuffer = [CChar](repeating: 0, count: 8192)
             var messageBuffer = [CChar](repeating: 0, count: 1024)
@@ -257,7 +229,7 @@ public final class CPluginExport: @unchecked Sendable {
     /// keeps pointers into it for as long as the library is loaded.
     public init(_ handler: any AdminCommandHandler) {
         self.handler = handler
-        func text(_ string: String) -> UnsafePointer<CChar> { UnsafePointer(strdup(string)!) }
+        func text(_ string: String) -> UnsafePointer<CChar> { UnsafePointer(makeCString(string)) }
         let opcodes = UnsafeMutablePointer<UInt16>.allocate(capacity: max(handler.opcodes.count, 1))
         let names = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: max(handler.opcodes.count, 1))
         for (index, entry) in handler.opcodes.enumerated() {
@@ -302,7 +274,7 @@ struct HostCommandRunner: AdminCommandRunner, @unchecked Sendable {
 
     func submit(_ command: AdminCommand, timeout: Duration?) async throws(AdminError) -> AdminResponse {
         let crossing = Crossing(value: host)
-        let outcome: (Int32, [UInt8], UInt16, UInt16, String) = await onOwnThread {
+        let outcome: (Int32, [UInt8], UInt16, UInt16, String) = await onThread {
             let host = crossing.value
             var result = [UInt8](repeating: 0, count: command.resultLength)
             var message = [CChar](repeating: 0, count: 1024)

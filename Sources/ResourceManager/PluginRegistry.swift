@@ -1,5 +1,5 @@
 import PCIConfig
-import VirtioLock
+import VirtioSystem
 import VirtioAdminDriver
 import VirtioSpec
 

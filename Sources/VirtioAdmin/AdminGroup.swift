@@ -4,7 +4,7 @@ import PCIConfig
 import ResourceManager
 import VirtioAdminDriver
 import VirtioLinux
-import VirtioLock
+import VirtioSystem
 import VirtioSpec
 import VirtioTransport
 

@@ -1,13 +1,8 @@
 import PCIConfig
 import VirtioLinux
 import VirtioSimulator
+import VirtioSystem
 import VirtioTransport
-
-#if canImport(Glibc)
-import Glibc
-#endif
-
-func systemErrorText(_ code: Int32) -> String { String(cString: strerror(code)) }
 
 /// What an opener hands the admin-queue owner: the PF's config space, its BARs as
 /// register spaces, DMA memory the device can reach, and how that was done, in words.
@@ -56,42 +51,25 @@ public protocol PFOpener: AnyObject, Sendable {
     func release()
 }
 
-/// An exclusive `flock` on a file, held until ``unlock()``.
+/// An exclusive `flock` on a file (``FileLock``), taken without blocking a thread.
 final class LockFile: @unchecked Sendable {
-    let path: String
-    var fd: Int32 = -1
+    let file: FileLock
+    var path: String { file.path }
 
-    init(path: String) { self.path = path }
+    init(path: String) { file = FileLock(path: path) }
 
     /// Waits at most `wait` on `clock` (`nil`: forever), sleeping 5 ms between tries (never
     /// blocking a thread); `pf` names the device in the error.
     func lock(wait: Duration?, pf: PCIAddress, clock: any ServiceClock) async throws(VirtioAdminError) {
-        guard fd < 0 else { return }
-        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw .lockFailed(path: path, errno: errno) }
         let start = clock.nowNanoseconds
-        while flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
-            let code = errno
-            if code == EINTR { continue }
-            if code == EWOULDBLOCK, wait.map({ clock.elapsed(since: start) < $0 }) ?? true {
-                await clock.sleep(for: .milliseconds(5))
-                continue
-            }
-            close(descriptor)
-            if code == EWOULDBLOCK { throw .pfBusy(pf: pf, lockPath: path, waited: wait ?? .zero) }
-            throw .lockFailed(path: path, errno: code)
+        while true {
+            do { if try file.tryLock() { return } } catch { throw .system(error) }
+            guard wait.map({ clock.elapsed(since: start) < $0 }) ?? true else { throw .pfBusy(pf: pf, lockPath: path, waited: wait ?? .zero) }
+            await clock.sleep(for: .milliseconds(5))
         }
-        fd = descriptor
     }
 
-    func unlock() {
-        guard fd >= 0 else { return }
-        flock(fd, LOCK_UN)
-        close(fd)
-        fd = -1
-    }
-
-    deinit { unlock() }
+    func unlock() { file.unlock() }
 }
 
 /// A real PF on a Linux host, bound to vfio-pci (VFIO, type-1 IOMMU DMA) or to
@@ -116,7 +94,7 @@ public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
 
     /// Takes `LOCKDIR/<PF>.pf.lock`, waiting at most `wait`.
     public func lock(wait: Duration?, clock: any ServiceClock) async throws(VirtioAdminError) {
-        makeParentDirectory(of: lockFile.path, mode: 0o700)
+        Sys.makeParentDirectory(of: lockFile.path, permissions: .ownerReadWriteExecute)
         try await lockFile.lock(wait: wait, pf: address, clock: clock)
     }
 
@@ -208,9 +186,8 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
 
     /// Writes the model's sysfs tree under `root` unless it already shows the PF.
     public static func ensureSysfsTree(of device: SimulatedSRIOVDevice, at root: String) throws(VirtioAdminError) {
-        var status = stat()
-        guard stat(root + "/bus/pci/devices/\(device.pfAddress)/config", &status) != 0 else { return }
-        do { try device.sysfsTree().write(to: root) } catch { throw .simulatorFile(error) }
+        guard !Sys.exists(root + "/bus/pci/devices/\(device.pfAddress)/config") else { return }
+        do { try device.sysfsTree().write(to: root) } catch { throw .system(error) }
     }
 
     /// Reaches the model's registers and DMA memory in process.
@@ -239,21 +216,4 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         device = nil
         lockFile.unlock()
     }
-}
-
-/// Makes the directory `path` lies in (one level, as /run/virtio-admin), if it is missing.
-func makeParentDirectory(of path: String, mode: mode_t) {
-    guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
-    mkdir(String(path[..<slash]), mode)
-}
-
-/// Writes a short text file in place (sysfs attributes take one write).
-@discardableResult
-func writeSmallFile(_ path: String, _ text: String, create: Bool = false) -> Int32 {
-    let fd = open(path, O_WRONLY | O_CLOEXEC | O_TRUNC | (create ? O_CREAT : 0), 0o644)
-    guard fd >= 0 else { return errno }
-    defer { close(fd) }
-    let bytes = Array(text.utf8)
-    let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-    return written == bytes.count ? 0 : (written < 0 ? errno : EIO)
 }

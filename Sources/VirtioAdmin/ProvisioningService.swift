@@ -9,7 +9,7 @@ import PCIConfig
 import ResourceManager
 import VirtioAdminDriver
 import VirtioLinux
-import VirtioLock
+import VirtioSystem
 import VirtioProvisioning
 import VirtioSpec
 
@@ -17,11 +17,6 @@ import VirtioSpec
 public func builtInPlugins() -> [any AdminCommandHandler] {
     [MSIXResourceManager(), FeatureBitsResourceManager(), CapabilitiesResourceManager(), DevicePartsResourceManager(),
      ResourceObjectsResourceManager(), LegacyAccessResourceManager()]
-}
-
-/// Runs `body` on a thread of its own and waits for it without holding a pool thread.
-func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-    await withCheckedContinuation { continuation in runOnThread { continuation.resume(returning: body()) } }
 }
 
 /// What handling one event did, as the helper logs it and the service answers it.
@@ -133,9 +128,8 @@ public final class ProvisioningService: @unchecked Sendable {
         guard let rule = policy.rule(for: pf) else { return EventOutcome(summary: "no policy matches PF \(pf.address)", succeeded: true) }
         guard rule.holdVFDrivers else { return EventOutcome(summary: "PF \(pf.address): VF drivers not held (hold-vf-drivers = false)", succeeded: true) }
         let path = enumerator.directory(of: pf.address) + "/" + SysfsAttribute.sriovDriversAutoprobe
-        let code = writeSmallFile(path, "0")
-        guard code == 0 else {
-            logger.error("PF \(pf.address): cannot write \(path): \(systemErrorText(code))")
+        do { try Sys.writeSmallFile(path, "0") } catch {
+            logger.error("PF \(pf.address): \(error)")
             return EventOutcome(summary: "cannot hold VF drivers of \(pf.address)", succeeded: false)
         }
         logger.info("prepared PF \(pf.address): sriov_drivers_autoprobe=0 (VFs wait for provisioning)")
@@ -213,8 +207,11 @@ public final class ProvisioningService: @unchecked Sendable {
     func probe(_ address: PCIAddress, hold: Bool) async {
         guard hold else { return }
         let path = options.sysfsRoot + "/bus/pci/drivers_probe"
-        let code = await onThread { writeSmallFile(path, address.description) }
-        if code != 0 { logger.debug("drivers_probe for \(address): \(systemErrorText(code))") }
+        let failure = await onThread { () -> SystemCallError? in
+            do throws(SystemCallError) { try Sys.writeSmallFile(path, address.description) } catch { return error }
+            return nil
+        }
+        if let failure { logger.debug("drivers_probe for \(address): \(failure)") }
     }
 
     func worker(for pf: PCIAddress) -> PFWorker {

@@ -3,15 +3,12 @@ import PCIConfig
 import VirtioLinux
 import VirtioLock
 import VirtioProvisioning
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import VirtioSystem
 
 /// Why the policy file could not be used. Each case reads as one sentence naming the file.
 package enum PolicyFileError: Error, Sendable, CustomStringConvertible {
     case missing(path: String)
-    case unreadable(path: String, errno: Int32)
+    case unreadable(SystemCallError)
     /// Running as root, a policy others could write is refused (as sshd and sudo do).
     case untrusted(path: String, reason: String)
     case invalid(PolicyError)
@@ -20,7 +17,7 @@ package enum PolicyFileError: Error, Sendable, CustomStringConvertible {
         switch self {
         case let .missing(path):
             "cannot read the policy \(path): it does not exist (give one with --policy FILE; 'virtio-admin policy --help' shows the format)."
-        case let .unreadable(path, errno): "cannot read the policy \(path): \(systemErrorText(errno))."
+        case let .unreadable(error): "cannot read the policy \(error.path): \(error.errno)."
         case let .untrusted(path, reason): "refusing the policy \(path): \(reason), and virtio-admin runs as root."
         case let .invalid(error): error.description
         }
@@ -47,6 +44,9 @@ package struct ServiceSettings: Sendable {
     package var answerTimeout: Duration = .seconds(120)
     /// The clock of every wait (a test's manual clock moves it on).
     package var clock: any ServiceClock = SystemServiceClock()
+    /// Whether `udev-event` asks the service first (false: the caller already asked it, and
+    /// none answered).
+    package var askService = true
 
     package init() {}
 
@@ -61,9 +61,9 @@ package struct ServiceSettings: Sendable {
     /// Reads and parses the policy; as root, a file others could write is refused.
     package func loadPolicy() throws(PolicyFileError) -> ProvisioningPolicy {
         let bytes: [UInt8]
-        do { bytes = try readWholeFile(policyPath) } catch {
-            if error.code == ENOENT { throw .missing(path: policyPath) }
-            throw .unreadable(path: policyPath, errno: error.code)
+        do { bytes = try Sys.readFile(policyPath) } catch {
+            if error.isNotFound { throw .missing(path: policyPath) }
+            throw .unreadable(error)
         }
         if let reason = untrustedFileReason(policyPath) { throw .untrusted(path: policyPath, reason: reason) }
         do { return try ProvisioningPolicy(text: String(decoding: bytes, as: UTF8.self), file: policyPath) } catch { throw .invalid(error) }
@@ -97,7 +97,7 @@ package struct ServiceSettings: Sendable {
     /// otherwise (none listens, or no answer within ``answerTimeout``) loads the policy and
     /// handles the event itself, taking the PF's lock. Logs the outcome once.
     package func handleUdevEvent(_ event: UdevEvent, logger: Logger) async throws(PolicyFileError) -> HelperOutcome {
-        if let reply = ServiceSocket.send(event, to: socketPath, timeout: answerTimeout) {
+        if askService, let reply = ServiceSocket.send(event, to: socketPath, timeout: answerTimeout) {
             if reply.hasPrefix("ok ") {
                 logger.info("\(reply.dropFirst(3)) (via service)")
                 return HelperOutcome(succeeded: true, viaService: true, summary: String(reply.dropFirst(3)))
@@ -134,26 +134,4 @@ package func resolveSysfsRoot(_ root: String?, simulate: String?) -> String {
 package func makePFOpener(_ pf: PCIAddress, simulate: String?, sysfsRoot: String, lockDirectory: String) -> any PFOpener {
     if let simulate { return SimulatedPFOpener(address: pf, statePath: simulate, sysfsRoot: sysfsRoot) }
     return LinuxPFOpener(address: pf, sysfsRoot: sysfsRoot, lockDirectory: lockDirectory)
-}
-
-/// A failed read of a whole file: errno.
-struct FileReadError: Error { var code: Int32 }
-
-/// The bytes of a (small) file.
-func readWholeFile(_ path: String, limit: Int = 1 << 20) throws(FileReadError) -> [UInt8] {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw FileReadError(code: errno) }
-    defer { close(fd) }
-    var result: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while result.count < limit {
-        let got = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, limit - result.count)) }
-        if got < 0 {
-            if errno == EINTR { continue }
-            throw FileReadError(code: errno)
-        }
-        if got == 0 { break }
-        result.append(contentsOf: chunk[0..<got])
-    }
-    return result
 }

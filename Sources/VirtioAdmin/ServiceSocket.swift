@@ -1,44 +1,18 @@
 import VirtioLinux
-import VirtioLock
+import VirtioSystem
 import VirtioProvisioning
 import VirtioSpec
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The service's Unix socket: `udev-event` writes one event line and reads one answer line
 /// (`ok …` or `error …`).
 package enum ServiceSocket {
-    /// A `sockaddr_un` for `path`, or nil when the path does not fit.
-    static func address(_ path: String) -> sockaddr_un? {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            for (index, byte) in bytes.enumerated() { buffer[index] = byte }
-        }
-        return address
-    }
-
     /// Hands `event` to the service listening on `path`; its answer, or nil when none
     /// listens or it closed the connection without answering (a service that is stopping),
     /// so that the caller falls back to doing the work itself. An answer takes at most
     /// `timeout` (udev gives an event 180 s).
     package static func send(_ event: UdevEvent, to path: String, timeout: Duration = .seconds(120)) -> String? {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        // The whole timeout, microseconds too (a sub-second timeout of 0 s would mean "no timeout").
-        let microseconds = max(1, timeout.nanoseconds / 1000)
-        var limit = timeval(tv_sec: Int(microseconds / 1_000_000), tv_usec: Int(microseconds % 1_000_000))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-        guard var address = address(path) else { return nil }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else { return nil }
+        guard let fd = try? UnixSocket.connect(to: path, receiveTimeout: timeout) else { return nil }
+        defer { UnixSocket.close(fd) }
         writeAll(fd, event.wireLine + "\n")
         let text = readLine(fd, limit: 4096)
         return text.isEmpty ? nil : text
@@ -46,67 +20,17 @@ package enum ServiceSocket {
 
     /// Binds and listens on `path` (mode 0600, its directory created).
     package static func listen(at path: String) throws(VirtioAdminError) -> Int32 {
-        makeParentDirectory(of: path, mode: 0o700)
-        unlink(path)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .transport(pf: .init(domain: 0, bus: 0, device: 0, function: 0), "socket() failed: \(systemErrorText(errno)).") }
-        guard var address = address(path) else {
-            close(fd)
-            throw .transport(pf: .init(domain: 0, bus: 0, device: 0, function: 0), "socket path \(path) is too long.")
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard bound == 0, Glibc.listen(fd, 1024) == 0 else {
-            let code = errno
-            close(fd)
-            throw .transport(pf: .init(domain: 0, bus: 0, device: 0, function: 0), "cannot listen on \(path): \(systemErrorText(code)).")
-        }
-        chmod(path, 0o600)
-        return fd
+        do { return try UnixSocket.listen(at: path) } catch { throw .system(error) }
     }
 
     static func writeAll(_ fd: Int32, _ text: String) {
-        let bytes = Array(text.utf8)
-        var sent = 0
-        while sent < bytes.count {
-            // MSG_NOSIGNAL: a client that went away is an error here, not SIGPIPE.
-            let result = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if result < 0 && errno == EINTR { continue }
-            if result <= 0 { return }
-            sent += result
-        }
+        UnixSocket.sendAll(fd, Array(text.utf8))
     }
 
     /// One newline-terminated line (at most about `limit` bytes), without the newline.
     package static func readLine(_ fd: Int32, limit: Int) -> String {
-        var bytes = [UInt8]()
-        var buffer = [UInt8](repeating: 0, count: 1024)
-        while bytes.count < limit {
-            let got = read(fd, &buffer, buffer.count)
-            if got < 0 && errno == EINTR { continue }
-            if got <= 0 { break }
-            bytes += buffer[0..<got]
-            if bytes.last == 0x0a { break }
-        }
-        while let last = bytes.last, last == 0x0a || last == 0x0d { bytes.removeLast() }
-        return String(decoding: bytes, as: UTF8.self)
+        UnixSocket.readLine(fd, limit: limit)
     }
-}
-
-/// Runs `body` on a thread of its own (blocking accept and udev reads stay off the
-/// cooperative pool, which has only as many threads as cores).
-func runOnThread(_ body: @escaping @Sendable () -> Void) {
-    final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
-    let box = Unmanaged.passRetained(Box(body)).toOpaque()
-    var thread = pthread_t()
-    let result = pthread_create(&thread, nil, { argument in
-        let box = Unmanaged<AnyObject>.fromOpaque(argument!).takeRetainedValue() as! Box
-        box.body()
-        return nil
-    }, box)
-    precondition(result == 0, "pthread_create failed: \(result)")
-    pthread_detach(thread)
 }
 
 /// A stop request that threads and tasks can both see.
@@ -139,20 +63,17 @@ extension ProvisioningService {
             }
         }
         if monitor != nil, let readyFile {
-            makeParentDirectory(of: readyFile, mode: 0o755)
-            let code = writeSmallFile(readyFile, "\(getpid())\n", create: true)
-            if code != 0 { logger.warning("cannot write \(readyFile): \(systemErrorText(code)); the udev rule will still run helpers for VF events") }
+            Sys.makeParentDirectory(of: readyFile, permissions: [.ownerReadWriteExecute, .groupRead, .groupExecute, .otherRead, .otherExecute])
+            do { try Sys.writeSmallFile(readyFile, "\(Sys.processID)\n", create: true) } catch {
+                logger.warning("\(error); the udev rule will still run helpers for VF events")
+            }
         }
         await withCheckedContinuation { (finished: CheckedContinuation<Void, Never>) in
             let threads = ThreadCount(monitor == nil ? 1 : 2, finished)
-            runOnThread { [self] in
+            startThread { [self] in
                 while !stop.isStopped {
-                    var poller = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
-                    if poll(&poller, 1, 100) <= 0 { continue }
-                    let client = accept(listener, nil, nil)
-                    if client < 0 { continue }
-                    var limit = timeval(tv_sec: 5, tv_usec: 0)
-                    setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+                    guard Sys.poll(listener, timeoutMilliseconds: 100), let client = UnixSocket.accept(listener) else { continue }
+                    UnixSocket.setReceiveTimeout(client, .seconds(5))
                     let line = ServiceSocket.readLine(client, limit: 4096)
                     count()
                     inFlight.enter()
@@ -167,17 +88,17 @@ extension ProvisioningService {
                             reply = "error \(error)"
                         }
                         ServiceSocket.writeAll(client, reply + "\n")
-                        close(client)
+                        UnixSocket.close(client)
                         inFlight.leave()
                     }
                 }
                 // Stop taking clients at once: those still connecting fall back.
-                if let socketPath { unlink(socketPath) }
-                close(listener)
+                if let socketPath { Sys.unlink(socketPath) }
+                UnixSocket.close(listener)
                 threads.done()
             }
             if let monitor {
-                runOnThread { [self] in
+                startThread { [self] in
                     while !stop.isStopped {
                         guard let hotplug = monitor.next(timeoutMilliseconds: 100) else { continue }
                         var environment = ["ACTION": hotplug.action, "SUBSYSTEM": "pci", "DEVPATH": hotplug.devpath, "PCI_SLOT_NAME": hotplug.address.description]
@@ -197,7 +118,7 @@ extension ProvisioningService {
                             inFlight.leave()
                         }
                     }
-                    if let readyFile { unlink(readyFile) }
+                    if let readyFile { Sys.unlink(readyFile) }
                     threads.done()
                 }
             }

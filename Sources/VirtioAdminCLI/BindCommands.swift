@@ -7,6 +7,7 @@ import VirtioTransport
 import Virtqueue
 import VirtioAdminDriver
 import VirtioSimulator
+import VirtioSystem
 
 extension UserSpaceDriver: ExpressibleByArgument {}
 
@@ -152,8 +153,7 @@ struct Entropy: ParsableCommand {
             while received == 0 {
                 if let eventFD {
                     var value: UInt64 = 0
-                    var poll = pollfd(fd: eventFD, events: Int16(POLLIN), revents: 0)
-                    guard Glibc.poll(&poll, 1, 5000) == 1, read(eventFD, &value, 8) == 8, value > 0 else {
+                    guard Sys.poll(eventFD, timeoutMilliseconds: 5000), withUnsafeMutableBytes(of: &value, { Sys.read(eventFD, into: $0) }) == 8, value > 0 else {
                         throw CLIError("\(address): no MSI-X interrupt arrived within 5 s.")
                     }
                 }

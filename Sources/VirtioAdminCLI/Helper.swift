@@ -8,7 +8,7 @@ import VirtioLinux
 import VirtioProvisioning
 import VirtioSimulator
 import VirtioSpec
-import VirtioLock
+import VirtioSystem
 import VirtioAdmin
 
 /// Options of the udev helper and the service.
@@ -63,7 +63,7 @@ struct LineLogHandler: LogHandler {
     func log(event: LogEvent) {
         let all = metadata.merging(event.metadata ?? [:]) { $1 }
         let fields = all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        let text = "virtio-admin[\(getpid())]: \(event.level): \(event.message)\(fields.isEmpty ? "" : " " + fields)\n"
+        let text = "virtio-admin[\(Sys.processID)]: \(event.level): \(event.message)\(fields.isEmpty ? "" : " " + fields)\n"
         FileHandle.standardError.write(Data(text.utf8))
     }
 }
@@ -104,8 +104,10 @@ struct UdevEventCommand: AsyncParsableCommand {
             logger.error("\(error.description)")
             throw ExitCode(2)
         }
+        var settings = options.settings
+        settings.askService = !UdevEventClient.serviceAsked  // the thin client already asked, and none answered
         let outcome: HelperOutcome
-        do { outcome = try await options.settings.handleUdevEvent(event, logger: logger) } catch { throw CLIError(error.description) }
+        do { outcome = try await settings.handleUdevEvent(event, logger: logger) } catch { throw CLIError(error.description) }
         if !outcome.succeeded { throw ExitCode(1) }
     }
 }
@@ -138,7 +140,7 @@ struct Serve: AsyncParsableCommand {
         let policy = try options.loadPolicy()
         let settings = options.settings
         let (listener, socketPath): (Int32, String?)
-        do { (listener, socketPath) = try settings.listeningSocket(environment: ProcessInfo.processInfo.environment, processID: getpid()) } catch {
+        do { (listener, socketPath) = try settings.listeningSocket(environment: ProcessInfo.processInfo.environment, processID: Sys.processID) } catch {
             throw CLIError(error.description)
         }
         var monitor: UdevMonitor?

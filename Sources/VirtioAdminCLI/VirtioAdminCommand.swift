@@ -13,6 +13,8 @@ struct VirtioAdminCommand: AsyncParsableCommand {
 
     static func main() async {
         var arguments = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
+        // The udev helper's fast path: the service answers before anything else is loaded.
+        if arguments.first == "udev-event" { UdevEventClient.runIfServiceAnswers(Array(arguments.dropFirst())) }
         // `virtio-admin PLUGIN OPERATION PF …` for a plugin without a built-in subcommand.
         if let first = arguments.first, !first.hasPrefix("-"), !staticSubcommands.contains(first) {
             arguments.insert("run", at: 0)

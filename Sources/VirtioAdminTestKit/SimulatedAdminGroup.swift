@@ -4,11 +4,8 @@ import VirtioAdmin
 import VirtioAdminDriver
 import VirtioSimulator
 import VirtioSpec
+import VirtioSystem
 import VirtioTransport
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A simulated SR-IOV group with its admin queue open: the device model reached through
 /// ``SimulatedPFOpener`` and owned by an ``AdminGroup`` — the same code that owns a real
@@ -41,9 +38,7 @@ public final class SimulatedAdminGroup: Sendable {
         device = SimulatedSRIOVDevice(configuration: configuration, members: members)
         let registry = PluginRegistry()
         for plugin in plugins { try registry.register(plugin) }
-        var template = Array("/tmp/virtio-admin-testkit-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw VirtioAdminError.lockFailed(path: "/tmp/virtio-admin-testkit-XXXXXX", errno: errno) }
-        sysfsRoot = String(cString: made)
+        do { sysfsRoot = try Sys.makeTemporaryDirectory(prefix: "/tmp/virtio-admin-testkit-") } catch { throw VirtioAdminError.system(error) }
         var groupOptions = AdminGroup.Options()
         groupOptions.driver = options
         groupOptions.timeout = options.defaultTimeout
@@ -64,24 +59,6 @@ public final class SimulatedAdminGroup: Sendable {
     public func shutDown() {
         group.close()
         device.stop()
-        removeTree(sysfsRoot)
-    }
-}
-
-/// Removes a directory tree (links are removed, never followed).
-func removeTree(_ path: String) {
-    var status = stat()
-    guard lstat(path, &status) == 0 else { return }
-    if status.st_mode & S_IFMT == S_IFDIR, let directory = opendir(path) {
-        var names: [String] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        closedir(directory)
-        for name in names { removeTree(path + "/" + name) }
-        rmdir(path)
-    } else {
-        unlink(path)
+        Sys.removeTree(sysfsRoot)
     }
 }

@@ -1,12 +1,8 @@
 import CLinuxVFIO
 import PCIConfig
-import VirtioLock
+import VirtioSystem
 import VirtioSpec
 import VirtioTransport
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Errors of user-space device access (BAR mapping, VFIO, DMA memory).
 public enum DeviceAccessError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -20,7 +16,6 @@ public enum DeviceAccessError: Error, Hashable, Sendable, CustomStringConvertibl
     case hugePageRequired(requested: Int)
     case config(LinuxError)
 
-    /// One sentence naming the device (or file) and what was expected and found.
     public var description: String {
         switch self {
         case let .kernelDriverBound(address, driver):
@@ -51,18 +46,17 @@ package final class SysfsBARMapping: RegisterSpace, @unchecked Sendable {
     package let path: String
 
     package init(resourcePath: String, length: Int, address: PCIAddress) throws(DeviceAccessError) {
-        let fd: Int32
-        do { fd = try Sys.openFile(resourcePath, flags: O_RDWR | O_SYNC) } catch { throw .system(address: address, error) }
-        defer { close(fd) }
-        let pointer = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-        guard let pointer, pointer != MAP_FAILED else {
-            throw .system(address: address, SystemCallError(call: "mmap", path: resourcePath, errno: errno))
-        }
+        let pointer: UnsafeMutableRawPointer
+        do {
+            let fd = try Sys.open(resourcePath, .readWrite, options: .synchronized)
+            defer { Sys.close(fd) }
+            pointer = try Sys.mapShared(fd, length: length, path: resourcePath)
+        } catch { throw .system(address: address, error) }
         mapping = MMIORegion(base: pointer, length: length)
         path = resourcePath
     }
 
-    deinit { munmap(mapping.base, mapping.length) }
+    deinit { Sys.unmap(mapping.base, length: mapping.length) }
 
     package func read8(at offset: Int) -> UInt8 { mapping.read8(at: offset) }
     package func read16(at offset: Int) -> UInt16 { mapping.read16(at: offset) }
@@ -105,33 +99,30 @@ package final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
     private var chunks: [Chunk] = []
     /// How memory was obtained ("2 MiB huge page").
     package private(set) var mode = ""
-    let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let pageSize = Sys.pageSize
 
     /// Maps one locked, populated 2 MiB huge page (nil when none is available).
     let mapHugePage: @Sendable (Int) -> UnsafeMutableRawPointer?
 
     package init() {
-        mapHugePage = { length in
-            let pointer = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE | MAP_LOCKED, -1, 0)
-            guard let pointer, pointer != MAP_FAILED else { return nil }
-            _ = madvise(pointer, length, MADV_DONTFORK)  // no copy-on-write copy of DMA memory in a child
-            return pointer
-        }
+        // (Not shared with a forked child: no copy-on-write copy of DMA memory.)
+        mapHugePage = { length in Sys.mapAnonymous(length: length, hugePage: true) }
     }
 
     /// For tests: a huge-page source that may fail.
     init(mapHugePage: @escaping @Sendable (Int) -> UnsafeMutableRawPointer?) { self.mapHugePage = mapHugePage }
 
-    deinit { for chunk in chunks { munlock(chunk.base, chunk.length); munmap(chunk.base, chunk.length) } }
+    deinit { for chunk in chunks { Sys.unmap(chunk.base, length: chunk.length, locked: true) } }
 
     /// Reads the pagemap entry of the page holding `pointer`.
     static func pagemapEntry(for pointer: UnsafeRawPointer, pageSize: Int) throws(DeviceAccessError) -> PagemapEntry {
-        let fd: Int32
-        do { fd = try Sys.openFile("/proc/self/pagemap", flags: O_RDONLY) } catch { throw .system(address: nil, error) }
-        defer { close(fd) }
         let index = Int64(UInt(bitPattern: pointer) / UInt(pageSize))
         let bytes: [UInt8]
-        do { bytes = try Sys.preadExactly(fd, count: 8, offset: index * 8, path: "/proc/self/pagemap") } catch { throw .system(address: nil, error) }
+        do {
+            let fd = try Sys.open("/proc/self/pagemap", .readOnly)
+            defer { Sys.close(fd) }
+            bytes = try Sys.preadExactly(fd, count: 8, offset: index * 8, path: "/proc/self/pagemap")
+        } catch { throw .system(address: nil, error) }
         return PagemapEntry(nativeBytes: bytes)!  // (preadExactly returned 8 bytes)
     }
 
@@ -139,7 +130,7 @@ package final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
         let huge = 2 << 20
         guard length <= huge, let pointer = mapHugePage(huge) else { throw .hugePageRequired(requested: length) }
         guard let physical = try Self.pagemapEntry(for: pointer, pageSize: pageSize).physicalAddress(pageSize: pageSize) else {
-            munmap(pointer, huge)
+            Sys.unmap(pointer, length: huge, locked: true)
             throw .noIOMMUAndNotRoot
         }
         mode = "2 MiB huge page (IOVA = physical address)"

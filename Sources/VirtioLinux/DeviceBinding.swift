@@ -1,5 +1,6 @@
 import PCIConfig
 import VirtioSpec
+import VirtioSystem
 
 /// A driver user space can drive a function through.
 package enum UserSpaceDriver: String, Sendable, CaseIterable {

@@ -1,5 +1,6 @@
 import PCIConfig
 import VirtioSpec
+import VirtioSystem
 
 /// Why the kernel is using a function (a reason to refuse taking it over).
 package enum DeviceUse: Hashable, Sendable, CustomStringConvertible {

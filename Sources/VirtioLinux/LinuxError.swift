@@ -1,5 +1,6 @@
 import PCIConfig
 import VirtioSpec
+import VirtioSystem
 
 /// Errors of the Linux platform layer (enumeration, sysfs, udev).
 public enum LinuxError: Error, Hashable, Sendable, CustomStringConvertible {

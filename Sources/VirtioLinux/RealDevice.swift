@@ -1,10 +1,8 @@
 import PCIConfig
 import VirtioSpec
 import VirtioTransport
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import SystemPackage
+import VirtioSystem
 
 /// A real virtio function opened for driving from user space: its decoded config space,
 /// its BARs as register spaces, DMA memory the device can reach, and how that was done.
@@ -61,10 +59,9 @@ package struct RealDeviceOpener: Sendable {
         return OpenedFunction(address: address, config: details.config, bars: bars, allocator: PagemapDMAAllocator(),
                               mode: "sysfs resourceN mapping without an IOMMU (\(reason)); DMA at physical addresses from /proc/self/pagemap", vfio: nil,
                               disableBusMaster: {
-                                  let fd = Glibc.open(configPath, O_RDWR | O_CLOEXEC)
-                                  guard fd >= 0 else { return false }
-                                  defer { close(fd) }
-                                  return clearBusMaster(fd: fd, configOffset: 0)
+                                  guard let fd = try? Sys.open(configPath, .readWrite) else { return false }
+                                  defer { Sys.close(fd) }
+                                  return clearBusMaster(fd: fd.rawValue, configOffset: 0)
                               })
     }
 
@@ -72,10 +69,10 @@ package struct RealDeviceOpener: Sendable {
     /// user space, so nobody else does).
     func enableBusMaster(_ address: PCIAddress, directory: String) throws(DeviceAccessError) {
         let path = directory + "/" + SysfsAttribute.config
-        let fd: Int32
-        do { fd = try Sys.openFile(path, flags: O_RDWR) } catch { throw .system(address: address, error) }
-        defer { close(fd) }
-        try setBusMaster(fd: fd, configOffset: 0, path: path, address: address)
+        let fd: FileDescriptor
+        do { fd = try Sys.open(path, .readWrite) } catch { throw .system(address: address, error) }
+        defer { Sys.close(fd) }
+        try setBusMaster(fd: fd.rawValue, configOffset: 0, path: path, address: address)
     }
 
     /// Every capability's structure must lie inside the BAR as mapped.

@@ -1,5 +1,7 @@
 import PCIConfig
+import Synchronization
 import VirtioSpec
+import VirtioSystem
 
 /// sysfs attribute and link names the project reads or writes. Digest §10.
 package enum SysfsAttribute {
@@ -49,18 +51,16 @@ extension DeviceAttributeSource {
     func entries() -> [String] { (try? Sys.listDirectory(directory)) ?? [] }
 
     func linkBaseName(_ name: String) -> String? {
-        link(name).map(baseName)
+        link(name).map(lastPathComponent)
     }
 
     func driverName() -> String? { linkBaseName(SysfsAttribute.driver) }
 
     func hexAttribute<T: FixedWidthInteger>(_ name: String, as: T.Type = T.self) -> T? {
-        guard let text = attribute(name) else { return nil }
-        let digits = text.hasPrefix("0x") ? text.dropFirst(2) : Substring(text)
-        return T(digits, radix: 16)
+        attribute(name).flatMap { parseAttributeInteger($0, radix: 16) }
     }
 
-    func intAttribute(_ name: String) -> Int? { attribute(name).flatMap { Int($0) } }
+    func intAttribute(_ name: String) -> Int? { attribute(name).flatMap { parseAttributeInteger($0, radix: 10) } }
 
     /// Builds the function record, or `nil` when the device is not a virtio function.
     func virtioFunction(address: PCIAddress) -> VirtioFunction? {
@@ -68,22 +68,13 @@ extension DeviceAttributeSource {
               let deviceID = hexAttribute(SysfsAttribute.device, as: UInt16.self),
               PCIIdentity.isVirtio(vendorID: vendorID, deviceID: deviceID)
         else { return nil }
-        let classCode = hexAttribute(SysfsAttribute.classCode, as: UInt32.self) ?? 0
         let physfn = linkBaseName(SysfsAttribute.physfn).flatMap(PCIAddress.init)
         let totalVFs = intAttribute(SysfsAttribute.sriovTotalVFs)
         let role: FunctionRole = physfn != nil ? .vf : (totalVFs != nil ? .pf : .function)
-        var function = VirtioFunction(address: address, vendorID: vendorID, deviceID: deviceID, classCode: classCode, role: role)
-        function.subsystemVendorID = hexAttribute(SysfsAttribute.subsystemVendor)
-        function.subsystemID = hexAttribute(SysfsAttribute.subsystemDevice)
-        function.revision = hexAttribute(SysfsAttribute.revision)
+        var function = VirtioFunction(address: address, vendorID: vendorID, deviceID: deviceID, classCode: 0, role: role)
+        function.details = details()
         function.physfn = physfn
         function.driver = driverName()
-        if let override = attribute(SysfsAttribute.driverOverride), override != "(null)", !override.isEmpty {
-            function.driverOverride = override
-        }
-        function.iommuGroup = linkBaseName(SysfsAttribute.iommuGroup).flatMap { Int($0) }
-        function.numaNode = intAttribute(SysfsAttribute.numaNode)
-        function.vfMSIXCount = intAttribute(SysfsAttribute.sriovVFMSIXCount)
         if let totalVFs {
             function.sriov = SRIOVState(
                 totalVFs: totalVFs, numVFs: intAttribute(SysfsAttribute.sriovNumVFs) ?? 0,
@@ -97,6 +88,80 @@ extension DeviceAttributeSource {
         }
         return function
     }
+
+    /// The attributes a listing rarely needs (read on first use for VFs read through their PF).
+    func details() -> VirtioFunction.Details {
+        var details = VirtioFunction.Details()
+        details.classCode = hexAttribute(SysfsAttribute.classCode, as: UInt32.self) ?? 0
+        details.subsystemVendorID = hexAttribute(SysfsAttribute.subsystemVendor)
+        details.subsystemID = hexAttribute(SysfsAttribute.subsystemDevice)
+        details.revision = hexAttribute(SysfsAttribute.revision)
+        if let override = attribute(SysfsAttribute.driverOverride), override != "(null)", !override.isEmpty {
+            details.driverOverride = override
+        }
+        details.iommuGroup = linkBaseName(SysfsAttribute.iommuGroup).flatMap { Int($0) }
+        details.numaNode = intAttribute(SysfsAttribute.numaNode)
+        details.vfMSIXCount = intAttribute(SysfsAttribute.sriovVFMSIXCount)
+        return details
+    }
+}
+
+/// An attribute's integer value: optional `0x` (hex only), optional sign, digits in `radix`;
+/// `nil` for anything else or on overflow. The text is already trimmed. Works on the bytes
+/// (no `Character` walks), as `T(text, radix:)` would answer.
+func parseAttributeInteger<T: FixedWidthInteger>(_ text: String, radix: Int) -> T? {
+    var text = text
+    return text.withUTF8 { bytes -> T? in
+        var index = 0
+        if radix == 16, bytes.count >= 2, bytes[0] == 0x30, bytes[1] == 0x78 { index = 2 }
+        var negative = false
+        if index < bytes.count, bytes[index] == 0x2b || bytes[index] == 0x2d {
+            negative = bytes[index] == 0x2d
+            index += 1
+        }
+        guard index < bytes.count else { return nil }
+        var value: T = 0
+        let base = T(radix)
+        while index < bytes.count {
+            let byte = bytes[index]
+            let digit: Int
+            switch byte {
+            case 0x30...0x39: digit = Int(byte - 0x30)
+            case 0x61...0x7a: digit = Int(byte - 0x61) + 10
+            case 0x41...0x5a: digit = Int(byte - 0x41) + 10
+            default: return nil
+            }
+            guard digit < radix else { return nil }
+            let (shifted, overflow) = value.multipliedReportingOverflow(by: base)
+            let (next, overflow2) = negative ? shifted.subtractingReportingOverflow(T(digit)) : shifted.addingReportingOverflow(T(digit))
+            guard !overflow, !overflow2 else { return nil }
+            value = next
+            index += 1
+        }
+        return value
+    }
+}
+
+/// The last component of a link target (`../../../devices/x/0000:3b:00.1` → `0000:3b:00.1`),
+/// found on the bytes. Trailing slashes are ignored; a path of slashes only is returned as is.
+func lastPathComponent(_ path: String) -> String {
+    let utf8 = path.utf8
+    var end = utf8.endIndex
+    while end > utf8.startIndex, utf8[utf8.index(before: end)] == 0x2f { end = utf8.index(before: end) }
+    guard end > utf8.startIndex else { return path }
+    var start = end
+    while start > utf8.startIndex, utf8[utf8.index(before: start)] != 0x2f { start = utf8.index(before: start) }
+    return start == utf8.startIndex && end == utf8.endIndex ? path : String(path[start..<end])
+}
+
+/// Counts the attribute files and links a sysfs walk reads (benchmarks and tests; the
+/// enumerator's promise of what a VF costs is checked with it).
+package final class SysfsReadCounter: Sendable {
+    private let count = Atomic<Int>(0)
+    package init() {}
+    /// Attribute files opened plus links read so far.
+    package var reads: Int { count.load(ordering: .relaxed) }
+    func add() { count.wrappingAdd(1, ordering: .relaxed) }
 }
 
 /// A device directory read directly: opened once, every attribute and link read relative
@@ -105,9 +170,11 @@ extension DeviceAttributeSource {
 final class SysfsDirectory: DeviceAttributeSource {
     let directory: String
     let fd: Int32
+    let counter: SysfsReadCounter?
 
-    init(directory: String) {
+    init(directory: String, counter: SysfsReadCounter? = nil) {
         self.directory = directory
+        self.counter = counter
         fd = Sys.openDirectory(directory)
     }
 
@@ -115,18 +182,30 @@ final class SysfsDirectory: DeviceAttributeSource {
 
     func attribute(_ name: String) -> String? {
         guard fd >= 0 else { return nil }
+        counter?.add()
         return Sys.readSmallText(at: fd, name).map(trimmed)
     }
 
     func link(_ name: String) -> String? {
         guard fd >= 0 else { return nil }
+        counter?.add()
         return Sys.readLink(at: fd, name)
     }
 }
 
+/// `text` without trailing newlines, spaces and NULs and without leading spaces (a `\r\n`
+/// pair is one character and stays), found on the bytes.
 func trimmed(_ text: String) -> String {
-    var scalars = Substring(text)
-    while let last = scalars.last, last == "\n" || last == " " || last == "\0" { scalars = scalars.dropLast() }
-    while let first = scalars.first, first == " " { scalars = scalars.dropFirst() }
-    return String(scalars)
+    let utf8 = text.utf8
+    var end = utf8.endIndex
+    while end > utf8.startIndex {
+        let before = utf8.index(before: end)
+        let byte = utf8[before]
+        guard byte == 0x0a || byte == 0x20 || byte == 0x00 else { break }
+        if byte == 0x0a, before > utf8.startIndex, utf8[utf8.index(before: before)] == 0x0d { break }
+        end = before
+    }
+    var start = utf8.startIndex
+    while start < end, utf8[start] == 0x20 { start = utf8.index(after: start) }
+    return start == utf8.startIndex && end == utf8.endIndex ? text : String(text[start..<end])
 }

@@ -1,5 +1,6 @@
 import PCIConfig
 import VirtioSpec
+import VirtioSystem
 
 /// Everything decoded about one function: its sysfs record and its config space.
 package struct FunctionDetails: Sendable {
@@ -28,17 +29,49 @@ package struct SysfsEnumerator: Sendable {
     package func directory(of address: PCIAddress) -> String { devicesDirectory + "/" + address.description }
 
     /// All virtio functions, sorted by address.
+    ///
+    /// A PF, or any function no PF lists, is read in full (one directory descriptor, every
+    /// attribute relative to it). A VF that an already-read virtio PF lists as `virtfnN`
+    /// costs one link read here (`driver`): the kernel gives a VF its PF's vendor id and the
+    /// PF's `sriov_vf_device` as its device id, and its `physfn` is that PF; the VF's other
+    /// attributes are read on first use (see ``VirtioFunction``). `counter`, when given,
+    /// counts the files and links read, the deferred ones included.
     /// - Throws: ``LinuxError/sysfsMissing(path:)`` when the devices directory is absent.
-    package func functions() throws(LinuxError) -> [VirtioFunction] {
-        let names = try deviceNames()
+    package func functions(counter: SysfsReadCounter? = nil) throws(LinuxError) -> [VirtioFunction] {
+        var addresses: [(address: PCIAddress, name: String)] = []
+        for name in try deviceNames() {
+            if let address = PCIAddress(name) { addresses.append((address, name)) }
+        }
+        // Address order puts a PF before its VFs (a VF's routing id is the PF's plus an offset > 0).
+        addresses.sort { $0.address < $1.address }
+        let devices = devicesDirectory
+        let devicesFD = Sys.openDirectory(devices)
+        defer { if devicesFD >= 0 { Sys.closeFD(devicesFD) } }
+        var listedVFs: [PCIAddress: (pf: PCIAddress, vendorID: UInt16, deviceID: UInt16)] = [:]
         var result: [VirtioFunction] = []
-        for name in names {
-            guard let address = PCIAddress(name),
-                  let function = SysfsDirectory(directory: devicesDirectory + "/" + name).virtioFunction(address: address)
-            else { continue }
+        result.reserveCapacity(addresses.count)
+        for (address, name) in addresses {
+            let directory = devices + "/" + name
+            if devicesFD >= 0, let parent = listedVFs[address] {
+                counter?.add()
+                let driver = Sys.readLink(at: devicesFD, name + "/" + SysfsAttribute.driver).map(lastPathComponent)
+                let deferred = DeferredDetails { SysfsDirectory(directory: directory, counter: counter).details() }
+                result.append(VirtioFunction(address: address, vendorID: parent.vendorID, deviceID: parent.deviceID, physfn: parent.pf,
+                                             driver: driver, deferred: deferred))
+                continue
+            }
+            let source = SysfsDirectory(directory: directory, counter: counter)
+            guard let function = source.virtioFunction(address: address) else { continue }
+            if function.role == .pf, !function.virtfns.isEmpty,
+               let vfDeviceID = source.hexAttribute(SysfsAttribute.sriovVFDevice, as: UInt16.self),
+               PCIIdentity.isVirtio(vendorID: function.vendorID, deviceID: vfDeviceID) {
+                for vf in function.virtfns.values where vf > address {
+                    listedVFs[vf] = (address, function.vendorID, vfDeviceID)
+                }
+            }
             result.append(function)
         }
-        return result.sorted { $0.address < $1.address }
+        return result
     }
 
     /// The entries of `ROOT/bus/pci/devices`.

@@ -1,10 +1,7 @@
 import CUdev
 import PCIConfig
 import VirtioSpec
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import VirtioSystem
 
 /// Enumerates virtio PCI functions through libudev (subsystem `pci`, vendor `0x1af4`).
 ///
@@ -17,9 +14,9 @@ package struct UdevEnumerator: Sendable {
 
     /// All virtio functions, sorted by address.
     package func functions() throws(LinuxError) -> [VirtioFunction] {
-        guard let udev = udev_new() else { throw .udev(call: "udev_new", errno: errno) }
+        guard let udev = udev_new() else { throw .udev(call: "udev_new", errno: Sys.lastError) }
         defer { udev_unref(udev) }
-        guard let enumerate = udev_enumerate_new(udev) else { throw .udev(call: "udev_enumerate_new", errno: errno) }
+        guard let enumerate = udev_enumerate_new(udev) else { throw .udev(call: "udev_enumerate_new", errno: Sys.lastError) }
         defer { udev_enumerate_unref(enumerate) }
         udev_enumerate_add_match_subsystem(enumerate, "pci")
         udev_enumerate_add_match_sysattr(enumerate, SysfsAttribute.vendor, hex(PCIIdentity.virtioVendorID, width: 4))

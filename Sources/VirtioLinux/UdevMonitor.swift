@@ -1,10 +1,7 @@
 import CUdev
 import PCIConfig
 import VirtioSpec
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import VirtioSystem
 
 /// A hotplug event for a virtio PCI function, from the udev netlink monitor.
 package struct HotplugEvent: Sendable, Hashable {
@@ -25,10 +22,10 @@ package final class UdevMonitor: @unchecked Sendable {
 
     /// - Parameter source: "udev" (events after udev processed them) or "kernel".
     package init(source: String = "udev") throws(LinuxError) {
-        guard let udev = udev_new() else { throw .udev(call: "udev_new", errno: errno) }
+        guard let udev = udev_new() else { throw .udev(call: "udev_new", errno: Sys.lastError) }
         guard let monitor = udev_monitor_new_from_netlink(udev, source) else {
             udev_unref(udev)
-            throw .udev(call: "udev_monitor_new_from_netlink", errno: errno)
+            throw .udev(call: "udev_monitor_new_from_netlink", errno: Sys.lastError)
         }
         udev_monitor_filter_add_match_subsystem_devtype(monitor, "pci", nil)
         // A burst (1024 VFs created at once) must not overflow the socket (ENOBUFS): ask
@@ -53,10 +50,7 @@ package final class UdevMonitor: @unchecked Sendable {
     package func next(timeoutMilliseconds: Int32) -> HotplugEvent? {
         let fd = udev_monitor_get_fd(monitor)
         while true {
-            var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&descriptor, 1, timeoutMilliseconds)
-            if ready < 0 && errno == EINTR { continue }
-            guard ready > 0, let device = udev_monitor_receive_device(monitor) else { return nil }
+            guard Sys.poll(fd, timeoutMilliseconds: timeoutMilliseconds), let device = udev_monitor_receive_device(monitor) else { return nil }
             defer { udev_device_unref(device) }
             guard let name = udev_device_get_sysname(device), let address = PCIAddress(String(cString: name)) else { continue }
             let source = UdevDevice(device: device, directory: udev_device_get_syspath(device).map { String(cString: $0) } ?? "")

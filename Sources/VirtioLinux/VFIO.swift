@@ -1,12 +1,9 @@
 import CLinuxVFIO
 import PCIConfig
-import VirtioLock
+import SystemPackage
+import VirtioSystem
 import VirtioSpec
 import VirtioTransport
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// First-fit allocator of I/O virtual addresses for VFIO DMA mappings.
 package struct IOVAAllocator: Sendable, Hashable {
@@ -78,53 +75,44 @@ package final class VFIODevice: @unchecked Sendable {
         }
         self.group = group
         let container: Int32
-        do { container = try Sys.openFile("/dev/vfio/vfio", flags: O_RDWR) } catch { throw .system(address: address, error) }
-        let version = cvfio_ioctl_value(container, cvfio_get_api_version(), 0)
-        guard version == VFIO_API_VERSION else {
-            close(container)
-            throw .vfio(address: address, message: "API version \(version); expected \(VFIO_API_VERSION)")
-        }
-        guard cvfio_ioctl_value(container, cvfio_check_extension(), UInt(VFIO_TYPE1v2_IOMMU)) == 1 else {
-            close(container)
-            throw .vfio(address: address, message: "the container does not support the type-1 v2 IOMMU")
-        }
-        let groupFD: Int32
-        do { groupFD = try Sys.openFile("/dev/vfio/\(group)", flags: O_RDWR) } catch {
-            close(container)
-            throw .system(address: address, error)
-        }
-        var status = vfio_group_status()
-        status.argsz = UInt32(MemoryLayout<vfio_group_status>.size)
-        guard cvfio_ioctl_pointer(groupFD, cvfio_group_get_status(), &status) == 0, status.flags & UInt32(VFIO_GROUP_FLAGS_VIABLE) != 0 else {
-            close(groupFD); close(container)
-            throw .vfio(address: address, message: "IOMMU group \(group) is not viable (every device in it must be bound to vfio-pci or unbound)")
-        }
-        var containerValue = container
-        guard cvfio_ioctl_pointer(groupFD, cvfio_group_set_container(), &containerValue) == 0 else {
-            let saved = errno
-            close(groupFD); close(container)
-            throw .system(address: address, SystemCallError(call: "ioctl(VFIO_GROUP_SET_CONTAINER)", path: "/dev/vfio/\(group)", errno: saved))
-        }
-        guard cvfio_ioctl_value(container, cvfio_set_iommu(), UInt(VFIO_TYPE1v2_IOMMU)) == 0 else {
-            let saved = errno
-            close(groupFD); close(container)
-            throw .system(address: address, SystemCallError(call: "ioctl(VFIO_SET_IOMMU)", path: "/dev/vfio/vfio", errno: saved))
-        }
-        let device = cvfio_ioctl_string(groupFD, cvfio_group_get_device_fd(), address.description)
-        guard device >= 0 else {
-            let saved = errno
-            close(groupFD); close(container)
-            throw .system(address: address, SystemCallError(call: "ioctl(VFIO_GROUP_GET_DEVICE_FD)", path: "/dev/vfio/\(group)", errno: saved))
+        do { container = try Sys.open("/dev/vfio/vfio", .readWrite).rawValue } catch { throw .system(address: address, error) }
+        var groupFD: Int32 = -1
+        do {
+            let version = try Sys.ioctl(container, cvfio_get_api_version(), value: 0, call: "VFIO_GET_API_VERSION", path: "/dev/vfio/vfio")
+            guard version == VFIO_API_VERSION else {
+                throw DeviceAccessError.vfio(address: address, message: "API version \(version); expected \(VFIO_API_VERSION)")
+            }
+            guard try Sys.ioctl(container, cvfio_check_extension(), value: UInt(VFIO_TYPE1v2_IOMMU), call: "VFIO_CHECK_EXTENSION", path: "/dev/vfio/vfio") == 1 else {
+                throw DeviceAccessError.vfio(address: address, message: "the container does not support the type-1 v2 IOMMU")
+            }
+            groupFD = try Sys.open("/dev/vfio/\(group)", .readWrite).rawValue
+            var status = vfio_group_status()
+            status.argsz = UInt32(MemoryLayout<vfio_group_status>.size)
+            try Sys.ioctl(groupFD, cvfio_group_get_status(), &status, call: "VFIO_GROUP_GET_STATUS", path: "/dev/vfio/\(group)")
+            guard status.flags & UInt32(VFIO_GROUP_FLAGS_VIABLE) != 0 else {
+                throw DeviceAccessError.vfio(address: address, message: "IOMMU group \(group) is not viable (every device in it must be bound to vfio-pci or unbound)")
+            }
+            var containerValue = container
+            try Sys.ioctl(groupFD, cvfio_group_set_container(), &containerValue, call: "VFIO_GROUP_SET_CONTAINER", path: "/dev/vfio/\(group)")
+            try Sys.ioctl(container, cvfio_set_iommu(), value: UInt(VFIO_TYPE1v2_IOMMU), call: "VFIO_SET_IOMMU", path: "/dev/vfio/vfio")
+            deviceFD = try Sys.ioctl(groupFD, cvfio_group_get_device_fd(), string: address.description, call: "VFIO_GROUP_GET_DEVICE_FD", path: "/dev/vfio/\(group)")
+        } catch {
+            if groupFD >= 0 { Sys.closeFD(groupFD) }
+            Sys.closeFD(container)
+            switch error {
+            case let error as SystemCallError: throw .system(address: address, error)
+            case let error as DeviceAccessError: throw error
+            default: throw .vfio(address: address, message: "\(error)")
+            }
         }
         containerFD = container
         self.groupFD = groupFD
-        deviceFD = device
     }
 
     deinit {
-        close(deviceFD)
-        close(groupFD)
-        close(containerFD)
+        Sys.closeFD(deviceFD)
+        Sys.closeFD(groupFD)
+        Sys.closeFD(containerFD)
     }
 
     /// Region info (BARs 0–5 = indices 0–5, config = 7).
@@ -132,8 +120,8 @@ package final class VFIODevice: @unchecked Sendable {
         var info = vfio_region_info()
         info.argsz = UInt32(MemoryLayout<vfio_region_info>.size)
         info.index = index
-        guard cvfio_ioctl_pointer(deviceFD, cvfio_device_get_region_info(), &info) == 0 else {
-            throw .system(address: address, SystemCallError(call: "ioctl(VFIO_DEVICE_GET_REGION_INFO)", path: "vfio device", errno: errno))
+        do { try Sys.ioctl(deviceFD, cvfio_device_get_region_info(), &info, call: "VFIO_DEVICE_GET_REGION_INFO", path: "VFIO region \(index)") } catch {
+            throw .system(address: address, error)
         }
         return info
     }
@@ -142,19 +130,19 @@ package final class VFIODevice: @unchecked Sendable {
     /// it to user space, and a device without it cannot DMA.
     package func enableBusMaster() throws(DeviceAccessError) {
         let info = try regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX))
-        try setBusMaster(fd: deviceFD, configOffset: off_t(info.offset), path: "vfio config", address: address)
+        try setBusMaster(fd: deviceFD, configOffset: Int64(info.offset), path: "vfio config", address: address)
     }
 
     /// Clears Bus Master Enable through the VFIO config region; returns whether it reads clear.
     package func disableBusMaster() -> Bool {
         guard let info = try? regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX)) else { return false }
-        return clearBusMaster(fd: deviceFD, configOffset: off_t(info.offset))
+        return clearBusMaster(fd: deviceFD, configOffset: Int64(info.offset))
     }
 
     /// Config space through region 7.
     package func readConfig() throws(DeviceAccessError) -> [UInt8] {
         let info = try regionInfo(UInt32(VFIO_PCI_CONFIG_REGION_INDEX))
-        do { return try Sys.preadExactly(deviceFD, count: Int(min(info.size, 4096)), offset: Int64(info.offset), path: "vfio config") } catch {
+        do { return try Sys.preadExactly(FileDescriptor(rawValue: deviceFD), count: Int(min(info.size, 4096)), offset: Int64(info.offset), path: "vfio config") } catch {
             throw .system(address: address, error)
         }
     }
@@ -165,8 +153,7 @@ package final class VFIODevice: @unchecked Sendable {
         guard info.size > 0 else { throw .vfio(address: address, message: "BAR \(index) is not implemented") }
         let mappable = info.flags & UInt32(VFIO_REGION_INFO_FLAG_MMAP) != 0 && info.flags & UInt32(VFIO_REGION_INFO_FLAG_CAPS) == 0
         if mappable {
-            let pointer = mmap(nil, Int(info.size), PROT_READ | PROT_WRITE, MAP_SHARED, deviceFD, off_t(info.offset))
-            if let pointer, pointer != MAP_FAILED {
+            if let pointer = try? Sys.mapShared(FileDescriptor(rawValue: deviceFD), length: Int(info.size), offset: Int64(info.offset), path: "VFIO BAR \(index)") {
                 return VFIOMappedRegion(region: MMIORegion(base: pointer, length: Int(info.size)))
             }
         }
@@ -174,13 +161,14 @@ package final class VFIODevice: @unchecked Sendable {
     }
 
     /// `count` eventfds; if one cannot be made, those already made are closed (none leak).
-    static func makeEventFDs(count: Int, address: PCIAddress?, make: () -> Int32 = { cvfio_eventfd() },
-                             release: (Int32) -> Void = { _ = close($0) }) throws(DeviceAccessError) -> [Int32] {
+    /// - Parameter make: makes one eventfd, or returns -1 with errno set.
+    static func makeEventFDs(count: Int, address: PCIAddress?, make: () -> Int32 = { (try? Sys.eventFD()) ?? -1 },
+                             release: (Int32) -> Void = { Sys.closeFD($0) }) throws(DeviceAccessError) -> [Int32] {
         var fds: [Int32] = []
         for _ in 0..<count {
             let fd = make()
             guard fd >= 0 else {
-                let saved = errno
+                let saved = Sys.lastError
                 fds.forEach(release)
                 throw .system(address: address, SystemCallError(call: "eventfd", path: "", errno: saved))
             }
@@ -207,10 +195,9 @@ package final class VFIODevice: @unchecked Sendable {
         for (index, fd) in fds.enumerated() {
             buffer.storeBytes(of: fd, toByteOffset: MemoryLayout<vfio_irq_set>.size + 4 * index, as: Int32.self)
         }
-        guard cvfio_ioctl_pointer(deviceFD, cvfio_device_set_irqs(), buffer) == 0 else {
-            let saved = errno
-            fds.forEach { close($0) }
-            throw .system(address: address, SystemCallError(call: "ioctl(VFIO_DEVICE_SET_IRQS)", path: "vfio device", errno: saved))
+        do { try Sys.ioctl(deviceFD, cvfio_device_set_irqs(), buffer, call: "VFIO_DEVICE_SET_IRQS", path: "VFIO MSI-X") } catch {
+            fds.forEach { Sys.closeFD($0) }
+            throw .system(address: address, error)
         }
         return fds
     }
@@ -219,7 +206,7 @@ package final class VFIODevice: @unchecked Sendable {
 final class VFIOMappedRegion: RegisterSpace, @unchecked Sendable {
     let region: MMIORegion
     init(region: MMIORegion) { self.region = region }
-    deinit { munmap(region.base, region.length) }
+    deinit { Sys.unmap(region.base, length: region.length) }
     var length: Int { region.length }
     func read8(at offset: Int) -> UInt8 { region.read8(at: offset) }
     func read16(at offset: Int) -> UInt16 { region.read16(at: offset) }
@@ -242,14 +229,11 @@ final class VFIORegionIO: RegisterSpace, @unchecked Sendable {
     }
     func read<T: FixedWidthInteger>(_ at: Int, _: T.Type) -> T {
         precondition(at >= 0 && at + MemoryLayout<T>.size <= length)
-        var value = T.max
-        let got = withUnsafeMutableBytes(of: &value) { pread(fd, $0.baseAddress, $0.count, off_t(offset) + off_t(at)) }
-        return got == MemoryLayout<T>.size ? T(littleEndian: value) : T.max
+        return Sys.preadInteger(FileDescriptor(rawValue: fd), T.self, offset: offset + Int64(at)) ?? T.max
     }
     func write<T: FixedWidthInteger>(_ value: T, _ at: Int) {
         precondition(at >= 0 && at + MemoryLayout<T>.size <= length)
-        var little = value.littleEndian
-        _ = withUnsafeBytes(of: &little) { pwrite(fd, $0.baseAddress, $0.count, off_t(offset) + off_t(at)) }
+        Sys.pwriteInteger(FileDescriptor(rawValue: fd), value, offset: offset + Int64(at))
     }
     func read8(at offset: Int) -> UInt8 { read(offset, UInt8.self) }
     func read16(at offset: Int) -> UInt16 { read(offset, UInt16.self) }
@@ -267,7 +251,7 @@ package final class VFIODMAAllocator: DMAAllocator, @unchecked Sendable {
     private let lock = Lock()
     private var iovas: IOVAAllocator
     private var mappings: [UInt64: (pointer: UnsafeMutableRawPointer, length: Int)] = [:]
-    let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let pageSize = Sys.pageSize
 
     init(containerFD: Int32, owner: VFIODevice) {
         self.containerFD = containerFD
@@ -277,7 +261,9 @@ package final class VFIODMAAllocator: DMAAllocator, @unchecked Sendable {
         var info = [UInt8](repeating: 0, count: 4096)
         info.writeLE(UInt32(info.count), at: 0)
         let window: (base: UInt64, limit: UInt64)
-        if info.withUnsafeMutableBytes({ cvfio_ioctl_pointer(containerFD, cvfio_iommu_get_info(), $0.baseAddress) }) == 0 {
+        if (try? info.withUnsafeMutableBytes({ buffer throws(SystemCallError) in
+            try Sys.ioctl(containerFD, cvfio_iommu_get_info(), buffer.baseAddress, call: "VFIO_IOMMU_GET_INFO", path: "/dev/vfio/vfio")
+        })) != nil {
             window = IOVAWindow.choose(info: info)
         } else {
             window = IOVAWindow.fallback
@@ -286,19 +272,16 @@ package final class VFIODMAAllocator: DMAAllocator, @unchecked Sendable {
     }
 
     deinit {
-        for (iova, mapping) in mappings { unmap(iova: iova, length: mapping.length); munmap(mapping.pointer, mapping.length) }
+        for (iova, mapping) in mappings { unmap(iova: iova, length: mapping.length); Sys.unmap(mapping.pointer, length: mapping.length) }
     }
 
     package func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
         guard alignment > 0, alignment & (alignment - 1) == 0 else { throw .invalidAlignment(alignment) }
         let rounded = (length + pageSize - 1) / pageSize * pageSize
-        guard let pointer = mmap(nil, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), pointer != MAP_FAILED else {
-            throw .outOfMemory(requested: length)
-        }
-        // A forked child must not get copy-on-write copies of memory the device writes.
-        _ = madvise(pointer, rounded, MADV_DONTFORK)
+        // (A forked child gets no copy-on-write copy of memory the device writes.)
+        guard let pointer = Sys.mapAnonymous(length: rounded) else { throw .outOfMemory(requested: length) }
         guard let iova = lock.withLock({ iovas.allocate(length: UInt64(rounded), alignment: UInt64(max(alignment, pageSize))) }) else {
-            munmap(pointer, rounded)
+            Sys.unmap(pointer, length: rounded)
             throw .outOfMemory(requested: length)
         }
         var map = vfio_iommu_type1_dma_map()
@@ -307,11 +290,10 @@ package final class VFIODMAAllocator: DMAAllocator, @unchecked Sendable {
         map.vaddr = UInt64(UInt(bitPattern: pointer))
         map.iova = iova
         map.size = UInt64(rounded)
-        guard cvfio_ioctl_pointer(containerFD, cvfio_iommu_map_dma(), &map) == 0 else {
-            let saved = errno
+        do { try Sys.ioctl(containerFD, cvfio_iommu_map_dma(), &map, call: "VFIO_IOMMU_MAP_DMA", path: "/dev/vfio/vfio") } catch {
             lock.withLock { iovas.release(start: iova, length: UInt64(rounded)) }
-            munmap(pointer, rounded)
-            throw .mappingFailed(reason: "VFIO_IOMMU_MAP_DMA of \(rounded) bytes at IOVA \(hex(iova)) failed: \(String(cString: strerror(saved)))")
+            Sys.unmap(pointer, length: rounded)
+            throw .mappingFailed(reason: "VFIO_IOMMU_MAP_DMA of \(rounded) bytes at IOVA \(hex(iova)) failed: \(error.errno)")
         }
         lock.withLock { mappings[iova] = (pointer, rounded) }
         return DMARegion(cpuAddress: pointer, deviceAddress: iova, length: length)
@@ -322,30 +304,30 @@ package final class VFIODMAAllocator: DMAAllocator, @unchecked Sendable {
         unmap.argsz = UInt32(MemoryLayout<vfio_iommu_type1_dma_unmap>.size)
         unmap.iova = iova
         unmap.size = UInt64(length)
-        _ = cvfio_ioctl_pointer(containerFD, cvfio_iommu_unmap_dma(), &unmap)
+        _ = try? Sys.ioctl(containerFD, cvfio_iommu_unmap_dma(), &unmap, call: "VFIO_IOMMU_UNMAP_DMA", path: "/dev/vfio/vfio")
     }
 
     package func release(_ region: DMARegion) {
         guard let mapping = lock.withLock({ mappings.removeValue(forKey: region.deviceAddress) }) else { return }
         unmap(iova: region.deviceAddress, length: mapping.length)
-        munmap(mapping.pointer, mapping.length)
+        Sys.unmap(mapping.pointer, length: mapping.length)
         lock.withLock { iovas.release(start: region.deviceAddress, length: UInt64(mapping.length)) }
     }
 }
 
 /// Sets Memory Space and Bus Master Enable in the PCI command register of config space
 /// reached through `fd` at `configOffset` (a VFIO config region or sysfs `config`).
-func setBusMaster(fd: Int32, configOffset: off_t, path: String, address: PCIAddress) throws(DeviceAccessError) {
-    let offset = configOffset + off_t(PCIHeader.command)
-    var command: UInt16 = 0
-    guard pread(fd, &command, 2, offset) == 2 else {
-        throw .system(address: address, SystemCallError(call: "pread", path: path, errno: errno))
+func setBusMaster(fd: Int32, configOffset: Int64, path: String, address: PCIAddress) throws(DeviceAccessError) {
+    let offset = configOffset + Int64(PCIHeader.command)
+    let file = FileDescriptor(rawValue: fd)
+    let command: UInt16
+    do { command = try Sys.preadExactly(file, count: 2, offset: offset, path: path).readLE(UInt16.self, at: 0) } catch {
+        throw .system(address: address, error)
     }
-    let wanted = UInt16(littleEndian: command) | PCIHeader.commandMemorySpace | PCIHeader.commandBusMaster
-    guard wanted != UInt16(littleEndian: command) else { return }
-    var little = wanted.littleEndian
-    guard pwrite(fd, &little, 2, offset) == 2 else {
-        throw .system(address: address, SystemCallError(call: "pwrite", path: path, errno: errno))
+    let wanted = command | PCIHeader.commandMemorySpace | PCIHeader.commandBusMaster
+    guard wanted != command else { return }
+    guard Sys.pwriteInteger(file, wanted, offset: offset) else {
+        throw .system(address: address, SystemCallError(call: "pwrite", path: path + " at offset \(hex(UInt64(offset)))", errno: .ioError))
     }
 }
 
@@ -402,13 +384,11 @@ enum IOVAWindow {
 /// `configOffset`) and reads it back: the device can start no more DMA. What the admin
 /// driver does when a device does not confirm its reset, before it lets memory go.
 /// - Returns: whether the bit reads clear afterwards.
-func clearBusMaster(fd: Int32, configOffset: off_t) -> Bool {
-    let offset = configOffset + off_t(PCIHeader.command)
-    var command: UInt16 = 0
-    guard pread(fd, &command, 2, offset) == 2 else { return false }
-    var cleared = (UInt16(littleEndian: command) & ~PCIHeader.commandBusMaster).littleEndian
-    guard pwrite(fd, &cleared, 2, offset) == 2 else { return false }
-    var readBack: UInt16 = 0
-    guard pread(fd, &readBack, 2, offset) == 2 else { return false }
-    return UInt16(littleEndian: readBack) & PCIHeader.commandBusMaster == 0
+func clearBusMaster(fd: Int32, configOffset: Int64) -> Bool {
+    let offset = configOffset + Int64(PCIHeader.command)
+    let file = FileDescriptor(rawValue: fd)
+    guard let command = Sys.preadInteger(file, UInt16.self, offset: offset),
+          Sys.pwriteInteger(file, command & ~PCIHeader.commandBusMaster, offset: offset),
+          let readBack = Sys.preadInteger(file, UInt16.self, offset: offset) else { return false }
+    return readBack & PCIHeader.commandBusMaster == 0
 }

@@ -51,6 +51,8 @@ extension Provisioner {
     /// Brings many VFs to what they should have, with all their commands in flight on the
     /// PF's admin queue at once (or at most `maxInFlight` VFs at a time; 1 sends one
     /// command after another). Each VF is read first and only what differs is written.
+    /// The commands go through an ``AdminBatcher``: what the VFs' tasks submit together
+    /// reaches the device as one batch (one doorbell, one wait).
     ///
     /// - Parameters:
     ///   - planOnly: read only; the outcomes' changes are what would be made.
@@ -61,13 +63,14 @@ extension Provisioner {
         guard !requests.isEmpty else { return [] }
         var outcomes = [VFOutcome?](repeating: nil, count: requests.count)
         let limit = max(1, min(maxInFlight ?? requests.count, requests.count))
+        let runner = AdminBatcher(driver: driver)
         await withTaskGroup(of: (Int, VFOutcome).self) { group in
             var next = 0
             func start() {
                 let position = next
                 let request = requests[position]
                 next += 1
-                group.addTask { (position, await self.outcome(of: request, planOnly: planOnly)) }
+                group.addTask { (position, await self.outcome(of: request, planOnly: planOnly, runner: runner)) }
             }
             while next < limit { start() }
             var done = 0
@@ -82,13 +85,13 @@ extension Provisioner {
     }
 
     /// One VF: read, write what differs; on failure, read back what it holds.
-    func outcome(of request: VFRequest, planOnly: Bool) async -> VFOutcome {
+    func outcome(of request: VFRequest, planOnly: Bool, runner: AdminBatcher) async -> VFOutcome {
         var made: [ProvisioningChange] = []
         do {
-            let changes = try await plan(vf: request.vf, desired: request.desired)
+            let changes = try await plan(vf: request.vf, desired: request.desired, on: runner)
             if planOnly { return VFOutcome(vf: request.vf, changes: changes) }
             for change in changes {
-                try await write(change)
+                try await write(change, on: runner)
                 made.append(change)
             }
             return VFOutcome(vf: request.vf, changes: made)

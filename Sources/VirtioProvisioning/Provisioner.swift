@@ -55,13 +55,18 @@ public struct Provisioner: Sendable {
 
     /// The changes VF `vf` needs (nothing is written).
     public func plan(vf: Int, desired: DesiredResources) async throws(AdminError) -> [ProvisioningChange] {
+        try await plan(vf: vf, desired: desired, on: driver)
+    }
+
+    /// ``plan(vf:desired:)`` through `runner` (the bulk path's batcher).
+    func plan(vf: Int, desired: DesiredResources, on runner: some AdminCommandRunner) async throws(AdminError) -> [ProvisioningChange] {
         var changes: [ProvisioningChange] = []
         if let vectors = desired.msixVectors {
-            let current = try await msix.vectors(of: vf, driver: driver)
+            let current = try await msix.vectors(of: vf, driver: runner)
             if current != vectors { changes.append(ProvisioningChange(vf: vf, kind: .msixVectors(from: current, to: vectors))) }
         }
         if let wanted = desired.features(for: memberType) {
-            let current = try await features.features(of: vf, driver: driver)
+            let current = try await features.features(of: vf, driver: runner)
             if current != wanted { changes.append(ProvisioningChange(vf: vf, kind: .features(from: current, to: wanted))) }
         }
         return changes
@@ -75,10 +80,13 @@ public struct Provisioner: Sendable {
     }
 
     /// Makes one change on the device.
-    func write(_ change: ProvisioningChange) async throws(AdminError) {
+    func write(_ change: ProvisioningChange) async throws(AdminError) { try await write(change, on: driver) }
+
+    /// ``write(_:)`` through `runner` (the bulk path's batcher).
+    func write(_ change: ProvisioningChange, on runner: some AdminCommandRunner) async throws(AdminError) {
         switch change.kind {
-        case .msixVectors(_, let to): try await msix.setVectors(to, of: change.vf, driver: driver)
-        case .features(_, let to): try await features.setFeatures(to, of: change.vf, driver: driver)
+        case .msixVectors(_, let to): try await msix.setVectors(to, of: change.vf, driver: runner)
+        case .features(_, let to): try await features.setFeatures(to, of: change.vf, driver: runner)
         }
     }
 }

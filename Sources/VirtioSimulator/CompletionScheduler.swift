@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import VirtioSystem
 
 /// Delivers completions at their due time on a worker thread (used when the device has a
 /// latency). Short waits spin; longer ones sleep on a condition variable.
@@ -15,28 +13,18 @@ final class CompletionScheduler: @unchecked Sendable {
         var epoch: UInt64
     }
 
-    // Guarded by `mutex`.
-    private var mutex = pthread_mutex_t()
-    private var condition = pthread_cond_t()
+    // Guarded by `condition` (a pthread mutex and a condition variable on CLOCK_MONOTONIC).
+    private let condition = ConditionLock()
     private var items: [Item] = []
     private var running = false
     private var stopping = false
-    private var thread: pthread_t?
+    private var thread: JoinableThread?
     private weak var device: SimulatedSRIOVDevice?
 
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        var attributes = pthread_condattr_t()
-        pthread_condattr_init(&attributes)
-        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
-        pthread_cond_init(&condition, &attributes)
-        pthread_condattr_destroy(&attributes)
-    }
+    init() {}
 
     deinit {
         stop()
-        pthread_cond_destroy(&condition)
-        pthread_mutex_destroy(&mutex)
     }
 
     func start(device: SimulatedSRIOVDevice) {
@@ -46,19 +34,13 @@ final class CompletionScheduler: @unchecked Sendable {
     /// Starts the thread on first use, so devices without latency never create one.
     private func ensureThread() {
         guard !running, !stopping else { return }
-        running = true
-        let box = Unmanaged.passRetained(self)
-        var handle = pthread_t()
-        pthread_create(&handle, nil, { argument in
-            let scheduler = Unmanaged<CompletionScheduler>.fromOpaque(argument!).takeRetainedValue()
-            scheduler.run()
-            return nil
-        }, box.toOpaque())
-        thread = handle
+        // The thread holds the scheduler until its loop returns.
+        thread = JoinableThread { self.run() }
+        running = thread != nil
     }
 
     func add(_ newItems: [Item]) {
-        pthread_mutex_lock(&mutex)
+        condition.lock()
         ensureThread()
         // Keep `items` sorted by due time: insert each after the last item due no later.
         for item in newItems {
@@ -70,53 +52,45 @@ final class CompletionScheduler: @unchecked Sendable {
             }
             items.insert(item, at: low)
         }
-        pthread_cond_signal(&condition)
-        pthread_mutex_unlock(&mutex)
+        condition.signal()
+        condition.unlock()
     }
 
     func stop() {
-        pthread_mutex_lock(&mutex)
+        condition.lock()
         let join = running ? thread : nil
         stopping = true
         running = false
         items.removeAll()
-        pthread_cond_signal(&condition)
-        pthread_mutex_unlock(&mutex)
-        if let join, !pthread_equal(join, pthread_self()).boolValue { pthread_join(join, nil) }
+        condition.signal()
+        condition.unlock()
+        if let join, !join.isCurrent { join.join() }
     }
 
     private func run() {
         // Below this the worker spins (sched_yield) instead of sleeping on the condition.
-        let spinThreshold: UInt64 = UInt64(getenv("VIRTIO_SIM_SPIN_NS").flatMap { Int(String(cString: $0)) } ?? 200_000)
+        let spinThreshold: UInt64 = UInt64(Sys.environment("VIRTIO_SIM_SPIN_NS").flatMap { Int($0) } ?? 200_000)
         while true {
-            pthread_mutex_lock(&mutex)
-            while items.isEmpty && !stopping { pthread_cond_wait(&condition, &mutex) }
-            if stopping { pthread_mutex_unlock(&mutex); return }
+            condition.lock()
+            while items.isEmpty && !stopping { condition.wait() }
+            if stopping { condition.unlock(); return }
             let now = monotonicNanoseconds()
             let first = items[0].due
             if first > now {
                 if first - now > spinThreshold {
-                    var deadline = timespec()
-                    let wake = first - spinThreshold / 2
-                    deadline.tv_sec = Int(wake / 1_000_000_000)
-                    deadline.tv_nsec = Int(wake % 1_000_000_000)
-                    pthread_cond_timedwait(&condition, &mutex, &deadline)
-                    pthread_mutex_unlock(&mutex)
+                    condition.wait(untilMonotonicNanoseconds: first - spinThreshold / 2)
+                    condition.unlock()
                 } else {
-                    pthread_mutex_unlock(&mutex)
-                    while monotonicNanoseconds() < first { sched_yield() }
+                    condition.unlock()
+                    while monotonicNanoseconds() < first { Sys.yieldThread() }
                 }
                 continue
             }
             let split = items.firstIndex { $0.due > now } ?? items.count
             let ready = Array(items[..<split])
             items.removeFirst(split)
-            pthread_mutex_unlock(&mutex)
+            condition.unlock()
             device?.deliver(ready)
         }
     }
-}
-
-extension Int32 {
-    var boolValue: Bool { self != 0 }
 }

@@ -1,14 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
-
-
-func monotonicNanoseconds() -> UInt64 {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-}
+// The device's clock is VirtioSystem's monotonicNanoseconds() (CLOCK_MONOTONIC, the clock
+// the completion thread's timed waits use).
 
 /// A small seeded generator (SplitMix64) for repeatable jitter and shuffles.
 struct SplitMix64: RandomNumberGenerator {

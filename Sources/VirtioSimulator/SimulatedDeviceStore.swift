@@ -1,22 +1,18 @@
 import PCIConfig
 import VirtioSpec
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import VirtioSystem
 
 /// Why a simulated device's state file could not be used.
 public enum SimulatedStateError: Error, Hashable, Sendable, CustomStringConvertible {
-    case file(SimulatorFileError)
+    case file(SystemCallError)
     case malformed(path: String, line: Int, message: String)
-    case locked(path: String, errno: Int32)
+    case locked(SystemCallError)
 
-    /// One sentence naming the device (or file) and what was expected and found.
     public var description: String {
         switch self {
-        case .file(let error): error.description
+        case .file(let error): "\(error)."
         case let .malformed(path, line, message): "\(path):\(line): \(message)."
-        case let .locked(path, errno): "cannot lock \(path): \(String(cString: strerror(errno)))."
+        case let .locked(error): "cannot lock \(error.path): \(error.errno)."
         }
     }
 }
@@ -189,27 +185,22 @@ package enum SimulatedDeviceStore {
 
     /// Writes the device's state to `path` atomically.
     package static func save(_ device: SimulatedSRIOVDevice, to path: String) throws(SimulatedStateError) {
-        do { try SimFiles.writeAtomically(Array(encode(device).utf8), to: path) } catch { throw .file(error) }
+        do { try Sys.writeAtomically(Array(encode(device).utf8), to: path) } catch { throw .file(error) }
     }
 
     /// Loads a device from `path`.
     package static func load(_ path: String) throws(SimulatedStateError) -> SimulatedSRIOVDevice {
         let bytes: [UInt8]
-        do { bytes = try SimFiles.read(path) } catch { throw .file(error) }
+        do { bytes = try Sys.readFile(path, limit: .max) } catch { throw .file(error) }
         return try decode(String(decoding: bytes, as: UTF8.self), path: path)
     }
 
     /// Runs `body` holding an exclusive lock on `path` + ".lock" (one process at a time
     /// owns the simulated PF, as one driver owns a real PF's admin queue).
     package static func withLock<T>(_ path: String, _ body: () async throws -> T) async throws -> T {
-        let lockPath = path + ".lock"
-        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SimulatedStateError.locked(path: lockPath, errno: errno) }
-        defer { close(fd) }
-        while flock(fd, LOCK_EX) != 0 {
-            if errno != EINTR { throw SimulatedStateError.locked(path: lockPath, errno: errno) }
-        }
-        defer { flock(fd, LOCK_UN) }
+        let lock = FileLock(path: path + ".lock")
+        do { try lock.lock() } catch { throw SimulatedStateError.locked(error) }
+        defer { lock.unlock() }
         return try await body()
     }
 }

@@ -1,9 +1,5 @@
-import VirtioLock
+import VirtioSystem
 import VirtioTransport
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// An access by the device that the model's strict IOMMU refused.
 package struct IOMMUFault: Sendable, Hashable, CustomStringConvertible {
@@ -45,14 +41,13 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     public init() {}
 
     deinit {
-        for allocation in allocations { free(allocation.pointer) }
+        for allocation in allocations { Sys.freeAligned(allocation.pointer) }
     }
 
     package func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
         guard alignment > 0, alignment & (alignment - 1) == 0 else { throw .invalidAlignment(alignment) }
         guard length > 0 else { throw .outOfMemory(requested: length) }
-        var raw: UnsafeMutableRawPointer?
-        guard posix_memalign(&raw, max(alignment, 16), length) == 0, let pointer = raw else { throw .outOfMemory(requested: length) }
+        guard let pointer = Sys.allocateAligned(length, alignment: max(alignment, 16)) else { throw .outOfMemory(requested: length) }
         pointer.initializeMemory(as: UInt8.self, repeating: 0, count: length)
         let address = lock.withLock { () -> UInt64 in
             let align = UInt64(max(alignment, 64))
@@ -73,7 +68,7 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
             released.append((removed.deviceAddress, removed.length))
             return removed
         }
-        if let allocation { free(allocation.pointer) }
+        if let allocation { Sys.freeAligned(allocation.pointer) }
     }
 
     /// The host pointer for `length` bytes at device address `address`, or `nil` when the

@@ -1,5 +1,6 @@
 import VirtioSpec
 import Virtqueue
+import VirtioSystem
 
 extension SimulatedSRIOVDevice {
     // MARK: Completion (lock held)

@@ -13,6 +13,7 @@ extension SimulatedSRIOVDevice {
     }
 
     func processNotify(_ function: FunctionModel, queue index: Int) {
+        if handOverToModelThread(function, queue: index) { return }
         guard index < function.queues.count else { return }
         let queue = function.queues[index]
         if function.stopped { function.notifiedWhileStopped.insert(index); return }

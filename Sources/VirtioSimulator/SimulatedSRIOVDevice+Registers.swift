@@ -1,5 +1,6 @@
 import VirtioSpec
 import VirtioTransport
+import VirtioSystem
 
 extension SimulatedSRIOVDevice {
     // MARK: Register access (called by SimulatedBAR)

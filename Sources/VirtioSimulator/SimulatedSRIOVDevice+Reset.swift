@@ -1,5 +1,6 @@
 import VirtioSpec
 import Virtqueue
+import VirtioSystem
 
 extension SimulatedSRIOVDevice {
     // MARK: Device status, SR-IOV enable and reset

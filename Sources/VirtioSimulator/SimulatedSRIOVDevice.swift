@@ -1,4 +1,4 @@
-import VirtioLock
+import VirtioSystem
 import VirtioSpec
 
 /// A simulated virtio SR-IOV device: a PF (the admin group owner, with an admin virtqueue)
@@ -32,6 +32,8 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     var eagainRemaining = 0
     /// A reset written while the device still works: when it takes effect (ns).
     var pendingResetAt: UInt64?
+    /// Queue processing on a thread of its own (``processQueuesOnOwnThread()``), if set.
+    var modelThread: ModelThread?
 
     /// Creates the device model: an SR-IOV PF (the owner of the SR-IOV group, virtio 1.4
     /// §2.12.1.1) with `configuration.totalVFs` VFs and an admin virtqueue (§2.12).
@@ -68,7 +70,10 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
         scheduler.start(device: self)
     }
 
-    deinit { scheduler.stop() }
+    deinit {
+        scheduler.stop()
+        modelThread?.stop()
+    }
 
     func makeVF(_ index: Int, _ resources: MemberResources) -> FunctionModel {
         FunctionModel(address: configuration.vfAddress(index), type: configuration.vfType, isOwner: false, features: resources.features,
@@ -77,7 +82,10 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     }
 
     /// Stops the completion worker (also done on deinit).
-    public func stop() { scheduler.stop() }
+    public func stop() {
+        scheduler.stop()
+        lock.withLock { modelThread }?.stop()
+    }
 }
 
 // The device is split by aspect: +Identity (config space, BARs, sysfs tree), +Controls

@@ -1,5 +1,6 @@
 import PCIConfig
 import VirtioSpec
+import VirtioSystem
 
 /// One function of a fake sysfs tree: config bytes, BAR resources, attributes and links.
 package struct FakeSysfsFunction: Sendable {
@@ -117,50 +118,50 @@ package struct SimulatedSysfsTree: Sendable {
     }
 
     /// Writes the tree under `root` (which plays the role of `/sys`).
-    package func write(to root: String) throws(SimulatorFileError) {
+    package func write(to root: String) throws(SystemCallError) {
         try Self.write(functions(), to: root)
     }
 
     /// Writes any set of fake functions under `root`.
-    package static func write(_ functions: [FakeSysfsFunction], to root: String) throws(SimulatorFileError) {
+    package static func write(_ functions: [FakeSysfsFunction], to root: String) throws(SystemCallError) {
         let devicesParent = root + "/devices/pci0000:00"
         let busDevices = root + "/bus/pci/devices"
-        try SimFiles.makeDirectories(devicesParent)
-        try SimFiles.makeDirectories(busDevices)
-        try SimFiles.makeDirectories(root + "/bus/pci/drivers")
+        try Sys.makeDirectories(devicesParent)
+        try Sys.makeDirectories(busDevices)
+        try Sys.makeDirectories(root + "/bus/pci/drivers")
         // The kernel's probe trigger; in a fake tree it records the last address written.
-        try SimFiles.write("", to: root + "/bus/pci/drivers_probe")
+        try Sys.writeFile("", to: root + "/bus/pci/drivers_probe")
         for function in functions {
             let name = function.address.description
             let directory = devicesParent + "/" + name
-            try SimFiles.makeDirectories(directory)
-            try SimFiles.symlink(target: "../../../devices/pci0000:00/" + name, at: busDevices + "/" + name)
-            try SimFiles.write(function.config, to: directory + "/config")
-            try SimFiles.write(hex(function.vendorID, width: 4) + "\n", to: directory + "/vendor")
-            try SimFiles.write(hex(function.deviceID, width: 4) + "\n", to: directory + "/device")
-            try SimFiles.write(hex(function.classCode, width: 6) + "\n", to: directory + "/class")
-            try SimFiles.write(hex(function.config.readLE(UInt16.self, at: PCIHeader.subsystemVendorID), width: 4) + "\n", to: directory + "/subsystem_vendor")
-            try SimFiles.write(hex(function.config.readLE(UInt16.self, at: PCIHeader.subsystemID), width: 4) + "\n", to: directory + "/subsystem_device")
-            try SimFiles.write(hex(function.config[PCIHeader.revisionID], width: 2) + "\n", to: directory + "/revision")
-            try SimFiles.write("-1\n", to: directory + "/numa_node")
-            try SimFiles.write("(null)\n", to: directory + "/driver_override")
-            try SimFiles.write("0\n", to: directory + "/irq")
-            try SimFiles.write(resourceText(function), to: directory + "/resource")
-            try SimFiles.write("PCI_CLASS=\(String(function.classCode, radix: 16, uppercase: true))\nPCI_ID=\(hexUpper(function.vendorID)):\(hexUpper(function.deviceID))\nPCI_SLOT_NAME=\(name)\n", to: directory + "/uevent")
+            try Sys.makeDirectories(directory)
+            try Sys.symlink(target: "../../../devices/pci0000:00/" + name, at: busDevices + "/" + name)
+            try Sys.writeFile(function.config, to: directory + "/config")
+            try Sys.writeFile(hex(function.vendorID, width: 4) + "\n", to: directory + "/vendor")
+            try Sys.writeFile(hex(function.deviceID, width: 4) + "\n", to: directory + "/device")
+            try Sys.writeFile(hex(function.classCode, width: 6) + "\n", to: directory + "/class")
+            try Sys.writeFile(hex(function.config.readLE(UInt16.self, at: PCIHeader.subsystemVendorID), width: 4) + "\n", to: directory + "/subsystem_vendor")
+            try Sys.writeFile(hex(function.config.readLE(UInt16.self, at: PCIHeader.subsystemID), width: 4) + "\n", to: directory + "/subsystem_device")
+            try Sys.writeFile(hex(function.config[PCIHeader.revisionID], width: 2) + "\n", to: directory + "/revision")
+            try Sys.writeFile("-1\n", to: directory + "/numa_node")
+            try Sys.writeFile("(null)\n", to: directory + "/driver_override")
+            try Sys.writeFile("0\n", to: directory + "/irq")
+            try Sys.writeFile(resourceText(function), to: directory + "/resource")
+            try Sys.writeFile("PCI_CLASS=\(String(function.classCode, radix: 16, uppercase: true))\nPCI_ID=\(hexUpper(function.vendorID)):\(hexUpper(function.deviceID))\nPCI_SLOT_NAME=\(name)\n", to: directory + "/uevent")
             for (attribute, value) in function.attributes {
-                try SimFiles.write(value + "\n", to: directory + "/" + attribute)
+                try Sys.writeFile(value + "\n", to: directory + "/" + attribute)
             }
             for (link, target) in function.functionLinks {
-                try SimFiles.symlink(target: "../" + target.description, at: directory + "/" + link)
+                try Sys.symlink(target: "../" + target.description, at: directory + "/" + link)
             }
             if let driver = function.driver {
-                try SimFiles.makeDirectories(root + "/bus/pci/drivers/" + driver)
-                try SimFiles.symlink(target: "../../../bus/pci/drivers/" + driver, at: directory + "/driver")
-                try SimFiles.symlink(target: "../../../../devices/pci0000:00/" + name, at: root + "/bus/pci/drivers/" + driver + "/" + name)
+                try Sys.makeDirectories(root + "/bus/pci/drivers/" + driver)
+                try Sys.symlink(target: "../../../bus/pci/drivers/" + driver, at: directory + "/driver")
+                try Sys.symlink(target: "../../../../devices/pci0000:00/" + name, at: root + "/bus/pci/drivers/" + driver + "/" + name)
             }
             if let group = function.iommuGroup {
-                try SimFiles.makeDirectories(root + "/kernel/iommu_groups/\(group)/devices")
-                try SimFiles.symlink(target: "../../../kernel/iommu_groups/\(group)", at: directory + "/iommu_group")
+                try Sys.makeDirectories(root + "/kernel/iommu_groups/\(group)/devices")
+                try Sys.symlink(target: "../../../kernel/iommu_groups/\(group)", at: directory + "/iommu_group")
             }
         }
     }

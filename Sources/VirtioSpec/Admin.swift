@@ -236,11 +236,20 @@ public struct AdminCommandHeader: Hashable, Sendable {
     /// Encodes the header followed by `data`: the whole device-readable part.
     public func encode(data: [UInt8] = []) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: AdminCommandLayout.headerSize)
-        bytes.writeLE(opcode.rawValue, at: AdminCommandLayout.opcode)
-        bytes.writeLE(groupType.rawValue, at: AdminCommandLayout.groupType)
-        bytes.writeLE(memberID.rawValue, at: AdminCommandLayout.groupMemberID)
+        bytes.withUnsafeMutableBytes { encode(into: $0) }
         bytes.append(contentsOf: data)
         return bytes
+    }
+
+    /// Writes the header into the first ``AdminCommandLayout/headerSize`` bytes of `buffer`
+    /// (reserved bytes zero): a driver encodes straight into its DMA buffer.
+    public func encode(into buffer: UnsafeMutableRawBufferPointer) {
+        precondition(buffer.count >= AdminCommandLayout.headerSize, "an admin command header needs \(AdminCommandLayout.headerSize) bytes")
+        let header = UnsafeMutableRawBufferPointer(rebasing: buffer[..<AdminCommandLayout.headerSize])
+        header.initializeMemory(as: UInt8.self, repeating: 0)
+        header.writeLE(opcode.rawValue, at: AdminCommandLayout.opcode)
+        header.writeLE(groupType.rawValue, at: AdminCommandLayout.groupType)
+        header.writeLE(memberID.rawValue, at: AdminCommandLayout.groupMemberID)
     }
 
     /// Decodes the header of a device-readable part (the device model's side). Returns

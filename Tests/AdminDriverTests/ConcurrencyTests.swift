@@ -62,26 +62,34 @@ struct ConcurrencyTests {
     }
 
     @Test func oneTimesOutWhileOthersComplete() async throws {
-        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        let clock = ManualServiceClock()
+        var options = AdminQueueDriver.Options()
+        options.clock = clock
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], options: options)
         defer { group.shutDown() }
         let msix = MSIXResourceManager()
         // Commands sent while the fault is on are swallowed by the device.
         group.device.setFault(.neverComplete)
-        let clock = ContinuousClock()
-        let start = clock.now
+        let start = clock.nowNanoseconds
+        let submitted = group.driver.statistics.submitted
         let lost = Task { try await msix.vectors(of: 0, driver: group.driver, timeout: .milliseconds(100)) }
-        try await Task.sleep(for: .milliseconds(10))
+        while group.driver.statistics.submitted == submitted { await Task.yield() }
         group.device.setFault(.neverComplete, false)
         let others = try await withThrowingTaskGroup(of: Int.self) { tasks in
             for vf in 1..<8 { tasks.addTask { try await msix.vectors(of: vf, driver: group.driver) } }
             return try await tasks.reduce(into: [Int]()) { $0.append($1) }
         }
         #expect(others == Array(repeating: 2, count: 7))
+        #expect(group.driver.statistics.timeouts == 0, "no time has passed yet")
+        clock.advance(by: .milliseconds(99))
+        for _ in 0..<100 { await Task.yield() }
+        #expect(group.driver.statistics.timeouts == 0, "99 ms: not yet")
+        clock.advance(by: .milliseconds(1))
         await #expect(throws: AdminError.timeout(device: group.device.pfAddress, opcode: AdminOpcode(0x40), opcodeName: "MSIX_GET",
                                                  member: GroupMemberID(vfIndex: 0), after: .milliseconds(100))) {
             _ = try await lost.value
         }
-        #expect(clock.now - start < .seconds(10), "bounded (generous: CI machines are shared)")
+        #expect(clock.nowNanoseconds - start == 100_000_000, "timed out on the driver's clock, after exactly the advance")
         #expect(group.driver.statistics.timeouts == 1)
         // The timed-out command still holds its slot (the device owns its buffers) — and the driver keeps working.
         #expect(try await msix.vectors(of: 3, driver: group.driver) == 2)
@@ -92,8 +100,9 @@ struct ConcurrencyTests {
         defer { group.shutDown() }
         group.device.setFault(.neverComplete)
         let msix = MSIXResourceManager()
+        let submitted = group.driver.statistics.submitted
         let task = Task { try await msix.vectors(of: 1, driver: group.driver, timeout: .seconds(30)) }
-        try await Task.sleep(for: .milliseconds(20))
+        while group.driver.statistics.submitted == submitted { await Task.yield() }
         task.cancel()
         await #expect(throws: AdminError.cancelled(device: group.device.pfAddress, opcode: AdminOpcode(0x40), opcodeName: "MSIX_GET")) {
             _ = try await task.value

@@ -16,14 +16,16 @@ struct FaultTests {
 
     @Test(arguments: faultMatrix)
     func faultDuringCommands(fault: SimulatedFault, expected: String) async throws {
-        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        let clock = ManualServiceClock()
+        var options = AdminQueueDriver.Options()
+        options.clock = clock
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], options: options)
         defer { group.shutDown() }
         let msix = MSIXResourceManager()
         group.device.setFault(fault)
-        let clock = ContinuousClock()
-        let start = clock.now
+        let start = clock.nowNanoseconds
         var errors: [AdminError] = []
-        await withTaskGroup(of: AdminError?.self) { tasks in
+        await withTicking(clock, step: .milliseconds(50)) { await withTaskGroup(of: AdminError?.self) { tasks in
             for vf in 0..<8 {
                 tasks.addTask {
                     do throws(AdminError) {
@@ -33,8 +35,11 @@ struct FaultTests {
                 }
             }
             for await error in tasks { if let error { errors.append(error) } }
-        }
-        #expect(clock.now - start < .seconds(5), "bounded time")
+        } }
+        // Bounded time on the driver's clock: a timeout at its deadline (to the ticker's
+        // 50 ms step), anything else before it.
+        #expect(clock.nowNanoseconds - start <= 350_000_000, "bounded time: \(clock.nowNanoseconds - start) ns")
+        if expected == "timeout" { #expect(clock.nowNanoseconds - start >= 300_000_000) }
         #expect(!errors.isEmpty)
         for error in errors {
             let name = Mirror(reflecting: error).children.first?.label ?? "\(error)"

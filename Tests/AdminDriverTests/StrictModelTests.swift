@@ -7,7 +7,7 @@ import VirtioAdminDriver
 import VirtioAdminTestKit
 import VirtioSpec
 import VirtioTransport
-import VirtioLock
+import VirtioSystem
 
 /// The device model enforces the device-side rules of the admin facility (stricter than the
 /// spec), and the driver fixes each rule forces. Byte values and statuses are the fact

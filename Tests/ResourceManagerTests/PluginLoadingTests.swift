@@ -102,8 +102,17 @@ struct PluginLoadingTests {
         // while: on a thread of its own (not one of the few of the concurrency pool, which the
         // timing tests running beside it need) and at the lowest CPU priority.
         let arguments = ["nice", "-n", "19", "swift", "build", "--package-path", repositoryRoot + "/Examples/CustomPlugin", "--scratch-path", scratch]
+        // SwiftPM's incremental build of a path dependency can miss files the parent package
+        // gained since the last build ("cannot find type ..."): once, from a clean scratch.
         let build = try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread { continuation.resume(with: Result { try runProgram("/usr/bin/env", arguments) }) }
+            Thread.detachNewThread {
+                continuation.resume(with: Result {
+                    let first = try runProgram("/usr/bin/env", arguments)
+                    guard first.status != 0 else { return first }
+                    try? FileManager.default.removeItem(atPath: scratch)
+                    return try runProgram("/usr/bin/env", arguments)
+                })
+            }
         }
         #expect(build.status == 0, "swift build: \(build.output)\(build.error)")
         let registry = PluginRegistry()

@@ -104,13 +104,57 @@ struct FakeTreeTests {
     }
 
     @Test func unreadableOrGarbledAttributesDoNotCrash() throws {
-        let (root, _) = try makeTree()
+        // A function read in full (no PF lists it) whose id does not parse is not virtio.
+        let (root, _) = try makeTree { $0.numVFs = 0 }
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let directory = SysfsEnumerator(root: root).directory(of: PCIAddress("0000:3b:00.2")!)
-        try "not-hex\n".write(toFile: directory + "/device", atomically: true, encoding: .utf8)
-        let functions = try SysfsEnumerator(root: root).functions()
-        #expect(!functions.map(\.address).contains(PCIAddress("0000:3b:00.2")!), "a function whose id does not parse is not a virtio function")
-        #expect(functions.count == 3)
+        let pf = SysfsEnumerator(root: root).directory(of: PCIAddress("0000:3b:00.0")!)
+        try "not-hex\n".write(toFile: pf + "/device", atomically: true, encoding: .utf8)
+        #expect(try SysfsEnumerator(root: root).functions().isEmpty, "a function whose id does not parse is not a virtio function")
+        // A VF's attributes read on first use: garbled or missing ones read as absent.
+        let (vfRoot, _) = try makeTree()
+        defer { try? FileManager.default.removeItem(atPath: vfRoot) }
+        let vf = SysfsEnumerator(root: vfRoot).directory(of: PCIAddress("0000:3b:00.2")!)
+        try "-\n".write(toFile: vf + "/numa_node", atomically: true, encoding: .utf8)
+        try "0xzz\n".write(toFile: vf + "/class", atomically: true, encoding: .utf8)
+        try FileManager.default.removeItem(atPath: vf + "/subsystem_vendor")
+        let functions = try SysfsEnumerator(root: vfRoot).functions()
+        #expect(functions.count == 4)
+        #expect(functions[2].numaNode == nil && functions[2].classCode == 0 && functions[2].subsystemVendorID == nil)
+        #expect(functions[2].subsystemID == 0x1041 && functions[2].vfMSIXCount == 3)
+    }
+
+    /// A VF its PF lists costs one link read (its driver); every other attribute is read on
+    /// first use, and the record then equals the one read in full.
+    @Test func listedVFsCostOneReadAndEqualFullReads() throws {
+        let (root, tree) = try makeTree { $0.numVFs = 8 }
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let enumerator = SysfsEnumerator(root: root)
+        let counter = SysfsReadCounter()
+        let functions = try enumerator.functions(counter: counter)
+        #expect(functions.count == 9)
+        let afterListing = counter.reads
+        // 8 more VFs cost 16 more reads: each VF's driver link and the PF's virtfn link to it.
+        let (larger, _) = try makeTree { $0.numVFs = 16; $0.totalVFs = 16 }
+        defer { try? FileManager.default.removeItem(atPath: larger) }
+        let largerCounter = SysfsReadCounter()
+        #expect(try SysfsEnumerator(root: larger).functions(counter: largerCounter).count == 17)
+        #expect(largerCounter.reads - afterListing == 16, "\(largerCounter.reads) reads for 16 VFs, \(afterListing) for 8")
+        #expect(functions[2].driver == "vfio-pci" && functions[1].driver == nil)
+        #expect(functions[3].role == .vf && functions[3].physfn == tree.pfAddress && functions[3].type == .net)
+        #expect(counter.reads == afterListing, "the listing's fields read nothing more")
+        #expect(functions[4].numaNode == -1)
+        let afterOneVF = counter.reads
+        #expect(afterOneVF > afterListing && afterOneVF - afterListing <= 10, "one VF's details: \(afterOneVF - afterListing) reads")
+        #expect(functions[4].iommuGroup == 14 && functions[4].classCode == 0x020000)
+        #expect(counter.reads == afterOneVF, "a VF's details are read once")
+        for function in functions {
+            #expect(function == (try enumerator.function(at: function.address)))
+        }
+        // Changing a deferred attribute keeps the others.
+        var copy = functions[5]
+        copy.numaNode = 3
+        #expect(copy.numaNode == 3 && copy.iommuGroup == 15 && copy.vfMSIXCount == 4)
+        #expect(functions[5].numaNode == -1)
     }
 }
 

@@ -3,6 +3,7 @@ import Testing
 import VirtioTestSupport
 @testable import PCIConfig
 @testable import VirtioLinux
+import VirtioSystem
 
 /// Read-only checks against this machine's own virtio functions. Nothing here writes to,
 /// binds, unbinds or maps a host device: it reads sysfs attributes and `config` only.

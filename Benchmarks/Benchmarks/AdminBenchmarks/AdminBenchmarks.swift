@@ -22,6 +22,15 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    Benchmark("P2 MSIX_GET ×1024, batches of 64 (submitBatch)", configuration: .init(scalingFactor: .kilo)) { benchmark in
+        let bench = try await Bench.open(vfs: 64, timing: .immediate)
+        defer { bench.close() }
+        try await batchLoop(bench, total: 1024, batch: 64)
+        benchmark.startMeasurement()
+        try await batchLoop(bench, total: 1024, batch: 64)
+        benchmark.stopMeasurement()
+    }
+
     for d in [1, 8, 32] {
         Benchmark("P1 provision 1024 VFs, D=\(d), L=50us") { benchmark in
             let bench = try await Bench.open(vfs: 1024, timing: DeviceTiming(latency: .microseconds(50), parallelism: d))

@@ -19,7 +19,8 @@ public struct Bench: Sendable {
     public let device: SimulatedSRIOVDevice
     public let driver: AdminQueueDriver
 
-    public static func open(vfs: Int, timing: DeviceTiming, queueSize: Int = 256) async throws -> Bench {
+    /// - Parameter ownThread: the device model processes its queues on a thread of its own.
+    public static func open(vfs: Int, timing: DeviceTiming, queueSize: Int = 256, ownThread: Bool = false) async throws -> Bench {
         var configuration = SimulatedDeviceConfiguration()
         configuration.totalVFs = vfs
         configuration.numVFs = vfs
@@ -32,6 +33,7 @@ public struct Bench: Sendable {
         options.defaultTimeout = .seconds(60)
         let driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, options: options)
         device.setTiming(timing)
+        if ownThread { device.processQueuesOnOwnThread() }
         return Bench(device: device, driver: driver)
     }
 
@@ -89,6 +91,41 @@ public func commandLoop(_ bench: Bench, total: Int, inFlight: Int) async throws 
         }
         try await group.waitForAll()
     }
+}
+
+/// P2 through the batch API: `total` MSIX_GET commands in batches of `batch` (one doorbell
+/// and one wait per batch), from one task.
+public func batchLoop(_ bench: Bench, total: Int, batch: Int) async throws {
+    let commands = (0..<batch).map { msixGetCommand(vf: $0 % 64) }
+    var done = 0
+    while done < total {
+        let results = await bench.driver.submitBatch(done + batch <= total ? commands : Array(commands.prefix(total - done)))
+        for result in results { _ = try result.get() }
+        done += results.count
+    }
+}
+
+/// P2 through the per-command async API on an ``AdminBatcher``: `inFlight` tasks, whose
+/// commands the batcher gathers into batches.
+public func batcherLoop(_ bench: Bench, total: Int, inFlight: Int) async throws {
+    let batcher = AdminBatcher(driver: bench.driver)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for worker in 0..<inFlight {
+            group.addTask {
+                var index = worker
+                while index < total {
+                    _ = try await msix.vectors(of: index % 64, driver: batcher)
+                    index += inFlight
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+}
+
+/// MSIX_GET of VF `vf`, as the plugin sends it.
+public func msixGetCommand(vf: Int) -> AdminCommand {
+    AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(vfIndex: vf), resultLength: 8)
 }
 
 /// Wall time of `body` in seconds.

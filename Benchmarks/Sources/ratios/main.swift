@@ -35,90 +35,58 @@ if only.contains("p1") {
 }
 
 if only.contains("p2") {
-    print("\n## P2 — driver cost per command, zero-latency device model (MSIX_GET)\n")
-    row(["in flight", "commands/s", "vs 1 in flight", "MMIO reads/cmd", "MMIO writes/cmd", "notifies/cmd"])
-    row(["---", "---", "---", "---", "---", "---"])
-    var single = 0.0
-    for inFlight in [1, 8, 64] {
-        let bench = try await Bench.open(vfs: 64, timing: .immediate)
-        let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
-        try await commandLoop(bench, total: 2000, inFlight: inFlight)  // warm-up
-        bench.device.resetCounters()
-        let seconds = try await measure { try await commandLoop(bench, total: total, inFlight: inFlight) }
-        let rate = Double(total) / seconds
-        if inFlight == 1 { single = rate }
-        let counters = bench.device.counters
-        row(["\(inFlight)", f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
-             f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3)])
-        bench.close()
-    }
+    for ownThread in [false, true] {
+        print("\n## P2 — driver cost per command, zero-latency device model (MSIX_GET), model " + (ownThread ? "on its own thread" : "in the driver's notify") + "\n")
+        row(["in flight", "commands/s", "vs 1 in flight", "MMIO reads/cmd", "MMIO writes/cmd", "notifies/cmd"])
+        row(["---", "---", "---", "---", "---", "---"])
+        var single = 0.0
+        for inFlight in [1, 8, 64] {
+            let bench = try await Bench.open(vfs: 64, timing: .immediate, ownThread: ownThread)
+            let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
+            try await commandLoop(bench, total: 2000, inFlight: inFlight)  // warm-up
+            bench.device.resetCounters()
+            let seconds = try await measure { try await commandLoop(bench, total: total, inFlight: inFlight) }
+            let rate = Double(total) / seconds
+            if inFlight == 1 { single = rate }
+            let counters = bench.device.counters
+            row(["\(inFlight)", f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
+                 f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3)])
+            bench.close()
+        }
+        for inFlight in [8, 64] {
+            let bench = try await Bench.open(vfs: 64, timing: .immediate, ownThread: ownThread)
+            let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
+            try await batcherLoop(bench, total: 2048, inFlight: inFlight)  // warm-up
+            bench.device.resetCounters()
+            let seconds = try await measure { try await batcherLoop(bench, total: total, inFlight: inFlight) }
+            let rate = Double(total) / seconds
+            let counters = bench.device.counters
+            row(["\(inFlight) (AdminBatcher)", f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
+                 f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3)])
+            bench.close()
+        }
+        for batch in [64, 128] {
+            let bench = try await Bench.open(vfs: 64, timing: .immediate, ownThread: ownThread)
+            let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
+            try await batchLoop(bench, total: 2048, batch: batch)  // warm-up
+            bench.device.resetCounters()
+            let seconds = try await measure { try await batchLoop(bench, total: total, batch: batch) }
+            let rate = Double(total) / seconds
+            let counters = bench.device.counters
+            row(["\(batch) (batch API)", f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
+                 f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3)])
+            bench.close()
+        }
+}
 }
 
 if only.contains("p3") {
-    print("\n## P3 — enumeration of 1 PF + N VFs in a fake sysfs tree, against lspci on the same tree\n")
-    row(["functions", "virtio-admin (SysfsEnumerator)", "lspci -A linux-sysfs -d 1af4:", "ratio (goal ≤ 0.5)", "per function"])
-    row(["---", "---", "---", "---", "---"])
-    for vfs in [255, 1023, 4095] {
-        let root = try makeTree(vfs: vfs)
-        let ours = try await best(5) { try await measure { try enumerateFunctions(root: root) } }
-        let theirs = await best(5) { await measure { _ = runProcess("/usr/bin/lspci", ["-A", "linux-sysfs", "-O", "sysfs.path=\(root)/bus/pci", "-d", "1af4:"]) } }
-        row(["\(vfs + 1)", f(ours * 1000) + " ms", f(theirs * 1000) + " ms", f(ours / theirs), f(ours / Double(vfs + 1) * 1e6, 1) + " µs"])
-        _ = runProcess("/bin/rm", ["-rf", root])
-    }
+    try await runP3(binary: arguments.first { $0.hasPrefix("--binary=") }.map { String($0.dropFirst(9)) } ?? "../.build/release/virtio-admin")
 }
 
 if only.contains("p4") {
-    print("\n## P4 — helper start-up: udev-event provisioning one VF from a cold process\n")
     let binary = arguments.first { $0.hasPrefix("--binary=") }.map { String($0.dropFirst(9)) } ?? "../.build/release/virtio-admin"
-    print("(binary: \(binary), built with `swift build -c release --static-swift-stdlib --product virtio-admin`)\n")
-    let directory = "/tmp/virtio-admin-bench-p4-\(getpid())"
-    _ = runProcess("/bin/mkdir", ["-p", directory])
-    _ = runProcess(binary, ["simulate", "create", directory + "/pf.state", "--vfs", "8"])
-    _ = runProcess(binary, ["simulate", "sysfs", directory + "/sys", "--from", directory + "/pf.state"])
-    let policy = "[[pf]]\nmatch = { type = \"net\" }\n  [[pf.vf]]\n  vfs = \"all\"\n  msix-vectors = 4\n  features = [\"VERSION_1\", \"MAC\"]\n"
-    let file = fopen(directory + "/policy.toml", "w")
-    fputs(policy, file)
-    fclose(file)
-    chmod(directory + "/policy.toml", 0o644)
-    var helper: [Double] = []
-    var helperRSS = 0
-    var baseline: [Double] = []
-    var baselineRSS = 0
-    for round in 0..<21 {
-        // Alternate the VF's vectors so every run really provisions (2 -> 4, then reset to 2).
-        _ = runProcess(binary, ["--simulate", directory + "/pf.state", "msix", "set", "0000:3b:00.0", "--vf", "0", "--vectors", "2"])
-        let environment = ["ACTION": "add", "SUBSYSTEM": "pci", "DEVPATH": "/devices/pci0000:00/0000:3b:00.1", "PCI_SLOT_NAME": "0000:3b:00.1"]
-        let run = runMeasured(binary, ["udev-event", "--policy", directory + "/policy.toml", "--simulate", directory + "/pf.state",
-                                       "--sysfs-root", directory + "/sys", "--socket", directory + "/none.sock", "--quiet"], environment: environment)
-        let truth = runMeasured("/bin/true", [], environment: [:])
-        if round > 0 { helper.append(run.seconds); baseline.append(truth.seconds) }
-        // Peak RSS through GNU time (fork + exec from a small process): rusage of a child
-        // spawned from this large process would count this process's pages.
-        if round == 0, access("/usr/bin/time", X_OK) == 0 {
-            _ = runMeasured("/usr/bin/time", ["-f", "%M", "-o", directory + "/rss-helper", binary, "udev-event", "--policy", directory + "/policy.toml",
-                                              "--simulate", directory + "/pf.state", "--sysfs-root", directory + "/sys", "--socket", directory + "/none.sock", "--quiet"],
-                            environment: environment)
-            _ = runMeasured("/usr/bin/time", ["-f", "%M", "-o", directory + "/rss-true", "/bin/true"], environment: [:])
-            func readKiB(_ path: String) -> Int {
-                guard let file = fopen(path, "r") else { return 0 }
-                defer { fclose(file) }
-                var value = 0
-                var buffer = [CChar](repeating: 0, count: 64)
-                if fgets(&buffer, 64, file) != nil { value = Int(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).filter(\.isNumber)) ?? 0 }
-                return value
-            }
-            helperRSS = readKiB(directory + "/rss-helper")
-            baselineRSS = readKiB(directory + "/rss-true")
-        }
-        if run.status != 0 { print("udev-event failed with status \(run.status)") }
-    }
-    helper.sort(); baseline.sort()
-    let median = helper[helper.count / 2], baselineMedian = baseline[baseline.count / 2]
-    row(["measure", "udev-event (one VF: MSI-X + features)", "/bin/true", "ratio", "goal"])
-    row(["---", "---", "---", "---", "---"])
-    row(["median wall (20 runs)", f(median * 1000) + " ms", f(baselineMedian * 1000) + " ms", f(median / baselineMedian, 1) + "×", "≤ 20 ms"])
-    row(["peak RSS", f(Double(helperRSS) / 1024, 1) + " MB", f(Double(baselineRSS) / 1024, 1) + " MB", f(Double(helperRSS) / Double(max(baselineRSS, 1)), 1) + "×", "≤ 16 MB"])
-    _ = runProcess("/bin/rm", ["-rf", directory])
+    runP4(binary: binary, before: arguments.first { $0.hasPrefix("--before=") }.map { String($0.dropFirst(9)) })
 }
 
 if only.contains("p6") {

@@ -1,6 +1,6 @@
-// VFIO ioctl numbers and calls for Swift. The request numbers are function-like macros in
-// <linux/vfio.h>, which Swift cannot import, and ioctl is variadic: these wrappers take
-// both from the header itself (never from memory).
+// VFIO ioctl numbers for Swift. The request numbers are function-like macros in
+// <linux/vfio.h>, which Swift cannot import: these functions take them from the header
+// itself (never from memory).
 #ifndef VIRTIOADMIN_CLINUXVFIO_H
 #define VIRTIOADMIN_CLINUXVFIO_H
 
@@ -30,9 +30,7 @@ static inline unsigned int cvfio_iova_range_cap_id(void) { return VFIO_IOMMU_TYP
 static inline size_t cvfio_iova_range_ranges_offset(void) { return offsetof(struct vfio_iommu_type1_info_cap_iova_range, iova_ranges); }
 static inline unsigned long cvfio_iommu_unmap_dma(void) { return VFIO_IOMMU_UNMAP_DMA; }
 
-static inline int cvfio_ioctl_value(int fd, unsigned long request, unsigned long value) { return ioctl(fd, request, value); }
-static inline int cvfio_ioctl_pointer(int fd, unsigned long request, void *argument) { return ioctl(fd, request, argument); }
-static inline int cvfio_ioctl_string(int fd, unsigned long request, const char *argument) { return ioctl(fd, request, argument); }
+// The calls themselves go through VirtioSystem's ioctl (EINTR retried, errno typed).
 
 // Layout facts the tests compare with the digest and with offsetof.
 static inline size_t cvfio_dma_map_size(void) { return sizeof(struct vfio_iommu_type1_dma_map); }

@@ -1,0 +1,14 @@
+// The C calls Swift cannot import as they are: ioctl is variadic and eventfd's flags are
+// macros. VirtioSystem is the only Swift module that calls these.
+#ifndef VIRTIOADMIN_CVIRTIOSYSTEM_H
+#define VIRTIOADMIN_CVIRTIOSYSTEM_H
+
+#include <sys/ioctl.h>
+#include <sys/eventfd.h>
+
+static inline int csystem_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
+static inline int csystem_ioctl_value(int fd, unsigned long request, unsigned long value) { return ioctl(fd, request, value); }
+static inline int csystem_ioctl_pointer(int fd, unsigned long request, void *argument) { return ioctl(fd, request, argument); }
+static inline int csystem_ioctl_string(int fd, unsigned long request, const char *argument) { return ioctl(fd, request, argument); }
+
+#endif

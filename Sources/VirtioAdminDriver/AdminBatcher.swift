@@ -1,0 +1,82 @@
+import PCIConfig
+import VirtioLock
+import VirtioSpec
+
+/// An ``AdminCommandRunner`` that gathers the commands many tasks submit at about the same
+/// time and sends them through ``AdminQueueDriver/submitBatch(_:timeout:)``: one doorbell
+/// and one wait per batch instead of one per command. Plugins run on it unchanged (they
+/// take any runner); the bulk provisioner uses it so that every VF's reads, then writes,
+/// go to the device as batches.
+///
+/// A batch is sent when the first command of it has let the other ready tasks run once;
+/// while it is on the ring, the next one gathers.
+package final class AdminBatcher: AdminCommandRunner, @unchecked Sendable {
+    struct Entry {
+        var command: AdminCommand
+        var timeout: Duration?
+        var continuation: UnsafeContinuation<Result<AdminResponse, AdminError>, Never>
+    }
+
+    package let driver: AdminQueueDriver
+    // Guarded by `lock`.
+    private let lock = Lock()
+    private var pending: [Entry] = []
+    private var sending = false
+    private var sent = 0
+    /// Batches sent so far.
+    package var batches: Int { lock.withLock { sent } }
+
+    package init(driver: AdminQueueDriver) { self.driver = driver }
+
+    package var address: PCIAddress { driver.address }
+    package var supported: AdminOpcodeBitmap { driver.supported }
+    package var inUse: AdminOpcodeBitmap { driver.inUse }
+    package func inUse(in group: AdminGroupType) -> AdminOpcodeBitmap { driver.inUse(in: group) }
+    package func name(of opcode: AdminOpcode) -> String { driver.name(of: opcode) }
+    package func unavailability(of group: AdminGroupType) -> AdminError? { driver.unavailability(of: group) }
+    package func refreshGroup(_ group: AdminGroupType) async throws(AdminError) { try await driver.refreshGroup(group) }
+
+    /// Queues the command for the next batch and returns the device's answer.
+    package func submit(_ command: AdminCommand, timeout: Duration?) async throws(AdminError) -> AdminResponse {
+        let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<AdminResponse, AdminError>, Never>) in
+            let start = lock.withLock { () -> Bool in
+                pending.append(Entry(command: command, timeout: timeout, continuation: continuation))
+                guard !sending else { return false }
+                sending = true
+                return true
+            }
+            if start { Task { await self.sendLoop() } }
+        }
+        return try result.get()
+    }
+
+    /// As the driver's ``AdminQueueDriver/run(_:timeout:minimumResult:)``: EAGAIN is retried.
+    package func runChecked(_ command: AdminCommand, timeout: Duration?, minimumResult: Int) async throws(AdminError) -> [UInt8] {
+        var response = try await submit(command, timeout: timeout)
+        var delay = Duration.milliseconds(1)
+        let clock = driver.options.clock
+        for _ in 0..<AdminQueueDriver.eagainRetries where response.status == .eagain {
+            await clock.sleep(untilNanoseconds: clock.deadline(after: delay, from: clock.nowNanoseconds))
+            delay *= 4
+            response = try await submit(command, timeout: timeout)
+        }
+        return try checkedResult(of: command, response: response, minimumResult: minimumResult)
+    }
+
+    /// Sends what gathered, batch after batch, until nothing is pending.
+    private func sendLoop() async {
+        while true {
+            // Let the other ready tasks add their commands first.
+            await Task.yield()
+            let entries = lock.withLock { () -> [Entry] in
+                let entries = pending
+                pending.removeAll(keepingCapacity: true)
+                if entries.isEmpty { sending = false } else { sent += 1 }
+                return entries
+            }
+            if entries.isEmpty { return }
+            let results = await driver.submitBatch(entries.map(\.command), timeouts: entries.map(\.timeout))
+            for (entry, result) in zip(entries, results) { entry.continuation.resume(returning: result) }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+import VirtioSpec
+
+// The batch API: N commands placed on the ring, published with one avail-index store and
+// one doorbell, their outcomes returned in one array, with one wait for the whole batch.
+extension AdminQueueDriver {
+    /// Sends `commands` as one batch and returns their outcomes in order.
+    ///
+    /// Every command that fits a free slot goes on the ring before the device is notified
+    /// once; the device sees them together, in this order. A batch larger than the free
+    /// slots goes in rounds, one doorbell per round. Each command has its own timeout,
+    /// checks and padding as with ``submit(_:timeout:)``; a status other than OK is a
+    /// success here (the device answered). LIST_USE, which must be alone on the queue, is
+    /// sent by itself at its place in the order.
+    public func submitBatch(_ commands: [AdminCommand], timeout: Duration? = nil) async -> [Result<AdminResponse, AdminError>] {
+        await submitBatch(commands, timeouts: Array(repeating: timeout, count: commands.count))
+    }
+
+    /// ``submitBatch(_:timeout:)`` with a timeout per command (`nil`: the default).
+    func submitBatch(_ commands: [AdminCommand], timeouts: [Duration?]) async -> [Result<AdminResponse, AdminError>] {
+        var results = [Result<AdminResponse, AdminError>?](repeating: nil, count: commands.count)
+        let limit = options.slotBytes
+        // Groups still to be negotiated (the SR-IOV group before VFs were enabled) are, first.
+        var refreshed = Set<UInt16>()
+        for command in commands where command.opcode != .listQuery && command.opcode != .listUse && !refreshed.contains(command.groupType.rawValue) {
+            refreshed.insert(command.groupType.rawValue)
+            let unavailable = lock.withLock { () -> Bool in
+                guard case .running = state else { return false }
+                return groups[command.groupType.rawValue]?.unavailable != nil
+            }
+            if unavailable { try? await refreshGroup(command.groupType) }
+        }
+        var next = 0
+        while next < commands.count {
+            let command = commands[next]
+            guard Self.readableLength(command) <= limit, Self.writableLength(command) <= limit else {
+                results[next] = .failure(.commandTooLarge(opcode: command.opcode, dataBytes: command.data.count, resultBytes: command.resultLength,
+                                                          limit: limit - AdminCommandLayout.headerSize))
+                next += 1
+                continue
+            }
+            if command.opcode == .listUse {
+                do throws(AdminError) { results[next] = .success(try await submit(command, timeout: timeouts[next])) } catch { results[next] = .failure(error) }
+                next += 1
+                continue
+            }
+            // The first command of a round may wait for a slot; the rest take the free ones.
+            let (token, immediate) = lock.withLock { () -> (UInt64, Result<SlotGrant?, AdminError>) in
+                nextToken += 1
+                if let error = stateErrorLocked(for: command) { return (nextToken, .failure(error)) }
+                return (nextToken, .success(exclusive ? nil : slotTable.take()))
+            }
+            let first: SlotGrant
+            do throws(AdminError) {
+                if let ready = try immediate.get() { first = ready } else {
+                    first = try await waitForSlot(command, token: token, exclusive: false, timeout: options.slotWaitTimeout)
+                }
+            } catch {
+                results[next] = .failure(error)
+                next += 1
+                continue
+            }
+            next = await submitRound(commands, from: next, first: first, token: token, timeouts: timeouts, into: &results)
+        }
+        return results.map { $0! }
+    }
+
+    /// Places `commands[start...]` — the first in slot `first`, the next in free slots, up
+    /// to the first LIST_USE or oversized command — publishes them with one doorbell and
+    /// waits until all completed. Returns the index after the last one placed.
+    func submitRound(_ commands: [AdminCommand], from start: Int, first: SlotGrant, token: UInt64, timeouts: [Duration?],
+                     into results: inout [Result<AdminResponse, AdminError>?]) async -> Int {
+        let batch = BatchCompletion(count: 0)
+        var end = start
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                lock.withLock {
+                    let now = clock.nowNanoseconds
+                    var grant: SlotGrant? = first
+                    while let slot = grant {
+                        batch.results.append(nil)
+                        batch.remaining += 1
+                        nextToken += 1
+                        _ = placeLocked(slot: slot, command: commands[end], token: end == start ? token : nextToken, timeout: timeouts[end] ?? options.defaultTimeout,
+                                        waiter: .batch(batch, index: end - start), now: now)
+                        end += 1
+                        grant = nil
+                        if end < commands.count, !exclusive, isBatchable(commands[end]) { grant = slotTable.take() }
+                    }
+                    publishLocked(deferring: false)
+                    _ = pollLocked(now: now)
+                    startPollerLocked()
+                    // Set last, so that nothing resumes the batch while it is being placed.
+                    if batch.remaining == 0 { continuation.resume() } else { batch.continuation = continuation }
+                }
+            }
+        } onCancel: {
+            cancel(batch: batch)
+        }
+        for (offset, result) in batch.results.enumerated() { results[start + offset] = result }
+        return end
+    }
+
+    /// Whether a command can join a round (LIST_USE goes alone; an oversized one fails alone).
+    func isBatchable(_ command: AdminCommand) -> Bool {
+        command.opcode != .listUse && Self.readableLength(command) <= options.slotBytes && Self.writableLength(command) <= options.slotBytes
+    }
+
+    /// Fails the commands of a cancelled batch that are still in flight.
+    func cancel(batch: BatchCompletion) {
+        lock.withLock {
+            for index in slotTable.slots.indices {
+                guard case .batch(let owner, _) = slotTable.slots[index].waiter, owner === batch else { continue }
+                counters.cancellations += 1
+                let opcode = slotTable.slots[index].opcode
+                finishLocked(slot: index, with: .failure(.cancelled(device: address, opcode: opcode, opcodeName: opcodeNames[opcode] ?? opcode.specName)))
+            }
+        }
+    }
+
+    /// Places all `commands` on the ring before ringing the doorbell once, so that the
+    /// device sees them as one batch (in this order), and returns their outcomes in order
+    /// (``submitBatch(_:timeout:)``; `unchecked` skips the command-set check, as
+    /// ``submitUnchecked(_:timeout:)`` does).
+    package func submitTogether(_ commands: [AdminCommand], unchecked: Bool = false, timeout: Duration? = nil) async -> [Result<AdminResponse, AdminError>] {
+        await submitBatch(commands.map { command in
+            var command = command
+            command.unchecked = command.unchecked || unchecked
+            return command
+        }, timeout: timeout)
+    }
+}

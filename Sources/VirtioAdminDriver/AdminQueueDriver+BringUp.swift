@@ -1,0 +1,151 @@
+import PCIConfig
+import VirtioSpec
+import VirtioTransport
+import Virtqueue
+
+// Bring-up: features, the admin queue's rings and slots, the command-set negotiation.
+// Spec: §3.1.1 (initialisation), §4.1.4.3 (admin_queue_index/num), §2.12.1.2 (LIST_QUERY/LIST_USE).
+extension AdminQueueDriver {
+    func start() async throws(AdminError) {
+        try bringUp()
+        // Command-set negotiation, group by group: LIST_QUERY, then LIST_USE of what we will use.
+        do {
+            for group in options.groupTypes {
+                do {
+                    try await negotiate(group)
+                } catch let error where error.isInvalidGroup {
+                    // Not fatal: the SR-IOV group does not exist while VF Enable is clear
+                    // [admin:417-423]; it is negotiated again when a command needs it.
+                    lock.withLock { groups[group.rawValue, default: GroupCommands()].unavailable = unavailableError(group, error) }
+                }
+            }
+            lock.withLock { if case .starting = state { state = .running } }
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    /// LIST_QUERY then LIST_USE for one group type. LIST_USE enables the wanted opcodes the
+    /// group lists; if the device refuses that combination with EINVAL, every listed opcode.
+    func negotiate(_ group: AdminGroupType) async throws(AdminError) {
+        // 64 bytes of bitmap describe opcodes 0x000–0x1ff.
+        let listed = try await run(AdminCommand(opcode: .listQuery, groupType: group, resultLength: 64), minimumResult: 8)
+        let supported = AdminOpcodeBitmap(decoding: listed)
+        var wanted = AdminOpcodeBitmap(opcodes: (options.wantedOpcodes ?? supported.opcodes).filter(supported.contains))
+        wanted.insert(.listQuery)
+        wanted.insert(.listUse)
+        lock.withLock { groups[group.rawValue] = GroupCommands(supported: supported, inUse: AdminOpcodeBitmap(opcodes: [.listQuery, .listUse])) }
+        do {
+            _ = try await run(AdminCommand(opcode: .listUse, groupType: group, data: wanted.encode()))
+        } catch let error where error.deviceStatus?.0 == .einval && !error.isInvalidGroup && wanted != supported {
+            // The device refused the combination (it MAY, for internal dependencies
+            // [admin:374-378]): fall back to everything it listed.
+            wanted = supported
+            wanted.insert(.listQuery)
+            wanted.insert(.listUse)
+            _ = try await run(AdminCommand(opcode: .listUse, groupType: group, data: wanted.encode()))
+        }
+        lock.withLock {
+            groups[group.rawValue]?.inUse = wanted
+            groups[group.rawValue]?.unavailable = nil
+        }
+    }
+
+    /// The error commands for `group` get while its LIST_QUERY/LIST_USE are refused.
+    func unavailableError(_ group: AdminGroupType, _ error: AdminError) -> AdminError {
+        let reason = error.deviceStatus.map { "\($0.0.name) / \($0.1.name)" } ?? error.description
+        return .groupUnavailable(device: address, group: group, reason: "the device refused its LIST_QUERY/LIST_USE with \(reason)")
+    }
+
+    /// Negotiates `group` again if it was unavailable (a command for it is about to be sent).
+    public func refreshGroup(_ group: AdminGroupType) async throws(AdminError) {
+        do {
+            try await negotiate(group)
+        } catch let error where error.isInvalidGroup {
+            let reason = unavailableError(group, error)
+            lock.withLock { groups[group.rawValue, default: GroupCommands()].unavailable = reason }
+            throw reason
+        }
+    }
+
+    func bringUp() throws(AdminError) {
+        // This driver is the PF's driver: it negotiates SR_IOV (required before VFs are
+        // enabled [content:966-979]) when the function has the capability, and accepts
+        // ORDER_PLATFORM (SHOULD [content:962-964]; it makes the ring barriers DMA-strength).
+        var wanted: FeatureSet = [.eventIndex, .orderPlatform]
+        if transport.hasSRIOVCapability { wanted.insert(.srIOV) }
+        var required: FeatureSet = [.adminVQ]
+        if options.requireAccessPlatform { required.insert(.accessPlatform) } else { wanted.insert(.accessPlatform) }
+        do {
+            try transport.negotiate(required: required, wanted: wanted)
+        } catch .missingFeatures(let device, let missing, _) where missing.contains(.adminVQ) {
+            try? transport.reset()
+            throw .adminVQNotOffered(device: device)
+        } catch .missingFeatures(let device, let missing, _) where missing.contains(.accessPlatform) {
+            try? transport.reset()
+            throw .accessPlatformNotOffered(device: device)
+        } catch {
+            try? transport.reset()
+            throw .transport(error)
+        }
+        // Nothing is mapped for the device yet: a failure up to here leaves nothing to guard.
+        do throws(AdminError) {
+            try setUpAdminQueue()
+        } catch {
+            quiesceAfterFailure()
+            throw error
+        }
+    }
+
+    func setUpAdminQueue() throws(AdminError) {
+        guard let admin = transport.adminQueues else {
+            throw .noAdminQueue(device: address, reason: "the common configuration structure is too short to carry admin_queue_index/admin_queue_num")
+        }
+        guard admin.count > 0 else { throw .noAdminQueue(device: address, reason: "admin_queue_num is 0") }
+        let maximum = transport.queueMaximumSize(admin.index)
+        guard maximum > 0 else { throw .transport(.queueUnavailable(device: address, queue: admin.index)) }
+        var size = 1
+        while size * 2 <= min(options.queueSize, maximum) { size *= 2 }
+        guard size >= 2 else { throw .transport(.invalidQueueSize(device: address, queue: admin.index, size: size, maximum: maximum)) }
+        let eventIndex = transport.negotiatedFeatures.contains(.eventIndex)
+        let queue: SplitVirtqueue
+        let slab: DMARegion
+        do {
+            queue = try SplitVirtqueue(size: size, allocator: allocator, eventIndex: eventIndex,
+                                       platformOrdering: transport.negotiatedFeatures.contains(.orderPlatform))
+            slab = try allocator.allocate(length: size / 2 * options.slotBytes * 2, alignment: 4096)
+        } catch {
+            throw .dma(error)
+        }
+        let notifier: QueueNotifier
+        lock.withLock {
+            // Whatever an earlier bring-up left was released or quarantined by its close().
+            if let old = self.slab { allocator.release(old) }
+            self.queue = queue
+            self.slab = slab
+        }
+        do {
+            notifier = try transport.setUpQueue(admin.index, size: size, descriptorArea: queue.descriptorArea, driverArea: queue.driverArea,
+                                                deviceArea: queue.deviceArea, checkIndex: false)
+            try transport.driverOK()
+        } catch {
+            // The caller quiesces the device before anything is released.
+            throw .transport(error)
+        }
+        lock.withLock {
+            self.queue = queue
+            self.notifier = notifier
+            self.slab = slab
+            adminQueueIndex = admin.index
+            slotTable.resize(slots: size / 2, queueSize: size)
+            state = .starting
+        }
+    }
+
+    /// Resets the device and sets the admin queue up again (after a failure).
+    package func reinitialize() async throws(AdminError) {
+        close()
+        try await start()
+    }
+}

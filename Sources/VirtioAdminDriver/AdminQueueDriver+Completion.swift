@@ -1,0 +1,143 @@
+import VirtioSpec
+import VirtioTransport
+import Virtqueue
+
+// Completion: the used ring read in place, results handed to their waiters, timeouts, and
+// the poller that runs while commands are in flight. Spec: §2.7.14 (receiving used
+// buffers), §2.12.1 (a short result is truncated, not failed), digest §7.
+extension AdminQueueDriver {
+    /// Takes completions (lock held) and resumes their callers. Returns how many completed.
+    func pollLocked(now: UInt64) -> Int {
+        guard let queue, let slab else { return 0 }
+        do {
+            return try queue.takeCompletions { element in
+                guard let index = slotTable.slot(forHead: element.head) else { return }
+                counters.completed += 1
+                if slotTable.slots[index].waiter.isWaiting {
+                    let slot = slotTable.slots[index]
+                    let response = UnsafeRawBufferPointer(start: slab.cpuAddress + index * options.slotBytes * 2 + options.slotBytes, count: Int(element.length))
+                    finishLocked(slot: index, with: decodeLocked(response, of: slot, now: now))
+                }
+                releaseSlotLocked(index)
+            }
+        } catch {
+            _ = quiesceLocked()
+            failAllLocked(.deviceMisbehaved(device: address, error), newState: nil)
+            return 1
+        }
+    }
+
+    /// The device's answer in a slot's response buffer (lock held).
+    func decodeLocked(_ response: UnsafeRawBufferPointer, of slot: Slot, now: UInt64) -> Result<AdminResponse, AdminError> {
+        guard response.count >= AdminCommandLayout.resultHeaderSize else {
+            return .failure(.resultTooShort(device: address, opcode: slot.opcode, opcodeName: opcodeNames[slot.opcode] ?? slot.opcode.specName,
+                                            expected: AdminCommandLayout.resultHeaderSize, received: response.count))
+        }
+        let status = AdminStatus(rawValue: response.readLE(UInt16.self, at: AdminCommandLayout.status))
+        let qualifier = AdminStatusQualifier(rawValue: response.readLE(UInt16.self, at: AdminCommandLayout.statusQualifier))
+        counters.record(status: status)
+        counters.record(latencyNanoseconds: now &- slot.started)
+        let written = response.count - AdminCommandLayout.resultHeaderSize
+        // A short result is truncated by the device, not failed; the fields it did not
+        // write read as zero [admin:548-553,632-636]. One array, sized once.
+        let result = [UInt8](unsafeUninitializedCapacity: max(written, slot.resultLength)) { buffer, count in
+            let raw = UnsafeMutableRawBufferPointer(buffer)
+            if written > 0 { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: response[AdminCommandLayout.resultHeaderSize...])) }
+            if slot.resultLength > written {
+                UnsafeMutableRawBufferPointer(rebasing: raw[written...]).initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            count = buffer.count
+        }
+        if let command = slot.command, let traceHandler { traceHandler(.received(command, bytes: Array(response))) }
+        return .success(AdminResponse(status: status, qualifier: qualifier, result: result, resultBytesWritten: written))
+    }
+
+    /// Whether a command waits past its deadline (lock held).
+    func hasExpiredLocked(now: UInt64) -> Bool {
+        slotTable.slots.contains { $0.busy && $0.waiter.isWaiting && now >= $0.deadline }
+    }
+
+    /// Fails expired commands (lock held). Their slots stay busy until the device completes them.
+    func expireLocked(now: UInt64) {
+        for index in slotTable.slots.indices where slotTable.slots[index].busy && slotTable.slots[index].waiter.isWaiting && now >= slotTable.slots[index].deadline {
+            counters.timeouts += 1
+            let slot = slotTable.slots[index]
+            finishLocked(slot: index, with: .failure(.timeout(device: address, opcode: slot.opcode, opcodeName: opcodeNames[slot.opcode] ?? slot.opcode.specName,
+                                                              member: slot.member, after: slot.timeout)))
+        }
+    }
+
+    /// Starts the poller if commands are in flight and none runs (lock held).
+    func startPollerLocked() {
+        guard !pollerRunning, slotTable.busyCount > 0 else { return }
+        pollerRunning = true
+        poller = Task.detached { [self] in await pollLoop() }
+    }
+
+    /// Polls while commands are in flight: completions, timeouts, and device health. Time
+    /// is the driver's clock: it spins (yielding) while completions come, and after 2 ms
+    /// without one sleeps 200 µs between rounds so a slow device does not cost a core. A
+    /// clock that stands still (a test's) puts it to sleep after 8 quiet rounds.
+    func pollLoop() async {
+        let clock = self.clock
+        var lastProgress = clock.nowNanoseconds
+        var nextExpiry: UInt64 = 0
+        var stillRounds = 0
+        var lastBusy = lastProgress
+        var lastNow: UInt64 = 0
+        while true {
+            let now = clock.nowNanoseconds
+            let sleep = lock.withLock { () -> Bool? in
+                pollerSleeping = false
+                if kickPending, let notifier {
+                    kickPending = false
+                    counters.notifies += 1
+                    notifier.notify()
+                }
+                let progressed = pollLocked(now: now) > 0
+                if progressed { lastProgress = now }
+                stillRounds = !progressed && now == lastNow ? stillRounds + 1 : 0
+                lastNow = now
+                let expiring = now >= nextExpiry && hasExpiredLocked(now: now)
+                if now >= nextExpiry { nextExpiry = now &+ 1_000_000 }
+                // Before timing a command out, and when nothing moved for a while, look at the
+                // device (an MMIO read, off the fast path): a device that needs a reset or is
+                // gone fails everything with that reason rather than with timeouts.
+                if expiring || (!progressed && now &- lastProgress > 2_000_000 && slotTable.busyCount > 0) {
+                    lastProgress = now
+                    do throws(TransportError) { try transport.checkHealth() } catch {
+                        let mapped: AdminError = error == .surpriseRemoval(device: address) ? .deviceRemoved(device: address) : .deviceNeedsReset(device: address)
+                        _ = quiesceLocked()
+                        failAllLocked(mapped, newState: nil)
+                    }
+                }
+                if expiring { expireLocked(now: now) }
+                if slotTable.busyCount > 0 || kickPending {
+                    lastBusy = now
+                } else if now &- lastBusy > 100_000 || stillRounds >= 8 {
+                    // Nothing in flight for 100 µs: stop (the next command starts a poller).
+                    // Until then the next command finds this one running (no task per command).
+                    pollerRunning = false
+                    poller = nil
+                    return nil
+                }
+                if Task.isCancelled {
+                    // Cancelled by a fail-all while new commands arrived: a fresh poller takes over.
+                    pollerRunning = false
+                    startPollerLocked()
+                    return nil
+                }
+                let idle = now &- lastProgress > 2_000_000 || stillRounds >= 8
+                // Asleep, the poller rings no doorbell: submitters ring their own.
+                if idle { pollerSleeping = true }
+                return idle
+            }
+            guard let sleep else { return }
+            if sleep {
+                await clock.sleep(untilNanoseconds: now &+ 200_000)
+            } else {
+                await Task.yield()
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+import VirtioTransport
+import VirtioLock
+import Virtqueue
+
+// Failure and close: quiesce the device before any DMA memory is released or reused, then
+// fail every command in flight. Spec: §4.1.4.3.2 (reset: wait for device_status to read 0).
+extension AdminQueueDriver {
+    /// Resets the device (so it lets go of the rings), then fails every command in flight.
+    ///
+    /// DMA memory is released or reused only once the device is known to be quiet: its
+    /// reset confirmed (device_status reads 0); otherwise Bus Master Enable cleared through
+    /// ``Options/disableBusMaster``; otherwise the rings and command slots are quarantined
+    /// (kept for the life of the process) and the returned error says so.
+    /// - Returns: `nil`, or ``AdminError/memoryQuarantined(device:bytes:reason:)``.
+    @discardableResult
+    package func close() -> AdminError? {
+        lock.withLock {
+            let quarantine = quiesceLocked()
+            failAllLocked(.notRunning(device: address), newState: .closed)
+            return quarantine
+        }
+    }
+
+    /// Quiesces the device after a failed bring-up (no command can be in flight).
+    func quiesceAfterFailure() {
+        lock.withLock {
+            _ = quiesceLocked()
+            failAllLocked(.notRunning(device: address), newState: .closed)
+        }
+    }
+
+    /// Makes sure the device can no longer touch the driver's DMA memory (lock held):
+    /// reset, confirmed; else Bus Master Enable cleared; else the memory is moved to the
+    /// quarantine and never released. Returns the quarantine error, if it came to that.
+    func quiesceLocked() -> AdminError? {
+        let resetError: TransportError
+        do {
+            try transport.reset(timeout: options.resetTimeout)
+            return nil
+        } catch {
+            resetError = error
+        }
+        if let disableBusMaster = options.disableBusMaster, disableBusMaster() { return nil }
+        guard queue != nil || slab != nil else { return nil }
+        var bytes = 0
+        if let queue { bytes += queue.memory.length }
+        if let slab { bytes += slab.length }
+        DMAQuarantine.keep(queue: queue, slab: slab)
+        queue = nil
+        slab = nil
+        notifier = nil
+        quarantinedBytes += bytes
+        return .memoryQuarantined(device: address, bytes: bytes, reason: resetError.description)
+    }
+
+    /// Fails every command in flight and every waiter (lock held). Call it only after
+    /// ``quiesceLocked()``: the rings are reset for reuse (a quarantined queue is gone).
+    func failAllLocked(_ error: AdminError, newState: State?) {
+        for index in slotTable.slots.indices where slotTable.slots[index].waiter.isWaiting {
+            counters.failedInFlight += 1
+            finishLocked(slot: index, with: .failure(error))
+        }
+        slotTable.resetAll()
+        for waiter in waiters { waiter.continuation.resume(returning: nil) }
+        waiters.removeAll()
+        // A poller asleep on the clock wakes up, finds nothing busy and ends.
+        poller?.cancel()
+        poller = nil
+        state = newState ?? .failed(error)
+        _ = queue?.abandonAll()
+    }
+}
+
+/// The drivers alive in this process (weakly held), for ``AdminQueueDriver/closeAllOpen()``.
+enum OpenDrivers {
+    struct Entry: @unchecked Sendable { weak var driver: AdminQueueDriver? }
+    nonisolated(unsafe) static var entries: [ObjectIdentifier: Entry] = [:]
+    static let lock = Lock()
+    static func add(_ driver: AdminQueueDriver) { lock.withLock { entries[ObjectIdentifier(driver)] = Entry(driver: driver) } }
+    static func remove(_ driver: AdminQueueDriver) { lock.withLock { _ = entries.removeValue(forKey: ObjectIdentifier(driver)) } }
+    static func all() -> [AdminQueueDriver] { lock.withLock { entries.values.compactMap(\.driver) } }
+}
+
+/// DMA memory a device may still write: the rings and command slots of a device whose
+/// reset was not confirmed and whose bus mastering could not be cleared. Kept (mapped and
+/// allocated) for the life of the process, never released or reused.
+enum DMAQuarantine {
+    struct Entry: @unchecked Sendable {
+        var queue: SplitVirtqueue?
+        var slab: DMARegion?
+    }
+    nonisolated(unsafe) static var entries: [Entry] = []
+    static let lock = Lock()
+    static func keep(queue: SplitVirtqueue?, slab: DMARegion?) {
+        lock.withLock { entries.append(Entry(queue: queue, slab: slab)) }
+    }
+}

@@ -1,0 +1,229 @@
+import VirtioLock
+import VirtioSpec
+import VirtioTransport
+import Virtqueue
+
+// Submission: admission (command-set and state checks, a slot), the command's bytes into
+// its slot, the chain on the ring, the doorbell. Spec: §2.12.1 (admin command layout),
+// §2.7.13 (supplying buffers), digest §7.
+extension AdminQueueDriver {
+    /// Runs a command and returns its command-specific result; a status other than OK
+    /// throws ``AdminError/commandFailed(device:opcode:opcodeName:member:status:qualifier:)``.
+    /// - Parameter minimumResult: result bytes the caller needs (fewer → `resultTooShort`).
+    ///
+    /// EAGAIN has no side effects, so the command is sent again (the driver SHOULD retry
+    /// [admin:607-609,642-643]): up to ``eagainRetries`` more times, 1, 4, 16 … ms apart.
+    public func run(_ command: AdminCommand, timeout: Duration? = nil, minimumResult: Int = 0) async throws(AdminError) -> [UInt8] {
+        var response = try await submit(command, timeout: timeout)
+        var delay = Duration.milliseconds(1)
+        for _ in 0..<Self.eagainRetries where response.status == .eagain {
+            await clock.sleep(untilNanoseconds: clock.deadline(after: delay, from: clock.nowNanoseconds))
+            delay *= 4
+            response = try await submit(command, timeout: timeout)
+        }
+        return try checkedResult(of: command, response: response, minimumResult: minimumResult)
+    }
+
+    /// How many times ``run(_:timeout:minimumResult:)`` sends a command again after EAGAIN.
+    package static let eagainRetries = 5
+
+    /// Submits a command and returns the device's response, whatever its status.
+    ///
+    /// Continuations are resumed while the lock is held: resuming only enqueues the waiting
+    /// task, so nothing runs re-entrantly, and the completion path needs no buffers.
+    public func submit(_ command: AdminCommand, timeout: Duration? = nil) async throws(AdminError) -> AdminResponse {
+        let limit = options.slotBytes
+        guard Self.readableLength(command) <= limit, Self.writableLength(command) <= limit else {
+            throw .commandTooLarge(opcode: command.opcode, dataBytes: command.data.count, resultBytes: command.resultLength,
+                                   limit: limit - AdminCommandLayout.headerSize)
+        }
+        // A command for a group whose LIST_QUERY/LIST_USE failed (the SR-IOV group before
+        // VFs were enabled) negotiates that group first.
+        let renegotiate = lock.withLock { () -> Bool in
+            guard case .running = state, command.opcode != .listQuery, command.opcode != .listUse else { return false }
+            return groups[command.groupType.rawValue]?.unavailable != nil
+        }
+        if renegotiate { try await refreshGroup(command.groupType) }
+        guard command.opcode == .listUse else { return try await submitAdmitted(command, timeout: timeout, exclusive: false) }
+        // LIST_USE holds the queue alone: the driver MUST NOT issue it while any other
+        // command is outstanding [admin:446-449]. New commands wait; those in flight drain.
+        await acquireExclusive()
+        defer { releaseExclusive() }
+        try await drain(opcode: command.opcode, timeout: timeout ?? options.defaultTimeout)
+        return try await submitAdmitted(command, timeout: timeout, exclusive: true)
+    }
+
+    /// Submits a command without checking it against the negotiated command sets (the
+    /// conformance checks send what a device must refuse). Everything else — padding,
+    /// LIST_USE exclusivity, timeouts — is as ``submit(_:timeout:)``.
+    package func submitUnchecked(_ command: AdminCommand, timeout: Duration? = nil) async throws(AdminError) -> AdminResponse {
+        var command = command
+        command.unchecked = true
+        return try await submit(command, timeout: timeout)
+    }
+
+    /// Bytes of the device-readable part: header and data, padded with zeros to a multiple
+    /// of 8 [admin:622-624] except where the length carries meaning (legacy config
+    /// accesses 0x2–0x5, whose lengths are the access size; fact sheet A5).
+    static func readableLength(_ command: AdminCommand) -> Int {
+        let length = AdminCommandLayout.headerSize + command.data.count
+        return lengthCarriesMeaning(command) ? length : (length + 7) & ~7
+    }
+
+    /// Bytes of the device-writable part: status header and result, padded likewise.
+    static func writableLength(_ command: AdminCommand) -> Int {
+        let length = AdminCommandLayout.resultHeaderSize + command.resultLength
+        return lengthCarriesMeaning(command) ? length : (length + 7) & ~7
+    }
+
+    static func lengthCarriesMeaning(_ command: AdminCommand) -> Bool {
+        command.groupType == .srIOV && (0x2...0x5).contains(command.opcode.rawValue)
+    }
+
+    func submitAdmitted(_ command: AdminCommand, timeout: Duration?, exclusive holder: Bool) async throws(AdminError) -> AdminResponse {
+        let (token, immediate) = lock.withLock { () -> (UInt64, Result<SlotGrant?, AdminError>) in
+            nextToken += 1
+            if let error = stateErrorLocked(for: command) { return (nextToken, .failure(error)) }
+            if exclusive && !holder { return (nextToken, .success(nil)) }
+            return (nextToken, .success(slotTable.take()))
+        }
+        let slot: SlotGrant
+        if let ready = try immediate.get() { slot = ready } else {
+            slot = try await waitForSlot(command, token: token, exclusive: holder, timeout: options.slotWaitTimeout)
+        }
+        let timeout = timeout ?? options.defaultTimeout
+        let result: Result<AdminResponse, AdminError> = await withTaskCancellationHandler {
+            await withUnsafeContinuation { continuation in
+                lock.withLock {
+                    submitLocked(slot: slot, command: command, token: token, timeout: timeout, waiter: .single(continuation))
+                }
+            }
+        } onCancel: {
+            cancel(token: token)
+        }
+        return try result.get()
+    }
+
+    /// Why a command cannot be sent now, if it cannot (lock held).
+    func stateErrorLocked(for command: AdminCommand) -> AdminError? {
+        let opcode = command.opcode
+        switch state {
+        case .failed(let error): return error
+        case .closed: return .notRunning(device: address)
+        case .starting:
+            return opcode == .listQuery || opcode == .listUse ? nil : .notRunning(device: address)
+        case .running:
+            // LIST_QUERY changes nothing and may ask any group; LIST_USE negotiates one.
+            if opcode == .listQuery || opcode == .listUse || command.unchecked { return nil }
+            guard let group = groups[command.groupType.rawValue] else {
+                return .groupUnavailable(device: address, group: command.groupType,
+                                         reason: "the driver negotiated no command set for this group type (LIST_QUERY/LIST_USE)")
+            }
+            if let unavailable = group.unavailable { return unavailable }
+            if !group.inUse.contains(opcode) {
+                return .commandNotInUse(device: address, opcode: opcode, opcodeName: opcodeNames[opcode] ?? opcode.specName,
+                                        supported: group.supported.contains(opcode))
+            }
+            return nil
+        }
+    }
+
+    /// Places a command on the ring, rings the doorbell (or leaves it to the poller), then
+    /// reaps what the device already completed (lock held). A failure goes to `waiter`.
+    func submitLocked(slot grant: SlotGrant, command: AdminCommand, token: UInt64, timeout: Duration, waiter: SlotWaiter) {
+        let now = clock.nowNanoseconds
+        guard placeLocked(slot: grant, command: command, token: token, timeout: timeout, waiter: waiter, now: now) else { return }
+        publishLocked()
+        // A device that completes during the notify (or already had) is reaped right away.
+        _ = pollLocked(now: now)
+        startPollerLocked()
+    }
+
+    /// Writes a command into its slot and adds its chain to the ring, unpublished (lock
+    /// held). Returns whether it is on the ring; if not, `waiter` got the error.
+    func placeLocked(slot grant: SlotGrant, command: AdminCommand, token: UInt64, timeout: Duration, waiter: SlotWaiter, now: UInt64) -> Bool {
+        func fail(_ error: AdminError) {
+            switch waiter {
+            case .none: break
+            case .single(let continuation): continuation.resume(returning: .failure(error))
+            case .batch(let batch, let entry): batch.complete(entry, with: .failure(error))
+            }
+        }
+        guard slotTable.isCurrent(grant) else {
+            // Granted before a fail-all: the slot may belong to another command by now.
+            fail(stateErrorLocked(for: command) ?? .notRunning(device: address))
+            return false
+        }
+        let index = grant.index
+        if let error = stateErrorLocked(for: command) {
+            releaseSlotLocked(index)
+            fail(error)
+            return false
+        }
+        guard let queue, let slab else {
+            fail(.notRunning(device: address))
+            return false
+        }
+        let requestOffset = index * options.slotBytes * 2
+        let responseOffset = requestOffset + options.slotBytes
+        // The header (VirtioSpec's encoder) and the data go straight into the slot.
+        let request = slab.cpuAddress.advanced(by: requestOffset)
+        let length = Self.readableLength(command)
+        let requestBytes = UnsafeMutableRawBufferPointer(start: request, count: length)
+        AdminCommandHeader(opcode: command.opcode, groupType: command.groupType, memberID: command.member).encode(into: requestBytes)
+        if !command.data.isEmpty {
+            command.data.withUnsafeBytes { request.advanced(by: AdminCommandLayout.headerSize).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        }
+        let unpadded = AdminCommandLayout.headerSize + command.data.count
+        request.advanced(by: unpadded).initializeMemory(as: UInt8.self, repeating: 0, count: length - unpadded)
+        // The status header is zeroed so a device that writes nothing cannot fake success.
+        slab.cpuAddress.advanced(by: responseOffset).initializeMemory(as: UInt8.self, repeating: 0, count: AdminCommandLayout.resultHeaderSize)
+        let head: UInt16
+        do {
+            head = try queue.add(
+                readable: CollectionOfOne(DMABuffer(address: slab.deviceAddress(at: requestOffset), length: UInt32(length))),
+                writable: CollectionOfOne(DMABuffer(address: slab.deviceAddress(at: responseOffset),
+                                                   length: UInt32(Self.writableLength(command)))))
+        } catch {
+            // Slots are sized to the ring, so a full ring here is a driver bug; fail the command cleanly.
+            releaseSlotLocked(index)
+            fail(.deviceMisbehaved(device: address, error))
+            return false
+        }
+        slotTable.slots[index] = Slot(waiter: waiter, command: traceHandler == nil ? nil : command, opcode: command.opcode, member: command.member,
+                                      started: now, deadline: now.addingSaturated(timeout.nanoseconds), timeout: timeout, token: token,
+                                      resultLength: command.resultLength, busy: true)
+        slotTable.headToSlot[Int(head)] = Int32(index)
+        counters.submitted += 1
+        counters.peakInFlight = max(counters.peakInFlight, slotTable.busyCount)
+        if let traceHandler {
+            traceHandler(.sent(command, bytes: Array(UnsafeRawBufferPointer(start: request, count: length))))
+        }
+        return true
+    }
+
+    /// Publishes what was placed and rings the doorbell if the device wants it (lock held).
+    /// While other commands are in flight and the poller is awake, the poller rings once
+    /// for everything published until its next round.
+    /// A batch (`deferring: false`) rings at once: its one doorbell covers everything published.
+    func publishLocked(deferring: Bool = true) {
+        guard let queue, let notifier, queue.publish() else { return }
+        if deferring && pollerRunning && !pollerSleeping && slotTable.busyCount > 1 {
+            kickPending = true
+        } else {
+            kickPending = false
+            counters.notifies += 1
+            notifier.notify()
+        }
+    }
+
+    func cancel(token: UInt64) {
+        lock.withLock {
+            guard let index = slotTable.slots.firstIndex(where: { $0.busy && $0.token == token }), slotTable.slots[index].waiter.isWaiting else { return }
+            counters.cancellations += 1
+            let opcode = slotTable.slots[index].opcode
+            // The slot stays busy until the device gives it back.
+            finishLocked(slot: index, with: .failure(.cancelled(device: address, opcode: opcode, opcodeName: opcodeNames[opcode] ?? opcode.specName)))
+        }
+    }
+}

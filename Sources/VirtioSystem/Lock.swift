@@ -1,0 +1,89 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A mutual-exclusion lock over `pthread_mutex_t`.
+///
+/// The project uses it instead of `Synchronization.Mutex` because ThreadSanitizer
+/// intercepts pthread locks and so sees the ordering they create; the stdlib's futex-based
+/// `Mutex` is invisible to it, which turns every guarded access into a false race report
+/// and makes `swift test --sanitize=thread` useless.
+package final class Lock: @unchecked Sendable {
+    // SAFETY: the mutex is allocated once, never moved, and destroyed in deinit.
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    package init() {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    /// Runs `body` holding the lock.
+    @inline(__always)
+    package func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+}
+
+/// A pthread mutex with a condition variable whose timed waits use CLOCK_MONOTONIC (the
+/// clock of ``monotonicNanoseconds()``), visible to ThreadSanitizer like ``Lock``.
+package final class ConditionLock: @unchecked Sendable {
+    // SAFETY: both are allocated once, never moved, and destroyed in deinit.
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let condition: UnsafeMutablePointer<pthread_cond_t>
+
+    package init() {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+        condition = .allocate(capacity: 1)
+        condition.initialize(to: pthread_cond_t())
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        condition.deallocate()
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    package func lock() { pthread_mutex_lock(mutex) }
+    package func unlock() { pthread_mutex_unlock(mutex) }
+
+    /// Runs `body` holding the lock.
+    @inline(__always)
+    package func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+
+    /// Waits for a signal (the lock held; it is released while waiting). Wakes spuriously
+    /// too: wait in a loop over the condition.
+    package func wait() { pthread_cond_wait(condition, mutex) }
+
+    /// Waits for a signal until ``monotonicNanoseconds()`` reaches `deadline` (the lock held).
+    package func wait(untilMonotonicNanoseconds deadline: UInt64) {
+        var time = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+        pthread_cond_timedwait(condition, mutex, &time)
+    }
+
+    /// Wakes one waiter.
+    package func signal() { pthread_cond_signal(condition) }
+    /// Wakes every waiter.
+    package func broadcast() { pthread_cond_broadcast(condition) }
+}

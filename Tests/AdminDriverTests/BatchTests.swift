@@ -1,0 +1,133 @@
+import Testing
+import VirtioAdminDriver
+import VirtioAdminTestKit
+import VirtioSimulator
+import VirtioSpec
+import MSIXResourceManager
+
+/// The batch API: N commands on the ring with one doorbell, N results back in order.
+struct BatchTests {
+    static func get(_ vf: Int) -> AdminCommand { AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(vfIndex: vf), resultLength: 8) }
+    /// MSIX_SET (project opcode 0x41): le16 vector count, padded to 8 bytes.
+    static func set(_ vf: Int, _ vectors: UInt8) -> AdminCommand {
+        AdminCommand(opcode: AdminOpcode(0x41), member: GroupMemberID(vfIndex: vf), data: [vectors, 0, 0, 0, 0, 0, 0, 0])
+    }
+
+    @Test func oneNotifyForTheWholeBatchAndResultsInOrder() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        // For each VF: set its vectors to a value of its own, then read them back — the
+        // device processes in order, so each read sees the set just before it.
+        var commands: [AdminCommand] = []
+        for vf in 0..<8 {
+            commands.append(Self.set(vf, UInt8(3 + vf)))
+            commands.append(Self.get(vf))
+        }
+        let notifiesBefore = group.device.counters.notifies
+        let commandsBefore = group.device.counters.adminCommands
+        let results = await group.driver.submitBatch(commands)
+        #expect(group.device.counters.notifies - notifiesBefore == 1, "one doorbell for 16 commands")
+        #expect(group.device.counters.adminCommands - commandsBefore == 16)
+        #expect(results.count == 16)
+        for vf in 0..<8 {
+            let set = try results[2 * vf].get()
+            let get = try results[2 * vf + 1].get()
+            #expect(set.status == .ok)
+            #expect(get.status == .ok)
+            #expect(get.result.prefix(2) == [UInt8(3 + vf), 0], "VF \(vf): the read after its set, in order")
+        }
+        #expect(group.driver.statistics.peakInFlight >= 16, "all 16 were on the ring together")
+    }
+
+    @Test func aBatchLargerThanTheSlotsGoesInRoundsOfOneDoorbellEach() async throws {
+        var options = AdminQueueDriver.Options()
+        options.queueSize = 8  // 4 command slots
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], options: options)
+        defer { group.shutDown() }
+        let notifiesBefore = group.device.counters.notifies
+        let results = await group.driver.submitBatch((0..<8).map { Self.get($0) })
+        #expect(group.device.counters.notifies - notifiesBefore == 2, "8 commands, 4 slots: two rounds")
+        #expect(results.map { try? $0.get().result.prefix(2) } == Array(repeating: [2, 0], count: 8))
+    }
+
+    @Test func refusedCommandsFailInTheirPlaceWithoutStoppingTheBatch() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        let tooLarge = AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(vfIndex: 0), data: [UInt8](repeating: 0, count: 600))
+        let notInUse = AdminCommand(opcode: AdminOpcode(0x1f0), member: GroupMemberID(vfIndex: 0))
+        let results = await group.driver.submitBatch([Self.get(0), tooLarge, Self.get(1), notInUse, Self.get(2)])
+        #expect(results.count == 5)
+        #expect(throws: AdminError.commandTooLarge(opcode: AdminOpcode(0x40), dataBytes: 600, resultBytes: 0, limit: 488)) { try results[1].get() }
+        if case .failure(.commandNotInUse(_, let opcode, _, _)) = results[3] { #expect(opcode == AdminOpcode(0x1f0)) } else {
+            Issue.record("expected commandNotInUse, got \(results[3])")
+        }
+        for index in [0, 2, 4] { #expect((try? results[index].get().status) == .ok) }
+    }
+
+    @Test func anEmptyBatchSendsNothing() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        let notifiesBefore = group.device.counters.notifies
+        #expect(await group.driver.submitBatch([]).isEmpty)
+        #expect(group.device.counters.notifies == notifiesBefore)
+    }
+}
+
+import VirtioProvisioning
+
+/// The batcher and the bulk provisioner on it.
+struct BatcherTests {
+    @Test func concurrentSubmissionsShareBatchesWithOneDoorbellEach() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        let batcher = AdminBatcher(driver: group.driver)
+        let msix = MSIXResourceManager()
+        let notifiesBefore = group.device.counters.notifies
+        let vectors = try await withThrowingTaskGroup(of: (Int, Int).self) { tasks in
+            for vf in 0..<8 { tasks.addTask { (vf, try await msix.vectors(of: vf, driver: batcher)) } }
+            return try await tasks.reduce(into: [Int: Int]()) { $0[$1.0] = $1.1 }
+        }
+        #expect(vectors == Dictionary(uniqueKeysWithValues: (0..<8).map { ($0, 2) }))
+        #expect(batcher.batches >= 1 && batcher.batches <= 8)
+        #expect(group.device.counters.notifies - notifiesBefore == batcher.batches, "one doorbell per batch")
+    }
+
+    @Test func bulkProvisioningGoesThroughBatches() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        let provisioner = Provisioner(driver: group.driver, memberType: .net)
+        let notifiesBefore = group.device.counters.notifies
+        let commandsBefore = group.device.counters.adminCommands
+        let outcomes = await provisioner.apply((0..<8).map { VFRequest(vf: $0, desired: DesiredResources(msixVectors: 3 + $0)) })
+        #expect(outcomes.map(\.vf) == Array(0..<8))
+        #expect(outcomes.allSatisfy { $0.succeeded })
+        for vf in 0..<8 { #expect(group.device.member(vf).msixVectors == 3 + vf) }
+        // 8 reads and 8 writes: each VF's read, then its write, as batches.
+        let commands = group.device.counters.adminCommands - commandsBefore
+        #expect(commands == 16)
+        #expect(group.device.counters.notifies - notifiesBefore < commands, "fewer doorbells than commands")
+    }
+}
+
+/// The device model processing its queues on a thread of its own: the same driver, the
+/// same answers, completions found by the poller.
+struct ModelThreadTests {
+    @Test func commandsCompleteThroughTheModelThread() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        group.device.processQueuesOnOwnThread()
+        let msix = MSIXResourceManager()
+        try await msix.setVectors(5, of: 3, driver: group.driver)
+        #expect(try await msix.vectors(of: 3, driver: group.driver) == 5)
+        let notifiesBefore = group.device.counters.notifies
+        let results = await group.driver.submitBatch((0..<8).map { BatchTests.get($0) })
+        #expect(group.device.counters.notifies - notifiesBefore == 1)
+        #expect(results.map { try? $0.get().result.prefix(2) } == (0..<8).map { [$0 == 3 ? 5 : 2, 0] })
+        let concurrent = try await withThrowingTaskGroup(of: Int.self) { tasks in
+            for index in 0..<64 { tasks.addTask { try await msix.vectors(of: index % 8, driver: group.driver) } }
+            return try await tasks.reduce(0, +)
+        }
+        #expect(concurrent == 8 * (7 * 2 + 5))
+        #expect(group.driver.statistics.completed == group.driver.statistics.submitted)
+    }
+}
