@@ -22,8 +22,11 @@ extension AdminClock {
 /// The real clock: `ContinuousClock` (standard library only, no Foundation).
 public struct ContinuousAdminClock: AdminClock {
     let origin: ContinuousClock.Instant
+    /// The real clock, starting at zero now.
     public init() { origin = ContinuousClock.now }
+    /// Nanoseconds of `ContinuousClock` since this clock was made.
     public var nowNanoseconds: UInt64 { origin.duration(to: ContinuousClock.now).nanoseconds }
+    /// Sleeps on `ContinuousClock` until `deadline` (returns early when the task is cancelled).
     public func sleep(untilNanoseconds deadline: UInt64) async {
         let current = nowNanoseconds
         guard deadline > current else { return }

@@ -20,6 +20,7 @@ import Virtqueue
 /// poller) and `+Failure` (quiesce, fail-all, quarantine). Time is ``Options/clock``.
 public final class AdminQueueDriver: @unchecked Sendable {
     // All mutable state below is guarded by `lock`.
+    /// How the admin queue is set up and commands are timed.
     public struct Options: Sendable {
         /// Admin queue size (each command uses two descriptors, so size/2 are on the ring at once).
         public var queueSize = 256
@@ -51,6 +52,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
         public var requireAccessPlatform = false
         /// The time source of deadlines, waits and the poller (tests pass a clock they advance).
         public var clock: any AdminClock = ContinuousAdminClock()
+        /// The defaults.
         public init() {}
     }
 
@@ -64,9 +66,11 @@ public final class AdminQueueDriver: @unchecked Sendable {
 
     enum State { case starting, running, failed(AdminError), closed }
 
+    /// The PF whose admin queue this is.
     public let address: PCIAddress
     package let transport: ModernPCITransport
     let allocator: any DMAAllocator
+    /// The options the driver was opened with.
     public let options: Options
     let lock = Lock()
     var state: State = .starting
@@ -164,6 +168,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     public func inUse(in group: AdminGroupType) -> AdminOpcodeBitmap { lock.withLock { groups[group.rawValue]?.inUse ?? AdminOpcodeBitmap() } }
     /// Why group `group` cannot be used now (its LIST_QUERY/LIST_USE failed), if so.
     public func unavailability(of group: AdminGroupType) -> AdminError? { lock.withLock { groups[group.rawValue]?.unavailable } }
+    /// What the driver has done so far (commands, timeouts, notifies, peak in flight).
     public var statistics: AdminCounters { lock.withLock { counters } }
     /// The driver stopped after DEVICE_NEEDS_RESET, surprise removal or a protocol
     /// violation, and waits for ``reinitialize()``.

@@ -16,6 +16,7 @@ public enum DeviceAccessError: Error, Hashable, Sendable, CustomStringConvertibl
     case hugePageRequired(requested: Int)
     case config(LinuxError)
 
+    /// One sentence naming the device (or file) and what was expected and found.
     public var description: String {
         switch self {
         case let .kernelDriverBound(address, driver):

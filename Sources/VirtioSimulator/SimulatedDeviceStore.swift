@@ -8,6 +8,7 @@ public enum SimulatedStateError: Error, Hashable, Sendable, CustomStringConverti
     case malformed(path: String, line: Int, message: String)
     case locked(SystemCallError)
 
+    /// One sentence naming the device (or file) and what was expected and found.
     public var description: String {
         switch self {
         case .file(let error): "\(error)."
