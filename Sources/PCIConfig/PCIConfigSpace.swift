@@ -218,13 +218,7 @@ package struct PCIConfigSpace: Sendable {
             return nil  // Spec §4.1.4: the driver ignores capabilities of unknown cfg_type.
         }
         let name = "virtio \(cfgType.name)"
-        let minimum: Int
-        switch cfgType {
-        case .notify: minimum = VirtioPCICapLayout.notifySize
-        case .sharedMemory: minimum = VirtioPCICapLayout.size64
-        case .pci: minimum = VirtioPCICapLayout.pciCfgSize
-        default: minimum = VirtioPCICapLayout.size
-        }
+        let minimum = VirtioPCICapLayout.size(of: cfgType)
         guard capLength >= minimum else {
             throw .capabilityTooShort(device: address, offset: offset, capability: name, length: capLength, minimum: minimum)
         }

@@ -39,6 +39,7 @@ package struct SRIOVState: Sendable, Hashable {
 /// as the kernel sets it) and its driver from its `driver` link. The VF's other attributes
 /// (class, subsystem ids, revision, `driver_override`, IOMMU group, NUMA node,
 /// `sriov_vf_msix_count`) are read together on first use of any of them, once, and then kept.
+@dynamicMemberLookup
 package struct VirtioFunction: Sendable, Hashable {
     package var address: PCIAddress
     package var vendorID: UInt16
@@ -55,15 +56,20 @@ package struct VirtioFunction: Sendable, Hashable {
     package var driver: String?
 
     /// The attributes a listing rarely needs; for a VF read through its PF, read on first use.
-    struct Details: Sendable, Hashable {
-        var classCode: UInt32 = 0
-        var subsystemVendorID: UInt16?
-        var subsystemID: UInt16?
-        var revision: UInt8?
-        var driverOverride: String?
-        var iommuGroup: Int?
-        var numaNode: Int?
-        var vfMSIXCount: Int?
+    package struct Details: Sendable, Hashable {
+        /// 24-bit class code.
+        package var classCode: UInt32 = 0
+        package var subsystemVendorID: UInt16?
+        package var subsystemID: UInt16?
+        package var revision: UInt8?
+        /// sysfs `driver_override`, when set.
+        package var driverOverride: String?
+        /// IOMMU group number, when the function is in one.
+        package var iommuGroup: Int?
+        /// NUMA node (`-1` when the platform has none).
+        package var numaNode: Int?
+        /// VFs: sysfs `sriov_vf_msix_count`, when present.
+        package var vfMSIXCount: Int?
     }
 
     private var storedDetails = Details()
@@ -78,42 +84,10 @@ package struct VirtioFunction: Sendable, Hashable {
         }
     }
 
-    package var subsystemVendorID: UInt16? {
-        get { details.subsystemVendorID }
-        set { details.subsystemVendorID = newValue }
-    }
-    package var subsystemID: UInt16? {
-        get { details.subsystemID }
-        set { details.subsystemID = newValue }
-    }
-    package var revision: UInt8? {
-        get { details.revision }
-        set { details.revision = newValue }
-    }
-    /// 24-bit class code.
-    package var classCode: UInt32 {
-        get { details.classCode }
-        set { details.classCode = newValue }
-    }
-    /// VFs: sysfs `sriov_vf_msix_count`, when present.
-    package var vfMSIXCount: Int? {
-        get { details.vfMSIXCount }
-        set { details.vfMSIXCount = newValue }
-    }
-    /// sysfs `driver_override`, when set.
-    package var driverOverride: String? {
-        get { details.driverOverride }
-        set { details.driverOverride = newValue }
-    }
-    /// IOMMU group number, when the function is in one.
-    package var iommuGroup: Int? {
-        get { details.iommuGroup }
-        set { details.iommuGroup = newValue }
-    }
-    /// NUMA node (`-1` when the platform has none).
-    package var numaNode: Int? {
-        get { details.numaNode }
-        set { details.numaNode = newValue }
+    /// A detail by name (`function.classCode`, `function.iommuGroup`, ...): read on first use.
+    package subscript<T>(dynamicMember keyPath: WritableKeyPath<Details, T>) -> T {
+        get { details[keyPath: keyPath] }
+        set { details[keyPath: keyPath] = newValue }
     }
 
     package init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32, role: FunctionRole) {

@@ -59,13 +59,7 @@ package struct ConfigSpaceBuilder: Sendable {
     @discardableResult
     package mutating func addVirtioCapability(_ type: VirtioPCICfgType, bar: UInt8, offset: UInt32, length: UInt32,
                                              id: UInt8 = 0, notifyOffMultiplier: UInt32? = nil) -> Int {
-        let capLength: Int
-        switch type {
-        case .notify: capLength = VirtioPCICapLayout.notifySize
-        case .pci: capLength = VirtioPCICapLayout.pciCfgSize
-        case .sharedMemory: capLength = VirtioPCICapLayout.size64
-        default: capLength = VirtioPCICapLayout.size
-        }
+        let capLength = VirtioPCICapLayout.size(of: type)
         return addCapability(.vendorSpecific, length: capLength) { cap in
             cap.write(UInt8(capLength), at: VirtioPCICapLayout.capLength)
             cap.write(type.rawValue, at: VirtioPCICapLayout.cfgType)

@@ -55,6 +55,16 @@ package enum VirtioPCICapLayout {
     package static let pciCfgSize = 20
     /// BAR values above this are reserved; a driver ignores such capabilities.
     package static let maximumBAR: UInt8 = 5
+
+    /// The size of the capability structure a `cfg_type` uses (its minimum `cap_len`).
+    package static func size(of type: VirtioPCICfgType) -> Int {
+        switch type {
+        case .notify: notifySize
+        case .sharedMemory: size64
+        case .pci: pciCfgSize
+        default: size
+        }
+    }
 }
 
 /// A register of `struct virtio_pci_common_cfg`: offset and natural width.
