@@ -29,7 +29,11 @@ package enum Sys {
     package static func open(_ path: String, _ mode: FileDescriptor.AccessMode, options: FileDescriptor.OpenOptions = [],
                              permissions: FilePermissions? = nil) throws(SystemCallError) -> FileDescriptor {
         try naming("open", path) {
-            try FileDescriptor.open(FilePath(path), mode, options: options.union(.closeOnExec), permissions: permissions, retryOnInterrupt: true)
+            // The C string as given: FilePath's separator normalisation is quadratic in a
+            // debug build of swift-system for a path with `//` (the tests' temporary paths).
+            try path.withCString { (cPath: UnsafePointer<CChar>) throws -> FileDescriptor in
+                try FileDescriptor.open(cPath, mode, options: options.union(.closeOnExec), permissions: permissions, retryOnInterrupt: true)
+            }
         }
     }
 
