@@ -45,15 +45,12 @@ let package = Package(
         .target(name: "CLinuxVFIO"),
         // Linux platform: sysfs walker, libudev enumeration, binding with an in-use guard,
         // BAR mapping (sysfs resourceN, VFIO regions), DMA (VFIO type-1, pagemap). Glibc only.
-        .target(name: "VirtioLinux", dependencies: ["VirtioSpec", "PCIConfig", "CUdev", "CLinuxVFIO", "VirtioTransport", "VirtioLock"]),
+        .target(name: "VirtioLinux", dependencies: ["VirtioSpec", "PCIConfig", "CUdev", "CLinuxVFIO", "VirtioTransport", "VirtioSystem"]),
         // The operating system: the only Swift module that imports Glibc. Every system call
         // (EINTR retried, errno typed), files, memory maps, ioctl, lock files, dlopen, Unix
         // sockets, poll, threads, the pthread lock (visible to ThreadSanitizer), monotonic time.
         .target(name: "CVirtioSystem"),
         .target(name: "VirtioSystem", dependencies: ["CVirtioSystem", .product(name: "SystemPackage", package: "swift-system")]),
-        // VirtioSystem under its former name (it re-exports it): the targets that list it reach
-        // VirtioSystem through it, and code that still imports VirtioLock builds.
-        .target(name: "VirtioLock", dependencies: ["VirtioSystem"]),
         // C shim: volatile MMIO access, atomics for shared ring fields, per-architecture barriers.
         .target(name: "CVolatile"),
         // Register and DMA protocols, and the modern virtio-PCI transport. No Foundation.
@@ -61,13 +58,13 @@ let package = Package(
         // The split-virtqueue engine (driver side) and the ring layout the device model shares.
         .target(name: "Virtqueue", dependencies: ["VirtioSpec", "VirtioTransport", "CVolatile"]),
         // The admin-queue driver: ADMIN_VQ, LIST_QUERY/LIST_USE, many commands in flight.
-        .target(name: "VirtioAdminDriver", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "VirtioLock"]),
+        .target(name: "VirtioAdminDriver", dependencies: ["VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "VirtioSystem"]),
         // The conformance checks of a device's admin facility (library; the CLI's `conformance`).
         .target(name: "VirtioConformance", dependencies: ["VirtioProjectCommands", "VirtioAdminDriver", "VirtioTransport", "VirtioSpec", "PCIConfig"]),
         // The run-time plugin ABI (a C header plugin authors include).
         .target(name: "CVirtioAdminPlugin"),
         // The command-handler protocol, the plugin registry, the run-time loader.
-        .target(name: "ResourceManager", dependencies: ["VirtioSpec", "PCIConfig", "VirtioAdminDriver", "CVirtioAdminPlugin", "VirtioLock"]),
+        .target(name: "ResourceManager", dependencies: ["VirtioSpec", "PCIConfig", "VirtioAdminDriver", "CVirtioAdminPlugin", "VirtioSystem"]),
         // Built-in resource-manager plugins.
         .target(name: "MSIXResourceManager", dependencies: ["VirtioProjectCommands", "ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/MSIXResourceManager"),
         .target(name: "FeatureBitsResourceManager", dependencies: ["VirtioProjectCommands", "ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/FeatureBitsResourceManager"),
@@ -77,7 +74,7 @@ let package = Package(
         .target(name: "DevicePartsResourceManager", dependencies: ["ResourceManager", "ResourceObjectsResourceManager", "VirtioAdminDriver", "VirtioSpec", "VirtioSystem"], path: "Plugins/DevicePartsResourceManager"),
         .target(name: "LegacyAccessResourceManager", dependencies: ["ResourceManager", "VirtioAdminDriver", "VirtioSpec"], path: "Plugins/LegacyAccessResourceManager"),
         // The device model: simulated virtio PCI functions and their fake sysfs tree.
-        .target(name: "VirtioSimulator", dependencies: ["VirtioProjectCommands", "VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile", "VirtioLock"]),
+        .target(name: "VirtioSimulator", dependencies: ["VirtioProjectCommands", "VirtioSpec", "PCIConfig", "VirtioTransport", "Virtqueue", "CVolatile", "VirtioSystem"]),
         // Provisioning policy (a TOML subset, read once by its own parser), its checker and planner, and the udev event handling.
         .target(name: "VirtioProvisioning", dependencies: ["VirtioProjectCommands", 
             "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioAdminDriver", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager",
@@ -87,17 +84,17 @@ let package = Package(
         // the provisioning service. No Foundation.
         .target(name: "VirtioAdmin", dependencies: [
             "VirtioSpec", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver", "ResourceManager",
-            "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioLock",
+            "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioSystem",
             "CapabilitiesResourceManager", "ResourceObjectsResourceManager", "DevicePartsResourceManager", "LegacyAccessResourceManager",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // A test kit for plugin authors: the device model with its admin queue open.
-        .target(name: "VirtioAdminTestKit", dependencies: ["VirtioAdmin", "VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "VirtioTransport", "PCIConfig", "VirtioSpec", "VirtioLock"]),
+        .target(name: "VirtioAdminTestKit", dependencies: ["VirtioAdmin", "VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "VirtioTransport", "PCIConfig", "VirtioSpec", "VirtioSystem"]),
         .executableTarget(
             name: "VirtioAdminCLI",
             dependencies: [
                 "VirtioSpec", "VirtioProjectCommands", "PCIConfig", "VirtioLinux", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver",
-                "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioLock", "VirtioAdmin", "VirtioConformance",
+                "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioProvisioning", "VirtioSystem", "VirtioAdmin", "VirtioConformance",
                 "CapabilitiesResourceManager", "ResourceObjectsResourceManager", "DevicePartsResourceManager", "LegacyAccessResourceManager",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -118,7 +115,7 @@ let package = Package(
         .testTarget(name: "VirtioLinuxTests", dependencies: ["VirtioLinux", "PCIConfig", "VirtioSimulator", "VirtioTestSupport", "CLinuxVFIO", "VirtioSystem"]),
         .testTarget(name: "VirtioSystemTests", dependencies: ["VirtioSystem", .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "TransportTests", dependencies: ["VirtioTransport", "Virtqueue", "VirtioSimulator", "PCIConfig", "VirtioSpec"]),
-        .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioLock", "VirtioConformance", "VirtioProvisioning"]),
+        .testTarget(name: "AdminDriverTests", dependencies: ["VirtioAdminDriver", "VirtioAdminTestKit", "VirtioSimulator", "VirtioTransport", "VirtioSpec", "ResourceManager", "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioSystem", "VirtioConformance", "VirtioProvisioning"]),
         .testTarget(name: "MSIXResourceManagerTests", dependencies: ["VirtioProjectCommands", "MSIXResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/MSIXResourceManagerTests"),
         .testTarget(name: "FeatureBitsResourceManagerTests", dependencies: ["FeatureBitsResourceManager", "VirtioAdminTestKit", "VirtioSimulator", "VirtioAdminDriver", "VirtioSpec", "ResourceManager", "VirtioTransport"], path: "Tests/Plugins/FeatureBitsResourceManagerTests"),
         .testTarget(name: "RatifiedPluginTests", dependencies: [

@@ -1,4 +1,4 @@
-import VirtioLock
+import VirtioSystem
 
 /// The time the service, the policy run and the lock wait go by: a monotonic count of
 /// nanoseconds and a sleep until a point on it. The real one follows `ContinuousClock`; a

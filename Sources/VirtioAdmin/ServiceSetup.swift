@@ -1,7 +1,6 @@
 import Logging
 import PCIConfig
 import VirtioLinux
-import VirtioLock
 import VirtioProvisioning
 import VirtioSystem
 

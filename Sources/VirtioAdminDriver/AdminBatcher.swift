@@ -1,5 +1,5 @@
 import PCIConfig
-import VirtioLock
+import VirtioSystem
 import VirtioSpec
 
 /// An ``AdminCommandRunner`` that gathers the commands many tasks submit at about the same

@@ -1,4 +1,4 @@
-import VirtioLock
+import VirtioSystem
 
 /// The admin driver's time source. Command deadlines, the wait for a free slot, the
 /// poller's back-off, the delay before an EAGAIN retry and the drain before LIST_USE all

@@ -40,7 +40,10 @@ extension AdminQueueDriver {
         let written = response.count - AdminCommandLayout.resultHeaderSize
         // A short result is truncated by the device, not failed; the fields it did not
         // write read as zero [admin:548-553,632-636]. One array, sized once.
-        let result = [UInt8](unsafeUninitializedCapacity: max(written, slot.resultLength)) { buffer, count in
+        // Capacity 0 would write the count of the stdlib's shared empty-array storage (a race
+        // ThreadSanitizer sees between two drivers): an empty result is the literal.
+        let capacity = max(written, slot.resultLength)
+        let result = capacity == 0 ? [] : [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
             let raw = UnsafeMutableRawBufferPointer(buffer)
             if written > 0 { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: response[AdminCommandLayout.resultHeaderSize...])) }
             if slot.resultLength > written {

@@ -1,5 +1,5 @@
 import VirtioTransport
-import VirtioLock
+import VirtioSystem
 import Virtqueue
 
 // Failure and close: quiesce the device before any DMA memory is released or reused, then

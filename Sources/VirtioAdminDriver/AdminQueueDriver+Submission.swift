@@ -1,4 +1,4 @@
-import VirtioLock
+import VirtioSystem
 import VirtioSpec
 import VirtioTransport
 import Virtqueue

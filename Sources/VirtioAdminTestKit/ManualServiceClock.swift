@@ -1,5 +1,5 @@
 import VirtioAdmin
-import VirtioLock
+import VirtioSystem
 
 /// A ``ServiceClock`` that moves only when a test moves it (as NIO's `EmbeddedEventLoop`
 /// does): a sleep returns once ``advance(by:)`` has passed its deadline, or when its task is
