@@ -159,7 +159,8 @@ public func enumerateFunctions(root: String) throws -> Int {
     try SysfsEnumerator(root: root).functions().count
 }
 
-public func runProcess(_ path: String, _ arguments: [String]) -> Int32 {
+/// Starts `path` with its output to /dev/null; its pid, or -1 when it could not start.
+public func spawnQuietly(_ path: String, _ arguments: [String]) -> pid_t {
     var pid: pid_t = 0
     let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
@@ -169,6 +170,13 @@ public func runProcess(_ path: String, _ arguments: [String]) -> Int32 {
     posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
     defer { posix_spawn_file_actions_destroy(&actions) }
     guard posix_spawn(&pid, path, &actions, nil, argv, environ) == 0 else { return -1 }
+    return pid
+}
+
+/// Runs `path` to its end, output to /dev/null; its wait status, or -1 when it could not start.
+public func runProcess(_ path: String, _ arguments: [String]) -> Int32 {
+    let pid = spawnQuietly(path, arguments)
+    guard pid > 0 else { return -1 }
     var status: Int32 = 0
     waitpid(pid, &status, 0)
     return status

@@ -33,18 +33,7 @@ func medianRun(_ binary: String, _ arguments: [String], environment: [String: St
     return (times[times.count / 2], allOK)
 }
 
-func startBackground(_ path: String, _ arguments: [String]) -> pid_t {
-    var pid: pid_t = 0
-    let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    guard posix_spawn(&pid, path, &actions, nil, argv, environ) == 0 else { return -1 }
-    return pid
-}
+func startBackground(_ path: String, _ arguments: [String]) -> pid_t { spawnQuietly(path, arguments) }
 
 func runP4(binary: String, before: String?) {
     print("\n## P4 — helper start-up: `udev-event` for one VF from a cold process\n")
