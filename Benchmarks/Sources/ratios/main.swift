@@ -39,45 +39,31 @@ if only.contains("p2") {
         print("\n## P2 — driver cost per command, zero-latency device model (MSIX_GET), model " + (ownThread ? "on its own thread" : "in the driver's notify") + "\n")
         row(["in flight", "commands/s", "vs 1 in flight", "MMIO reads/cmd", "MMIO writes/cmd", "notifies/cmd"])
         row(["---", "---", "---", "---", "---", "---"])
+        let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
         var single = 0.0
-        for inFlight in [1, 8, 64] {
+        /// One row: a fresh bench, a warm-up of `warmUp` commands, then `total` through `loop`.
+        func measureRow(_ label: String, warmUp: Int, _ loop: @Sendable (Bench, Int) async throws -> Void) async throws {
             let bench = try await Bench.open(vfs: 64, timing: .immediate, ownThread: ownThread)
-            let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
-            try await commandLoop(bench, total: 2000, inFlight: inFlight)  // warm-up
+            defer { bench.close() }
+            try await loop(bench, warmUp)
             bench.device.resetCounters()
-            let seconds = try await measure { try await commandLoop(bench, total: total, inFlight: inFlight) }
+            let seconds = try await measure { try await loop(bench, total) }
             let rate = Double(total) / seconds
-            if inFlight == 1 { single = rate }
+            if single == 0 { single = rate }  // the first row: 1 in flight
             let counters = bench.device.counters
-            row(["\(inFlight)", f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
+            row([label, f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
                  f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3)])
-            bench.close()
+        }
+        for inFlight in [1, 8, 64] {
+            try await measureRow("\(inFlight)", warmUp: 2000) { try await commandLoop($0, total: $1, inFlight: inFlight) }
         }
         for inFlight in [8, 64] {
-            let bench = try await Bench.open(vfs: 64, timing: .immediate, ownThread: ownThread)
-            let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
-            try await batcherLoop(bench, total: 2048, inFlight: inFlight)  // warm-up
-            bench.device.resetCounters()
-            let seconds = try await measure { try await batcherLoop(bench, total: total, inFlight: inFlight) }
-            let rate = Double(total) / seconds
-            let counters = bench.device.counters
-            row(["\(inFlight) (AdminBatcher)", f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
-                 f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3)])
-            bench.close()
+            try await measureRow("\(inFlight) (AdminBatcher)", warmUp: 2048) { try await batcherLoop($0, total: $1, inFlight: inFlight) }
         }
         for batch in [64, 128] {
-            let bench = try await Bench.open(vfs: 64, timing: .immediate, ownThread: ownThread)
-            let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
-            try await batchLoop(bench, total: 2048, batch: batch)  // warm-up
-            bench.device.resetCounters()
-            let seconds = try await measure { try await batchLoop(bench, total: total, batch: batch) }
-            let rate = Double(total) / seconds
-            let counters = bench.device.counters
-            row(["\(batch) (batch API)", f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
-                 f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3)])
-            bench.close()
+            try await measureRow("\(batch) (batch API)", warmUp: 2048) { try await batchLoop($0, total: $1, batch: batch) }
         }
-}
+    }
 }
 
 if only.contains("p3") {
