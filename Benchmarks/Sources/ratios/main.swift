@@ -35,7 +35,11 @@ if only.contains("p1") {
 }
 
 if only.contains("p2") {
-    for ownThread in [false, true] {
+    // P2_MODEL=notify|thread and P2_ROWS=command,batcher,batch pick parts (for a profiler run).
+    let env = { (name: String) in getenv(name).map { String(cString: $0) } }
+    let models = env("P2_MODEL").map { $0 == "thread" ? [true] : [false] } ?? [false, true]
+    let rows = Set((env("P2_ROWS") ?? "command,batcher,batch").split(separator: ",").map(String.init))
+    for ownThread in models {
         print("\n## P2 — driver cost per command, zero-latency device model (MSIX_GET), model " + (ownThread ? "on its own thread" : "in the driver's notify") + "\n")
         row(["in flight", "commands/s", "vs 1 in flight", "MMIO reads/cmd", "MMIO writes/cmd", "notifies/cmd"])
         row(["---", "---", "---", "---", "---", "---"])
@@ -54,13 +58,13 @@ if only.contains("p2") {
             row([label, f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
                  f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3)])
         }
-        for inFlight in [1, 8, 64] {
+        for inFlight in [1, 8, 64] where rows.contains("command") || inFlight == 1 {
             try await measureRow("\(inFlight)", warmUp: 2000) { try await commandLoop($0, total: $1, inFlight: inFlight) }
         }
-        for inFlight in [8, 64] {
+        for inFlight in [8, 64] where rows.contains("batcher") {
             try await measureRow("\(inFlight) (AdminBatcher)", warmUp: 2048) { try await batcherLoop($0, total: $1, inFlight: inFlight) }
         }
-        for batch in [64, 128] {
+        for batch in [64, 128] where rows.contains("batch") {
             try await measureRow("\(batch) (batch API)", warmUp: 2048) { try await batchLoop($0, total: $1, batch: batch) }
         }
     }
