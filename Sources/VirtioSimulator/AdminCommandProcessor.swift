@@ -23,8 +23,36 @@ struct AdminCommandProcessor {
         var inUse: AdminOpcodeBitmap
     }
 
+    /// The groups the device has, by group type: the self group (0) and the SR-IOV group (1).
+    struct GroupTable {
+        private var selfGroup: GroupCommands?
+        private var srIOV: GroupCommands?
+
+        subscript(type: UInt16) -> GroupCommands? {
+            get {
+                switch type {
+                case AdminGroupType.selfGroup.rawValue: selfGroup
+                case AdminGroupType.srIOV.rawValue: srIOV
+                default: nil
+                }
+            }
+            set {
+                switch type {
+                case AdminGroupType.selfGroup.rawValue: selfGroup = newValue
+                case AdminGroupType.srIOV.rawValue: srIOV = newValue
+                default: preconditionFailure("the model has no group type \(type)")
+                }
+            }
+        }
+
+        /// The group types present.
+        var keys: [UInt16] { [AdminGroupType.selfGroup.rawValue, AdminGroupType.srIOV.rawValue].filter { self[$0] != nil } }
+        /// The groups present.
+        var values: [GroupCommands] { [selfGroup, srIOV].compactMap { $0 } }
+    }
+
     var opcodes: ProjectOpcodeTable
-    var groups: [UInt16: GroupCommands]
+    var groups = GroupTable()
     var pool: Int
     var perMemberMaximum: Int
     var perMemberMinimum: Int
@@ -52,7 +80,7 @@ struct AdminCommandProcessor {
             GroupCommands(supported: AdminOpcodeBitmap(opcodes: implemented.filter { listed?.contains($0) ?? true }).union(Self.alwaysInUse),
                           inUse: AdminOpcodeBitmap(opcodes: Self.alwaysInUse))
         }
-        groups = [AdminGroupType.srIOV.rawValue: commands(configuration.srIOVGroupOpcodes)]
+        groups[AdminGroupType.srIOV.rawValue] = commands(configuration.srIOVGroupOpcodes)
         if configuration.strictness.selfGroup {
             groups[AdminGroupType.selfGroup.rawValue] = commands(configuration.selfGroupOpcodes)
         }
@@ -82,9 +110,51 @@ struct AdminCommandProcessor {
     struct Outcome {
         var status: AdminStatus
         var qualifier: AdminStatusQualifier
-        var result: [UInt8]
-        static func ok(_ result: [UInt8] = []) -> Outcome { Outcome(status: .ok, qualifier: .ok, result: result) }
-        static func refuse(_ status: AdminStatus, _ qualifier: AdminStatusQualifier) -> Outcome { Outcome(status: status, qualifier: qualifier, result: []) }
+        var result: ResultBytes
+        static func ok(_ result: [UInt8] = []) -> Outcome { Outcome(status: .ok, qualifier: .ok, result: ResultBytes(result)) }
+        static func ok(_ result: ResultBytes) -> Outcome { Outcome(status: .ok, qualifier: .ok, result: result) }
+        static func refuse(_ status: AdminStatus, _ qualifier: AdminStatusQualifier) -> Outcome { Outcome(status: status, qualifier: qualifier, result: ResultBytes()) }
+    }
+
+    /// A command-specific result: up to 16 bytes held inline (the project's commands, so
+    /// that answering one allocates nothing), or an array.
+    struct ResultBytes {
+        private var inline: (UInt64, UInt64) = (0, 0)
+        private var array: [UInt8] = []
+        private var isInline = false
+        /// Number of bytes.
+        private(set) var count = 0
+
+        /// No bytes.
+        init() {}
+        /// These bytes.
+        init(_ bytes: [UInt8]) {
+            array = bytes
+            count = bytes.count
+        }
+        /// `count` zero bytes (at most 16) held inline, to be filled with ``writeLE(_:at:)``.
+        init(zeros count: Int) {
+            precondition(count <= MemoryLayout<(UInt64, UInt64)>.size)
+            isInline = true
+            self.count = count
+        }
+
+        /// Writes `value` little-endian at `offset` of an inline result.
+        mutating func writeLE<T: FixedWidthInteger & UnsignedInteger>(_ value: T, at offset: Int) {
+            precondition(isInline && offset + MemoryLayout<T>.size <= count)
+            withUnsafeMutableBytes(of: &inline) { $0.writeLE(value, at: offset) }
+        }
+
+        /// Calls `body` with the bytes.
+        func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+            if isInline {
+                return Swift.withUnsafeBytes(of: inline) { body(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+            }
+            return array.withUnsafeBytes(body)
+        }
+
+        /// The bytes as an array.
+        var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
     }
 
     /// Opcodes whose part lengths carry meaning (the legacy config accesses, fact sheet A5):
@@ -93,16 +163,29 @@ struct AdminCommandProcessor {
     /// 2-byte result, DRIVER_CAP_SET with 10 bytes of data, DEV_PARTS_GET into a buffer of
     /// the SIZE METADATA_GET gave, DEV_PARTS_SET with the parts as received, DEV_MODE_SET
     /// with 1 byte.
-    static let lengthCarriesMeaning: Set<AdminOpcode> = [AdminOpcode(0x2), AdminOpcode(0x3), AdminOpcode(0x4), AdminOpcode(0x5),
-                                                         AdminOpcode(0x8), AdminOpcode(0x9), AdminOpcode(0xf), AdminOpcode(0x10), AdminOpcode(0x11)]
+    static func lengthCarriesMeaning(_ opcode: AdminOpcode) -> Bool {
+        switch opcode.rawValue {
+        case 0x2, 0x3, 0x4, 0x5, 0x8, 0x9, 0xf, 0x10, 0x11: true
+        default: false
+        }
+    }
 
     /// Executes one command (its device-readable bytes) and returns status and result.
     /// - Parameters:
     ///   - resultCapacity: bytes of the device-writable part (status header included).
     ///   - othersOutstanding: other commands of the same admin queue are in service.
     mutating func execute(_ command: [UInt8], resultCapacity: Int, othersOutstanding: Bool = false) -> Outcome {
+        command.withUnsafeBytes { execute($0, resultCapacity: resultCapacity, othersOutstanding: othersOutstanding) }
+    }
+
+    /// As ``execute(_:resultCapacity:othersOutstanding:)``, reading the command where it is
+    /// (the device's copy of the chain's readable part).
+    mutating func execute(_ command: UnsafeRawBufferPointer, resultCapacity: Int, othersOutstanding: Bool = false) -> Outcome {
         changedMember = nil
-        guard let header = AdminCommandHeader(decoding: command) else { return .refuse(.einval, .invalidCommand) }
+        guard command.count >= AdminCommandLayout.headerSize else { return .refuse(.einval, .invalidCommand) }
+        let header = (opcode: AdminOpcode(command.readLE(UInt16.self, at: AdminCommandLayout.opcode)),
+                      groupType: AdminGroupType(rawValue: command.readLE(UInt16.self, at: AdminCommandLayout.groupType)),
+                      memberID: GroupMemberID(rawValue: command.readLE(UInt64.self, at: AdminCommandLayout.groupMemberID)))
         let opcode = header.opcode
         if !strictness.groupCheckedFirst && !groups.values.contains(where: { $0.supported.contains(opcode) }) {
             // A non-conforming variant: the opcode is checked before the group.
@@ -136,13 +219,16 @@ struct AdminCommandProcessor {
         }
         // 4. Driver-side rules the model enforces.
         if opcode == .listUse && othersOutstanding && strictness.refuseListUseWhileOutstanding { return .refuse(.einval, .invalidCommand) }
-        if strictness.requireMultipleOf8Parts && !Self.lengthCarriesMeaning.contains(opcode)
+        if strictness.requireMultipleOf8Parts && !Self.lengthCarriesMeaning(opcode)
             && (command.count % 8 != 0 || resultCapacity % 8 != 0) {
             return .refuse(.einval, .invalidCommand)
         }
-        let data = Array(command.dropFirst(AdminCommandLayout.headerSize))
+        let data = UnsafeRawBufferPointer(rebasing: command[AdminCommandLayout.headerSize...])
         let room = resultCapacity - AdminCommandLayout.resultHeaderSize
-        if let outcome = executeRatified(opcode, group: header.groupType, member: header.memberID, data: data, room: room) { return outcome }
+        if Self.ratifiedOpcodes.contains(opcode),
+           let outcome = executeRatified(opcode, group: header.groupType, member: header.memberID, data: Array(data), room: room) {
+            return outcome
+        }
         let outcome = dispatch(opcode, group: header.groupType, member: header.memberID, data: data)
         if outcome.result.count > room && !strictness.truncateShortResults {
             // A non-conforming variant: fails a command whose result does not fit.
@@ -159,7 +245,7 @@ struct AdminCommandProcessor {
         return index
     }
 
-    mutating func dispatch(_ opcode: AdminOpcode, group: AdminGroupType, member: GroupMemberID, data: [UInt8]) -> Outcome {
+    mutating func dispatch(_ opcode: AdminOpcode, group: AdminGroupType, member: GroupMemberID, data: UnsafeRawBufferPointer) -> Outcome {
         switch opcode {
         case .listQuery:
             var listed = groups[group.rawValue]!.supported
@@ -168,7 +254,7 @@ struct AdminCommandProcessor {
             }
             return .ok(listed.encode())
         case .listUse:
-            let requested = AdminOpcodeBitmap(decoding: data)
+            let requested = AdminOpcodeBitmap(decoding: Array(data))
             guard data.count >= 8, requested.isSubset(of: groups[group.rawValue]!.supported) else { return .refuse(.einval, .invalidField) }
             if strictness.listUseAllOrNothing {
                 let listed = groups[group.rawValue]!.supported
@@ -180,7 +266,7 @@ struct AdminCommandProcessor {
             groups[group.rawValue]!.inUse = requested.union(Self.alwaysInUse)
             return .ok()
         case opcodes.msixPoolGet:
-            var result = [UInt8](repeating: 0, count: ProjectCommandLayout.msixPoolResultSize)
+            var result = ResultBytes(zeros: ProjectCommandLayout.msixPoolResultSize)
             result.writeLE(UInt32(pool), at: ProjectCommandLayout.msixPoolTotal)
             result.writeLE(UInt32(availableVectors), at: ProjectCommandLayout.msixPoolAvailable)
             result.writeLE(UInt16(perMemberMaximum), at: ProjectCommandLayout.msixPoolPerMemberMax)
@@ -192,7 +278,7 @@ struct AdminCommandProcessor {
         guard let index = memberIndex(member) else { return .refuse(.einval, .invalidMember) }
         switch opcode {
         case opcodes.msixGet:
-            var result = [UInt8](repeating: 0, count: ProjectCommandLayout.msixGetResultSize)
+            var result = ResultBytes(zeros: ProjectCommandLayout.msixGetResultSize)
             result.writeLE(UInt16(members[index].msixVectors), at: ProjectCommandLayout.msixGetVectors)
             result.writeLE(UInt16(perMemberMaximum), at: ProjectCommandLayout.msixGetMaximum)
             return .ok(result)
@@ -209,9 +295,9 @@ struct AdminCommandProcessor {
             return .ok()
         case opcodes.featuresGet, opcodes.featuresCapsGet:
             let features = opcode == opcodes.featuresGet ? members[index].features : memberSupportedFeatures
-            var result: [UInt8] = []
-            result.appendLE(features.low64)
-            result.appendLE(features.high64)
+            var result = ResultBytes(zeros: 16)
+            result.writeLE(features.low64, at: 0)
+            result.writeLE(features.high64, at: 8)
             return .ok(result)
         case opcodes.featuresSet:
             guard data.count >= ProjectCommandLayout.featuresDataSize else { return .refuse(.einval, .invalidCommand) }
@@ -222,7 +308,9 @@ struct AdminCommandProcessor {
             changedMember = index
             return .ok()
         case opcodes.macGet:
-            return .ok(members[index].mac + [0, 0])
+            var result = ResultBytes(zeros: ProjectCommandLayout.macSize)
+            for (offset, byte) in members[index].mac.prefix(ProjectCommandLayout.macSize).enumerated() { result.writeLE(byte, at: offset) }
+            return .ok(result)
         case opcodes.macSet:
             guard data.count >= ProjectCommandLayout.macSize else { return .refuse(.einval, .invalidCommand) }
             let mac = Array(data[0..<6])

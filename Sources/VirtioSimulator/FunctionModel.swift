@@ -6,18 +6,18 @@ import Virtqueue
 final class QueueModel {
     let index: Int
     let maximumSize: Int
-    var size: Int
-    var enabled = false
+    @exclusivity(unchecked) var size: Int
+    @exclusivity(unchecked) var enabled = false
     var descriptorArea: UInt64 = 0
     var driverArea: UInt64 = 0
     var deviceArea: UInt64 = 0
     var msixVector: UInt16 = CommonConfigLayout.noVector
     /// Next avail index the device will read.
-    var lastAvail: UInt16 = 0
+    @exclusivity(unchecked) var lastAvail: UInt16 = 0
     /// The device's used index (what it has published).
-    var usedIndex: UInt16 = 0
+    @exclusivity(unchecked) var usedIndex: UInt16 = 0
     /// Heads taken from the avail ring and not yet completed.
-    var inService = Set<UInt16>()
+    @exclusivity(unchecked) var inService = HeadSet()
 
     init(index: Int, maximumSize: Int) {
         self.index = index
@@ -48,25 +48,28 @@ final class FunctionModel {
     var countsAdminQueues = false
     /// Driver features this function needs before it accepts FEATURES_OK.
     var requiredDriverFeatures: FeatureSet = []
-    var driverFeatures: FeatureSet = []
-    var status: DeviceStatus = []
+    @exclusivity(unchecked) var driverFeatures: FeatureSet = []
+    @exclusivity(unchecked) var status: DeviceStatus = []
     var deviceFeatureSelect: UInt32 = 0
     var driverFeatureSelect: UInt32 = 0
     var configVector: UInt16 = CommonConfigLayout.noVector
     var queueSelect: UInt16 = 0
-    var queues: [QueueModel]
+    let queues: [QueueModel]
     var msixTableSize: Int
     var configGeneration: UInt8 = 0
     var deviceConfig: [UInt8]
-    var isr: UInt8 = 0
-    var faults = Set<SimulatedFault>()
-    var counters = SimulatedCounters()
+    @exclusivity(unchecked) var isr: UInt8 = 0
+    @exclusivity(unchecked) var faults = FaultSet()
+    /// The counters, except admin commands by opcode below ``OpcodeTally/directCount``,
+    /// which are in `opcodeTally` (``currentCounters`` has them all).
+    @exclusivity(unchecked) var counters = SimulatedCounters()
+    @exclusivity(unchecked) var opcodeTally = OpcodeTally()
     let adminQueueCount: Int
     /// Bumped on every reset: completions scheduled before it are dropped.
-    var epoch: UInt64 = 0
+    @exclusivity(unchecked) var epoch: UInt64 = 0
     /// DEV_MODE_SET STOPPED: the function touches no queue (RatifiedCommands.swift); the
     /// queues notified meanwhile are served on resume.
-    var stopped = false
+    @exclusivity(unchecked) var stopped = false
     var notifiedWhileStopped = Set<Int>()
 
     init(address: PCIAddress, type: VirtioDeviceType, isOwner: Bool, features: FeatureSet, queues: Int, adminQueues: Int,
@@ -88,6 +91,26 @@ final class FunctionModel {
     }
 
     var adminQueueIndex: Int { queues.count - adminQueueCount }
+
+    /// The counters with admin commands by opcode complete (what the public API returns).
+    var currentCounters: SimulatedCounters {
+        var merged = counters
+        opcodeTally.add(into: &merged.adminCommandsByOpcode)
+        return merged
+    }
+
+    /// Replaces every counter (zero, or values a state file carried).
+    func setCounters(_ new: SimulatedCounters) {
+        counters = new
+        opcodeTally = OpcodeTally()
+    }
+
+    /// Counts one admin command with `opcode`.
+    @inline(__always)
+    func countAdminCommand(_ opcode: UInt16) {
+        counters.adminCommands += 1
+        if !opcodeTally.count(opcode) { counters.adminCommandsByOpcode[opcode, default: 0] += 1 }
+    }
     var reportedAdminQueueCount: Int { faults.contains(.noAdminQueue) ? 0 : adminQueueCount }
 
     /// Whether queue `index` is an admin queue (what the device is, not what a fault makes it report).

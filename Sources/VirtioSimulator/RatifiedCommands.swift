@@ -51,6 +51,8 @@ extension AdminCommandProcessor {
     ]
     /// The capability commands: self group only [caps:73-74,87-88].
     static let capabilityOpcodes: [AdminOpcode] = [.capIDListQuery, .deviceCapGet, .driverCapSet]
+    /// Every opcode ``executeRatified(_:group:member:data:room:)`` may answer.
+    static let ratifiedOpcodes = AdminOpcodeBitmap(opcodes: ratifiedSRIOVOpcodes + capabilityOpcodes)
 
     // MARK: SR-IOV group
 

@@ -25,12 +25,23 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
         let deviceAddress: UInt64
         let length: Int
         let pointer: UnsafeMutableRawPointer
+
+        /// The host address of `length` bytes at `address` if they lie inside this allocation.
+        @inline(__always)
+        func pointer(for address: UInt64, length: Int) -> UnsafeMutableRawPointer? {
+            guard address >= deviceAddress else { return nil }
+            let offset = address - deviceAddress
+            guard offset <= UInt64(self.length), UInt64(length) <= UInt64(self.length) - offset else { return nil }
+            return pointer + Int(offset)
+        }
     }
 
     // Guarded by `lock`. Allocations sorted by device address, for binary search.
     private let lock = Lock()
     private var next: UInt64 = SimulatedMemory.iovaBase
     private var allocations: [Allocation] = []
+    /// Index of the allocation the last translation hit (a hint: checked before use).
+    private var lastHit = 0
     /// Device-address ranges released so far (start, length), to classify faults.
     private var released: [(UInt64, Int)] = []
     private var recordedFaults: [IOMMUFault] = []
@@ -74,14 +85,34 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
     /// The host pointer for `length` bytes at device address `address`, or `nil` when the
     /// range is not inside one live allocation.
     package func translate(_ address: UInt64, length: Int) -> UnsafeMutableRawPointer? {
+        lock.withLock { translateLocked(address, length: length) }
+    }
+
+    /// Runs `body` with the lock held once for all the translations it makes (a notify's
+    /// ring and descriptor reads): each address is checked as by ``translate(_:length:)``,
+    /// and a refused one is recorded the same way. Nothing can be released meanwhile.
+    /// `body` must not call other methods of this memory (the lock is not recursive).
+    func withTranslator<R>(_ body: (borrowing Translator) -> R) -> R {
+        lock.withLock { body(Translator(memory: self)) }
+    }
+
+    /// Translation inside ``withTranslator(_:)`` (the memory's lock held).
+    struct Translator: ~Copyable {
+        fileprivate unowned(unsafe) let memory: SimulatedMemory
+        /// As ``SimulatedMemory/translate(_:length:)``.
+        func translate(_ address: UInt64, length: Int) -> UnsafeMutableRawPointer? { memory.translateLocked(address, length: length) }
+    }
+
+    /// The translation (lock held). The allocation the last translation hit is tried first:
+    /// allocations never overlap, so one that contains the whole range is the live one.
+    private func translateLocked(_ address: UInt64, length: Int) -> UnsafeMutableRawPointer? {
         guard length >= 0 else { return nil }
-        return lock.withLock { () -> UnsafeMutableRawPointer? in
-            guard let index = find(address) else { return faultLocked(address, length) }
-            let allocation = allocations[index]
-            let offset = address - allocation.deviceAddress
-            guard offset <= UInt64(allocation.length), UInt64(length) <= UInt64(allocation.length) - offset else { return faultLocked(address, length) }
-            return allocation.pointer + Int(offset)
+        if lastHit < allocations.count, let pointer = allocations[lastHit].pointer(for: address, length: length) { return pointer }
+        guard let index = find(address), let pointer = allocations[index].pointer(for: address, length: length) else {
+            return faultLocked(address, length)
         }
+        lastHit = index
+        return pointer
     }
 
     /// Records a refused access (lock held).

@@ -5,23 +5,23 @@ import VirtioSystem
 extension SimulatedSRIOVDevice {
     // MARK: Completion (lock held)
 
-    func schedule(_ function: FunctionModel, queue: QueueModel, completions: [(head: UInt16, length: UInt32)], capacities: [Int]) {
-        var ordered = Array(zip(completions, capacities))
+    func schedule(_ function: FunctionModel, queue: QueueModel, completions: inout [Completion]) {
         switch timing.completionOrder {
         case .inOrder: break
-        case .reversed: ordered.reverse()
+        case .reversed: completions.reverse()
         case .shuffled(let seed):
             var generator = SplitMix64(seed: seed &+ UInt64(queue.usedIndex))
-            ordered.shuffle(using: &generator)
+            completions.shuffle(using: &generator)
         }
         let latency = timing.latency.nanoseconds
         if latency == 0 {
-            complete(function, queue: queue, ordered.map { ($0.0.head, $0.0.length, $0.1) })
+            complete(function, queue: queue, completions)
             return
         }
         let now = monotonicNanoseconds()
         var due: [CompletionScheduler.Item] = []
-        for (completion, capacity) in ordered {
+        due.reserveCapacity(completions.count)
+        for completion in completions {
             // The worker that frees first takes the next command.
             var worker = 0
             for candidate in workerFreeAt.indices where workerFreeAt[candidate] < workerFreeAt[worker] { worker = candidate }
@@ -31,14 +31,14 @@ extension SimulatedSRIOVDevice {
             let finish = start + UInt64(max(service, 0))
             workerFreeAt[worker] = finish
             due.append(.init(due: finish, function: function, queue: queue, head: completion.head, length: completion.length,
-                             capacity: capacity, epoch: function.epoch))
+                             capacity: completion.capacity, epoch: function.epoch))
         }
         scheduler.add(due)
     }
 
     /// Publishes completions on the used ring, applying completion faults, and decides
     /// whether an interrupt would be raised.
-    func complete(_ function: FunctionModel, queue: QueueModel, _ items: [(head: UInt16, length: UInt32, capacity: Int)]) {
+    func complete(_ function: FunctionModel, queue: QueueModel, _ items: [Completion]) {
         guard function !== pf || busMaster, queue.enabled, !function.status.contains(.deviceNeedsReset), let ring = ringView(queue) else { return }
         let old = queue.usedIndex
         let isAdmin = function.isAdminQueue(queue.index)
@@ -82,7 +82,7 @@ extension SimulatedSRIOVDevice {
             }
             for key in order {
                 let batch = groups[key]!
-                complete(batch[0].function, queue: batch[0].queue, batch.map { ($0.head, $0.length, $0.capacity) })
+                complete(batch[0].function, queue: batch[0].queue, batch.map { Completion(head: $0.head, length: $0.length, capacity: $0.capacity) })
             }
         }
     }

@@ -12,7 +12,7 @@ extension SimulatedSRIOVDevice {
         }
     }
     /// The faults injected now.
-    public var faults: Set<SimulatedFault> { lock.withLock { pf.faults } }
+    public var faults: Set<SimulatedFault> { lock.withLock { pf.faults.asSet } }
 
     /// Changes latency and parallelism.
     public func setTiming(_ timing: DeviceTiming) {
@@ -23,13 +23,13 @@ extension SimulatedSRIOVDevice {
     }
 
     /// PF counters (MMIO reads/writes, notifies, interrupts, admin commands).
-    public var counters: SimulatedCounters { lock.withLock { pf.counters } }
+    public var counters: SimulatedCounters { lock.withLock { pf.currentCounters } }
     /// The counters of VF `index` (0-based).
-    public func vfCounters(_ index: Int) -> SimulatedCounters { lock.withLock { vfs[index].counters } }
+    public func vfCounters(_ index: Int) -> SimulatedCounters { lock.withLock { vfs[index].currentCounters } }
     /// Sets the PF's counters to zero (to measure one phase of a test).
-    public func resetCounters() { lock.withLock { pf.counters = SimulatedCounters() } }
+    public func resetCounters() { lock.withLock { pf.setCounters(SimulatedCounters()) } }
     /// Restores the PF's counters (a state file carries them across processes).
-    public func restoreCounters(_ counters: SimulatedCounters) { lock.withLock { pf.counters = counters } }
+    public func restoreCounters(_ counters: SimulatedCounters) { lock.withLock { pf.setCounters(counters) } }
     /// The timing the model runs with.
     public var currentTiming: DeviceTiming { lock.withLock { timing } }
 

@@ -4,12 +4,46 @@ import Virtqueue
 extension SimulatedSRIOVDevice {
     // MARK: Queue processing (lock held)
 
-    /// A chain the device took from a queue: its head, and where to write results.
+    /// A chain the device took from a queue: its head, its readable bytes (copied when it
+    /// was taken) and its writable buffers, both as ranges of the pass's ``TakenChains``.
     struct TakenChain {
         var head: UInt16
-        var readable: [UInt8]
-        var writable: [(pointer: UnsafeMutableRawPointer, length: Int)]
+        /// Range of ``TakenChains/bytes``.
+        var readable: Range<Int>
+        /// Range of ``TakenChains/writable``.
+        var writable: Range<Int>
+        /// Bytes of the writable buffers.
         var capacity: Int
+    }
+
+    /// A writable buffer of a chain: the host address the IOMMU gave when it was taken.
+    struct WritableBuffer {
+        var pointer: UnsafeMutableRawPointer
+        var length: Int
+    }
+
+    /// A used element to publish: the chain's head, the bytes written and the chain's capacity.
+    struct Completion {
+        var head: UInt16
+        var length: UInt32
+        var capacity: Int
+    }
+
+    /// What one pass over a queue took and answered: the chains, their readable bytes back to
+    /// back, their writable buffers and their completions. The device keeps one between
+    /// passes (``SimulatedSRIOVDevice/passStorage``), so that a pass allocates nothing.
+    struct TakenChains {
+        var chains: [TakenChain] = []
+        var bytes: [UInt8] = []
+        var writable: [WritableBuffer] = []
+        var completions: [Completion] = []
+
+        mutating func removeAll() {
+            chains.removeAll(keepingCapacity: true)
+            bytes.removeAll(keepingCapacity: true)
+            writable.removeAll(keepingCapacity: true)
+            completions.removeAll(keepingCapacity: true)
+        }
     }
 
     func processNotify(_ function: FunctionModel, queue index: Int) {
@@ -19,97 +53,124 @@ extension SimulatedSRIOVDevice {
         if function.stopped { function.notifiedWhileStopped.insert(index); return }
         guard queue.enabled, function.status.contains(.driverOK), !function.status.contains(.deviceNeedsReset) else { return }
         guard function !== pf || (busMaster && pendingResetAt == nil) else { return }
-        guard let ring = ringView(queue) else { function.needsReset(); return }
-        let availIndex = ring.loadAvailIndex()
-        let pending = Int(availIndex &- queue.lastAvail)
-        guard pending <= queue.size else { function.needsReset(); return }
-        var chains: [TakenChain] = []
-        chains.reserveCapacity(pending)
-        for _ in 0..<pending {
-            let head = ring.availEntry(Int(queue.lastAvail) & (queue.size - 1))
-            queue.lastAvail &+= 1
-            guard let chain = takeChain(ring, head: head, queue: queue) else { function.needsReset(); return }
-            queue.inService.insert(head)
-            chains.append(chain)
+        // This pass's storage: the device's, or fresh storage for a pass that a command of
+        // another pass started (a queue a resumed VF was notified about).
+        var taken = TakenChains()
+        swap(&taken, &passStorage)
+        defer {
+            taken.removeAll()
+            swap(&taken, &passStorage)
         }
-        if function.negotiatedEventIndex { ring.availEvent = queue.lastAvail }
-        if chains.isEmpty { return }
+        // Every ring and descriptor access of the take goes through the IOMMU, under one
+        // hold of its lock.
+        let wellFormed = memory.withTranslator { translator -> Bool in
+            guard let ring = ringView(queue, translator) else { return false }
+            let availIndex = ring.loadAvailIndex()
+            let pending = Int(availIndex &- queue.lastAvail)
+            guard pending <= queue.size else { return false }
+            taken.chains.reserveCapacity(pending)
+            for _ in 0..<pending {
+                let head = ring.availEntry(Int(queue.lastAvail) & (queue.size - 1))
+                queue.lastAvail &+= 1
+                guard takeChain(ring, head: head, queue: queue, translator, into: &taken) else { return false }
+                queue.inService.insert(head)
+            }
+            if function.negotiatedEventIndex { ring.availEvent = queue.lastAvail }
+            return true
+        }
+        guard wellFormed else { function.needsReset(); return }
+        if taken.chains.isEmpty { return }
 
         let isAdmin = function.isAdminQueue(index)
-        var completions: [(head: UInt16, length: UInt32)] = []
-        completions.reserveCapacity(chains.count)
+        taken.completions.reserveCapacity(taken.chains.count)
         // A non-conforming variant works on one queue's commands out of order.
-        if isAdmin && !configuration.strictness.inOrderProcessing { chains.reverse() }
-        for chain in chains {
+        if isAdmin && !configuration.strictness.inOrderProcessing { taken.chains.reverse() }
+        for chain in taken.chains {
             let written: Int
             if isAdmin {
-                function.counters.adminCommands += 1
                 if chain.readable.count >= 2 {
-                    function.counters.adminCommandsByOpcode[UInt16(chain.readable[0]) | UInt16(chain.readable[1]) << 8, default: 0] += 1
+                    function.countAdminCommand(UInt16(taken.bytes[chain.readable.lowerBound]) | UInt16(taken.bytes[chain.readable.lowerBound + 1]) << 8)
+                } else {
+                    function.counters.adminCommands += 1
                 }
-                written = executeAdmin(chain, function: function, queue: queue)
+                written = executeAdmin(chain, of: taken, function: function, queue: queue)
             } else {
                 function.counters.queueRequests += 1
-                written = loopback(chain)
+                written = loopback(chain, of: taken)
             }
-            completions.append((chain.head, UInt32(written)))
+            taken.completions.append(Completion(head: chain.head, length: UInt32(written), capacity: chain.capacity))
         }
         if isAdmin && function.faults.contains(.neverComplete) { return }
         if isAdmin && function.faults.contains(.needsResetMidFlight) {
             function.needsReset()
             return
         }
-        schedule(function, queue: queue, completions: completions, capacities: chains.map(\.capacity))
+        schedule(function, queue: queue, completions: &taken.completions)
     }
 
+    /// The queue's rings through the IOMMU, or `nil` when an area is not mapped.
     func ringView(_ queue: QueueModel) -> SplitRingView? {
-        guard let descriptors = memory.translate(queue.descriptorArea, length: queue.size * SplitQueueLayout.descriptorSize),
-              let avail = memory.translate(queue.driverArea, length: SplitQueueLayout.availSize(queueSize: queue.size)),
-              let used = memory.translate(queue.deviceArea, length: SplitQueueLayout.usedSize(queueSize: queue.size))
+        memory.withTranslator { ringView(queue, $0) }
+    }
+
+    func ringView(_ queue: QueueModel, _ translator: borrowing SimulatedMemory.Translator) -> SplitRingView? {
+        guard let descriptors = translator.translate(queue.descriptorArea, length: queue.size * SplitQueueLayout.descriptorSize),
+              let avail = translator.translate(queue.driverArea, length: SplitQueueLayout.availSize(queueSize: queue.size)),
+              let used = translator.translate(queue.deviceArea, length: SplitQueueLayout.usedSize(queueSize: queue.size))
         else { return nil }
         return SplitRingView(size: queue.size, descriptors: descriptors, avail: avail, used: used)
     }
 
-    /// Walks a descriptor chain, checking every index, flag and address. `nil` = malformed.
-    func takeChain(_ ring: SplitRingView, head: UInt16, queue: QueueModel) -> TakenChain? {
-        guard Int(head) < queue.size, !queue.inService.contains(head) else { return nil }
-        var chain = TakenChain(head: head, readable: [], writable: [], capacity: 0)
+    /// Walks a descriptor chain, checking every index, flag and address, and appends it to
+    /// `taken`. `false` = malformed.
+    func takeChain(_ ring: SplitRingView, head: UInt16, queue: QueueModel, _ translator: borrowing SimulatedMemory.Translator,
+                   into taken: inout TakenChains) -> Bool {
+        guard Int(head) < queue.size, !queue.inService.contains(head) else { return false }
+        let bytesStart = taken.bytes.count
+        let writableStart = taken.writable.count
+        var capacity = 0
         var index = Int(head)
         var seen = 0
         while true {
             seen += 1
-            guard seen <= queue.size else { return nil }  // a loop
+            guard seen <= queue.size else { return false }  // a loop
             let descriptor = ring.readDescriptor(index)
             guard !descriptor.flags.contains(.indirect),
-                  let pointer = memory.translate(descriptor.address, length: Int(descriptor.length)) else { return nil }
+                  let pointer = translator.translate(descriptor.address, length: Int(descriptor.length)) else { return false }
             if descriptor.flags.contains(.write) {
-                chain.writable.append((pointer, Int(descriptor.length)))
-                chain.capacity += Int(descriptor.length)
+                taken.writable.append(WritableBuffer(pointer: pointer, length: Int(descriptor.length)))
+                capacity += Int(descriptor.length)
             } else {
                 // Device-readable buffers must all come before the writable ones.
-                guard chain.writable.isEmpty else { return nil }
-                chain.readable.append(contentsOf: UnsafeRawBufferPointer(start: pointer, count: Int(descriptor.length)))
+                guard taken.writable.count == writableStart else { return false }
+                taken.bytes.append(contentsOf: UnsafeRawBufferPointer(start: pointer, count: Int(descriptor.length)))
             }
             guard descriptor.flags.contains(.next) else { break }
             index = Int(descriptor.next)
-            guard index < queue.size else { return nil }
+            guard index < queue.size else { return false }
         }
-        return chain
+        taken.chains.append(TakenChain(head: head, readable: bytesStart..<taken.bytes.count, writable: writableStart..<taken.writable.count,
+                                       capacity: capacity))
+        return true
     }
 
-    /// Writes `bytes` into the chain's writable buffers; returns how many fit.
-    func fill(_ chain: TakenChain, with bytes: [UInt8]) -> Int {
+    /// Writes `bytes` into the chain's writable buffers from byte `offset` of the writable
+    /// part on; returns how many fit.
+    func fill(_ chain: TakenChain, of taken: borrowing TakenChains, with bytes: UnsafeRawBufferPointer, at offset: Int = 0) -> Int {
+        var skip = offset
         var written = 0
-        for buffer in chain.writable where written < bytes.count {
-            let count = min(buffer.length, bytes.count - written)
-            bytes.withUnsafeBytes { source in
-                buffer.pointer.copyMemory(from: source.baseAddress! + written, byteCount: count)
-            }
+        for buffer in taken.writable[chain.writable] where written < bytes.count {
+            if skip >= buffer.length { skip -= buffer.length; continue }
+            let count = min(buffer.length - skip, bytes.count - written)
+            (buffer.pointer + skip).copyMemory(from: bytes.baseAddress! + written, byteCount: count)
+            skip = 0
             written += count
         }
         return written
     }
 
     /// A regular queue echoes its readable bytes into its writable buffers.
-    func loopback(_ chain: TakenChain) -> Int { fill(chain, with: chain.readable) }
+    func loopback(_ chain: TakenChain, of taken: borrowing TakenChains) -> Int {
+        taken.bytes.withUnsafeBytes { fill(chain, of: taken, with: UnsafeRawBufferPointer(rebasing: $0[chain.readable])) }
+    }
 }

@@ -11,29 +11,33 @@ import VirtioSpec
 /// address translation, the admin command set with per-VF resources and the device's own
 /// validation, configurable latency and parallelism, fault injection, and counters.
 public final class SimulatedSRIOVDevice: @unchecked Sendable {
-    // All mutable state is guarded by `lock`; the completion worker takes it too.
+    // All mutable state is guarded by `lock`; the completion worker takes it too. That lock
+    // also keeps accesses exclusive: the hot state skips the run-time exclusivity check
+    // (`@exclusivity(unchecked)`), which cost more than the admin command itself (issue 16).
     let lock = Lock()
     /// What the model was built with.
     public let configuration: SimulatedDeviceConfiguration
     package let memory: SimulatedMemory
     let pf: FunctionModel
-    var vfs: [FunctionModel]
-    var admin: AdminCommandProcessor
-    var timing: DeviceTiming
-    var random: SplitMix64
-    var workerFreeAt: [UInt64]
+    @exclusivity(unchecked) var vfs: [FunctionModel]
+    @exclusivity(unchecked) var admin: AdminCommandProcessor
+    @exclusivity(unchecked) var timing: DeviceTiming
+    @exclusivity(unchecked) var random: SplitMix64
+    @exclusivity(unchecked) var workerFreeAt: [UInt64]
     let scheduler: CompletionScheduler
     /// The PF's driver negotiated VIRTIO_F_SR_IOV (and reached FEATURES_OK) at least once:
     /// VFs may be enabled, also again after a reset [content:966-979].
     var srIOVNegotiated: Bool
     /// Bus Master Enable of the PF's command register: clear = the device starts no DMA.
-    var busMaster = true
+    @exclusivity(unchecked) var busMaster = true
     /// Commands still to be answered EAGAIN under `transientEAGAIN`.
-    var eagainRemaining = 0
+    @exclusivity(unchecked) var eagainRemaining = 0
     /// A reset written while the device still works: when it takes effect (ns).
-    var pendingResetAt: UInt64?
+    @exclusivity(unchecked) var pendingResetAt: UInt64?
     /// Queue processing on a thread of its own (``processQueuesOnOwnThread()``), if set.
-    var modelThread: ModelThread?
+    @exclusivity(unchecked) var modelThread: ModelThread?
+    /// Storage of a pass over a queue, kept between passes (``processNotify(_:queue:)``).
+    @exclusivity(unchecked) var passStorage = TakenChains()
 
     /// Creates the device model: an SR-IOV PF (the owner of the SR-IOV group, virtio 1.4
     /// §2.12.1.1) with `configuration.totalVFs` VFs and an admin virtqueue (§2.12).
