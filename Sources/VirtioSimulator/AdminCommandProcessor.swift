@@ -45,6 +45,16 @@ struct AdminCommandProcessor {
             }
         }
 
+        /// Whether group `type` lists `opcode` and whether LIST_USE enabled it; `nil` when the
+        /// device has no such group. Reads the bitmaps in place (no copy on the command path).
+        func state(of opcode: AdminOpcode, in type: UInt16) -> (supported: Bool, inUse: Bool)? {
+            switch type {
+            case AdminGroupType.selfGroup.rawValue: selfGroup.map { ($0.supported.contains(opcode), $0.inUse.contains(opcode)) }
+            case AdminGroupType.srIOV.rawValue: srIOV.map { ($0.supported.contains(opcode), $0.inUse.contains(opcode)) }
+            default: nil
+            }
+        }
+
         /// The group types present.
         var keys: [UInt16] { [AdminGroupType.selfGroup.rawValue, AdminGroupType.srIOV.rawValue].filter { self[$0] != nil } }
         /// The groups present.
@@ -192,7 +202,7 @@ struct AdminCommandProcessor {
             return .refuse(.einval, .invalidOpcode)
         }
         // 1. Group: a type the device does not have, or the SR-IOV group while VF Enable is clear.
-        guard let group = groups[header.groupType.rawValue] else { return .refuse(.einval, .invalidGroup) }
+        guard let group = groups.state(of: opcode, in: header.groupType.rawValue) else { return .refuse(.einval, .invalidGroup) }
         if header.groupType == .srIOV && numVFs == 0 {
             let listCommand = opcode == .listQuery || opcode == .listUse
             guard listCommand && strictness.listCommandsWithoutVFs else { return .refuse(.einval, .invalidGroup) }
@@ -201,8 +211,8 @@ struct AdminCommandProcessor {
         // Linux-compatible variant: the self group's capability commands also count as enabled
         // when the SR-IOV group's LIST_USE enabled them (Linux never sends a self-group LIST_USE, A9).
         let enabledForLinux = strictness.capabilitiesWithoutSelfListUse && header.groupType == .selfGroup && Self.capabilityOpcodes.contains(opcode)
-            && groups[AdminGroupType.srIOV.rawValue]?.inUse.contains(opcode) == true
-        guard group.supported.contains(opcode), group.inUse.contains(opcode) || enabledForLinux || !strictness.enforceListUse else {
+            && groups.state(of: opcode, in: AdminGroupType.srIOV.rawValue)?.inUse == true
+        guard group.supported, group.inUse || enabledForLinux || !strictness.enforceListUse else {
             return .refuse(.einval, .invalidOpcode)
         }
         // 3. Member: the self group's only member is 0; SR-IOV members are 1...NumVFs.

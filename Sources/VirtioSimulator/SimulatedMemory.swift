@@ -36,15 +36,16 @@ public final class SimulatedMemory: DMAAllocator, @unchecked Sendable {
         }
     }
 
-    // Guarded by `lock`. Allocations sorted by device address, for binary search.
+    // Guarded by `lock` (which also keeps accesses exclusive: no run-time exclusivity
+    // checks on them). Allocations sorted by device address, for binary search.
     private let lock = Lock()
-    private var next: UInt64 = SimulatedMemory.iovaBase
-    private var allocations: [Allocation] = []
+    @exclusivity(unchecked) private var next: UInt64 = SimulatedMemory.iovaBase
+    @exclusivity(unchecked) private var allocations: [Allocation] = []
     /// Index of the allocation the last translation hit (a hint: checked before use).
-    private var lastHit = 0
+    @exclusivity(unchecked) private var lastHit = 0
     /// Device-address ranges released so far (start, length), to classify faults.
-    private var released: [(UInt64, Int)] = []
-    private var recordedFaults: [IOMMUFault] = []
+    @exclusivity(unchecked) private var released: [(UInt64, Int)] = []
+    @exclusivity(unchecked) private var recordedFaults: [IOMMUFault] = []
     /// First device address handed out (high enough that 0 and small values never translate).
     package static let iovaBase: UInt64 = 0x1_0000_0000
 

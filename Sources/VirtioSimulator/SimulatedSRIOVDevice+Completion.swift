@@ -13,7 +13,7 @@ extension SimulatedSRIOVDevice {
             var generator = SplitMix64(seed: seed &+ UInt64(queue.usedIndex))
             completions.shuffle(using: &generator)
         }
-        let latency = timing.latency.nanoseconds
+        let latency = latencyNanoseconds
         if latency == 0 {
             complete(function, queue: queue, completions)
             return

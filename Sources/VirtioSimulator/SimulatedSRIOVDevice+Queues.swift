@@ -39,10 +39,10 @@ extension SimulatedSRIOVDevice {
         var completions: [Completion] = []
 
         mutating func removeAll() {
-            chains.removeAll(keepingCapacity: true)
-            bytes.removeAll(keepingCapacity: true)
-            writable.removeAll(keepingCapacity: true)
-            completions.removeAll(keepingCapacity: true)
+            if !chains.isEmpty { chains.removeAll(keepingCapacity: true) }
+            if !bytes.isEmpty { bytes.removeAll(keepingCapacity: true) }
+            if !writable.isEmpty { writable.removeAll(keepingCapacity: true) }
+            if !completions.isEmpty { completions.removeAll(keepingCapacity: true) }
         }
     }
 
@@ -134,10 +134,10 @@ extension SimulatedSRIOVDevice {
         while true {
             seen += 1
             guard seen <= queue.size else { return false }  // a loop
-            let descriptor = ring.readDescriptor(index)
-            guard !descriptor.flags.contains(.indirect),
+            let descriptor = DeviceDescriptor(ring, index)
+            guard descriptor.flags & DeviceDescriptor.indirect == 0,
                   let pointer = translator.translate(descriptor.address, length: Int(descriptor.length)) else { return false }
-            if descriptor.flags.contains(.write) {
+            if descriptor.flags & DeviceDescriptor.write != 0 {
                 taken.writable.append(WritableBuffer(pointer: pointer, length: Int(descriptor.length)))
                 capacity += Int(descriptor.length)
             } else {
@@ -145,7 +145,7 @@ extension SimulatedSRIOVDevice {
                 guard taken.writable.count == writableStart else { return false }
                 taken.bytes.append(contentsOf: UnsafeRawBufferPointer(start: pointer, count: Int(descriptor.length)))
             }
-            guard descriptor.flags.contains(.next) else { break }
+            guard descriptor.flags & DeviceDescriptor.next != 0 else { break }
             index = Int(descriptor.next)
             guard index < queue.size else { return false }
         }
@@ -172,5 +172,32 @@ extension SimulatedSRIOVDevice {
     /// A regular queue echoes its readable bytes into its writable buffers.
     func loopback(_ chain: TakenChain, of taken: borrowing TakenChains) -> Int {
         taken.bytes.withUnsafeBytes { fill(chain, of: taken, with: UnsafeRawBufferPointer(rebasing: $0[chain.readable])) }
+    }
+}
+
+/// A descriptor as the device reads it from the table: `struct virtq_desc` (virtio 1.4
+/// §2.7.5), 16 bytes: le64 addr at 0, le32 len at 8, le16 flags at 12, le16 next at 14.
+/// The model reads it with its own layout (not the driver's types), with module-local constants.
+struct DeviceDescriptor {
+    /// VIRTQ_DESC_F_NEXT.
+    static let next: UInt16 = 1
+    /// VIRTQ_DESC_F_WRITE: device-writable.
+    static let write: UInt16 = 2
+    /// VIRTQ_DESC_F_INDIRECT.
+    static let indirect: UInt16 = 4
+
+    var address: UInt64
+    var length: UInt32
+    var flags: UInt16
+    var next: UInt16
+
+    /// Entry `index` of the ring's descriptor table.
+    @inline(__always)
+    init(_ ring: SplitRingView, _ index: Int) {
+        let entry = UnsafeRawPointer(ring.descriptors + index &* 16)
+        address = UInt64(littleEndian: entry.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+        length = UInt32(littleEndian: entry.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+        flags = UInt16(littleEndian: entry.loadUnaligned(fromByteOffset: 12, as: UInt16.self))
+        next = UInt16(littleEndian: entry.loadUnaligned(fromByteOffset: 14, as: UInt16.self))
     }
 }

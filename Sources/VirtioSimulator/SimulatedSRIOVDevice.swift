@@ -21,7 +21,9 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
     let pf: FunctionModel
     @exclusivity(unchecked) var vfs: [FunctionModel]
     @exclusivity(unchecked) var admin: AdminCommandProcessor
-    @exclusivity(unchecked) var timing: DeviceTiming
+    @exclusivity(unchecked) var timing: DeviceTiming { didSet { latencyNanoseconds = timing.latency.nanoseconds } }
+    /// `timing.latency` in nanoseconds (read on every pass).
+    @exclusivity(unchecked) var latencyNanoseconds: UInt64
     @exclusivity(unchecked) var random: SplitMix64
     @exclusivity(unchecked) var workerFreeAt: [UInt64]
     let scheduler: CompletionScheduler
@@ -64,6 +66,7 @@ public final class SimulatedSRIOVDevice: @unchecked Sendable {
         vfs = []
         admin = AdminCommandProcessor(configuration: configuration, members: resources)
         timing = configuration.timing
+        latencyNanoseconds = configuration.timing.latency.nanoseconds
         random = SplitMix64(seed: 0x5eed)
         workerFreeAt = [UInt64](repeating: 0, count: configuration.timing.parallelism)
         scheduler = CompletionScheduler()
