@@ -1,3 +1,4 @@
+import VirtioSystem
 import VirtioSpec
 import VirtioTransport
 import Virtqueue
@@ -70,6 +71,34 @@ extension AdminQueueDriver {
         }
     }
 
+    /// Polls the used ring from the caller's thread until `isDone` (checked with the lock
+    /// held) or until the device has completed nothing for ``callerSpinNanoseconds``; each
+    /// round gives the processor away once (the device may need it). Returns `isDone()`.
+    /// Used where one caller waits for many commands (a batch): a fast device is then
+    /// answered without a task switch; a slow one is left to the poller.
+    func spinWhileProgressing(_ isDone: () -> Bool) -> Bool {
+        let clock = self.clock
+        var lastProgress = clock.nowNanoseconds
+        while true {
+            Sys.yieldThread()
+            let now = clock.nowNanoseconds
+            let (done, progressed) = lock.withLock { () -> (Bool, Bool) in
+                let progressed = pollLocked(now: now) > 0
+                return (isDone(), progressed)
+            }
+            if done { return true }
+            if progressed {
+                lastProgress = now
+            } else if now &- lastProgress >= Self.callerSpinNanoseconds || now < lastProgress {
+                return false
+            }
+        }
+    }
+
+    /// How long a waiting caller polls without seeing a completion before it leaves the
+    /// wait to the poller (``spinWhileProgressing(_:)``).
+    static var callerSpinNanoseconds: UInt64 { 50_000 }
+
     /// Starts the poller if commands are in flight and none runs (lock held).
     func startPollerLocked() {
         guard !pollerRunning, slotTable.busyCount > 0 else { return }
@@ -130,7 +159,8 @@ extension AdminQueueDriver {
                     startPollerLocked()
                     return nil
                 }
-                let idle = now &- lastProgress > 2_000_000 || stillRounds >= 8
+                // A caller polls the ring itself (a batch): the poller only watches the clock.
+                let idle = now &- lastProgress > 2_000_000 || stillRounds >= 8 || spinners > 0
                 // Asleep, the poller rings no doorbell: submitters ring their own.
                 if idle { pollerSleeping = true }
                 return idle
@@ -139,6 +169,9 @@ extension AdminQueueDriver {
             if sleep {
                 await clock.sleep(untilNanoseconds: now &+ 200_000)
             } else {
+                // Give the processor to another thread (a device's, on a small machine), then
+                // the executor to other tasks.
+                Sys.yieldThread()
                 await Task.yield()
             }
         }

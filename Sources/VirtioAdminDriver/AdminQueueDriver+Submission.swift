@@ -180,10 +180,8 @@ extension AdminQueueDriver {
         slab.cpuAddress.advanced(by: responseOffset).initializeMemory(as: UInt8.self, repeating: 0, count: AdminCommandLayout.resultHeaderSize)
         let head: UInt16
         do {
-            head = try queue.add(
-                readable: CollectionOfOne(DMABuffer(address: slab.deviceAddress(at: requestOffset), length: UInt32(length))),
-                writable: CollectionOfOne(DMABuffer(address: slab.deviceAddress(at: responseOffset),
-                                                   length: UInt32(Self.writableLength(command)))))
+            head = try queue.add(readable: DMABuffer(address: slab.deviceAddress(at: requestOffset), length: UInt32(length)),
+                                 writable: DMABuffer(address: slab.deviceAddress(at: responseOffset), length: UInt32(Self.writableLength(command))))
         } catch {
             // Slots are sized to the ring, so a full ring here is a driver bug; fail the command cleanly.
             releaseSlotLocked(index)

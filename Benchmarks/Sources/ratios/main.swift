@@ -64,6 +64,9 @@ if only.contains("p2") {
         for inFlight in [8, 64] where rows.contains("batcher") {
             try await measureRow("\(inFlight) (AdminBatcher)", warmUp: 2048) { try await batcherLoop($0, total: $1, inFlight: inFlight) }
         }
+        if rows.contains("batch") {
+            try await measureRow("2 × 64 (batch API, 2 submitters)", warmUp: 2048) { try await concurrentBatchLoop($0, total: $1, batch: 64, submitters: 2) }
+        }
         for batch in [64, 128] where rows.contains("batch") {
             try await measureRow("\(batch) (batch API)", warmUp: 2048) { try await batchLoop($0, total: $1, batch: batch) }
         }
