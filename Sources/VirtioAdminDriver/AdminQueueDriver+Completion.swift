@@ -15,9 +15,8 @@ extension AdminQueueDriver {
                 guard let index = slotTable.slot(forHead: element.head) else { return }
                 counters.completed += 1
                 if slotTable.slots[index].waiter.isWaiting {
-                    let slot = slotTable.slots[index]
                     let response = UnsafeRawBufferPointer(start: slab.cpuAddress + index * options.slotBytes * 2 + options.slotBytes, count: Int(element.length))
-                    finishLocked(slot: index, with: decodeLocked(response, of: slot, now: now))
+                    finishLocked(slot: index, with: decodeLocked(response, of: index, now: now))
                 }
                 releaseSlotLocked(index)
             }
@@ -29,30 +28,34 @@ extension AdminQueueDriver {
     }
 
     /// The device's answer in a slot's response buffer (lock held).
-    func decodeLocked(_ response: UnsafeRawBufferPointer, of slot: Slot, now: UInt64) -> Result<AdminResponse, AdminError> {
+    func decodeLocked(_ response: UnsafeRawBufferPointer, of index: Int, now: UInt64) -> Result<AdminResponse, AdminError> {
+        // Fields read one by one: a copy of the slot would retain its waiter and command.
+        let opcode = slotTable.slots[index].opcode
+        let started = slotTable.slots[index].started
+        let resultLength = slotTable.slots[index].resultLength
         guard response.count >= AdminCommandLayout.resultHeaderSize else {
-            return .failure(.resultTooShort(device: address, opcode: slot.opcode, opcodeName: opcodeNames[slot.opcode] ?? slot.opcode.specName,
+            return .failure(.resultTooShort(device: address, opcode: opcode, opcodeName: opcodeNames[opcode] ?? opcode.specName,
                                             expected: AdminCommandLayout.resultHeaderSize, received: response.count))
         }
         let status = AdminStatus(rawValue: response.readLE(UInt16.self, at: AdminCommandLayout.status))
         let qualifier = AdminStatusQualifier(rawValue: response.readLE(UInt16.self, at: AdminCommandLayout.statusQualifier))
         counters.record(status: status)
-        counters.record(latencyNanoseconds: now &- slot.started)
+        counters.record(latencyNanoseconds: now &- started)
         let written = response.count - AdminCommandLayout.resultHeaderSize
         // A short result is truncated by the device, not failed; the fields it did not
         // write read as zero [admin:548-553,632-636]. One array, sized once.
         // Capacity 0 would write the count of the stdlib's shared empty-array storage (a race
         // ThreadSanitizer sees between two drivers): an empty result is the literal.
-        let capacity = max(written, slot.resultLength)
+        let capacity = max(written, resultLength)
         let result = capacity == 0 ? [] : [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
             let raw = UnsafeMutableRawBufferPointer(buffer)
             if written > 0 { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: response[AdminCommandLayout.resultHeaderSize...])) }
-            if slot.resultLength > written {
+            if resultLength > written {
                 UnsafeMutableRawBufferPointer(rebasing: raw[written...]).initializeMemory(as: UInt8.self, repeating: 0)
             }
             count = buffer.count
         }
-        if let command = slot.command, let traceHandler { traceHandler(.received(command, bytes: Array(response))) }
+        if let traceHandler, let command = slotTable.slots[index].command { traceHandler(.received(command, bytes: Array(response))) }
         return .success(AdminResponse(status: status, qualifier: qualifier, result: result, resultBytesWritten: written))
     }
 

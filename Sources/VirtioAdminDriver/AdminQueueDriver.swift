@@ -89,6 +89,15 @@ public final class AdminQueueDriver: @unchecked Sendable {
         }
 
         var values: [GroupCommands] { entries.map(\.commands) }
+
+        /// Whether group `type` is available and has `opcode` in use (the per-command check,
+        /// without copying the entry).
+        func admits(_ type: UInt16, _ opcode: AdminOpcode) -> Bool {
+            for index in entries.indices where entries[index].type == type {
+                return entries[index].commands.unavailable == nil && entries[index].commands.inUse.contains(opcode)
+            }
+            return false
+        }
     }
 
     enum State { case starting, running, failed(AdminError), closed }
