@@ -89,6 +89,9 @@ public struct AdminCounters: Sendable, Hashable {
     var okCount = 0
     /// Completions with a status other than OK.
     var otherStatus: [UInt16: Int] = [:]
+    /// Completions taken by a caller that polled the used ring while it waited for its
+    /// batch (the rest were taken by the poller or at submission).
+    package var completedWhileWaiting = 0
     /// Latency histogram: bucket k counts commands that took [2^k, 2^(k+1)) µs (bucket 0 includes < 1 µs).
     public var latencyMicrosecondsLog2: [Int] = Array(repeating: 0, count: 24)
     /// All counters zero.

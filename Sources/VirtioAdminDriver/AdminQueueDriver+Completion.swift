@@ -75,32 +75,35 @@ extension AdminQueueDriver {
     }
 
     /// Polls the used ring from the caller's thread until `isDone` (checked with the lock
-    /// held) or until the device has completed nothing for ``callerSpinNanoseconds``; each
+    /// held) or until the device has completed nothing for ``Options/callerSpin``; each
     /// round gives the processor away once (the device may need it). Returns `isDone()`.
     /// Used where one caller waits for many commands (a batch): a fast device is then
     /// answered without a task switch; a slow one is left to the poller.
     func spinWhileProgressing(_ isDone: () -> Bool) -> Bool {
+        let budget = options.callerSpin.nanoseconds
+        guard budget > 0 else { return false }
         let clock = self.clock
         var lastProgress = clock.nowNanoseconds
+        var stillRounds = 0
         while true {
             Sys.yieldThread()
             let now = clock.nowNanoseconds
             let (done, progressed) = lock.withLock { () -> (Bool, Bool) in
-                let progressed = pollLocked(now: now) > 0
-                return (isDone(), progressed)
+                let taken = pollLocked(now: now)
+                counters.completedWhileWaiting += taken
+                return (isDone(), taken > 0)
             }
             if done { return true }
             if progressed {
                 lastProgress = now
-            } else if now &- lastProgress >= Self.callerSpinNanoseconds || now < lastProgress {
-                return false
+                stillRounds = 0
+            } else {
+                stillRounds += 1
+                // A clock that stands still (a test's) ends the spin by rounds.
+                if now &- lastProgress >= budget || now < lastProgress || stillRounds >= 4096 { return false }
             }
         }
     }
-
-    /// How long a waiting caller polls without seeing a completion before it leaves the
-    /// wait to the poller (``spinWhileProgressing(_:)``).
-    static var callerSpinNanoseconds: UInt64 { 50_000 }
 
     /// Starts the poller if commands are in flight and none runs (lock held).
     func startPollerLocked() {

@@ -50,6 +50,11 @@ public final class AdminQueueDriver: @unchecked Sendable {
         /// DMA addresses are IOVAs (VFIO): the device must translate them, so
         /// VIRTIO_F_ACCESS_PLATFORM is required, not just wanted.
         public var requireAccessPlatform = false
+        /// How long a caller waiting for a batch polls the used ring itself after the last
+        /// completion it saw, before it leaves the wait to the poller: a fast device is then
+        /// answered without a task switch, a slow one costs at most this much spinning
+        /// (`.zero`: never poll in the caller).
+        public var callerSpin: Duration = .microseconds(50)
         /// The time source of deadlines, waits and the poller (tests pass a clock they advance).
         public var clock: any AdminClock = ContinuousAdminClock()
         /// The defaults.
