@@ -17,6 +17,11 @@ func f(_ value: Double, _ digits: Int = 2) -> String {
 let arguments = CommandLine.arguments
 let only = Set(arguments.dropFirst().filter { !$0.hasPrefix("--") }).isEmpty ? ["p1", "p2", "p3", "p4", "p6"]
     : Set(arguments.dropFirst().filter { !$0.hasPrefix("--") })
+/// Set when a self-check failed (the allocation counter's): the exit status is 1 then.
+var failed = false
+
+// `ratios alloc-check`: only the allocation counter's check (CI runs it).
+if only.contains("alloc-check") { failed = !checkAllocationCounter() || failed }
 
 if only.contains("p1") {
     print("\n## P1 — provisioning 1024 VFs × (MSI-X + features) = 2048 commands, L = 50 µs\n")
@@ -85,7 +90,7 @@ if only.contains("p2") {
             try await measureRow("\(batch) (batch API)", warmUp: 2048) { try await batchLoop($0, total: $1, batch: batch) }
         }
     }
-    if counting { checkAllocationCounter() }
+    failed = !checkAllocationCounter() || failed
 }
 
 if only.contains("p3") {
@@ -113,3 +118,5 @@ if only.contains("p6") {
          "≤ 2×: " + (result.service <= 2 * result.library ? "✔" : "✘")])
     row(["model resets during the service run", "\(result.serviceResets)", "—", "—", "1"])
 }
+
+if failed { exit(1) }
