@@ -5,8 +5,9 @@ import VirtioSystem
 /// read and wait on it — nothing in the driver reads another clock — so a test can move
 /// time forward itself (`ManualServiceClock` in `VirtioAdminTestKit`) instead of sleeping.
 ///
-/// Its two members are those of the service's `ServiceClock`, so one clock (the test
-/// kit's `ManualServiceClock`) serves both.
+/// The service, the policy run and the PF lock wait go by the same clock (`ServiceClock` in
+/// VirtioAdmin is this protocol), so one clock — the test kit's `ManualServiceClock` —
+/// serves them all.
 public protocol AdminClock: Sendable {
     /// Monotonic nanoseconds since the clock's own origin.
     var nowNanoseconds: UInt64 { get }
@@ -17,15 +18,26 @@ public protocol AdminClock: Sendable {
 extension AdminClock {
     /// The instant `duration` after `start`, saturated (a huge timeout never wraps to the past).
     func deadline(after duration: Duration, from start: UInt64) -> UInt64 { start.addingSaturated(duration.nanoseconds) }
+
+    /// Sleeps for `duration` (returns early when the task is cancelled).
+    public func sleep(for duration: Duration) async {
+        await sleep(untilNanoseconds: deadline(after: duration, from: nowNanoseconds))
+    }
+
+    /// The time from `start` (a ``nowNanoseconds`` reading) to now.
+    public func elapsed(since start: UInt64) -> Duration {
+        let now = nowNanoseconds
+        return .nanoseconds(Int64(clamping: now >= start ? now - start : 0))
+    }
 }
 
-/// The real clock: `ContinuousClock` (standard library only, no Foundation).
+/// The real clock: `ContinuousClock` (monotonic, counting while the machine sleeps;
+/// standard library only, no Foundation). Every instance reads the same time.
 public struct ContinuousAdminClock: AdminClock {
-    let origin: ContinuousClock.Instant
-    /// The real clock, starting at zero now.
-    public init() { origin = ContinuousClock.now }
-    /// Nanoseconds of `ContinuousClock` since this clock was made.
-    public var nowNanoseconds: UInt64 { origin.duration(to: ContinuousClock.now).nanoseconds }
+    /// The real clock.
+    public init() {}
+    /// Nanoseconds of `ContinuousClock` since the process first read this clock.
+    public var nowNanoseconds: UInt64 { continuousClockOrigin.duration(to: ContinuousClock.now).nanoseconds }
     /// Sleeps on `ContinuousClock` until `deadline` (returns early when the task is cancelled).
     public func sleep(untilNanoseconds deadline: UInt64) async {
         let current = nowNanoseconds
@@ -41,3 +53,5 @@ extension UInt64 {
         return overflow ? .max : sum
     }
 }
+
+private let continuousClockOrigin = ContinuousClock.now

@@ -74,13 +74,32 @@ public struct AdminCounters: Sendable, Hashable {
     /// The most commands the device held at once (on the ring, submitted and not yet completed).
     public var peakInFlight = 0
     /// Completed commands by device status (OK included).
-    public var byStatus: [UInt16: Int] = [:]
+    public var byStatus: [UInt16: Int] {
+        get {
+            var all = otherStatus
+            if okCount > 0 { all[AdminStatus.ok.rawValue] = okCount }
+            return all
+        }
+        set {
+            okCount = newValue[AdminStatus.ok.rawValue] ?? 0
+            otherStatus = newValue.filter { $0.key != AdminStatus.ok.rawValue }
+        }
+    }
+    /// OK completions (counted apart: no hashing on the common path).
+    var okCount = 0
+    /// Completions with a status other than OK.
+    var otherStatus: [UInt16: Int] = [:]
+    /// Completions taken by a caller that polled the used ring while it waited for its
+    /// batch (the rest were taken by the poller or at submission).
+    package var completedWhileWaiting = 0
     /// Latency histogram: bucket k counts commands that took [2^k, 2^(k+1)) µs (bucket 0 includes < 1 µs).
     public var latencyMicrosecondsLog2: [Int] = Array(repeating: 0, count: 24)
     /// All counters zero.
     public init() {}
 
-    mutating func record(status: AdminStatus) { byStatus[status.rawValue, default: 0] += 1 }
+    mutating func record(status: AdminStatus) {
+        if status == .ok { okCount += 1 } else { otherStatus[status.rawValue, default: 0] += 1 }
+    }
 
     mutating func record(latencyNanoseconds: UInt64) {
         let micros = max(latencyNanoseconds / 1000, 1)

@@ -73,9 +73,10 @@ extension AdminQueueDriver {
         var end = start
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-                lock.withLock {
+                var done = lock.withLock { () -> Bool in
                     let now = clock.nowNanoseconds
                     var grant: SlotGrant? = first
+                    batch.results.reserveCapacity(min(commands.count - start, slotTable.free.count + 1))
                     while let slot = grant {
                         batch.results.append(nil)
                         batch.remaining += 1
@@ -88,10 +89,22 @@ extension AdminQueueDriver {
                     }
                     publishLocked(deferring: false)
                     _ = pollLocked(now: now)
+                    if batch.remaining == 0 { return true }
+                    spinners += 1
                     startPollerLocked()
-                    // Set last, so that nothing resumes the batch while it is being placed.
-                    if batch.remaining == 0 { continuation.resume() } else { batch.continuation = continuation }
+                    return false
                 }
+                // A device that answers quickly is waited for here, polling the used ring,
+                // rather than through the poller and a task switch.
+                if !done {
+                    done = spinWhileProgressing { batch.remaining == 0 }
+                    lock.withLock {
+                        spinners -= 1
+                        // Set last, so that nothing resumes the batch while it is being placed.
+                        if batch.remaining != 0 { batch.continuation = continuation; done = false } else { done = true }
+                    }
+                }
+                if done { continuation.resume() }
             }
         } onCancel: {
             cancel(batch: batch)

@@ -1,3 +1,4 @@
+import VirtioSystem
 import VirtioSpec
 import VirtioTransport
 import Virtqueue
@@ -14,9 +15,8 @@ extension AdminQueueDriver {
                 guard let index = slotTable.slot(forHead: element.head) else { return }
                 counters.completed += 1
                 if slotTable.slots[index].waiter.isWaiting {
-                    let slot = slotTable.slots[index]
                     let response = UnsafeRawBufferPointer(start: slab.cpuAddress + index * options.slotBytes * 2 + options.slotBytes, count: Int(element.length))
-                    finishLocked(slot: index, with: decodeLocked(response, of: slot, now: now))
+                    finishLocked(slot: index, with: decodeLocked(response, of: index, now: now))
                 }
                 releaseSlotLocked(index)
             }
@@ -28,30 +28,34 @@ extension AdminQueueDriver {
     }
 
     /// The device's answer in a slot's response buffer (lock held).
-    func decodeLocked(_ response: UnsafeRawBufferPointer, of slot: Slot, now: UInt64) -> Result<AdminResponse, AdminError> {
+    func decodeLocked(_ response: UnsafeRawBufferPointer, of index: Int, now: UInt64) -> Result<AdminResponse, AdminError> {
+        // Fields read one by one: a copy of the slot would retain its waiter and command.
+        let opcode = slotTable.slots[index].opcode
+        let started = slotTable.slots[index].started
+        let resultLength = slotTable.slots[index].resultLength
         guard response.count >= AdminCommandLayout.resultHeaderSize else {
-            return .failure(.resultTooShort(device: address, opcode: slot.opcode, opcodeName: opcodeNames[slot.opcode] ?? slot.opcode.specName,
+            return .failure(.resultTooShort(device: address, opcode: opcode, opcodeName: opcodeNames[opcode] ?? opcode.specName,
                                             expected: AdminCommandLayout.resultHeaderSize, received: response.count))
         }
         let status = AdminStatus(rawValue: response.readLE(UInt16.self, at: AdminCommandLayout.status))
         let qualifier = AdminStatusQualifier(rawValue: response.readLE(UInt16.self, at: AdminCommandLayout.statusQualifier))
         counters.record(status: status)
-        counters.record(latencyNanoseconds: now &- slot.started)
+        counters.record(latencyNanoseconds: now &- started)
         let written = response.count - AdminCommandLayout.resultHeaderSize
         // A short result is truncated by the device, not failed; the fields it did not
         // write read as zero [admin:548-553,632-636]. One array, sized once.
         // Capacity 0 would write the count of the stdlib's shared empty-array storage (a race
         // ThreadSanitizer sees between two drivers): an empty result is the literal.
-        let capacity = max(written, slot.resultLength)
+        let capacity = max(written, resultLength)
         let result = capacity == 0 ? [] : [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
             let raw = UnsafeMutableRawBufferPointer(buffer)
             if written > 0 { raw.copyMemory(from: UnsafeRawBufferPointer(rebasing: response[AdminCommandLayout.resultHeaderSize...])) }
-            if slot.resultLength > written {
+            if resultLength > written {
                 UnsafeMutableRawBufferPointer(rebasing: raw[written...]).initializeMemory(as: UInt8.self, repeating: 0)
             }
             count = buffer.count
         }
-        if let command = slot.command, let traceHandler { traceHandler(.received(command, bytes: Array(response))) }
+        if let traceHandler, let command = slotTable.slots[index].command { traceHandler(.received(command, bytes: Array(response))) }
         return .success(AdminResponse(status: status, qualifier: qualifier, result: result, resultBytesWritten: written))
     }
 
@@ -67,6 +71,37 @@ extension AdminQueueDriver {
             let slot = slotTable.slots[index]
             finishLocked(slot: index, with: .failure(.timeout(device: address, opcode: slot.opcode, opcodeName: opcodeNames[slot.opcode] ?? slot.opcode.specName,
                                                               member: slot.member, after: slot.timeout)))
+        }
+    }
+
+    /// Polls the used ring from the caller's thread until `isDone` (checked with the lock
+    /// held) or until the device has completed nothing for ``Options/callerSpin``; each
+    /// round gives the processor away once (the device may need it). Returns `isDone()`.
+    /// Used where one caller waits for many commands (a batch): a fast device is then
+    /// answered without a task switch; a slow one is left to the poller.
+    func spinWhileProgressing(_ isDone: () -> Bool) -> Bool {
+        let budget = options.callerSpin.nanoseconds
+        guard budget > 0 else { return false }
+        let clock = self.clock
+        var lastProgress = clock.nowNanoseconds
+        var stillRounds = 0
+        while true {
+            Sys.yieldThread()
+            let now = clock.nowNanoseconds
+            let (done, progressed) = lock.withLock { () -> (Bool, Bool) in
+                let taken = pollLocked(now: now)
+                counters.completedWhileWaiting += taken
+                return (isDone(), taken > 0)
+            }
+            if done { return true }
+            if progressed {
+                lastProgress = now
+                stillRounds = 0
+            } else {
+                stillRounds += 1
+                // A clock that stands still (a test's) ends the spin by rounds.
+                if now &- lastProgress >= budget || now < lastProgress || stillRounds >= 4096 { return false }
+            }
         }
     }
 
@@ -130,7 +165,8 @@ extension AdminQueueDriver {
                     startPollerLocked()
                     return nil
                 }
-                let idle = now &- lastProgress > 2_000_000 || stillRounds >= 8
+                // A caller polls the ring itself (a batch): the poller only watches the clock.
+                let idle = now &- lastProgress > 2_000_000 || stillRounds >= 8 || spinners > 0
                 // Asleep, the poller rings no doorbell: submitters ring their own.
                 if idle { pollerSleeping = true }
                 return idle
@@ -139,6 +175,9 @@ extension AdminQueueDriver {
             if sleep {
                 await clock.sleep(untilNanoseconds: now &+ 200_000)
             } else {
+                // Give the processor to another thread (a device's, on a small machine), then
+                // the executor to other tasks.
+                Sys.yieldThread()
                 await Task.yield()
             }
         }

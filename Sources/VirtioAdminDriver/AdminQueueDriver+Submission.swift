@@ -38,13 +38,8 @@ extension AdminQueueDriver {
                                    limit: limit - AdminCommandLayout.headerSize)
         }
         // A command for a group whose LIST_QUERY/LIST_USE failed (the SR-IOV group before
-        // VFs were enabled) negotiates that group first.
-        let renegotiate = lock.withLock { () -> Bool in
-            guard case .running = state, command.opcode != .listQuery, command.opcode != .listUse else { return false }
-            return groups[command.groupType.rawValue]?.unavailable != nil
-        }
-        if renegotiate { try await refreshGroup(command.groupType) }
-        guard command.opcode == .listUse else { return try await submitAdmitted(command, timeout: timeout, exclusive: false) }
+        // VFs were enabled) negotiates that group first (submitAdmitted finds out).
+        guard command.opcode == .listUse else { return try await submitAdmitted(command, timeout: timeout, exclusive: false, renegotiate: true) }
         // LIST_USE holds the queue alone: the driver MUST NOT issue it while any other
         // command is outstanding [admin:446-449]. New commands wait; those in flight drain.
         await acquireExclusive()
@@ -80,13 +75,26 @@ extension AdminQueueDriver {
         command.groupType == .srIOV && (0x2...0x5).contains(command.opcode.rawValue)
     }
 
-    func submitAdmitted(_ command: AdminCommand, timeout: Duration?, exclusive holder: Bool) async throws(AdminError) -> AdminResponse {
-        let (token, immediate) = lock.withLock { () -> (UInt64, Result<SlotGrant?, AdminError>) in
-            nextToken += 1
-            if let error = stateErrorLocked(for: command) { return (nextToken, .failure(error)) }
-            if exclusive && !holder { return (nextToken, .success(nil)) }
-            return (nextToken, .success(slotTable.take()))
+    /// - Parameter renegotiate: a command for a group that is unavailable (its LIST_QUERY
+    ///   or LIST_USE failed) negotiates the group first, then goes on.
+    func submitAdmitted(_ command: AdminCommand, timeout: Duration?, exclusive holder: Bool, renegotiate: Bool = false) async throws(AdminError) -> AdminResponse {
+        var renegotiate = renegotiate
+        var admission: (token: UInt64, immediate: Result<SlotGrant?, AdminError>)?
+        while admission == nil {
+            let mayRenegotiate = renegotiate
+            admission = lock.withLock { () -> (UInt64, Result<SlotGrant?, AdminError>)? in
+                if mayRenegotiate, case .running = state, command.opcode != .listQuery, command.opcode != .listUse,
+                   !groups.admits(command.groupType.rawValue, command.opcode), groups[command.groupType.rawValue]?.unavailable != nil {
+                    return nil
+                }
+                return admitLocked(command, exclusive: holder)
+            }
+            if admission == nil {
+                renegotiate = false
+                try await refreshGroup(command.groupType)
+            }
         }
+        let (token, immediate) = admission!
         let slot: SlotGrant
         if let ready = try immediate.get() { slot = ready } else {
             slot = try await waitForSlot(command, token: token, exclusive: holder, timeout: options.slotWaitTimeout)
@@ -104,6 +112,14 @@ extension AdminQueueDriver {
         return try result.get()
     }
 
+    /// A token for the command and a free slot, none (wait for one), or why it cannot be sent (lock held).
+    func admitLocked(_ command: AdminCommand, exclusive holder: Bool) -> (UInt64, Result<SlotGrant?, AdminError>) {
+        nextToken += 1
+        if let error = stateErrorLocked(for: command) { return (nextToken, .failure(error)) }
+        if exclusive && !holder { return (nextToken, .success(nil)) }
+        return (nextToken, .success(slotTable.take()))
+    }
+
     /// Why a command cannot be sent now, if it cannot (lock held).
     func stateErrorLocked(for command: AdminCommand) -> AdminError? {
         let opcode = command.opcode
@@ -114,7 +130,7 @@ extension AdminQueueDriver {
             return opcode == .listQuery || opcode == .listUse ? nil : .notRunning(device: address)
         case .running:
             // LIST_QUERY changes nothing and may ask any group; LIST_USE negotiates one.
-            if opcode == .listQuery || opcode == .listUse || command.unchecked { return nil }
+            if opcode == .listQuery || opcode == .listUse || command.unchecked || groups.admits(command.groupType.rawValue, opcode) { return nil }
             guard let group = groups[command.groupType.rawValue] else {
                 return .groupUnavailable(device: address, group: command.groupType,
                                          reason: "the driver negotiated no command set for this group type (LIST_QUERY/LIST_USE)")
@@ -180,10 +196,8 @@ extension AdminQueueDriver {
         slab.cpuAddress.advanced(by: responseOffset).initializeMemory(as: UInt8.self, repeating: 0, count: AdminCommandLayout.resultHeaderSize)
         let head: UInt16
         do {
-            head = try queue.add(
-                readable: CollectionOfOne(DMABuffer(address: slab.deviceAddress(at: requestOffset), length: UInt32(length))),
-                writable: CollectionOfOne(DMABuffer(address: slab.deviceAddress(at: responseOffset),
-                                                   length: UInt32(Self.writableLength(command)))))
+            head = try queue.add(readable: DMABuffer(address: slab.deviceAddress(at: requestOffset), length: UInt32(length)),
+                                 writable: DMABuffer(address: slab.deviceAddress(at: responseOffset), length: UInt32(Self.writableLength(command))))
         } catch {
             // Slots are sized to the ring, so a full ring here is a driver bug; fail the command cleanly.
             releaseSlotLocked(index)

@@ -50,6 +50,11 @@ public final class AdminQueueDriver: @unchecked Sendable {
         /// DMA addresses are IOVAs (VFIO): the device must translate them, so
         /// VIRTIO_F_ACCESS_PLATFORM is required, not just wanted.
         public var requireAccessPlatform = false
+        /// How long a caller waiting for a batch polls the used ring itself after the last
+        /// completion it saw, before it leaves the wait to the poller: a fast device is then
+        /// answered without a task switch, a slow one costs at most this much spinning
+        /// (`.zero`: never poll in the caller).
+        public var callerSpin: Duration = .microseconds(50)
         /// The time source of deadlines, waits and the poller (tests pass a clock they advance).
         public var clock: any AdminClock = ContinuousAdminClock()
         /// The defaults.
@@ -64,6 +69,42 @@ public final class AdminQueueDriver: @unchecked Sendable {
         var unavailable: AdminError?
     }
 
+    /// The command sets by group type: a few entries, searched in order (no hashing on the
+    /// per-command path).
+    struct GroupTable {
+        private var entries: [(type: UInt16, commands: GroupCommands)] = []
+
+        subscript(type: UInt16) -> GroupCommands? {
+            get {
+                for entry in entries where entry.type == type { return entry.commands }
+                return nil
+            }
+            set {
+                if let index = entries.firstIndex(where: { $0.type == type }) {
+                    if let newValue { entries[index].commands = newValue } else { entries.remove(at: index) }
+                } else if let newValue {
+                    entries.append((type, newValue))
+                }
+            }
+        }
+
+        subscript(type: UInt16, default value: @autoclosure () -> GroupCommands) -> GroupCommands {
+            get { self[type] ?? value() }
+            set { self[type] = newValue }
+        }
+
+        var values: [GroupCommands] { entries.map(\.commands) }
+
+        /// Whether group `type` is available and has `opcode` in use (the per-command check,
+        /// without copying the entry).
+        func admits(_ type: UInt16, _ opcode: AdminOpcode) -> Bool {
+            for index in entries.indices where entries[index].type == type {
+                return entries[index].commands.unavailable == nil && entries[index].commands.inUse.contains(opcode)
+            }
+            return false
+        }
+    }
+
     enum State { case starting, running, failed(AdminError), closed }
 
     /// The PF whose admin queue this is.
@@ -73,35 +114,37 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// The options the driver was opened with.
     public let options: Options
     let lock = Lock()
-    var state: State = .starting
-    var queue: SplitVirtqueue?
-    var notifier: QueueNotifier?
-    var slab: DMARegion?
+    @exclusivity(unchecked) var state: State = .starting
+    @exclusivity(unchecked) var queue: SplitVirtqueue?
+    @exclusivity(unchecked) var notifier: QueueNotifier?
+    @exclusivity(unchecked) var slab: DMARegion?
     /// Command slots: the DMA buffers of each command, who waits for it, the head on the ring.
-    var slotTable = SlotTable()
+    @exclusivity(unchecked) var slotTable = SlotTable()
     /// Tasks waiting for a free slot.
-    var waiters: [Waiter] = []
+    @exclusivity(unchecked) var waiters: [Waiter] = []
     /// Waiters whose wait for a slot outlasted their timeout.
     var expiredWaiters = Set<UInt64>()
-    var nextToken: UInt64 = 1
-    var pollerRunning = false
+    @exclusivity(unchecked) var nextToken: UInt64 = 1
+    @exclusivity(unchecked) var pollerRunning = false
     /// The poller sleeps on the clock (nothing moved for a while): a new command rings the
     /// doorbell itself instead of leaving it to the poller.
-    var pollerSleeping = false
-    var poller: Task<Void, Never>?
+    @exclusivity(unchecked) var pollerSleeping = false
+    @exclusivity(unchecked) var poller: Task<Void, Never>?
     /// Chains were published without a notify; the poller sends one.
-    var kickPending = false
-    var counters = AdminCounters()
-    var groups: [UInt16: GroupCommands] = [:]
+    @exclusivity(unchecked) var kickPending = false
+    /// Callers polling the used ring themselves (``spinWhileProgressing(_:)``).
+    @exclusivity(unchecked) var spinners = 0
+    @exclusivity(unchecked) var counters = AdminCounters()
+    @exclusivity(unchecked) var groups = GroupTable()
     /// A LIST_USE holds the queue alone: no other command is outstanding while it is.
-    var exclusive = false
+    @exclusivity(unchecked) var exclusive = false
     var exclusiveWaiters: [CheckedContinuation<Void, Never>] = []
     /// The rings and command slots could not be released safely (the device did not
     /// confirm its reset and bus mastering could not be cleared): kept for good.
     package internal(set) var quarantinedBytes = 0
     var adminQueueIndex = 0
     var opcodeNames: [AdminOpcode: String] = [:]
-    var traceHandler: (@Sendable (AdminTraceEvent) -> Void)?
+    @exclusivity(unchecked) var traceHandler: (@Sendable (AdminTraceEvent) -> Void)?
 
     /// The driver's time source (``Options/clock``).
     var clock: any AdminClock { options.clock }

@@ -1,10 +1,5 @@
 import VirtioAdmin
 import VirtioAdminDriver
-
-/// The test kit's manual clock drives the admin driver too (``AdminQueueDriver/Options/clock``):
-/// one clock a test advances for the driver and the service alike.
-extension ManualServiceClock: AdminClock {}
-
 import VirtioSystem
 
 extension ManualServiceClock {

@@ -1,3 +1,4 @@
+import Synchronization
 import VirtioSystem
 
 /// The device model's queue processing on a thread of its own
@@ -6,10 +7,18 @@ import VirtioSystem
 /// lock as a device's own processor would. The driver then pays for its own work only:
 /// what the benchmarks measure as the driver's cost per command.
 final class ModelThread: @unchecked Sendable {
-    // `kicks` and `stopping` are guarded by `mutex`; `inside` by the device's lock.
+    // `kicks`, `stopping` and `sleeping` are guarded by `mutex`; `inside` by the device's lock.
     private let mutex = ConditionLock()
     private var kicks: [(function: FunctionModel, queue: Int)] = []
     private var stopping = false
+    /// The thread waits on `mutex` (a kick must signal it).
+    private var sleeping = false
+    /// Kicks were recorded since the thread last took them: what it polls while it spins,
+    /// without the mutex.
+    private let pending = Atomic<Bool>(false)
+    /// How long the thread polls for a kick before it sleeps: a device with work coming
+    /// takes it without a wake-up, an idle one costs no processor.
+    static let spinNanoseconds: UInt64 = 100_000
     private var started = false
     private var thread: JoinableThread?
     private weak var device: SimulatedSRIOVDevice?
@@ -35,7 +44,8 @@ final class ModelThread: @unchecked Sendable {
     func kick(_ function: FunctionModel, queue: Int) {
         mutex.lock()
         if !kicks.contains(where: { $0.function === function && $0.queue == queue }) { kicks.append((function, queue)) }
-        mutex.signal()
+        pending.store(true, ordering: .releasing)
+        if sleeping { mutex.signal() }
         mutex.unlock()
     }
 
@@ -43,30 +53,34 @@ final class ModelThread: @unchecked Sendable {
         mutex.lock()
         let join = started && !stopping
         stopping = true
+        pending.store(true, ordering: .releasing)
         mutex.signal()
         mutex.unlock()
         if join, let thread, !thread.isCurrent { thread.join() }
     }
 
     private func run() {
+        var work: [(function: FunctionModel, queue: Int)] = []
         while true {
-            // Spin (yielding the core) for a while before sleeping: a device with work
-            // coming takes it without a wake-up.
-            var spins = 0
+            // Poll for a kick for a while, giving the processor to any other thread that
+            // wants it (on a small machine the driver's), then sleep until one comes.
+            let spinStart = monotonicNanoseconds()
+            var rounds = 0
+            while !pending.load(ordering: .acquiring) {
+                Sys.yieldThread()
+                rounds += 1
+                if rounds & 7 == 0 && monotonicNanoseconds() &- spinStart > Self.spinNanoseconds { break }
+            }
             mutex.lock()
             while kicks.isEmpty && !stopping {
-                if spins < 2000 {
-                    spins += 1
-                    mutex.unlock()
-                    Sys.yieldThread()
-                    mutex.lock()
-                } else {
-                    mutex.wait()
-                }
+                sleeping = true
+                mutex.wait()
+                sleeping = false
             }
             if stopping { mutex.unlock(); return }
-            let work = kicks
+            swap(&work, &kicks)
             kicks.removeAll(keepingCapacity: true)
+            pending.store(false, ordering: .relaxed)
             mutex.unlock()
             guard let device else { return }
             device.lock.withLock {

@@ -395,6 +395,10 @@ package enum Sys {
 
     /// Gives the processor to another thread.
     package static func yieldThread() { sched_yield() }
+
+    /// A spin-wait hint to the processor (x86 `pause`, Arm `yield`): for polling loops
+    /// that keep their thread.
+    @inline(__always) package static func relaxProcessor() { csystem_cpu_relax() }
 }
 
 /// The last path component.

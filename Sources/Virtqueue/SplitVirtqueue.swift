@@ -75,15 +75,19 @@ package final class SplitVirtqueue: @unchecked Sendable {
     package let platformOrdering: Bool
     let allocator: any DMAAllocator
 
-    private var freeStack: [UInt16]
-    private var chainNext: [UInt16]
-    private var chainCount: [UInt16]
-    private var writableCapacity: [UInt32]
-    private var inFlight: [Bool]
-    private var availIndex: UInt16 = 0
-    private var publishedIndex: UInt16 = 0
-    private var lastUsedIndex: UInt16 = 0
-    package private(set) var inFlightCount = 0
+    // Driver-private bookkeeping, allocated once (no copy-on-write or exclusivity checks on
+    // the per-command path); one owner calls the queue, so plain memory is enough.
+    /// Free descriptor ids; the top is `freeStack[freeTop - 1]`.
+    private let freeStack: UnsafeMutableBufferPointer<UInt16>
+    @exclusivity(unchecked) private var freeTop: Int
+    private let chainNext: UnsafeMutableBufferPointer<UInt16>
+    private let chainCount: UnsafeMutableBufferPointer<UInt16>
+    private let writableCapacity: UnsafeMutableBufferPointer<UInt32>
+    private let inFlight: UnsafeMutableBufferPointer<Bool>
+    @exclusivity(unchecked) private var availIndex: UInt16 = 0
+    @exclusivity(unchecked) private var publishedIndex: UInt16 = 0
+    @exclusivity(unchecked) private var lastUsedIndex: UInt16 = 0
+    @exclusivity(unchecked) package private(set) var inFlightCount = 0
 
     /// Descriptor area (table) device address.
     package var descriptorArea: UInt64 { memory.deviceAddress(at: layout.descriptorOffset) }
@@ -91,7 +95,7 @@ package final class SplitVirtqueue: @unchecked Sendable {
     package var driverArea: UInt64 { memory.deviceAddress(at: layout.availOffset) }
     /// Device area (used ring) device address.
     package var deviceArea: UInt64 { memory.deviceAddress(at: layout.usedOffset) }
-    package var freeCount: Int { freeStack.count }
+    package var freeCount: Int { freeTop }
 
     /// Allocates the rings for a queue of `size` entries (a power of two ≤ 32768).
     package init(size: Int, allocator: any DMAAllocator, eventIndex: Bool, platformOrdering: Bool = false) throws(DMAError) {
@@ -104,16 +108,29 @@ package final class SplitVirtqueue: @unchecked Sendable {
         memory = try allocator.allocate(length: layout.totalLength, alignment: 4096)
         ring = SplitRingView(size: size, descriptors: memory.cpuAddress + layout.descriptorOffset,
                              avail: memory.cpuAddress + layout.availOffset, used: memory.cpuAddress + layout.usedOffset)
-        freeStack = (0..<size).reversed().map { UInt16($0) }
-        chainNext = [UInt16](repeating: 0, count: size)
-        chainCount = [UInt16](repeating: 0, count: size)
-        writableCapacity = [UInt32](repeating: 0, count: size)
-        inFlight = [Bool](repeating: false, count: size)
+        freeStack = .allocate(capacity: size)
+        for position in 0..<size { freeStack[position] = UInt16(size - 1 - position) }
+        freeTop = size
+        chainNext = .allocate(capacity: size)
+        chainNext.initialize(repeating: 0)
+        chainCount = .allocate(capacity: size)
+        chainCount.initialize(repeating: 0)
+        writableCapacity = .allocate(capacity: size)
+        writableCapacity.initialize(repeating: 0)
+        inFlight = .allocate(capacity: size)
+        inFlight.initialize(repeating: false)
         // Polling: ask the device not to interrupt.
         setInterrupts(enabled: false)
     }
 
-    deinit { allocator.release(memory) }
+    deinit {
+        allocator.release(memory)
+        freeStack.deallocate()
+        chainNext.deallocate()
+        chainCount.deallocate()
+        writableCapacity.deallocate()
+        inFlight.deallocate()
+    }
 
     @inline(__always) func writeBarrier() { if platformOrdering { cv_dma_write_barrier() } else { cv_write_barrier() } }
     @inline(__always) func readBarrier() { if platformOrdering { cv_dma_read_barrier() } else { cv_read_barrier() } }
@@ -126,9 +143,9 @@ package final class SplitVirtqueue: @unchecked Sendable {
     package func add(readable: some Collection<DMABuffer>, writable: some Collection<DMABuffer>) throws(VirtqueueError) -> UInt16 {
         let total = readable.count + writable.count
         guard total > 0, total <= size else { throw .invalidChain(buffers: total, queueSize: size) }
-        guard total <= freeStack.count else { throw .full(needed: total, free: freeStack.count) }
+        guard total <= freeTop else { throw .full(needed: total, free: freeTop) }
         // Take `total` descriptors from the top of the free stack (no allocation) and link them in order.
-        let base = freeStack.count - total
+        let base = freeTop - total
         func descriptorID(_ position: Int) -> UInt16 { freeStack[base + total - 1 - position] }
         let head = descriptorID(0)
         var capacity: UInt32 = 0
@@ -148,9 +165,32 @@ package final class SplitVirtqueue: @unchecked Sendable {
             capacity &+= buffer.length
             place(buffer, write: true)
         }
-        freeStack.removeLast(total)
+        freeTop -= total
         chainCount[Int(head)] = UInt16(total)
         writableCapacity[Int(head)] = capacity
+        inFlight[Int(head)] = true
+        inFlightCount += 1
+        ring.setAvailEntry(Int(availIndex) & (size - 1), head)
+        availIndex &+= 1
+        return head
+    }
+
+    /// Adds a chain of one device-readable and one device-writable buffer (an admin
+    /// command: header and data, then status and result) — ``add(readable:writable:)``
+    /// without the generic collections, for the per-command path.
+    @discardableResult
+    package func add(readable: DMABuffer, writable: DMABuffer) throws(VirtqueueError) -> UInt16 {
+        guard size >= 2 else { throw .invalidChain(buffers: 2, queueSize: size) }
+        guard freeTop >= 2 else { throw .full(needed: 2, free: freeTop) }
+        let head = freeStack[freeTop - 1]
+        let tail = freeStack[freeTop - 2]
+        ring.writeDescriptor(Int(head), address: readable.address, length: readable.length, flags: .next, next: tail)
+        ring.writeDescriptor(Int(tail), address: writable.address, length: writable.length, flags: .write, next: 0)
+        chainNext[Int(head)] = tail
+        chainNext[Int(tail)] = 0
+        freeTop -= 2
+        chainCount[Int(head)] = 2
+        writableCapacity[Int(head)] = writable.length
         inFlight[Int(head)] = true
         inFlightCount += 1
         ring.setAvailEntry(Int(availIndex) & (size - 1), head)
@@ -217,7 +257,8 @@ package final class SplitVirtqueue: @unchecked Sendable {
         var id = head
         let count = Int(chainCount[head])
         for index in 0..<count {
-            freeStack.append(UInt16(id))
+            freeStack[freeTop] = UInt16(id)
+            freeTop += 1
             if index + 1 < count { id = Int(chainNext[id]) }
         }
     }

@@ -130,4 +130,27 @@ struct ModelThreadTests {
         #expect(concurrent == 8 * (7 * 2 + 5))
         #expect(group.driver.statistics.completed == group.driver.statistics.submitted)
     }
+
+    /// A batch's caller polls the used ring while the device makes progress (no task
+    /// switch for a fast device); with `callerSpin` zero it leaves the wait to the poller.
+    @Test func aBatchCallerPollsTheUsedRingItselfUnlessTold() async throws {
+        for spin in [Duration.seconds(10), .zero] {
+            var options = AdminQueueDriver.Options()
+            options.callerSpin = spin
+            let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], options: options)
+            defer { group.shutDown() }
+            group.device.processQueuesOnOwnThread()
+            group.device.setTiming(DeviceTiming(latency: .milliseconds(2), parallelism: 4))
+            for _ in 0..<3 {
+                let results = await group.driver.submitBatch((0..<16).map { BatchTests.get($0 % 8) })
+                #expect(results.map { try? $0.get().result.prefix(2) } == Array(repeating: [2, 0], count: 16))
+            }
+            let taken = group.driver.statistics.completedWhileWaiting
+            if spin == .zero {
+                #expect(taken == 0, "the caller never polled; the poller completed every batch")
+            } else {
+                #expect(taken > 24, "the waiting caller took (nearly) all 48 completions itself, got \(taken)")
+            }
+        }
+    }
 }

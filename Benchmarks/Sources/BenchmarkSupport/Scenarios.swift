@@ -109,6 +109,20 @@ public func batchLoop(_ bench: Bench, total: Int, batch: Int) async throws {
     }
 }
 
+/// P2 through the batch API from `submitters` tasks at once, each sending batches of
+/// `batch` (so that the device works on one batch while the driver places the next).
+public func concurrentBatchLoop(_ bench: Bench, total: Int, batch: Int, submitters: Int) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for worker in 0..<submitters {
+            group.addTask {
+                let share = total / submitters + (worker < total % submitters ? 1 : 0)
+                try await batchLoop(bench, total: share, batch: batch)
+            }
+        }
+        try await group.waitForAll()
+    }
+}
+
 /// P2 through the per-command async API on an ``AdminBatcher``: `inFlight` tasks, whose
 /// commands the batcher gathers into batches.
 public func batcherLoop(_ bench: Bench, total: Int, inFlight: Int) async throws {

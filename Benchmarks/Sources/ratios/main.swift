@@ -27,7 +27,9 @@ if only.contains("p1") {
     print("\n## P1 — provisioning 1024 VFs × (MSI-X + features) = 2048 commands, L = 50 µs\n")
     row(["D", "limit 2048·L/D", "driver (queue 256)", "ratio to limit (goal ≤ 1.15)", "serialised driver", "speed-up vs serialised (goal ≥ 0.8·D)", "notifies/cmd"])
     row(["---", "---", "---", "---", "---", "---", "---"])
-    for d in [1, 8, 32] {
+    // P1_D=32 (or a list: 8,32) measures only those parallelisms (for a profiler run).
+    let ds = getenv("P1_D").map { String(cString: $0).split(separator: ",").compactMap { Int($0) } } ?? [1, 8, 32]
+    for d in ds {
         let bench = try await Bench.open(vfs: 1024, timing: DeviceTiming(latency: .microseconds(50), parallelism: d))
         let limit = 2048 * 50e-6 / Double(d)
         bench.device.resetCounters()
@@ -85,6 +87,9 @@ if only.contains("p2") {
         }
         for inFlight in [8, 64] where rows.contains("batcher") {
             try await measureRow("\(inFlight) (AdminBatcher)", warmUp: 2048) { try await batcherLoop($0, total: $1, inFlight: inFlight) }
+        }
+        if rows.contains("batch") {
+            try await measureRow("2 × 64 (batch API, 2 submitters)", warmUp: 2048) { try await concurrentBatchLoop($0, total: $1, batch: 64, submitters: 2) }
         }
         for batch in [64, 128] where rows.contains("batch") {
             try await measureRow("\(batch) (batch API)", warmUp: 2048) { try await batchLoop($0, total: $1, batch: batch) }

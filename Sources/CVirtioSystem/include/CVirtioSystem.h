@@ -6,6 +6,14 @@
 #include <sys/ioctl.h>
 #include <sys/eventfd.h>
 
+// A spin-wait hint: lets a sibling hardware thread run and saves power while polling.
+static inline void csystem_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
 static inline int csystem_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
 static inline int csystem_ioctl_value(int fd, unsigned long request, unsigned long value) { return ioctl(fd, request, value); }
 static inline int csystem_ioctl_pointer(int fd, unsigned long request, void *argument) { return ioctl(fd, request, argument); }
