@@ -27,10 +27,14 @@ struct ModelThreadStartTests {
             while !gate.open.load(ordering: .sequentiallyConsistent) { usleep(200) }
         })
         let commandsBefore = group.device.counters.adminCommands
+        let submittedBefore = group.driver.statistics.submitted
         let msix = MSIXResourceManager()
         let command = Task { try await msix.vectors(of: 3, driver: group.driver) }
-        // The hook holds the model's thread: the notified command waits, unprocessed.
-        for _ in 0..<500 where gate.calls.load(ordering: .sequentiallyConsistent) == 0 { usleep(1000) }
+        // The hook holds the model's thread: the submitted command waits, unprocessed.
+        for _ in 0..<2000 where gate.calls.load(ordering: .sequentiallyConsistent) == 0 || group.driver.statistics.submitted == submittedBefore {
+            usleep(1000)
+        }
+        #expect(group.driver.statistics.submitted == submittedBefore + 1)
         usleep(50_000)
         #expect(gate.calls.load(ordering: .sequentiallyConsistent) == 1)
         #expect(group.device.counters.adminCommands == commandsBefore, "no command processed while the hook runs")
