@@ -30,12 +30,13 @@ struct ModelThreadStartTests {
         let submittedBefore = group.driver.statistics.submitted
         let msix = MSIXResourceManager()
         let command = Task { try await msix.vectors(of: 3, driver: group.driver) }
-        // The hook holds the model's thread: the submitted command waits, unprocessed.
-        for _ in 0..<2000 where gate.calls.load(ordering: .sequentiallyConsistent) == 0 || group.driver.statistics.submitted == submittedBefore {
-            usleep(1000)
+        // The hook holds the model's thread: the submitted command waits, unprocessed. (The
+        // test sleeps without blocking its thread: the command's task needs the pool.)
+        for _ in 0..<10_000 where gate.calls.load(ordering: .sequentiallyConsistent) == 0 || group.driver.statistics.submitted == submittedBefore {
+            try await Task.sleep(for: .milliseconds(1))
         }
         #expect(group.driver.statistics.submitted == submittedBefore + 1)
-        usleep(50_000)
+        try await Task.sleep(for: .milliseconds(50))
         #expect(gate.calls.load(ordering: .sequentiallyConsistent) == 1)
         #expect(group.device.counters.adminCommands == commandsBefore, "no command processed while the hook runs")
         gate.open.store(true, ordering: .sequentiallyConsistent)
