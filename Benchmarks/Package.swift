@@ -16,7 +16,11 @@ let package = Package(
         // _VirtioAdminBenchmarkSupport, not API): they measure code that is `package` access there.
         .executableTarget(name: "ratios", dependencies: [
             .product(name: "_VirtioAdminBenchmarkSupport", package: "VirtioAdmin"), .product(name: "VirtioSimulator", package: "VirtioAdmin"),
+            "CAllocCounter",
         ]),
+        // ratios' allocation counter: replaces malloc & co. in that executable only, and counts
+        // the device model's thread apart from the others (P2's allocs/cmd columns).
+        .target(name: "CAllocCounter"),
         .executableTarget(
             name: "AdminBenchmarks",
             dependencies: [

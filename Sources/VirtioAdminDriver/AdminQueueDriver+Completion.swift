@@ -152,8 +152,8 @@ extension AdminQueueDriver {
                 if expiring { expireLocked(now: now) }
                 if slotTable.busyCount > 0 || kickPending {
                     lastBusy = now
-                } else if now &- lastBusy > 100_000 || stillRounds >= 8 {
-                    // Nothing in flight for 100 µs: stop (the next command starts a poller).
+                } else if now &- lastBusy > 1_000_000 || stillRounds >= 8 {
+                    // Nothing in flight for 1 ms: stop (the next command starts a poller).
                     // Until then the next command finds this one running (no task per command).
                     pollerRunning = false
                     poller = nil

@@ -22,16 +22,21 @@ final class ModelThread: @unchecked Sendable {
     private var started = false
     private var thread: JoinableThread?
     private weak var device: SimulatedSRIOVDevice?
+    private let onThreadStart: (@Sendable () -> Void)?
     /// The thread is processing (device lock held): its own calls run the queues inline.
     var inside = false
 
-    init(device: SimulatedSRIOVDevice) {
+    init(device: SimulatedSRIOVDevice, onThreadStart: (@Sendable () -> Void)? = nil) {
         self.device = device
+        self.onThreadStart = onThreadStart
     }
 
     func start() {
         started = true
-        thread = JoinableThread { [self] in run() }
+        thread = JoinableThread { [self] in
+            onThreadStart?()
+            run()
+        }
         precondition(thread != nil, "the device model's thread could not be started")
     }
 
@@ -102,10 +107,12 @@ extension SimulatedSRIOVDevice {
     /// From now on the device processes its queues on a thread of its own: a notify wakes
     /// it instead of running the commands inside the driver's register write. Completions
     /// appear on the used ring when that thread has run (latency, if set, comes on top).
-    public func processQueuesOnOwnThread() {
+    /// `onThreadStart`, if given, runs first on that thread (a benchmark marks the thread
+    /// there to count its allocations apart); not called when the thread already runs.
+    public func processQueuesOnOwnThread(onThreadStart: (@Sendable () -> Void)? = nil) {
         lock.withLock {
             guard modelThread == nil else { return }
-            let thread = ModelThread(device: self)
+            let thread = ModelThread(device: self, onThreadStart: onThreadStart)
             modelThread = thread
             thread.start()
         }

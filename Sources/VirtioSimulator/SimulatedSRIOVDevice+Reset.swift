@@ -31,6 +31,15 @@ extension SimulatedSRIOVDevice {
     /// register access does.
     public func settle() { lock.withLock { settleResetLocked() } }
 
+    /// Lets a pending slow reset take effect now, before its time (a test that has seen the
+    /// driver give up on it need not wait it out).
+    package func finishPendingReset() {
+        lock.withLock {
+            if pendingResetAt != nil { pendingResetAt = 0 }
+            settleResetLocked()
+        }
+    }
+
     /// Applies a pending reset whose time has come (lock held). Under `lateWrite` the device
     /// first writes a used element for every command it still holds, through the IOMMU.
     func settleResetLocked() {

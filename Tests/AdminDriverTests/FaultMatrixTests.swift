@@ -50,18 +50,19 @@ struct FaultMatrixTests {
         return Mirror(reflecting: error).children.first?.label ?? "\(error)"
     }
 
-    /// The device model with a slow reset short enough for the matrix (the model's reset
-    /// runs on real time; it still takes 4× the driver's reset bound).
+    /// The device model with a slow reset 30× the driver's reset bound (the model's reset runs
+    /// on real time: a driver thread descheduled for longer than the reset takes would see it
+    /// confirmed) and short enough for the hand-driven regular queue, which waits it out.
     static var configuration: SimulatedDeviceConfiguration {
         var configuration = SimulatedDeviceConfiguration()
-        configuration.slowResetDuration = .milliseconds(40)
+        configuration.slowResetDuration = .milliseconds(300)
         return configuration
     }
 
     /// After the driver let go: lets a slow or late reset take effect (the device writes
     /// what it still holds), then counts accesses the strict IOMMU refused on released memory.
     static func releasedAccesses(_ device: SimulatedSRIOVDevice, _ fault: SimulatedFault?) async -> Int {
-        if fault == .slowReset { try? await Task.sleep(for: .milliseconds(50)) }
+        if fault == .slowReset { device.finishPendingReset() }
         device.settle()
         return device.memory.releasedMemoryAccesses
     }

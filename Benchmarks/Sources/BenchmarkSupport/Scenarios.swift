@@ -19,8 +19,12 @@ public struct Bench: Sendable {
     public let device: SimulatedSRIOVDevice
     public let driver: AdminQueueDriver
 
-    /// - Parameter ownThread: the device model processes its queues on a thread of its own.
-    public static func open(vfs: Int, timing: DeviceTiming, queueSize: Int = 256, ownThread: Bool = false) async throws -> Bench {
+    /// - Parameters:
+    ///   - ownThread: the device model processes its queues on a thread of its own.
+    ///   - onModelThreadStart: with `ownThread`, runs first on the model's thread (the
+    ///     allocation counter marks that thread there).
+    public static func open(vfs: Int, timing: DeviceTiming, queueSize: Int = 256, ownThread: Bool = false,
+                            onModelThreadStart: (@Sendable () -> Void)? = nil) async throws -> Bench {
         var configuration = SimulatedDeviceConfiguration()
         configuration.totalVFs = vfs
         configuration.numVFs = vfs
@@ -33,7 +37,7 @@ public struct Bench: Sendable {
         options.defaultTimeout = .seconds(60)
         let driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, options: options)
         device.setTiming(timing)
-        if ownThread { device.processQueuesOnOwnThread() }
+        if ownThread { device.processQueuesOnOwnThread(onThreadStart: onModelThreadStart) }
         return Bench(device: device, driver: driver)
     }
 

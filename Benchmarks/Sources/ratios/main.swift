@@ -1,5 +1,6 @@
 // The BENCHMARKS.md table: each figure measured against its baseline in the same run.
 import BenchmarkSupport
+import CAllocCounter
 import VirtioSimulator
 
 #if canImport(Glibc)
@@ -16,6 +17,11 @@ func f(_ value: Double, _ digits: Int = 2) -> String {
 let arguments = CommandLine.arguments
 let only = Set(arguments.dropFirst().filter { !$0.hasPrefix("--") }).isEmpty ? ["p1", "p2", "p3", "p4", "p6"]
     : Set(arguments.dropFirst().filter { !$0.hasPrefix("--") })
+/// Set when a self-check failed (the allocation counter's): the exit status is 1 then.
+var failed = false
+
+// `ratios alloc-check`: only the allocation counter's check (CI runs it).
+if only.contains("alloc-check") { failed = !checkAllocationCounter() || failed }
 
 if only.contains("p1") {
     print("\n## P1 — provisioning 1024 VFs × (MSI-X + features) = 2048 commands, L = 50 µs\n")
@@ -41,24 +47,40 @@ if only.contains("p2") {
     let env = { (name: String) in getenv(name).map { String(cString: $0) } }
     let models = env("P2_MODEL").map { $0 == "thread" ? [true] : [false] } ?? [false, true]
     let rows = Set((env("P2_ROWS") ?? "command,batcher,batch").split(separator: ",").map(String.init))
+    // P2_ALLOC_TRACE=FILE: the call stack of every allocation in each row's measured loop (on
+    // the driver's side, or the model's with P2_ALLOC_TRACE_SIDE=model) to FILE.<row>
+    // (Benchmarks/Scripts/alloc-sites.py sums them by call site). Use a small P2_TOTAL.
+    let tracePath = env("P2_ALLOC_TRACE")
+    let counting = alloc_counter_active() != 0
+    if !counting { print("\n(the allocation counter is not in effect: allocs/cmd columns say n/a)") }
+    var rowNumber = 0
     for ownThread in models {
         print("\n## P2 — driver cost per command, zero-latency device model (MSIX_GET), model " + (ownThread ? "on its own thread" : "in the driver's notify") + "\n")
-        row(["in flight", "commands/s", "vs 1 in flight", "MMIO reads/cmd", "MMIO writes/cmd", "notifies/cmd"])
-        row(["---", "---", "---", "---", "---", "---"])
+        if !ownThread { print("(the model runs on the driver's thread here: allocations are counted together, not split)\n") }
+        row(["in flight", "commands/s", "vs 1 in flight", "MMIO reads/cmd", "MMIO writes/cmd", "notifies/cmd",
+             "allocs/cmd (all threads)", "driver + harness allocs/cmd", "model allocs/cmd"])
+        row(["---", "---", "---", "---", "---", "---", "---", "---", "---"])
         let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
         var single = 0.0
         /// One row: a fresh bench, a warm-up of `warmUp` commands, then `total` through `loop`.
         func measureRow(_ label: String, warmUp: Int, _ loop: @Sendable (Bench, Int) async throws -> Void) async throws {
-            let bench = try await Bench.open(vfs: 64, timing: .immediate, ownThread: ownThread)
+            let bench = try await Bench.open(vfs: 64, timing: .immediate, ownThread: ownThread) { alloc_counter_mark_model_thread() }
             defer { bench.close() }
             try await loop(bench, warmUp)
             bench.device.resetCounters()
+            rowNumber += 1
+            if tracePath != nil { alloc_counter_trace_start(env("P2_ALLOC_TRACE_SIDE") == "model" ? 1 : 0, 65536) }
+            let (otherBefore, modelBefore) = (alloc_counter_other(), alloc_counter_model())
             let seconds = try await measure { try await loop(bench, total) }
+            let (other, model) = (alloc_counter_other() - otherBefore, alloc_counter_model() - modelBefore)
+            if let tracePath { writeAllocationTrace(tracePath + ".\(rowNumber)", label: label + (ownThread ? ", model thread" : ", model in notify"), commands: total) }
             let rate = Double(total) / seconds
             if single == 0 { single = rate }  // the first row: 1 in flight
             let counters = bench.device.counters
+            let perCommand = { (count: Int64) in counting ? f(Double(count) / Double(total)) : "n/a" }
             row([label, f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
-                 f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3)])
+                 f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3),
+                 perCommand(other + model), ownThread ? perCommand(other) : "—", ownThread ? perCommand(model) : "—"])
         }
         for inFlight in [1, 8, 64] where rows.contains("command") || inFlight == 1 {
             try await measureRow("\(inFlight)", warmUp: 2000) { try await commandLoop($0, total: $1, inFlight: inFlight) }
@@ -73,6 +95,7 @@ if only.contains("p2") {
             try await measureRow("\(batch) (batch API)", warmUp: 2048) { try await batchLoop($0, total: $1, batch: batch) }
         }
     }
+    failed = !checkAllocationCounter() || failed
 }
 
 if only.contains("p3") {
@@ -100,3 +123,5 @@ if only.contains("p6") {
          "≤ 2×: " + (result.service <= 2 * result.library ? "✔" : "✘")])
     row(["model resets during the service run", "\(result.serviceResets)", "—", "—", "1"])
 }
+
+if failed { exit(1) }
