@@ -25,7 +25,7 @@ private func initializeSpinningMutex(_ mutex: UnsafeMutablePointer<pthread_mutex
 /// and makes `swift test --sanitize=thread` useless.
 package final class Lock: @unchecked Sendable {
     // SAFETY: the mutex is allocated once, never moved, and destroyed in deinit.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     package init() {
         mutex = .allocate(capacity: 1)
@@ -38,8 +38,8 @@ package final class Lock: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    /// Runs `body` holding the lock.
-    @inline(__always)
+    /// Runs `body` holding the lock (inlined into the caller's module: no generic call).
+    @inlinable
     package func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
@@ -51,7 +51,7 @@ package final class Lock: @unchecked Sendable {
 /// clock of ``monotonicNanoseconds()``), visible to ThreadSanitizer like ``Lock``.
 package final class ConditionLock: @unchecked Sendable {
     // SAFETY: both are allocated once, never moved, and destroyed in deinit.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>
 
     package init() {
@@ -77,8 +77,8 @@ package final class ConditionLock: @unchecked Sendable {
     package func lock() { pthread_mutex_lock(mutex) }
     package func unlock() { pthread_mutex_unlock(mutex) }
 
-    /// Runs `body` holding the lock.
-    @inline(__always)
+    /// Runs `body` holding the lock (inlined into the caller's module: no generic call).
+    @inlinable
     package func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
