@@ -74,13 +74,30 @@ public struct FeatureSet: OptionSet, Hashable, Sendable, CustomStringConvertible
 
     /// Bit → name for a device type: the reserved names plus the type's own.
     public static func names(for type: VirtioDeviceType?) -> [Int: String] {
-        var table = reservedNames
         switch type {
-        case .net?: table.merge(netNames) { reserved, _ in reserved }
-        case .block?: table.merge(blockNames) { reserved, _ in reserved }
-        default: break
+        case .net?: netTable
+        case .block?: blockTable
+        default: reservedNames
         }
-        return table
+    }
+
+    // The tables, built once (a policy resolves names for every VF it provisions).
+    private static let netTable = reservedNames.merging(netNames) { reserved, _ in reserved }
+    private static let blockTable = reservedNames.merging(blockNames) { reserved, _ in reserved }
+    private static func reversed(_ table: [Int: String]) -> [String: Int] {
+        Dictionary(table.map { ($0.value, $0.key) }, uniquingKeysWith: min)
+    }
+    private static let reservedBits = reversed(reservedNames)
+    private static let netBits = reversed(netTable)
+    private static let blockBits = reversed(blockTable)
+
+    /// Name → bit for a device type (the inverse of ``names(for:)``; the lowest bit if two share a name).
+    static func bits(for type: VirtioDeviceType?) -> [String: Int] {
+        switch type {
+        case .net?: netBits
+        case .block?: blockBits
+        default: reservedBits
+        }
     }
 
     /// The bit numbers set, ascending.
@@ -116,7 +133,7 @@ public struct FeatureSet: OptionSet, Hashable, Sendable, CustomStringConvertible
     /// `BIT_5`; case-insensitive) for `type`. Returns `nil` for an unknown name.
     public static func bit(named name: String, for type: VirtioDeviceType? = nil) -> Int? {
         let upper = name.uppercased()
-        let table = names(for: type)
+        let table = bits(for: type)
         // Try the name as given, then without each spelling's prefix (VIRTIO_F_RING_PACKED is RING_PACKED,
         // VIRTIO_RING_F_EVENT_IDX is EVENT_IDX).
         var candidates = [upper]
@@ -125,7 +142,7 @@ public struct FeatureSet: OptionSet, Hashable, Sendable, CustomStringConvertible
         }
         for key in candidates {
             if key.hasPrefix("BIT_"), let number = Int(key.dropFirst(4)), (0..<128).contains(number) { return number }
-            if let match = table.first(where: { $0.value == key }) { return match.key }
+            if let bit = table[key] { return bit }
         }
         return nil
     }
