@@ -184,6 +184,20 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         try Self.ensureSysfsTree(of: device, at: sysfsRoot)
     }
 
+    /// Writes the sysfs view of the PF simulated in state file `statePath` under `root`
+    /// unless the view already shows that PF: the state file is decoded (and the device
+    /// rebuilt) only when the view is missing, so a command on a large simulated PF does
+    /// not pay for it twice.
+    public static func ensureSysfsTree(forState statePath: String, at root: String) throws(VirtioAdminError) {
+        let pf: PCIAddress
+        do { pf = try SimulatedDeviceStore.pfAddress(inState: statePath) } catch { throw .simulatedState(error) }
+        guard !Sys.exists(root + "/bus/pci/devices/\(pf)/config") else { return }
+        let device: SimulatedSRIOVDevice
+        do { device = try SimulatedDeviceStore.load(statePath) } catch { throw .simulatedState(error) }
+        defer { device.stop() }
+        try ensureSysfsTree(of: device, at: root)
+    }
+
     /// Writes the model's sysfs tree under `root` unless it already shows the PF.
     public static func ensureSysfsTree(of device: SimulatedSRIOVDevice, at root: String) throws(VirtioAdminError) {
         guard !Sys.exists(root + "/bus/pci/devices/\(device.pfAddress)/config") else { return }

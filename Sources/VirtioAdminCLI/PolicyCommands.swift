@@ -197,11 +197,7 @@ func preparePolicyRun(options: HelperOptions, pfs names: [String], planOnly: Boo
     let (simulate, root) = (settings.simulate, settings.resolvedSysfsRoot)
     if let simulate {
         // The simulated PF's sysfs view exists before PFs are looked for in it.
-        do {
-            let device = try SimulatedDeviceStore.load(simulate)
-            defer { device.stop() }
-            try SimulatedPFOpener.ensureSysfsTree(of: device, at: root)
-        } catch let error as CustomStringConvertible { throw CLIError(error.description) }
+        do { try SimulatedPFOpener.ensureSysfsTree(forState: simulate, at: root) } catch { throw CLIError(error.description) }
     }
     let application = PolicyApplication(policy: policy, sysfsRoot: root, opener: { pf in settings.opener(for: pf) }, groupOptions: groupOptions, maxInFlight: maxInFlight, planOnly: planOnly)
     do { return (application, try application.pfs(named: addresses)) } catch { throw CLIError(error.description) }

@@ -100,10 +100,6 @@ struct GlobalOptions: ParsableArguments {
 
     func validate() throws {
         guard let simulate else { return }
-        do {
-            let device = try SimulatedDeviceStore.load(simulate)
-            defer { device.stop() }
-            try SimulatedPFOpener.ensureSysfsTree(of: device, at: sysfsRoot)
-        } catch let error as CustomStringConvertible { throw CLIError(error.description) }
+        do { try SimulatedPFOpener.ensureSysfsTree(forState: simulate, at: sysfsRoot) } catch { throw CLIError(error.description) }
     }
 }

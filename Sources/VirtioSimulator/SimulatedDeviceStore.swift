@@ -196,6 +196,28 @@ package enum SimulatedDeviceStore {
         return try decode(String(decoding: bytes, as: UTF8.self), path: path)
     }
 
+    /// The PF address a state file simulates, read without rebuilding the device (its
+    /// `pf` line; the default address when the file names none, as ``decode(_:path:)`` does).
+    package static func pfAddress(inState path: String) throws(SimulatedStateError) -> PCIAddress {
+        let bytes: [UInt8]
+        do { bytes = try Sys.readFile(path, limit: .max) } catch { throw .file(error) }
+        let text = String(decoding: bytes, as: UTF8.self)
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).makeIterator()
+        guard lines.next().map(String.init) == magic else {
+            throw .malformed(path: path, line: 1, message: "not a simulated device state file (expected '\(magic)')")
+        }
+        var number = 1
+        while let line = lines.next() {
+            number += 1
+            guard line.hasPrefix("pf ") else { continue }
+            guard let address = PCIAddress(String(line.dropFirst(3))) else {
+                throw .malformed(path: path, line: number, message: "'\(line.dropFirst(3))' is not a PCI address")
+            }
+            return address
+        }
+        return SimulatedDeviceConfiguration().pfAddress
+    }
+
     /// Runs `body` holding an exclusive lock on `path` + ".lock" (one process at a time
     /// owns the simulated PF, as one driver owns a real PF's admin queue).
     package static func withLock<T>(_ path: String, _ body: () async throws -> T) async throws -> T {

@@ -101,3 +101,37 @@ final class ProgressLog: @unchecked Sendable {
         #expect(throws: VFSelectorError(message: "--vf 'three' is neither a VF index (0, 1, …) nor a PCI address.")) { try VFSelector(parsing: "three") }
     }
 }
+
+/// The simulated PF's sysfs view, as `--simulate` commands prepare it.
+@Suite struct SimulatedSysfsViewTests {
+    func temporaryDirectory() -> String {
+        var template = Array("/tmp/sysfs-view-test-XXXXXX".utf8CString)
+        return String(cString: mkdtemp(&template)!)
+    }
+
+    /// A command with `--simulate` makes sure the PF's sysfs view exists; when it does, the
+    /// state file is not decoded again (only its `pf` line is read).
+    @Test func theSimulatedSysfsViewIsWrittenOnceAndTheStateDecodedOnlyThen() throws {
+        let directory = temporaryDirectory()
+        defer { _ = system("rm -rf '\(directory)'") }
+        let state = directory + "/pf.state", root = directory + "/sys"
+        var configuration = SimulatedDeviceConfiguration()
+        configuration.pfAddress = PCIAddress("0000:5e:00.0")!
+        configuration.totalVFs = 4
+        configuration.numVFs = 4
+        let device = SimulatedSRIOVDevice(configuration: configuration)
+        try SimulatedDeviceStore.save(device, to: state)
+        device.stop()
+        #expect(try SimulatedDeviceStore.pfAddress(inState: state) == PCIAddress("0000:5e:00.0")!)
+        try SimulatedPFOpener.ensureSysfsTree(forState: state, at: root)
+        #expect(access(root + "/bus/pci/devices/0000:5e:00.0/config", F_OK) == 0, "the view was written")
+        // A later line broken: the view exists, so nothing past the pf line is read.
+        let file = fopen(state, "a")
+        fputs("vf 0 vectors=oops\n", file)
+        fclose(file)
+        try SimulatedPFOpener.ensureSysfsTree(forState: state, at: root)
+        // Without the view the state is decoded, and the broken line is found.
+        _ = system("rm -rf '\(root)'")
+        #expect(throws: VirtioAdminError.self) { try SimulatedPFOpener.ensureSysfsTree(forState: state, at: root) }
+    }
+}
