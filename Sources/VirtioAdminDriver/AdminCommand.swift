@@ -97,6 +97,26 @@ public struct AdminCounters: Sendable, Hashable {
     /// All counters zero.
     public init() {}
 
+    /// Equal when every public counter is (``byStatus`` compared as the public view shows it).
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.submitted == rhs.submitted && lhs.completed == rhs.completed && lhs.timeouts == rhs.timeouts
+            && lhs.cancellations == rhs.cancellations && lhs.failedInFlight == rhs.failedInFlight && lhs.notifies == rhs.notifies
+            && lhs.peakInFlight == rhs.peakInFlight && lhs.byStatus == rhs.byStatus && lhs.latencyMicrosecondsLog2 == rhs.latencyMicrosecondsLog2
+    }
+
+    /// Hashes what ``==`` compares.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(submitted)
+        hasher.combine(completed)
+        hasher.combine(timeouts)
+        hasher.combine(cancellations)
+        hasher.combine(failedInFlight)
+        hasher.combine(notifies)
+        hasher.combine(peakInFlight)
+        hasher.combine(byStatus)
+        hasher.combine(latencyMicrosecondsLog2)
+    }
+
     mutating func record(status: AdminStatus) {
         if status == .ok { okCount += 1 } else { otherStatus[status.rawValue, default: 0] += 1 }
     }

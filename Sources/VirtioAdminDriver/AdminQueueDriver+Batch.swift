@@ -97,7 +97,7 @@ extension AdminQueueDriver {
                 // A device that answers quickly is waited for here, polling the used ring,
                 // rather than through the poller and a task switch.
                 if !done {
-                    done = spinWhileProgressing { batch.remaining == 0 }
+                    done = spinWhileProgressing { batch.remaining }
                     lock.withLock {
                         spinners -= 1
                         // Set last, so that nothing resumes the batch while it is being placed.

@@ -74,27 +74,46 @@ extension AdminQueueDriver {
         }
     }
 
-    /// Polls the used ring from the caller's thread until `isDone` (checked with the lock
-    /// held) or until the device has completed nothing for ``Options/callerSpin``; each
-    /// round gives the processor away once (the device may need it). Returns `isDone()`.
-    /// Used where one caller waits for many commands (a batch): a fast device is then
-    /// answered without a task switch; a slow one is left to the poller.
-    func spinWhileProgressing(_ isDone: () -> Bool) -> Bool {
+    /// Polls the used ring from the caller's thread until `remaining()` (read with the lock
+    /// held: the caller's own commands not yet completed) is zero, or until it has not gone
+    /// down for ``Options/callerSpin``, or for at most 40 × that in all; each round gives the
+    /// processor away once (the device may need it). Returns whether it reached zero. Used
+    /// where one caller waits for many commands (a batch): a fast device is then answered
+    /// without a task switch; a slow one is left to the poller.
+    ///
+    /// While it polls it also does the poller's clock work — rings a deferred doorbell,
+    /// fails commands past their deadline — so that callers polling on every thread of the
+    /// executor cannot keep the poller, and so everyone's timeouts, from running.
+    func spinWhileProgressing(remaining: () -> Int) -> Bool {
         let budget = options.callerSpin.nanoseconds
         guard budget > 0 else { return false }
         let clock = self.clock
-        var lastProgress = clock.nowNanoseconds
+        let start = clock.nowNanoseconds
+        let limit = budget.multipliedReportingOverflow(by: 40)
+        let total = limit.overflow ? UInt64.max : limit.partialValue
+        var lastProgress = start
+        var nextExpiry = start &+ 1_000_000
+        var last = Int.max
         var stillRounds = 0
         while true {
             Sys.yieldThread()
             let now = clock.nowNanoseconds
-            let (done, progressed) = lock.withLock { () -> (Bool, Bool) in
-                let taken = pollLocked(now: now)
-                counters.completedWhileWaiting += taken
-                return (isDone(), taken > 0)
+            let left = lock.withLock { () -> Int in
+                if kickPending, let notifier {
+                    kickPending = false
+                    counters.notifies += 1
+                    notifier.notify()
+                }
+                counters.completedWhileWaiting += pollLocked(now: now)
+                if now >= nextExpiry || now < lastProgress {
+                    nextExpiry = now &+ 1_000_000
+                    if hasExpiredLocked(now: now) { expireLocked(now: now) }
+                }
+                return remaining()
             }
-            if done { return true }
-            if progressed {
+            if left == 0 { return true }
+            if left < last {
+                last = left
                 lastProgress = now
                 stillRounds = 0
             } else {
@@ -102,6 +121,7 @@ extension AdminQueueDriver {
                 // A clock that stands still (a test's) ends the spin by rounds.
                 if now &- lastProgress >= budget || now < lastProgress || stillRounds >= 4096 { return false }
             }
+            if now &- start >= total { return false }
         }
     }
 

@@ -51,9 +51,10 @@ public final class AdminQueueDriver: @unchecked Sendable {
         /// VIRTIO_F_ACCESS_PLATFORM is required, not just wanted.
         public var requireAccessPlatform = false
         /// How long a caller waiting for a batch polls the used ring itself after the last
-        /// completion it saw, before it leaves the wait to the poller: a fast device is then
-        /// answered without a task switch, a slow one costs at most this much spinning
-        /// (`.zero`: never poll in the caller).
+        /// completion of its own batch, before it leaves the wait to the poller (and 40 ×
+        /// this in all at most): a fast device is then answered without a task switch, a
+        /// slow one costs at most this much spinning (`.zero`: never poll in the caller).
+        /// While polling it also expires deadlines and rings deferred doorbells.
         public var callerSpin: Duration = .microseconds(50)
         /// The time source of deadlines, waits and the poller (tests pass a clock they advance).
         public var clock: any AdminClock = ContinuousAdminClock()

@@ -196,8 +196,9 @@ package enum SimulatedDeviceStore {
         return try decode(String(decoding: bytes, as: UTF8.self), path: path)
     }
 
-    /// The PF address a state file simulates, read without rebuilding the device (its
+    /// The PF address a state file simulates, read without rebuilding the device (its last
     /// `pf` line; the default address when the file names none, as ``decode(_:path:)`` does).
+    /// The rest of the file is not checked here: a malformed line is found when the PF is opened.
     package static func pfAddress(inState path: String) throws(SimulatedStateError) -> PCIAddress {
         let bytes: [UInt8]
         do { bytes = try Sys.readFile(path, limit: .max) } catch { throw .file(error) }
@@ -206,16 +207,18 @@ package enum SimulatedDeviceStore {
         guard lines.next().map(String.init) == magic else {
             throw .malformed(path: path, line: 1, message: "not a simulated device state file (expected '\(magic)')")
         }
+        // The last `pf` line counts, as in decode.
         var number = 1
+        var address = SimulatedDeviceConfiguration().pfAddress
         while let line = lines.next() {
             number += 1
             guard line.hasPrefix("pf ") else { continue }
-            guard let address = PCIAddress(String(line.dropFirst(3))) else {
+            guard let named = PCIAddress(String(line.dropFirst(3))) else {
                 throw .malformed(path: path, line: number, message: "'\(line.dropFirst(3))' is not a PCI address")
             }
-            return address
+            address = named
         }
-        return SimulatedDeviceConfiguration().pfAddress
+        return address
     }
 
     /// Runs `body` holding an exclusive lock on `path` + ".lock" (one process at a time

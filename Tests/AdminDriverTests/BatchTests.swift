@@ -3,6 +3,7 @@ import VirtioAdminDriver
 import VirtioAdminTestKit
 import VirtioSimulator
 import VirtioSpec
+import VirtioSystem
 import MSIXResourceManager
 
 /// The batch API: N commands on the ring with one doorbell, N results back in order.
@@ -151,6 +152,64 @@ struct ModelThreadTests {
             } else {
                 #expect(taken > 24, "the waiting caller took (nearly) all 48 completions itself, got \(taken)")
             }
+        }
+    }
+
+    /// Callers polling for their batches on every executor thread must not keep anyone's
+    /// timeout from firing: a command the device keeps times out on time while four other
+    /// tasks send batch after batch (found in review: the polling used to go on as long as
+    /// anyone's command completed, and only the starved poller expired deadlines).
+    @Test func aHeldCommandTimesOutWhileOtherCallersPoll() async throws {
+        var options = AdminQueueDriver.Options()
+        options.defaultTimeout = .milliseconds(50)
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], options: options)
+        defer { group.shutDown() }
+        group.device.processQueuesOnOwnThread()
+        let driver = group.driver, device = group.device
+        final class Flag: @unchecked Sendable {
+            let lock = Lock()
+            var value = false
+            var isSet: Bool { lock.withLock { value } }
+            func set() { lock.withLock { value = true } }
+        }
+        let stop = Flag(), heldDone = Flag()
+        // Four callers sending MSIX_GET batches (each may lose a command to the fault too).
+        let traffic = Task.detached {
+            await withTaskGroup(of: Void.self) { tasks in
+                for _ in 0..<4 {
+                    tasks.addTask { while !stop.isSet { _ = await driver.submitBatch((0..<4).map { BatchTests.get($0) }) } }
+                }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(20))
+        // The device keeps the held MSIX_SET (a different opcode, so its arrival is seen in
+        // the model's counters), then answers everything again.
+        let setsBefore = device.counters.adminCommandsByOpcode[0x41] ?? 0
+        device.setFault(.neverComplete)
+        let start = monotonicNanoseconds()
+        let held = Task.detached { () -> [Result<AdminResponse, AdminError>] in
+            defer { heldDone.set() }
+            return await driver.submitBatch([BatchTests.set(1, 3)], timeout: .milliseconds(20))
+        }
+        while (device.counters.adminCommandsByOpcode[0x41] ?? 0) == setsBefore && monotonicNanoseconds() - start < 2_000_000_000 { Sys.yieldThread() }
+        device.setFault(.neverComplete, false)
+        // A watchdog on a thread of its own (the executor's may all be taken): after 5 s it
+        // stops the traffic and closes the driver, so a regression fails instead of hanging.
+        let watchdog = JoinableThread {
+            while !heldDone.isSet && monotonicNanoseconds() - start < 5_000_000_000 { Sys.sleepMicroseconds(5_000) }
+            if !heldDone.isSet { stop.set(); _ = driver.close() }
+        }
+        let results = await held.value
+        let took = Duration.nanoseconds(Int64(monotonicNanoseconds() - start))
+        let onTime = !stop.isSet
+        stop.set()
+        await traffic.value
+        watchdog?.join()
+        #expect(onTime, "the held command's batch returned (after \(took)) while the others kept polling")
+        #expect(took < .seconds(2), "a 20 ms timeout fired within 2 s, not after \(took)")
+        guard case .failure(.timeout) = results.first else {
+            Issue.record("expected the held MSIX_SET to time out, got \(String(describing: results.first))")
+            return
         }
     }
 }
