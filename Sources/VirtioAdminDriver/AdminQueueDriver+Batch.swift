@@ -71,6 +71,7 @@ extension AdminQueueDriver {
                      into results: inout [Result<AdminResponse, AdminError>?]) async -> Int {
         let batch = BatchCompletion(count: 0)
         var end = start
+        var polledToTheEnd = false
         await withTaskCancellationHandler {
             await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
                 var done = lock.withLock { () -> Bool in
@@ -98,6 +99,7 @@ extension AdminQueueDriver {
                 // rather than through the poller and a task switch.
                 if !done {
                     done = spinWhileProgressing { batch.remaining }
+                    polledToTheEnd = done
                     lock.withLock {
                         spinners -= 1
                         // Set last, so that nothing resumes the batch while it is being placed.
@@ -109,6 +111,10 @@ extension AdminQueueDriver {
         } onCancel: {
             cancel(batch: batch)
         }
+        // A batch finished while its caller polled never suspended the task: let the
+        // executor run others before going on (callers sending batch after batch would keep
+        // every executor thread to themselves).
+        if polledToTheEnd { await Task.yield() }
         for (offset, result) in batch.results.enumerated() { results[start + offset] = result }
         return end
     }

@@ -99,11 +99,7 @@ extension AdminQueueDriver {
             Sys.yieldThread()
             let now = clock.nowNanoseconds
             let left = lock.withLock { () -> Int in
-                if kickPending, let notifier {
-                    kickPending = false
-                    counters.notifies += 1
-                    notifier.notify()
-                }
+                ringDeferredDoorbellLocked()
                 counters.completedWhileWaiting += pollLocked(now: now)
                 if now >= nextExpiry || now < lastProgress {
                     nextExpiry = now &+ 1_000_000
@@ -123,6 +119,14 @@ extension AdminQueueDriver {
             }
             if now &- start >= total { return false }
         }
+    }
+
+    /// Rings the doorbell for chains published without one (lock held).
+    func ringDeferredDoorbellLocked() {
+        guard kickPending, let notifier else { return }
+        kickPending = false
+        counters.notifies += 1
+        notifier.notify()
     }
 
     /// Starts the poller if commands are in flight and none runs (lock held).
@@ -147,11 +151,7 @@ extension AdminQueueDriver {
             let now = clock.nowNanoseconds
             let sleep = lock.withLock { () -> Bool? in
                 pollerSleeping = false
-                if kickPending, let notifier {
-                    kickPending = false
-                    counters.notifies += 1
-                    notifier.notify()
-                }
+                ringDeferredDoorbellLocked()
                 let progressed = pollLocked(now: now) > 0
                 if progressed { lastProgress = now }
                 stillRounds = !progressed && now == lastNow ? stillRounds + 1 : 0
