@@ -23,11 +23,7 @@ extension AdminQueueDriver {
         var refreshed = Set<UInt16>()
         for command in commands where command.opcode != .listQuery && command.opcode != .listUse && !refreshed.contains(command.groupType.rawValue) {
             refreshed.insert(command.groupType.rawValue)
-            let unavailable = lock.withLock { () -> Bool in
-                guard case .running = state else { return false }
-                return groups[command.groupType.rawValue]?.unavailable != nil
-            }
-            if unavailable { try? await refreshGroup(command.groupType) }
+            if lock.withLock({ needsRenegotiationLocked(command) }) { try? await refreshGroup(command.groupType) }
         }
         var next = 0
         while next < commands.count {

@@ -103,7 +103,12 @@ extension AdminQueueDriver {
                 counters.completedWhileWaiting += pollLocked(now: now)
                 if now >= nextExpiry || now < lastProgress {
                     nextExpiry = now &+ 1_000_000
-                    if hasExpiredLocked(now: now) { expireLocked(now: now) }
+                    // As the poller does: the device's health first, so that a device that
+                    // needs a reset fails its commands with that reason, not with timeouts.
+                    if hasExpiredLocked(now: now) {
+                        checkHealthLocked()
+                        expireLocked(now: now)
+                    }
                 }
                 return remaining()
             }
@@ -118,6 +123,16 @@ extension AdminQueueDriver {
                 if now &- lastProgress >= budget || now < lastProgress || stillRounds >= 4096 { return false }
             }
             if now &- start >= total { return false }
+        }
+    }
+
+    /// Looks at the device (an MMIO read, off the fast path): one that needs a reset or is
+    /// gone fails everything in flight with that reason (lock held).
+    func checkHealthLocked() {
+        do throws(TransportError) { try transport.checkHealth() } catch {
+            let mapped: AdminError = error == .surpriseRemoval(device: address) ? .deviceRemoved(device: address) : .deviceNeedsReset(device: address)
+            _ = quiesceLocked()
+            failAllLocked(mapped, newState: nil)
         }
     }
 
@@ -163,11 +178,7 @@ extension AdminQueueDriver {
                 // gone fails everything with that reason rather than with timeouts.
                 if expiring || (!progressed && now &- lastProgress > 2_000_000 && slotTable.busyCount > 0) {
                     lastProgress = now
-                    do throws(TransportError) { try transport.checkHealth() } catch {
-                        let mapped: AdminError = error == .surpriseRemoval(device: address) ? .deviceRemoved(device: address) : .deviceNeedsReset(device: address)
-                        _ = quiesceLocked()
-                        failAllLocked(mapped, newState: nil)
-                    }
+                    checkHealthLocked()
                 }
                 if expiring { expireLocked(now: now) }
                 if slotTable.busyCount > 0 || kickPending {

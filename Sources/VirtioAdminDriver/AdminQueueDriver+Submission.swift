@@ -83,10 +83,7 @@ extension AdminQueueDriver {
         while admission == nil {
             let mayRenegotiate = renegotiate
             admission = lock.withLock { () -> (UInt64, Result<SlotGrant?, AdminError>)? in
-                if mayRenegotiate, case .running = state, command.opcode != .listQuery, command.opcode != .listUse,
-                   !groups.admits(command.groupType.rawValue, command.opcode), groups[command.groupType.rawValue]?.unavailable != nil {
-                    return nil
-                }
+                if mayRenegotiate && needsRenegotiationLocked(command) { return nil }
                 return admitLocked(command, exclusive: holder)
             }
             if admission == nil {
@@ -110,6 +107,13 @@ extension AdminQueueDriver {
             cancel(token: token)
         }
         return try result.get()
+    }
+
+    /// Whether `command` is for a group whose LIST_QUERY/LIST_USE failed, so that the group
+    /// is negotiated again before it is sent (lock held).
+    func needsRenegotiationLocked(_ command: AdminCommand) -> Bool {
+        guard case .running = state, command.opcode != .listQuery, command.opcode != .listUse else { return false }
+        return groups.isUnavailable(command.groupType.rawValue)
     }
 
     /// A token for the command and a free slot, none (wait for one), or why it cannot be sent (lock held).

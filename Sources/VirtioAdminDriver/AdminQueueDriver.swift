@@ -96,6 +96,13 @@ public final class AdminQueueDriver: @unchecked Sendable {
 
         var values: [GroupCommands] { entries.map(\.commands) }
 
+        /// Whether group `type` was negotiated and its LIST_QUERY/LIST_USE failed (without
+        /// copying the entry).
+        func isUnavailable(_ type: UInt16) -> Bool {
+            for index in entries.indices where entries[index].type == type { return entries[index].commands.unavailable != nil }
+            return false
+        }
+
         /// Whether group `type` is available and has `opcode` in use (the per-command check,
         /// without copying the entry).
         func admits(_ type: UInt16, _ opcode: AdminOpcode) -> Bool {
