@@ -95,9 +95,14 @@ extension AdminQueueDriver {
         var nextExpiry = start &+ 1_000_000
         var last = Int.max
         var stillRounds = 0
+        var lastNow = start
         while true {
             Sys.yieldThread()
             let now = clock.nowNanoseconds
+            // Rounds on a clock that stands still (a test's) are counted apart: on a real
+            // clock a quick `sched_yield` must not end the spin before `callerSpin` passed.
+            stillRounds = now == lastNow ? stillRounds + 1 : 0
+            lastNow = now
             let left = lock.withLock { () -> Int in
                 ringDeferredDoorbellLocked()
                 counters.completedWhileWaiting += pollLocked(now: now)
@@ -117,10 +122,9 @@ extension AdminQueueDriver {
                 last = left
                 lastProgress = now
                 stillRounds = 0
-            } else {
-                stillRounds += 1
-                // A clock that stands still (a test's) ends the spin by rounds.
-                if now &- lastProgress >= budget || now < lastProgress || stillRounds >= 4096 { return false }
+            } else if now &- lastProgress >= budget || now < lastProgress || stillRounds >= 4096 {
+                // A clock that stands still ends the spin by rounds.
+                return false
             }
             if now &- start >= total { return false }
         }
@@ -167,7 +171,9 @@ extension AdminQueueDriver {
             let sleep = lock.withLock { () -> Bool? in
                 pollerSleeping = false
                 ringDeferredDoorbellLocked()
-                let progressed = pollLocked(now: now) > 0
+                // A caller polls the ring itself (a batch): it takes the completions, the
+                // poller only watches the clock (two pollers would race for the lock).
+                let progressed = spinners == 0 && pollLocked(now: now) > 0
                 if progressed { lastProgress = now }
                 stillRounds = !progressed && now == lastNow ? stillRounds + 1 : 0
                 lastNow = now
