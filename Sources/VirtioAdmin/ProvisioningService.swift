@@ -54,6 +54,10 @@ public final class ProvisioningService: @unchecked Sendable {
         /// The clock of the lock wait and the timings in log lines (a test's manual clock
         /// moves it on); it replaces `groupOptions.clock`.
         public var clock: any ServiceClock = SystemServiceClock()
+        /// How many `drivers_probe` writes run at once, at most (each on a thread of the
+        /// service's own, since the kernel probes the driver inside the write). Events that
+        /// come together queue for these threads instead of starting one each.
+        public var probeThreads = 2
         /// The service's defaults: `/sys`, PFs kept open.
         public init() {}
     }
@@ -69,6 +73,10 @@ public final class ProvisioningService: @unchecked Sendable {
     let lock = Lock()
     var workers: [PCIAddress: PFWorker] = [:]
     var pfCache: [PCIAddress: PFInfo] = [:]
+    var eventReads = (byLink: 0, inFull: 0)
+    /// Where `drivers_probe` is written: at most ``Options/probeThreads`` writes at once, each
+    /// thread holding the file open for the writes it runs in a row.
+    let prober: BlockingQueue<AttributeFile>
 
     /// A service of `policy`; `opener` reaches a PF, `registry` gives the plugins each PF is opened with.
     public init(policy: ProvisioningPolicy, options: Options, logger: Logger,
@@ -79,6 +87,8 @@ public final class ProvisioningService: @unchecked Sendable {
         self.logger = logger
         self.opener = opener
         self.registry = registry
+        let probePath = options.sysfsRoot + "/bus/pci/drivers_probe"
+        prober = BlockingQueue(maxThreads: options.probeThreads, open: { AttributeFile(path: probePath) }, close: { $0.close() })
     }
 
     var enumerator: SysfsEnumerator { SysfsEnumerator(root: options.sysfsRoot) }
@@ -102,6 +112,12 @@ public final class ProvisioningService: @unchecked Sendable {
         case .add:
             break
         }
+        // A VF of a PF already read: one link read instead of the VF's attributes.
+        if let (pf, index) = knownVF(event.address) {
+            lock.withLock { eventReads.byLink += 1 }
+            return await provisionVF(event.address, pf: pf, index: index, start: start)
+        }
+        lock.withLock { eventReads.inFull += 1 }
         let function: VirtioFunction
         do { function = try enumerator.function(at: event.address) } catch {
             if case .notVirtio = error { return EventOutcome(summary: "ignored: \(event.address) is not a virtio function", succeeded: true) }
@@ -115,12 +131,31 @@ public final class ProvisioningService: @unchecked Sendable {
         case .function:
             return EventOutcome(summary: "ignored: \(event.address) has no SR-IOV role", succeeded: true)
         case .vf:
-            let outcome = await provisionVF(function)
-            let milliseconds = clock.elapsed(since: start).milliseconds
-            let metadata: Logger.Metadata = ["ms": "\(milliseconds)"]
-            if outcome.succeeded { logger.info("\(outcome.summary)", metadata: metadata) } else { logger.error("\(outcome.summary)", metadata: metadata) }
-            return outcome
+            guard let pfAddress = function.physfn else { return EventOutcome(summary: "\(function.address): VF without physfn", succeeded: false) }
+            let pf: PFInfo
+            do { pf = try pfInfo(pfAddress) } catch { return EventOutcome(summary: error.description, succeeded: false) }
+            guard let index = vfIndex(of: function.address, under: pf) else {
+                return EventOutcome(summary: "\(function.address): not a VF of PF \(pfAddress) by its VF layout", succeeded: false)
+            }
+            return await provisionVF(function.address, pf: pf, index: index, start: start)
         }
+    }
+
+    /// The PF and index of `address` when it is a VF of a PF the service has read (and
+    /// kept): by the PF's VF layout, within its VFs, and confirmed by the VF's `physfn` link
+    /// alone (one link read, not the VF's attributes: a VF has its PF's vendor id and the
+    /// PF's `sriov_vf_device`, checked once with the PF). Nil sends the event the long way.
+    func knownVF(_ address: PCIAddress) -> (PFInfo, Int)? {
+        guard options.keepOpen else { return nil }
+        let candidates = lock.withLock { pfCache.values.filter { $0.vfsAreVirtio && $0.layout != nil && $0.function.address.domain == address.domain } }
+        for pf in candidates {
+            guard let index = vfIndex(of: address, under: pf), index < pf.function.virtfns.count,
+                  let link = Sys.readLink(enumerator.directory(of: address) + "/" + SysfsAttribute.physfn),
+                  link.split(separator: "/").last.map(String.init) == pf.function.address.description
+            else { continue }
+            return (pf, index)
+        }
+        return nil
     }
 
     /// A PF appeared: hold its future VFs' drivers back (`sriov_drivers_autoprobe = 0`).
@@ -142,12 +177,17 @@ public final class ProvisioningService: @unchecked Sendable {
         var function: VirtioFunction
         var rule: PFRule?
         var layout: (offset: Int, stride: Int)?
+        /// The PF's `sriov_vf_device` is a virtio device id (its VFs are virtio functions).
+        var vfsAreVirtio = false
     }
 
     func pfInfo(_ address: PCIAddress) throws(LinuxError) -> PFInfo {
         if let cached = lock.withLock({ pfCache[address] }) { return cached }
         let function = try enumerator.function(at: address)
-        let info = PFInfo(function: function, rule: policy.rule(for: function), layout: enumerator.vfLayout(of: address))
+        let vfDevice = (try? Sys.readText(enumerator.directory(of: address) + "/" + SysfsAttribute.sriovVFDevice))
+            .flatMap { UInt16($0.trimmingPrefix("0x").prefix { $0.isHexDigit }, radix: 16) }
+        let info = PFInfo(function: function, rule: policy.rule(for: function), layout: enumerator.vfLayout(of: address),
+                          vfsAreVirtio: vfDevice.map { PCIIdentity.isVirtio(vendorID: function.vendorID, deviceID: $0) } ?? false)
         lock.withLock { pfCache[address] = info }
         return info
     }
@@ -164,20 +204,23 @@ public final class ProvisioningService: @unchecked Sendable {
             ?? (try? enumerator.function(at: pf.function.address))?.virtfns.first { $0.value == vf }?.key
     }
 
-    func provisionVF(_ vf: VirtioFunction) async -> EventOutcome {
-        guard let pfAddress = vf.physfn else { return EventOutcome(summary: "\(vf.address): VF without physfn", succeeded: false) }
-        let pf: PFInfo
-        do { pf = try pfInfo(pfAddress) } catch { return EventOutcome(summary: error.description, succeeded: false) }
-        guard let index = vfIndex(of: vf.address, under: pf) else {
-            return EventOutcome(summary: "\(vf.address): not a VF of PF \(pfAddress) by its VF layout", succeeded: false)
-        }
+    /// Provisions VF `index` (at `address`) of `pf` and logs the outcome with the time since `start`.
+    func provisionVF(_ address: PCIAddress, pf: PFInfo, index: Int, start: UInt64) async -> EventOutcome {
+        let outcome = await provisionVF(address, pf: pf, index: index)
+        let metadata: Logger.Metadata = ["ms": "\(options.clock.elapsed(since: start).milliseconds)"]
+        if outcome.succeeded { logger.info("\(outcome.summary)", metadata: metadata) } else { logger.error("\(outcome.summary)", metadata: metadata) }
+        return outcome
+    }
+
+    func provisionVF(_ address: PCIAddress, pf: PFInfo, index: Int) async -> EventOutcome {
+        let pfAddress = pf.function.address
         let rule = pf.rule
         guard let rule, let desired = policy.desired(for: index, under: rule) else {
-            await probe(vf.address, hold: rule?.holdVFDrivers ?? false)
+            await probe(address, hold: rule?.holdVFDrivers ?? false)
             return EventOutcome(summary: "no policy for PF \(pfAddress) VF \(index); nothing to do", succeeded: true)
         }
         let worker = worker(for: pfAddress)
-        let name = "\(vf.address) (PF \(pfAddress) VF \(index))"
+        let name = "\(address) (PF \(pfAddress) VF \(index))"
         let result: EventOutcome
         do {
             let outcome = try await worker.provision(VFRequest(vf: index, desired: desired))
@@ -192,7 +235,7 @@ public final class ProvisioningService: @unchecked Sendable {
         }
         var summary = result.summary
         if result.succeeded || desired.onFailure == .bindAnyway {
-            await probe(vf.address, hold: rule.holdVFDrivers)
+            await probe(address, hold: rule.holdVFDrivers)
         } else if desired.onFailure == .keepUnbound {
             summary = String(summary.dropLast(summary.hasSuffix(".") ? 1 : 0)) + "; the VF is left without a driver (on-failure = keep-unbound)."
         }
@@ -203,12 +246,12 @@ public final class ProvisioningService: @unchecked Sendable {
     }
 
     /// Lets the VF's driver bind now that it is provisioned (it was held back). The kernel
-    /// probes the driver inside this write, so it runs on a thread of its own.
+    /// probes the driver inside this write, so it runs on one of the prober's threads (at
+    /// most ``Options/probeThreads`` at once); the caller resumes once it is written.
     func probe(_ address: PCIAddress, hold: Bool) async {
         guard hold else { return }
-        let path = options.sysfsRoot + "/bus/pci/drivers_probe"
-        let failure = await onThread { () -> SystemCallError? in
-            do throws(SystemCallError) { try Sys.writeSmallFile(path, address.description) } catch { return error }
+        let failure = await prober.run { (file: AttributeFile) -> SystemCallError? in
+            do throws(SystemCallError) { try file.write(address.description) } catch { return error }
             return nil
         }
         if let failure { logger.debug("drivers_probe for \(address): \(failure)") }
@@ -235,6 +278,13 @@ public final class ProvisioningService: @unchecked Sendable {
         guard let worker = lock.withLock({ workers[pf] }) else { return (0, 0) }
         return await worker.queued
     }
+
+    /// How `add` events found their function so far: by the VF's `physfn` link alone (a VF
+    /// of a PF the service has read), or by reading the function's attributes in full.
+    package var addEventReads: (byLink: Int, inFull: Int) { lock.withLock { eventReads } }
+
+    /// `drivers_probe` writes so far: the threads started for them and the most at once.
+    package var probeThreads: (started: Int, peakConcurrency: Int) { (prober.threadsStarted, prober.peakConcurrency) }
 
     /// PFs whose admin queue is open now.
     public var openPFs: [PCIAddress] { lock.withLock { Array(workers.keys) } }

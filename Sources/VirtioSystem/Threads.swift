@@ -13,7 +13,7 @@ private final class ThreadBody {
 }
 
 /// Starts `body` on a pthread; the thread's handle, or nil when none could be made.
-private func makeThread(_ body: @escaping () -> Void) -> pthread_t? {
+func makeThread(_ body: @escaping () -> Void) -> pthread_t? {
     let box = Unmanaged.passRetained(ThreadBody(body))
     var thread = pthread_t()
     let result = pthread_create(&thread, nil, { argument in

@@ -93,4 +93,68 @@ import Glibc
         await service.shutDown()
         device.stop()
     }
+
+    func readText(_ path: String) -> String {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = read(fd, &buffer, buffer.count)
+        return String(decoding: buffer.prefix(max(0, count)), as: UTF8.self)
+    }
+
+    func vfAddress(_ index: Int) -> String { PCIAddress(domain: 0, routingID: UInt16(0x3b00 + 1 + index)).description }
+
+    /// Once an event has read the PF, a VF event of that PF costs one link read (`physfn`),
+    /// not the VF's attributes; a function whose `physfn` does not name that PF goes the long
+    /// way (and is not taken for a VF).
+    @Test func vfEventsOfAKnownPFAreFoundByTheirPhysfnLink() async throws {
+        let (device, service) = try makeService(vfs: 64)
+        #expect(await service.handle(try event("add", vfAddress(0))).succeeded)
+        #expect(service.addEventReads.inFull == 1 && service.addEventReads.byLink == 0)
+        let outcomes = await withTaskGroup(of: EventOutcome.self) { group in
+            for vf in 1..<63 { group.addTask { await service.handle(try! self.event("add", self.vfAddress(vf))) } }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(outcomes.allSatisfy { $0.succeeded && $0.summary.contains("MSI-X vectors 2 -> 4") }, "\(outcomes.prefix(2).map(\.summary))")
+        #expect(service.addEventReads.byLink == 62 && service.addEventReads.inFull == 1, "\(service.addEventReads)")
+        // VF 63 loses its physfn link: read in full, it is no VF (and nothing is provisioned).
+        let last = vfAddress(63)
+        #expect(unlink(service.options.sysfsRoot + "/bus/pci/devices/\(last)/physfn") == 0)
+        let outcome = await service.handle(try event("add", last))
+        #expect(outcome.succeeded && outcome.summary == "ignored: \(last) has no SR-IOV role", "\(outcome.summary)")
+        #expect(service.addEventReads.inFull == 2)
+        #expect(device.member(63).msixVectors == 2)
+        #expect(device.counters.adminCommandsByOpcode[0x41] == 63)
+        await service.shutDown()
+        device.stop()
+    }
+
+    /// Each provisioned VF is let go to its driver (`drivers_probe`, held back by default)
+    /// before its event is answered, on at most `probeThreads` threads however many events
+    /// come at once (a thread per event contended on the file).
+    @Test func driverProbesRunOnAFewThreads() async throws {
+        let (device, service) = try makeService(vfs: 64, latency: .microseconds(200))
+        #expect(service.options.probeThreads == 2)
+        let probe = service.options.sysfsRoot + "/bus/pci/drivers_probe"
+        let outcomes = await withTaskGroup(of: (String, EventOutcome).self) { group in
+            for vf in 0..<64 {
+                let address = vfAddress(vf)
+                group.addTask {
+                    let outcome = await service.handle(try! self.event("add", address))
+                    // Answered after its own probe, or a later one, was written.
+                    let written = self.readText(probe)
+                    return (written, outcome)
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(outcomes.allSatisfy { $0.1.succeeded })
+        let addresses = Set((0..<64).map(vfAddress))
+        #expect(outcomes.allSatisfy { addresses.contains($0.0) }, "\(outcomes.map(\.0).prefix(3))")
+        let threads = service.probeThreads
+        #expect(threads.peakConcurrency >= 1 && threads.peakConcurrency <= 2 && threads.started < 64, "\(threads)")
+        await service.shutDown()
+        device.stop()
+    }
 }
