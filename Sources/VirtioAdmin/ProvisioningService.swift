@@ -93,6 +93,20 @@ public final class ProvisioningService: @unchecked Sendable {
 
     var enumerator: SysfsEnumerator { SysfsEnumerator(root: options.sysfsRoot) }
 
+    /// Handles one validated event and calls `answer` with its outcome once the work is done
+    /// (for a VF: provisioned, the state saved, its driver probed). The `add` of a VF of a PF
+    /// the service has read is queued for its PF's next batch on the caller's thread, with no
+    /// task of its own (a thousand events at once would queue a thousand tasks ahead of the
+    /// batch that serves them); any other event is handled in a task.
+    package func handle(_ event: UdevEvent, answer: @escaping @Sendable (EventOutcome) -> Void) {
+        if event.action == .add, let (pf, index) = knownVF(event.address) {
+            lock.withLock { eventReads.byLink += 1 }
+            provisionVF(event.address, pf: pf, index: index, start: options.clock.nowNanoseconds, answer: answer)
+            return
+        }
+        Task { answer(await self.handle(event)) }
+    }
+
     /// Handles one validated event.
     public func handle(_ event: UdevEvent) async -> EventOutcome {
         let clock = options.clock
@@ -206,55 +220,80 @@ public final class ProvisioningService: @unchecked Sendable {
 
     /// Provisions VF `index` (at `address`) of `pf` and logs the outcome with the time since `start`.
     func provisionVF(_ address: PCIAddress, pf: PFInfo, index: Int, start: UInt64) async -> EventOutcome {
-        let outcome = await provisionVF(address, pf: pf, index: index)
-        let metadata: Logger.Metadata = ["ms": "\(options.clock.elapsed(since: start).milliseconds)"]
-        if outcome.succeeded { logger.info("\(outcome.summary)", metadata: metadata) } else { logger.error("\(outcome.summary)", metadata: metadata) }
-        return outcome
+        await withCheckedContinuation { continuation in
+            provisionVF(address, pf: pf, index: index, start: start) { continuation.resume(returning: $0) }
+        }
     }
 
-    func provisionVF(_ address: PCIAddress, pf: PFInfo, index: Int) async -> EventOutcome {
+    /// Provisions VF `index` (at `address`) of `pf`, probes its driver and logs the outcome
+    /// with the time since `start`; then calls `answer` (on the thread that finished the
+    /// work: the prober's after a probe, else the batch task's).
+    func provisionVF(_ address: PCIAddress, pf: PFInfo, index: Int, start: UInt64, answer: @escaping @Sendable (EventOutcome) -> Void) {
+        let finish: @Sendable (EventOutcome) -> Void = { [self] outcome in
+            let metadata: Logger.Metadata = ["ms": "\(options.clock.elapsed(since: start).milliseconds)"]
+            if outcome.succeeded { logger.info("\(outcome.summary)", metadata: metadata) } else { logger.error("\(outcome.summary)", metadata: metadata) }
+            answer(outcome)
+        }
         let pfAddress = pf.function.address
         let rule = pf.rule
         guard let rule, let desired = policy.desired(for: index, under: rule) else {
-            await probe(address, hold: rule?.holdVFDrivers ?? false)
-            return EventOutcome(summary: "no policy for PF \(pfAddress) VF \(index); nothing to do", succeeded: true)
+            probe(address, hold: rule?.holdVFDrivers ?? false) {
+                finish(EventOutcome(summary: "no policy for PF \(pfAddress) VF \(index); nothing to do", succeeded: true))
+            }
+            return
         }
         let worker = worker(for: pfAddress)
         let name = "\(address) (PF \(pfAddress) VF \(index))"
-        let result: EventOutcome
-        do {
-            let outcome = try await worker.provision(VFRequest(vf: index, desired: desired))
-            if let error = outcome.error {
-                result = EventOutcome(summary: "provisioning \(name) failed: \(error)\(outcome.partialDescription)", succeeded: false)
-            } else {
-                let text = outcome.changes.isEmpty ? "already as the policy says (no change)" : outcome.changes.map(\.what).joined(separator: "; ")
-                result = EventOutcome(summary: "provisioned \(name): \(text)", succeeded: true)
-            }
-        } catch {
-            result = EventOutcome(summary: "provisioning \(name) failed: \(error)", succeeded: false)
+        worker.submit(VFRequest(vf: index, desired: desired)) { [self] result in
+            finishVF(address, result: result, name: name, desired: desired, rule: rule, worker: worker, finish: finish)
         }
-        var summary = result.summary
-        if result.succeeded || desired.onFailure == .bindAnyway {
-            await probe(address, hold: rule.holdVFDrivers)
-        } else if desired.onFailure == .keepUnbound {
-            summary = String(summary.dropLast(summary.hasSuffix(".") ? 1 : 0)) + "; the VF is left without a driver (on-failure = keep-unbound)."
+    }
+
+    /// The rest of a VF's event once its batch is done: its outcome in words, its driver
+    /// probed (unless it failed and the policy says otherwise), the one-shot helper's PF let go.
+    func finishVF(_ address: PCIAddress, result: Result<VFOutcome, VirtioAdminError>, name: String, desired: DesiredResources, rule: PFRule,
+                  worker: PFWorker, finish: @escaping @Sendable (EventOutcome) -> Void) {
+        let outcome: EventOutcome
+        switch result {
+        case .success(let vf):
+            if let error = vf.error {
+                outcome = EventOutcome(summary: "provisioning \(name) failed: \(error)\(vf.partialDescription)", succeeded: false)
+            } else {
+                let text = vf.changes.isEmpty ? "already as the policy says (no change)" : vf.changes.map(\.what).joined(separator: "; ")
+                outcome = EventOutcome(summary: "provisioned \(name): \(text)", succeeded: true)
+            }
+        case .failure(let error):
+            outcome = EventOutcome(summary: "provisioning \(name) failed: \(error)", succeeded: false)
         }
         // The one-shot helper lets the PF go only after the VF's driver was probed, so that
         // the next helper's in-use check sees it.
-        if !options.keepOpen { await worker.close() }
-        return EventOutcome(summary: summary, succeeded: result.succeeded)
+        let done: @Sendable (EventOutcome) -> Void
+        if options.keepOpen {
+            done = finish
+        } else {
+            done = { outcome in Task { await worker.close(); finish(outcome) } }
+        }
+        if outcome.succeeded || desired.onFailure == .bindAnyway {
+            probe(address, hold: rule.holdVFDrivers) { done(outcome) }
+        } else if desired.onFailure == .keepUnbound {
+            let summary = String(outcome.summary.dropLast(outcome.summary.hasSuffix(".") ? 1 : 0))
+            done(EventOutcome(summary: summary + "; the VF is left without a driver (on-failure = keep-unbound).", succeeded: false))
+        } else {
+            done(outcome)
+        }
     }
 
-    /// Lets the VF's driver bind now that it is provisioned (it was held back). The kernel
-    /// probes the driver inside this write, so it runs on one of the prober's threads (at
-    /// most ``Options/probeThreads`` at once); the caller resumes once it is written.
-    func probe(_ address: PCIAddress, hold: Bool) async {
-        guard hold else { return }
-        let failure = await prober.run { (file: AttributeFile) -> SystemCallError? in
-            do throws(SystemCallError) { try file.write(address.description) } catch { return error }
-            return nil
+    /// Lets the VF's driver bind now that it is provisioned (it was held back), then calls
+    /// `then`. The kernel probes the driver inside this write, so it runs on one of the
+    /// prober's threads (at most ``Options/probeThreads`` at once), and so does `then`.
+    func probe(_ address: PCIAddress, hold: Bool, then: @escaping @Sendable () -> Void) {
+        guard hold else { return then() }
+        prober.submit { [self] (file: AttributeFile) in
+            do throws(SystemCallError) { try file.write(address.description) } catch {
+                logger.debug("drivers_probe for \(address): \(error)")
+            }
+            then()
         }
-        if let failure { logger.debug("drivers_probe for \(address): \(failure)") }
     }
 
     func worker(for pf: PCIAddress) -> PFWorker {
@@ -269,14 +308,14 @@ public final class ProvisioningService: @unchecked Sendable {
     /// Batches run on `pf`'s admin queue so far (0 when the service holds no queue for it).
     public func batchCount(pf: PCIAddress) async -> Int {
         guard let worker = lock.withLock({ workers[pf] }) else { return 0 }
-        return await worker.batches
+        return worker.batches
     }
 
     /// VF requests waiting for `pf`'s next batch, and the events waiting on them (tests
     /// watch a batch form).
     func queued(pf: PCIAddress) async -> (requests: Int, events: Int) {
         guard let worker = lock.withLock({ workers[pf] }) else { return (0, 0) }
-        return await worker.queued
+        return worker.queued
     }
 
     /// How `add` events found their function so far: by the VF's `physfn` link alone (a VF
@@ -333,56 +372,85 @@ extension Duration {
 /// One PF's admin queue and its batches. VF requests that arrive while a batch runs wait
 /// for the next one (a VF already waiting is not queued twice); each batch has all its
 /// commands in flight together and is followed by one checkpoint (the model saves its state
-/// once per batch, not per command).
-actor PFWorker {
-    typealias Waiter = CheckedContinuation<Result<VFOutcome, VirtioAdminError>, Never>
+/// once per batch, not per command). Requests are queued under a lock from any thread
+/// (``submit(_:_:)``, no task per request); one task at a time runs the batches.
+final class PFWorker: @unchecked Sendable {
+    typealias Completion = @Sendable (Result<VFOutcome, VirtioAdminError>) -> Void
     unowned let service: ProvisioningService
     let pf: PCIAddress
-    var group: AdminGroup?
-    var pending: [(request: VFRequest, waiters: [Waiter])] = []
+    let lock = Lock()
+    // Guarded by `lock`: the next batch's requests (and where each VF's is), whether the
+    // batch task runs, who waits for it to fall idle, whether the worker is closed.
+    var pending: [(request: VFRequest, waiters: [Completion])] = []
+    var position: [Int: Int] = [:]
     var running = false
-    /// Who waits for the worker to fall idle (``close()``).
     var idleWaiters: [CheckedContinuation<Void, Never>] = []
     var closed = false
-    var batches = 0
+    var batchCount = 0
+    /// Touched only by the batch task, and by ``close()`` once the worker is idle.
+    var group: AdminGroup?
 
     init(service: ProvisioningService, pf: PCIAddress) {
         self.service = service
         self.pf = pf
     }
 
-    func provision(_ request: VFRequest) async throws(VirtioAdminError) -> VFOutcome {
-        let result = await withCheckedContinuation { (continuation: Waiter) in
-            guard !closed else {
-                continuation.resume(returning: .failure(.closed(pf: pf)))
-                return
-            }
-            if let index = pending.firstIndex(where: { $0.request == request }) {
-                pending[index].waiters.append(continuation)
+    /// Queues `request` for the next batch; `completion` is called with its outcome once the
+    /// batch is done and its state saved (on the batch task), or at once when the worker is
+    /// closed.
+    func submit(_ request: VFRequest, _ completion: @escaping Completion) {
+        let start = lock.withLock { () -> Bool? in
+            guard !closed else { return nil }
+            if let index = position[request.vf], pending[index].request == request {
+                pending[index].waiters.append(completion)
             } else {
-                pending.append((request, [continuation]))
+                position[request.vf] = pending.count
+                pending.append((request, [completion]))
             }
-            if !running {
-                running = true
-                Task { await self.drain() }
-            }
+            guard !running else { return false }
+            running = true
+            return true
         }
-        return try result.get()
+        switch start {
+        case nil: completion(.failure(.closed(pf: pf)))
+        case true?: Task { await self.drain() }
+        case false?: break
+        }
     }
 
-    var queued: (requests: Int, events: Int) { (pending.count, pending.reduce(0) { $0 + $1.waiters.count }) }
+    func provision(_ request: VFRequest) async throws(VirtioAdminError) -> VFOutcome {
+        try await withCheckedContinuation { (continuation: CheckedContinuation<Result<VFOutcome, VirtioAdminError>, Never>) in
+            submit(request) { continuation.resume(returning: $0) }
+        }.get()
+    }
+
+    var batches: Int { lock.withLock { batchCount } }
+    var queued: (requests: Int, events: Int) { lock.withLock { (pending.count, pending.reduce(0) { $0 + $1.waiters.count }) } }
 
     func drain() async {
-        while !pending.isEmpty {
-            let batch = pending
-            pending = []
+        while true {
+            let batch = lock.withLock { () -> [(request: VFRequest, waiters: [Completion])] in
+                defer {
+                    pending = []
+                    position = [:]
+                }
+                return pending
+            }
+            if batch.isEmpty {
+                let waiters = lock.withLock { () -> [CheckedContinuation<Void, Never>]? in
+                    // A request that came since the batch was taken runs in the next one.
+                    guard pending.isEmpty else { return nil }
+                    running = false
+                    defer { idleWaiters = [] }
+                    return idleWaiters
+                }
+                guard let waiters else { continue }
+                for waiter in waiters { waiter.resume() }
+                return
+            }
             let results = await run(batch.map(\.request))
-            for (item, result) in zip(batch, results) { for waiter in item.waiters { waiter.resume(returning: result) } }
+            for (item, result) in zip(batch, results) { for waiter in item.waiters { waiter(result) } }
         }
-        running = false
-        let waiters = idleWaiters
-        idleWaiters = []
-        for waiter in waiters { waiter.resume() }
     }
 
     func run(_ requests: [VFRequest]) async -> [Result<VFOutcome, VirtioAdminError>] {
@@ -391,7 +459,10 @@ actor PFWorker {
         let group: AdminGroup
         do { group = try await openGroup() } catch { return requests.map { _ in .failure(error) } }
         do { try await group.recoverIfNeeded() } catch { return requests.map { _ in .failure(error) } }
-        batches += 1
+        let batches = lock.withLock { () -> Int in
+            batchCount += 1
+            return batchCount
+        }
         let provisioner = Provisioner(driver: group.driver, memberType: group.memberType)
         var outcomes = await provisioner.apply(requests)
         // The device asked for a reset mid-batch: recover once and run the failed VFs again;
@@ -435,8 +506,15 @@ actor PFWorker {
     /// Refuses new requests, waits for the batch in flight (and those queued behind it),
     /// then closes the queue.
     func close() async {
-        closed = true
-        if running || !pending.isEmpty { await withCheckedContinuation { idleWaiters.append($0) } }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let idle = lock.withLock { () -> Bool in
+                closed = true
+                guard running || !pending.isEmpty else { return true }
+                idleWaiters.append(continuation)
+                return false
+            }
+            if idle { continuation.resume() }
+        }
         group?.close()
         if let error = (group?.opener as? SimulatedPFOpener)?.lastSaveError { service.logger.error("PF \(pf): \(error)") }
         group = nil

@@ -77,20 +77,19 @@ extension ProvisioningService {
                     let line = ServiceSocket.readLine(client, limit: 4096)
                     count()
                     inFlight.enter()
-                    Task {
-                        let reply: String
-                        do {
-                            let event = try UdevEvent(environment: UdevEvent.environment(fromWire: line))
-                            let outcome = await self.handle(event)
-                            reply = (outcome.succeeded ? "ok " : "error ") + outcome.summary
-                        } catch {
-                            self.logger.error("\(error)")
-                            reply = "error \(error)"
-                        }
+                    @Sendable func answer(_ reply: String) {
                         ServiceSocket.writeAll(client, reply + "\n")
                         UnixSocket.close(client)
                         inFlight.leave()
                     }
+                    let event: UdevEvent
+                    do { event = try UdevEvent(environment: UdevEvent.environment(fromWire: line)) } catch {
+                        self.logger.error("\(error)")
+                        answer("error \(error)")
+                        continue
+                    }
+                    // Answered on whichever thread finishes the event's work.
+                    self.handle(event) { outcome in answer((outcome.succeeded ? "ok " : "error ") + outcome.summary) }
                 }
                 // Stop taking clients at once: those still connecting fall back.
                 if let socketPath { Sys.unlink(socketPath) }

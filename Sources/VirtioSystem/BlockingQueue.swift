@@ -19,7 +19,7 @@ package final class BlockingQueue<Resource>: @unchecked Sendable {
     package let maxThreads: Int
     let lock = Lock()
     // Guarded by `lock`: the waiting calls from `head` on, threads running, the peaks.
-    var jobs: [(Resource) -> Void] = []
+    var jobs: [@Sendable (Resource) -> Void] = []
     var head = 0
     var running = 0
     var started = 0
@@ -49,7 +49,8 @@ package final class BlockingQueue<Resource>: @unchecked Sendable {
     /// The most calls that ran at once so far.
     package var peakConcurrency: Int { lock.withLock { peakBusy } }
 
-    func submit(_ job: @escaping (Resource) -> Void) {
+    /// Runs `job` on a thread of the queue, with that thread's resource.
+    package func submit(_ job: @escaping @Sendable (Resource) -> Void) {
         let startThread = lock.withLock { () -> Bool in
             jobs.append(job)
             guard running < maxThreads else { return false }
@@ -71,7 +72,7 @@ package final class BlockingQueue<Resource>: @unchecked Sendable {
         close(resource)
     }
 
-    func next() -> ((Resource) -> Void)? {
+    func next() -> (@Sendable (Resource) -> Void)? {
         lock.withLock {
             guard head < jobs.count else {
                 running -= 1

@@ -1,6 +1,7 @@
 import Logging
 import PCIConfig
 import ResourceManager
+import Synchronization
 import Testing
 @testable import VirtioAdmin
 import VirtioAdminTestKit
@@ -209,6 +210,43 @@ import Glibc
         let byOpcode = saved.counters.adminCommandsByOpcode
         #expect(byOpcode[0x41] == 16, "one MSIX_SET per VF, VF 5 once: \(byOpcode)")
         #expect(saved.counters.resets == 2, "opened once (and closed once) for both batches")
+    }
+
+    // The socket's intake: the add of a VF of a PF the service has read is queued for the
+    // next batch before `handle(_:answer:)` returns (on the caller's thread, no task per
+    // event), and each answer comes once its batch is done and saved.
+    @Test func aKnownVFsEventIsQueuedBeforeHandleReturns() async throws {
+        let setup = try Setup(vfs: 16)
+        let held = setup.holdLock()
+        let clock = ManualServiceClock()
+        let service = try setup.service(clock: clock, keepOpen: true)
+        func address(_ vf: Int) -> String { PCIAddress(domain: 0, routingID: UInt16(0x3b00 + 1 + vf)).description }
+        // VF 0 reads the PF; its batch waits for the PF's lock.
+        let first = Task { await service.handle(try! self.event("add", address(0))) }
+        await clock.waitForSleepers()
+        // Each answer records what the state file held when it came.
+        let answers = Mutex<[(outcome: EventOutcome, savedVectors: Int?)]>([])
+        for vf in 1..<16 {
+            service.handle(try event("add", address(vf))) { outcome in
+                let saved = try? setup.savedDevice()
+                let vectors = saved?.member(vf).msixVectors
+                saved?.stop()
+                answers.withLock { $0.append((outcome, vectors)) }
+            }
+            #expect(await service.queued(pf: Self.pf).requests == vf, "VF \(vf) queued before handle returned")
+        }
+        #expect(answers.withLock { $0.isEmpty }, "no answer before the batch ran")
+        close(held)
+        clock.advance(by: .milliseconds(5))
+        #expect(await first.value.succeeded)
+        for _ in 0..<5000 where answers.withLock({ $0.count }) < 15 { try await Task.sleep(for: .milliseconds(1)) }
+        let all = answers.withLock { $0 }
+        let outcomes = all.map(\.outcome)
+        #expect(outcomes.count == 15 && outcomes.allSatisfy { $0.succeeded && $0.summary.contains("MSI-X vectors 2 -> 4") }, "\(outcomes.prefix(2).map(\.summary))")
+        #expect(all.allSatisfy { $0.savedVectors == 4 }, "each answer came after its VF's state was saved: \(all.map(\.savedVectors))")
+        #expect(service.addEventReads.byLink == 15 && service.addEventReads.inFull == 1)
+        #expect(await service.batchCount(pf: Self.pf) == 2)
+        await service.shutDown()
     }
 
     // ServiceSocket.send: "An answer takes at most `timeout`" — also below a second.
