@@ -166,6 +166,8 @@ extension AdminQueueDriver {
         var stillRounds = 0
         var lastBusy = lastProgress
         var lastNow: UInt64 = 0
+        var lastYield = lastProgress
+        var progressed = false
         while true {
             let now = clock.nowNanoseconds
             let sleep = lock.withLock { () -> Bool? in
@@ -173,7 +175,7 @@ extension AdminQueueDriver {
                 ringDeferredDoorbellLocked()
                 // A caller polls the ring itself (a batch): it takes the completions, the
                 // poller only watches the clock (two pollers would race for the lock).
-                let progressed = spinners == 0 && pollLocked(now: now) > 0
+                progressed = spinners == 0 && pollLocked(now: now) > 0
                 if progressed { lastProgress = now }
                 stillRounds = !progressed && now == lastNow ? stillRounds + 1 : 0
                 lastNow = now
@@ -213,9 +215,14 @@ extension AdminQueueDriver {
                 await clock.sleep(untilNanoseconds: now &+ 200_000)
             } else {
                 // Give the processor to another thread (a device's, on a small machine), then
-                // the executor to other tasks.
+                // the executor to other tasks: at once when a waiter was resumed (it runs on
+                // this thread next), else every 50 µs — each `Task.yield()` is a heap-allocated
+                // job, and a round without news has nobody new to run.
                 Sys.yieldThread()
-                await Task.yield()
+                if progressed || now &- lastYield >= 50_000 || now < lastYield {
+                    lastYield = now
+                    await Task.yield()
+                }
             }
         }
     }
