@@ -155,6 +155,31 @@ struct ModelThreadTests {
         }
     }
 
+    /// A device that needs a reset while a batch's caller polls the used ring fails the
+    /// batch with that reason at once — not with timeouts when the deadlines pass.
+    @Test func aPollingCallerSeesADeviceThatNeedsAReset() async throws {
+        var options = AdminQueueDriver.Options()
+        options.callerSpin = .seconds(10)
+        options.defaultTimeout = .seconds(5)
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], options: options)
+        defer { group.shutDown() }
+        group.device.processQueuesOnOwnThread()
+        _ = await group.driver.submitBatch((0..<4).map { BatchTests.get($0) })
+        group.device.setFault(.needsResetMidFlight)
+        let start = monotonicNanoseconds()
+        let results = await group.driver.submitBatch((0..<16).map { BatchTests.get($0 % 8) })
+        let took = Duration.nanoseconds(Int64(monotonicNanoseconds() - start))
+        #expect(results.count == 16)
+        for result in results {
+            guard case .failure(.deviceNeedsReset(let device)) = result else {
+                Issue.record("expected deviceNeedsReset, got \(result)")
+                continue
+            }
+            #expect(device == group.driver.address)
+        }
+        #expect(took < .seconds(4), "failed with the device's reason after \(took), before the 5 s timeout")
+    }
+
     /// Callers polling for their batches on every executor thread must not keep anyone's
     /// timeout from firing: a command the device keeps times out on time while four other
     /// tasks send batch after batch (found in review: the polling used to go on as long as
