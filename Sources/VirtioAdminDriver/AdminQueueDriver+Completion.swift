@@ -174,13 +174,16 @@ extension AdminQueueDriver {
                 pollerSleeping = false
                 ringDeferredDoorbellLocked()
                 // A caller polls the ring itself (a batch): it takes the completions, the
-                // poller only watches the clock (two pollers would race for the lock).
-                progressed = spinners == 0 && pollLocked(now: now) > 0
+                // poller only watches the clock (two pollers would race for the lock) — but
+                // reaps the ring before it times anything out (a caller that polls may be
+                // off the processor: a command the device completed is not a timeout).
+                let clockWork = now >= nextExpiry
+                progressed = (spinners == 0 || clockWork) && pollLocked(now: now) > 0
                 if progressed { lastProgress = now }
                 stillRounds = !progressed && now == lastNow ? stillRounds + 1 : 0
                 lastNow = now
-                let expiring = now >= nextExpiry && hasExpiredLocked(now: now)
-                if now >= nextExpiry { nextExpiry = now &+ 1_000_000 }
+                let expiring = clockWork && hasExpiredLocked(now: now)
+                if clockWork { nextExpiry = now &+ 1_000_000 }
                 // Before timing a command out, and when nothing moved for a while, look at the
                 // device (an MMIO read, off the fast path): a device that needs a reset or is
                 // gone fails everything with that reason rather than with timeouts.
