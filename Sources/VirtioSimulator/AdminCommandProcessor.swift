@@ -67,10 +67,12 @@ struct AdminCommandProcessor {
     var perMemberMaximum: Int
     var perMemberMinimum: Int
     var memberSupportedFeatures: FeatureSet
-    var members: [MemberResources] { didSet { cachedAvailableVectors = nil } }
+    /// A VF's `msixVectors` changes only through MSIX_SET, which keeps
+    /// ``cachedAvailableVectors`` current (debug builds check the cache on every read).
+    var members: [MemberResources]
     var numVFs: Int { didSet { cachedAvailableVectors = nil } }
-    /// ``availableVectors`` while nothing it is computed from changed (MSIX_SET keeps it
-    /// current itself): a sum over every VF per command cost 1024 VFs a microsecond each.
+    /// ``availableVectors`` while nothing it is computed from changed: a sum over every VF
+    /// per MSIX_SET cost 1024 VFs a microsecond each.
     var cachedAvailableVectors: Int?
     var strictness: SimulatedStrictness
     /// The member the last command changed, if any.
@@ -108,10 +110,15 @@ struct AdminCommandProcessor {
     }
 
     /// Vectors of the pool not given to a VF.
+    var summedAvailableVectors: Int { pool - members.prefix(numVFs).reduce(0) { $0 + $1.msixVectors } }
+
     var availableVectors: Int {
         mutating get {
-            if let cachedAvailableVectors { return cachedAvailableVectors }
-            let available = pool - members.prefix(numVFs).reduce(0) { $0 + $1.msixVectors }
+            if let cachedAvailableVectors {
+                assert(cachedAvailableVectors == summedAvailableVectors, "the model's count of available MSI-X vectors went stale")
+                return cachedAvailableVectors
+            }
+            let available = summedAvailableVectors
             cachedAvailableVectors = available
             return available
         }

@@ -63,6 +63,22 @@ struct MSIXResourceManagerTests {
         #expect(refused > 0 && refused < 300, "the run includes refusals for want of vectors (\(refused))")
     }
 
+    /// VFs beyond NumVFs stop being members: their vectors go back to the pool, and come
+    /// out of it again when they are enabled (the pool is 64, each VF starts with 2).
+    @Test func poolFollowsNumVFs() async throws {
+        let group = try await group()
+        defer { group.shutDown() }
+        let msix = MSIXResourceManager()
+        try await msix.setVectors(9, of: 6, driver: group.driver)
+        #expect(try await msix.pool(driver: group.driver).available == 64 - 7 * 2 - 9)
+        try group.device.setNumVFs(4)
+        #expect(try await msix.pool(driver: group.driver).available == 64 - 4 * 2)
+        try await msix.setVectors(5, of: 1, driver: group.driver)
+        #expect(try await msix.pool(driver: group.driver).available == 64 - 3 * 2 - 5)
+        try group.device.setNumVFs(8)
+        #expect(try await msix.pool(driver: group.driver).available == 64 - 6 * 2 - 5 - 9)
+    }
+
     @Test func wireBytesFollowTheProjectLayout() async throws {
         let group = try await group()
         defer { group.shutDown() }
