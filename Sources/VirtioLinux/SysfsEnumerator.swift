@@ -83,19 +83,50 @@ package struct SysfsEnumerator: Sendable {
     }
 
     /// The virtio SR-IOV PFs, sorted by address. Only functions with `sriov_totalvfs` are
-    /// read in full, so a host with thousands of VFs costs one directory read and one
-    /// `stat` per function.
-    package func physicalFunctions() throws(LinuxError) -> [VirtioFunction] {
-        let names = try deviceNames()
+    /// read in full, and a function a PF already read lists as its VF (`virtfnN`) is not
+    /// looked at again (a VF is never a PF; address order puts a PF before its VFs), so a
+    /// host with thousands of VFs costs one directory read, one `stat` per function no PF
+    /// lists, and each PF's own read. `counter`, when given, counts the `stat`s and the
+    /// files and links read.
+    package func physicalFunctions(counter: SysfsReadCounter? = nil) throws(LinuxError) -> [VirtioFunction] {
+        var addresses: [(address: PCIAddress, name: String)] = []
+        for name in try deviceNames() {
+            if let address = PCIAddress(name) { addresses.append((address, name)) }
+        }
+        addresses.sort { $0.address < $1.address }
+        let devices = devicesDirectory
+        let devicesFD = Sys.openDirectory(devices)
+        defer { if devicesFD >= 0 { Sys.closeFD(devicesFD) } }
+        var listedVFs = Set<PCIAddress>()
         var result: [VirtioFunction] = []
-        for name in names {
-            let directory = devicesDirectory + "/" + name
-            guard Sys.exists(directory + "/" + SysfsAttribute.sriovTotalVFs), let address = PCIAddress(name),
-                  let function = SysfsDirectory(directory: directory).virtioFunction(address: address), function.role == .pf
+        for (address, name) in addresses where !listedVFs.contains(address) {
+            counter?.add()
+            let hasSRIOV = devicesFD >= 0 ? Sys.exists(at: devicesFD, name + "/" + SysfsAttribute.sriovTotalVFs)
+                : Sys.exists(devices + "/" + name + "/" + SysfsAttribute.sriovTotalVFs)
+            guard hasSRIOV, let function = SysfsDirectory(directory: devices + "/" + name, counter: counter).virtioFunction(address: address),
+                  function.role == .pf
             else { continue }
+            for vf in function.virtfns.values where vf > address { listedVFs.insert(vf) }
             result.append(function)
         }
-        return result.sorted { $0.address < $1.address }
+        return result
+    }
+
+    /// The drivers bound to a PF's VFs, by VF index (sysfs `virtfnN/driver`; unbound VFs
+    /// are left out): the in-use check before a PF is opened. One link read per VF, relative
+    /// to the PF's directory opened once; `counter` counts them. A VF whose link cannot be
+    /// read is unbound (no `driver` link).
+    package func vfDrivers(of pf: VirtioFunction, counter: SysfsReadCounter? = nil) -> [Int: String] {
+        var drivers: [Int: String] = [:]
+        let pfFD = Sys.openDirectory(directory(of: pf.address))
+        defer { if pfFD >= 0 { Sys.closeFD(pfFD) } }
+        for (index, vf) in pf.virtfns {
+            counter?.add()
+            let link = pfFD >= 0 ? Sys.readLink(at: pfFD, SysfsAttribute.virtfnPrefix + String(index) + "/" + SysfsAttribute.driver)
+                : Sys.readLink(directory(of: vf) + "/" + SysfsAttribute.driver)
+            if let link { drivers[index] = lastPathComponent(link) }
+        }
+        return drivers
     }
 
     /// A PF's VF layout (sysfs `sriov_offset`, `sriov_stride`): VF `n` has routing id
@@ -112,10 +143,10 @@ package struct SysfsEnumerator: Sendable {
         Sys.readLink(directory(of: address) + "/" + SysfsAttribute.driver).map(baseName)
     }
 
-    /// The virtio function at `address`.
+    /// The virtio function at `address` (`counter` counts the files and links read).
     /// - Throws: ``LinuxError/noSuchDevice(address:path:)`` or ``LinuxError/notVirtio(address:vendorID:deviceID:)``.
-    package func function(at address: PCIAddress) throws(LinuxError) -> VirtioFunction {
-        let source = SysfsDirectory(directory: directory(of: address))
+    package func function(at address: PCIAddress, counter: SysfsReadCounter? = nil) throws(LinuxError) -> VirtioFunction {
+        let source = SysfsDirectory(directory: directory(of: address), counter: counter)
         guard Sys.exists(source.directory) else {
             if !Sys.exists(devicesDirectory) { throw .sysfsMissing(path: devicesDirectory) }
             throw .noSuchDevice(address: address, path: source.directory)

@@ -158,6 +158,44 @@ struct FakeTreeTests {
     }
 }
 
+/// What finding PFs and the in-use check cost per VF (issue 16, P6: a cold `policy apply`
+/// over 1024 VFs pays them once each).
+struct PFScanCostTests {
+    func tree(vfs: Int, drivers: [Int: String] = [:]) throws -> String {
+        let root = makeTemporaryDirectory("pf-scan")
+        var tree = SimulatedSysfsTree(totalVFs: vfs, numVFs: vfs)
+        tree.vfDrivers = drivers
+        try tree.write(to: root)
+        return root
+    }
+
+    /// A VF its PF lists is not looked at again: each VF costs the PF's `virtfnN` link only.
+    @Test func findingPFsCostsOneReadPerVF() throws {
+        let small = try tree(vfs: 8), large = try tree(vfs: 40)
+        defer { for root in [small, large] { try? FileManager.default.removeItem(atPath: root) } }
+        let smallCounter = SysfsReadCounter(), largeCounter = SysfsReadCounter()
+        let smallPFs = try SysfsEnumerator(root: small).physicalFunctions(counter: smallCounter)
+        let largePFs = try SysfsEnumerator(root: large).physicalFunctions(counter: largeCounter)
+        #expect(smallPFs.map(\.address.description) == ["0000:3b:00.0"] && largePFs.map(\.address.description) == ["0000:3b:00.0"])
+        #expect(largePFs[0].virtfns.count == 40 && largePFs[0].virtfns[39]?.description == "0000:3b:05.0")
+        #expect(largeCounter.reads - smallCounter.reads == 32, "\(largeCounter.reads) reads for 40 VFs, \(smallCounter.reads) for 8")
+        #expect(largePFs[0] == (try SysfsEnumerator(root: large).function(at: largePFs[0].address)))
+    }
+
+    /// The in-use check reads each VF's `driver` link once and finds every bound VF.
+    @Test func inUseCheckReadsOneLinkPerVF() throws {
+        let root = try tree(vfs: 24, drivers: [3: "vfio-pci", 17: "virtio-pci"])
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let enumerator = SysfsEnumerator(root: root)
+        let pf = try enumerator.function(at: PCIAddress("0000:3b:00.0")!)
+        let counter = SysfsReadCounter()
+        #expect(enumerator.vfDrivers(of: pf, counter: counter) == [3: "vfio-pci", 17: "virtio-pci"])
+        #expect(counter.reads == 24)
+        try FileManager.default.removeItem(atPath: enumerator.directory(of: PCIAddress("0000:3b:00.4")!) + "/driver")
+        #expect(enumerator.vfDrivers(of: pf) == [17: "virtio-pci"], "an unbound VF is not in use")
+    }
+}
+
 struct SymlinkEscapeTests {
     @Test func aDeviceLinkPointingOutOfTheRootIsRefused() throws {
         let root = makeTemporaryDirectory("escape")
