@@ -180,6 +180,14 @@ public final class AdminGroup: @unchecked Sendable {
     /// Saves what the device keeps by itself (after a batch; see ``PFOpener/checkpoint()``).
     public func checkpoint() throws(VirtioAdminError) { try opener.checkpoint() }
 
+    /// Closes the admin queue and lets the PF go, as ``close()``, and says whether what the
+    /// device keeps was kept (the model's state saved, atomically, once, after the reset).
+    /// A caller that closes right after its last batch needs no ``checkpoint()`` before.
+    public func closeKeepingState() throws(VirtioAdminError) {
+        close()
+        if let error = opener.releaseError { throw error }
+    }
+
     /// Closes the admin queue (the device is reset so it lets go of the rings) and lets the PF go.
     public func close() {
         let first = lock.withLock { () -> Bool in

@@ -114,8 +114,8 @@ public struct PolicyApplication: Sendable {
         let statistics = group.driver.statistics
         report.commands = statistics.submitted - before
         report.peakInFlight = statistics.peakInFlight
-        do { try group.checkpoint() } catch { report.error = error.description }
-        group.close()
+        // One save of the model's state, after the closing reset (not one before it as well).
+        do { try group.closeKeepingState() } catch { report.error = error.description }
         report.elapsed = clock.elapsed(since: start)
         return report
     }
