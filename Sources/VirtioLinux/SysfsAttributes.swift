@@ -62,8 +62,9 @@ extension DeviceAttributeSource {
 
     func intAttribute(_ name: String) -> Int? { attribute(name).flatMap { parseAttributeInteger($0, radix: 10) } }
 
-    /// Builds the function record, or `nil` when the device is not a virtio function.
-    func virtioFunction(address: PCIAddress) -> VirtioFunction? {
+    /// Builds the function record, or `nil` when the device is not a virtio function. Without
+    /// `withVFs`, a PF's `virtfnN` links are not read (its `virtfns` stay empty).
+    func virtioFunction(address: PCIAddress, withVFs: Bool = true) -> VirtioFunction? {
         guard let vendorID = hexAttribute(SysfsAttribute.vendor, as: UInt16.self),
               let deviceID = hexAttribute(SysfsAttribute.device, as: UInt16.self),
               PCIIdentity.isVirtio(vendorID: vendorID, deviceID: deviceID)
@@ -80,7 +81,7 @@ extension DeviceAttributeSource {
                 totalVFs: totalVFs, numVFs: intAttribute(SysfsAttribute.sriovNumVFs) ?? 0,
                 vfTotalMSIX: intAttribute(SysfsAttribute.sriovVFTotalMSIX),
                 driversAutoprobe: intAttribute(SysfsAttribute.sriovDriversAutoprobe).map { $0 != 0 })
-            for entry in entries() where entry.hasPrefix(SysfsAttribute.virtfnPrefix) {
+            for entry in withVFs ? entries() : [] where entry.hasPrefix(SysfsAttribute.virtfnPrefix) {
                 guard let index = Int(entry.dropFirst(SysfsAttribute.virtfnPrefix.count)),
                       let vf = linkBaseName(entry).flatMap(PCIAddress.init) else { continue }
                 function.virtfns[index] = vf

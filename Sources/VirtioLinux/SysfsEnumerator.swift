@@ -83,12 +83,15 @@ package struct SysfsEnumerator: Sendable {
     }
 
     /// The virtio SR-IOV PFs, sorted by address. Only functions with `sriov_totalvfs` are
-    /// read in full, and a function a PF already read lists as its VF (`virtfnN`) is not
-    /// looked at again (a VF is never a PF; address order puts a PF before its VFs), so a
-    /// host with thousands of VFs costs one directory read, one `stat` per function no PF
-    /// lists, and each PF's own read. `counter`, when given, counts the `stat`s and the
-    /// files and links read.
-    package func physicalFunctions(counter: SysfsReadCounter? = nil) throws(LinuxError) -> [VirtioFunction] {
+    /// read in full, and a function a PF already read has as its VF is not looked at again
+    /// (a VF is never a PF; address order puts a PF before its VFs), so a host with
+    /// thousands of VFs costs one directory read, one `stat` per function that is no PF's
+    /// VF, and each PF's own read. With `withVFs` a PF's VFs are its `virtfnN` links (one
+    /// link read per VF); without, the PFs' `virtfns` stay empty and the VFs skipped are
+    /// those the PF's `sriov_offset`, `sriov_stride` and `sriov_numvfs` place (the kernel's
+    /// rule: VF n at the PF's routing id + offset + n × stride), so the scan reads nothing
+    /// per VF. `counter`, when given, counts the `stat`s and the files and links read.
+    package func physicalFunctions(counter: SysfsReadCounter? = nil, withVFs: Bool = true) throws(LinuxError) -> [VirtioFunction] {
         var addresses: [(address: PCIAddress, name: String)] = []
         for name in try deviceNames() {
             if let address = PCIAddress(name) { addresses.append((address, name)) }
@@ -97,16 +100,29 @@ package struct SysfsEnumerator: Sendable {
         let devices = devicesDirectory
         let devicesFD = Sys.openDirectory(devices)
         defer { if devicesFD >= 0 { Sys.closeFD(devicesFD) } }
-        var listedVFs = Set<PCIAddress>()
+        var knownVFs = Set<PCIAddress>()
         var result: [VirtioFunction] = []
-        for (address, name) in addresses where !listedVFs.contains(address) {
+        for (address, name) in addresses where !knownVFs.contains(address) {
             counter?.add()
             let hasSRIOV = devicesFD >= 0 ? Sys.exists(at: devicesFD, name + "/" + SysfsAttribute.sriovTotalVFs)
                 : Sys.exists(devices + "/" + name + "/" + SysfsAttribute.sriovTotalVFs)
-            guard hasSRIOV, let function = SysfsDirectory(directory: devices + "/" + name, counter: counter).virtioFunction(address: address),
-                  function.role == .pf
-            else { continue }
-            for vf in function.virtfns.values where vf > address { listedVFs.insert(vf) }
+            let source = SysfsDirectory(directory: devices + "/" + name, counter: counter)
+            guard hasSRIOV, var function = source.virtioFunction(address: address, withVFs: withVFs), function.role == .pf else { continue }
+            if withVFs {
+                for vf in function.virtfns.values where vf > address { knownVFs.insert(vf) }
+            } else if let offset = source.intAttribute(SysfsAttribute.sriovOffset), let stride = source.intAttribute(SysfsAttribute.sriovStride),
+                      offset > 0, stride > 0 {
+                for index in 0..<(function.sriov?.numVFs ?? 0) {
+                    let routingID = Int(address.routingID) + offset + index * stride
+                    guard routingID <= Int(UInt16.max) else { break }
+                    knownVFs.insert(PCIAddress(domain: address.domain, routingID: UInt16(routingID)))
+                }
+            } else {
+                // No layout to place the VFs by: their links, as with `withVFs`.
+                function = source.virtioFunction(address: address) ?? function
+                for vf in function.virtfns.values where vf > address { knownVFs.insert(vf) }
+                function.virtfns = [:]
+            }
             result.append(function)
         }
         return result

@@ -132,6 +132,11 @@ extension String {
         #expect(saved.counters.resets == 2, "the closing reset is in the saved state")
         saved.stop()
 
+        // A PF no rule matches is reported with its VFs (found without them, read for the report).
+        let other = try ProvisioningPolicy(text: "[[pf]]\nmatch = { type = \"block\" }\n  [[pf.vf]]\n  vfs = \"all\"\n  msix-vectors = 5\n", file: "test.toml")
+        let unmatched = try await PolicyApplication(policy: other, sysfsRoot: root, opener: { _ in opener }).apply()
+        #expect(unmatched.first?.rule == nil && unmatched.first?.vfAddresses.count == 16 && unmatched.first?.vfAddresses[15]?.description == "0000:3b:02.0")
+
         // The temporary file cannot be made: the save fails, and the report says so.
         mkdir(state + ".tmp.\(getpid())", 0o755)
         let failing = SimulatedPFOpener(address: pf, statePath: state, sysfsRoot: root)

@@ -182,6 +182,36 @@ struct PFScanCostTests {
         #expect(largePFs[0] == (try SysfsEnumerator(root: large).function(at: largePFs[0].address)))
     }
 
+    /// Without the VFs (as `policy apply` finds PFs), nothing is read per VF: the VFs are
+    /// placed by the PF's offset and stride, and without those, read from its links.
+    @Test func findingPFsWithoutVFsReadsNothingPerVF() throws {
+        func scan(vfs: Int, offset: Int = 1, stride: Int = 1, dropLayout: Bool = false) throws -> ([VirtioFunction], Int) {
+            let root = makeTemporaryDirectory("pf-scan-layout")
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            var tree = SimulatedSysfsTree(totalVFs: vfs, numVFs: vfs)
+            tree.firstVFOffset = offset
+            tree.vfStride = stride
+            try tree.write(to: root)
+            if dropLayout {
+                let pf = SysfsEnumerator(root: root).directory(of: tree.pfAddress)
+                try FileManager.default.removeItem(atPath: pf + "/sriov_offset")
+                try FileManager.default.removeItem(atPath: pf + "/sriov_stride")
+            }
+            let counter = SysfsReadCounter()
+            return (try SysfsEnumerator(root: root).physicalFunctions(counter: counter, withVFs: false), counter.reads)
+        }
+        let (small, smallReads) = try scan(vfs: 8)
+        let (large, largeReads) = try scan(vfs: 40, offset: 4, stride: 2)
+        #expect(largeReads == smallReads, "\(largeReads) reads for 40 VFs, \(smallReads) for 8")
+        for pfs in [small, large] {
+            #expect(pfs.map(\.address.description) == ["0000:3b:00.0"] && pfs[0].virtfns.isEmpty && pfs[0].role == .pf)
+        }
+        #expect(large[0].sriov?.numVFs == 40)
+        let (unplaced, unplacedReads) = try scan(vfs: 40, dropLayout: true)
+        #expect(unplaced.map(\.address.description) == ["0000:3b:00.0"] && unplaced[0].virtfns.isEmpty)
+        #expect(unplacedReads > largeReads + 40, "without offset and stride the VFs' links are read: \(unplacedReads)")
+    }
+
     /// The in-use check reads each VF's `driver` link once and finds every bound VF.
     @Test func inUseCheckReadsOneLinkPerVF() throws {
         let root = try tree(vfs: 24, drivers: [3: "vfio-pci", 17: "virtio-pci"])
