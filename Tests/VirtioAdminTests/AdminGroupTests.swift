@@ -105,6 +105,7 @@ final class ProgressLog: @unchecked Sendable {
             let device = SimulatedSRIOVDevice(configuration: configuration)
             var template = Array("/tmp/admin-group-in-use-XXXXXX".utf8CString)
             let root = String(cString: mkdtemp(&template)!)
+            defer { _ = system("rm -rf '\(root)'") }
             var tree = device.sysfsTree()
             tree.vfDrivers = bound
             try tree.write(to: root)
