@@ -131,15 +131,23 @@ package struct SysfsEnumerator: Sendable {
     /// The drivers bound to a PF's VFs, by VF index (sysfs `virtfnN/driver`; unbound VFs
     /// are left out): the in-use check before a PF is opened. One link read per VF, relative
     /// to the PF's directory opened once; `counter` counts them. A VF whose link cannot be
-    /// read is unbound (no `driver` link).
+    /// read is unbound (no `driver` link). From 256 VFs on, a second thread reads half of
+    /// them (each read is a path lookup in the kernel, and nothing else runs meanwhile).
     package func vfDrivers(of pf: VirtioFunction, counter: SysfsReadCounter? = nil) -> [Int: String] {
-        var drivers: [Int: String] = [:]
         let pfFD = Sys.openDirectory(directory(of: pf.address))
         defer { if pfFD >= 0 { Sys.closeFD(pfFD) } }
-        for (index, vf) in pf.virtfns {
-            counter?.add()
-            let link = pfFD >= 0 ? Sys.readLink(at: pfFD, SysfsAttribute.virtfnPrefix + String(index) + "/" + SysfsAttribute.driver)
-                : Sys.readLink(directory(of: vf) + "/" + SysfsAttribute.driver)
+        let vfs = pf.virtfns.sorted { $0.key < $1.key }
+        let links: [String?]
+        if pfFD >= 0 {
+            links = readLinks(at: pfFD, vfs.map { SysfsAttribute.virtfnPrefix + String($0.key) + "/" + SysfsAttribute.driver }, counter: counter)
+        } else {
+            links = vfs.map { _, vf in
+                counter?.add()
+                return Sys.readLink(directory(of: vf) + "/" + SysfsAttribute.driver)
+            }
+        }
+        var drivers: [Int: String] = [:]
+        for ((index, _), link) in zip(vfs, links) {
             if let link { drivers[index] = lastPathComponent(link) }
         }
         return drivers
@@ -201,4 +209,31 @@ package struct SysfsEnumerator: Sendable {
             throw .config(error)
         }
     }
+}
+
+/// The targets of the links `names` under the directory descriptor `directory` (`nil` for
+/// one that cannot be read), in order; `counter` counts them. From 256 links on, a second
+/// thread reads half of them: each read is a path lookup in the kernel, and on a PF with
+/// 1024 VFs these lookups are most of what opening it costs.
+func readLinks(at directory: Int32, _ names: [String], counter: SysfsReadCounter?) -> [String?] {
+    @Sendable func read(_ part: ArraySlice<String>) -> [String?] {
+        part.map { name in
+            counter?.add()
+            return Sys.readLink(at: directory, name)
+        }
+    }
+    let half = names.count / 2
+    let second = LinkResults()
+    if names.count >= 256, let thread = JoinableThread({ [names] in second.value = read(names[half...]) }) {
+        let first = read(names[..<half])
+        thread.join()
+        return first + second.value
+    }
+    return read(names[...])
+}
+
+/// What the second thread of ``readLinks(at:_:counter:)`` read; written by that thread
+/// before it ends and read after it was joined.
+private final class LinkResults: @unchecked Sendable {
+    var value: [String?] = []
 }

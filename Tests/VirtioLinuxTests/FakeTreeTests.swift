@@ -223,6 +223,17 @@ struct PFScanCostTests {
         #expect(counter.reads == 24)
         try FileManager.default.removeItem(atPath: enumerator.directory(of: PCIAddress("0000:3b:00.4")!) + "/driver")
         #expect(enumerator.vfDrivers(of: pf) == [17: "virtio-pci"], "an unbound VF is not in use")
+
+        // Enough VFs for two threads: bound VFs in both halves are found, each link read once.
+        let large = try tree(vfs: 300, drivers: [0: "vfio-pci", 149: "virtio-pci", 150: "vfio-pci", 299: "virtio-pci"])
+        defer { try? FileManager.default.removeItem(atPath: large) }
+        let largeEnumerator = SysfsEnumerator(root: large)
+        let largePF = try largeEnumerator.function(at: PCIAddress("0000:3b:00.0")!)
+        #expect(largePF.virtfns.count == 300 && (0..<300).allSatisfy { largePF.virtfns[$0]?.routingID == 0x3b00 + 1 + UInt16($0) },
+                "the PF's links, read by two threads, each in its place")
+        let largeCounter = SysfsReadCounter()
+        #expect(largeEnumerator.vfDrivers(of: largePF, counter: largeCounter) == [0: "vfio-pci", 149: "virtio-pci", 150: "vfio-pci", 299: "virtio-pci"])
+        #expect(largeCounter.reads == 300)
     }
 }
 
