@@ -92,7 +92,6 @@ extension AdminQueueDriver {
         let limit = budget.multipliedReportingOverflow(by: 40)
         let total = limit.overflow ? UInt64.max : limit.partialValue
         var lastProgress = start
-        var nextExpiry = start &+ 1_000_000
         var last = Int.max
         var stillRounds = 0
         var lastNow = start
@@ -105,9 +104,13 @@ extension AdminQueueDriver {
             lastNow = now
             let left = lock.withLock { () -> Int in
                 ringDeferredDoorbellLocked()
-                counters.completedWhileWaiting += pollLocked(now: now)
-                if now >= nextExpiry || now < lastProgress {
-                    nextExpiry = now &+ 1_000_000
+                let reaped = pollLocked(now: now)
+                if reaped > 0 {
+                    counters.completedWhileWaiting += reaped
+                    lastCallerReap = now
+                }
+                if now >= nextClockWork || now < lastProgress {
+                    nextClockWork = now &+ 1_000_000
                     // As the poller does: the device's health first, so that a device that
                     // needs a reset fails its commands with that reason, not with timeouts.
                     if hasExpiredLocked(now: now) {
@@ -162,23 +165,30 @@ extension AdminQueueDriver {
     func pollLoop() async {
         let clock = self.clock
         var lastProgress = clock.nowNanoseconds
-        var nextExpiry: UInt64 = 0
         var stillRounds = 0
         var lastBusy = lastProgress
         var lastNow: UInt64 = 0
+        var lastYield = lastProgress
+        var progressed = false
         while true {
             let now = clock.nowNanoseconds
             let sleep = lock.withLock { () -> Bool? in
                 pollerSleeping = false
                 ringDeferredDoorbellLocked()
                 // A caller polls the ring itself (a batch): it takes the completions, the
-                // poller only watches the clock (two pollers would race for the lock).
-                let progressed = spinners == 0 && pollLocked(now: now) > 0
+                // poller only watches the clock (two pollers would race for the lock) — but
+                // reaps the ring before it times anything out (a caller that polls may be
+                // off the processor: a command the device completed is not a timeout).
+                let clockWork = now >= nextClockWork
+                progressed = (spinners == 0 || clockWork) && pollLocked(now: now) > 0
                 if progressed { lastProgress = now }
+                // What polling callers reaped counts as progress: when they are gone, the
+                // poller goes on polling rather than sleeping.
+                if lastCallerReap > lastProgress && lastCallerReap <= now { lastProgress = lastCallerReap }
                 stillRounds = !progressed && now == lastNow ? stillRounds + 1 : 0
                 lastNow = now
-                let expiring = now >= nextExpiry && hasExpiredLocked(now: now)
-                if now >= nextExpiry { nextExpiry = now &+ 1_000_000 }
+                let expiring = clockWork && hasExpiredLocked(now: now)
+                if clockWork { nextClockWork = now &+ 1_000_000 }
                 // Before timing a command out, and when nothing moved for a while, look at the
                 // device (an MMIO read, off the fast path): a device that needs a reset or is
                 // gone fails everything with that reason rather than with timeouts.
@@ -213,9 +223,14 @@ extension AdminQueueDriver {
                 await clock.sleep(untilNanoseconds: now &+ 200_000)
             } else {
                 // Give the processor to another thread (a device's, on a small machine), then
-                // the executor to other tasks.
+                // the executor to other tasks: at once when a waiter was resumed (it runs on
+                // this thread next), else every 50 µs — each `Task.yield()` is a heap-allocated
+                // job, and a round without news has nobody new to run.
                 Sys.yieldThread()
-                await Task.yield()
+                if progressed || now &- lastYield >= 50_000 || now < lastYield {
+                    lastYield = now
+                    await Task.yield()
+                }
             }
         }
     }

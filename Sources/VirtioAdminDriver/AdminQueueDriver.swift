@@ -142,8 +142,11 @@ public final class AdminQueueDriver: @unchecked Sendable {
     @exclusivity(unchecked) var kickPending = false
     /// Callers polling the used ring themselves (``spinWhileProgressing(_:)``).
     @exclusivity(unchecked) var spinners = 0
-    /// When a caller whose batch finished while it polled last gave the executor away.
-    @exclusivity(unchecked) var lastFairnessYield: UInt64 = 0
+    /// When the clock work (deadlines, the device's health) is next due, for the poller and
+    /// polling callers alike: whoever polls when it is due does it.
+    @exclusivity(unchecked) var nextClockWork: UInt64 = 0
+    /// When a polling caller last reaped a completion: progress, as the poller sees it.
+    @exclusivity(unchecked) var lastCallerReap: UInt64 = 0
     @exclusivity(unchecked) var counters = AdminCounters()
     @exclusivity(unchecked) var groups = GroupTable()
     /// A LIST_USE holds the queue alone: no other command is outstanding while it is.

@@ -63,12 +63,17 @@ struct AdminCommandProcessor {
 
     var opcodes: ProjectOpcodeTable
     var groups = GroupTable()
-    var pool: Int
+    var pool: Int { didSet { cachedAvailableVectors = nil } }
     var perMemberMaximum: Int
     var perMemberMinimum: Int
     var memberSupportedFeatures: FeatureSet
+    /// A VF's `msixVectors` changes only through MSIX_SET, which keeps
+    /// ``cachedAvailableVectors`` current (debug builds check the cache on every read).
     var members: [MemberResources]
-    var numVFs: Int
+    var numVFs: Int { didSet { cachedAvailableVectors = nil } }
+    /// ``availableVectors`` while nothing it is computed from changed: a sum over every VF
+    /// per MSIX_SET cost 1024 VFs a microsecond each.
+    var cachedAvailableVectors: Int?
     var strictness: SimulatedStrictness
     /// The member the last command changed, if any.
     var changedMember: Int?
@@ -105,7 +110,19 @@ struct AdminCommandProcessor {
     }
 
     /// Vectors of the pool not given to a VF.
-    var availableVectors: Int { pool - members.prefix(numVFs).reduce(0) { $0 + $1.msixVectors } }
+    var summedAvailableVectors: Int { pool - members.prefix(numVFs).reduce(0) { $0 + $1.msixVectors } }
+
+    var availableVectors: Int {
+        mutating get {
+            if let cachedAvailableVectors {
+                assert(cachedAvailableVectors == summedAvailableVectors, "the model's count of available MSI-X vectors went stale")
+                return cachedAvailableVectors
+            }
+            let available = summedAvailableVectors
+            cachedAvailableVectors = available
+            return available
+        }
+    }
 
     /// Resets what a device reset resets: the negotiated command lists.
     mutating func deviceReset() {
@@ -299,8 +316,10 @@ struct AdminCommandProcessor {
                 return .refuse(.einval, .invalidField)
             }
             guard !members[index].inUse else { return .refuse(.ebusy, .ok) }
-            guard vectors - members[index].msixVectors <= availableVectors else { return .refuse(.einval, .noResource) }
+            let available = availableVectors, old = members[index].msixVectors
+            guard vectors - old <= available else { return .refuse(.einval, .noResource) }
             members[index].msixVectors = vectors
+            cachedAvailableVectors = index < numVFs ? available - (vectors - old) : available
             changedMember = index
             return .ok()
         case opcodes.featuresGet, opcodes.featuresCapsGet:

@@ -14,6 +14,9 @@ static inline void csystem_cpu_relax(void) {
     __asm__ __volatile__("yield" ::: "memory");
 #endif
 }
+/* Whether this thread is due to give its executor away: `period` nanoseconds since it last
+ * was, a clock that went back, or `turns` calls (for a clock that stands still). Counts a call. */
+int csystem_turn_due(unsigned long long now, unsigned long long period, unsigned int turns);
 static inline int csystem_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
 static inline int csystem_ioctl_value(int fd, unsigned long request, unsigned long value) { return ioctl(fd, request, value); }
 static inline int csystem_ioctl_pointer(int fd, unsigned long request, void *argument) { return ioctl(fd, request, argument); }

@@ -42,6 +42,43 @@ struct MSIXResourceManagerTests {
         #expect(pool["perVFMaximum"] == .int(32) && pool["perVFMinimum"] == .int(1))
     }
 
+    /// The pool's available count stays the pool minus every VF's vectors over a long
+    /// run of MSIX_SETs, the refused ones (no resource) included: the model keeps the count
+    /// as it goes rather than summing every VF per command.
+    @Test func poolAccountingStaysExactOverManySets() async throws {
+        let group = try await group()
+        defer { group.shutDown() }
+        let msix = MSIXResourceManager()
+        var state: UInt64 = 16
+        func next() -> Int { state = state &* 6364136223846793005 &+ 1442695040888963407; return Int(state >> 33) }
+        var refused = 0
+        for _ in 0..<300 {
+            let vf = next() % 8, vectors = 1 + next() % 32
+            do { try await msix.setVectors(vectors, of: vf, driver: group.driver) } catch { refused += 1 }
+            let pool = try await msix.pool(driver: group.driver)
+            let given = group.device.members.reduce(0) { $0 + $1.msixVectors }
+            #expect(pool.available == 64 - given, "available \(pool.available) after VF \(vf) asked for \(vectors); VFs hold \(given) of 64")
+            if pool.available != 64 - given { return }
+        }
+        #expect(refused > 0 && refused < 300, "the run includes refusals for want of vectors (\(refused))")
+    }
+
+    /// VFs beyond NumVFs stop being members: their vectors go back to the pool, and come
+    /// out of it again when they are enabled (the pool is 64, each VF starts with 2).
+    @Test func poolFollowsNumVFs() async throws {
+        let group = try await group()
+        defer { group.shutDown() }
+        let msix = MSIXResourceManager()
+        try await msix.setVectors(9, of: 6, driver: group.driver)
+        #expect(try await msix.pool(driver: group.driver).available == 64 - 7 * 2 - 9)
+        try group.device.setNumVFs(4)
+        #expect(try await msix.pool(driver: group.driver).available == 64 - 4 * 2)
+        try await msix.setVectors(5, of: 1, driver: group.driver)
+        #expect(try await msix.pool(driver: group.driver).available == 64 - 3 * 2 - 5)
+        try group.device.setNumVFs(8)
+        #expect(try await msix.pool(driver: group.driver).available == 64 - 6 * 2 - 5 - 9)
+    }
+
     @Test func wireBytesFollowTheProjectLayout() async throws {
         let group = try await group()
         defer { group.shutDown() }
