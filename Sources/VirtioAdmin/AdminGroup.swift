@@ -30,6 +30,8 @@ public final class AdminGroup: @unchecked Sendable {
         public var trace: (@Sendable (AdminTraceEvent) -> Void)?
         /// Admin-queue driver options (queue size, slot size).
         public var driver = AdminQueueDriver.Options()
+        /// Counts the sysfs files and links opening reads (tests and benchmarks).
+        package var sysfsReads: SysfsReadCounter?
         /// Names of opcodes no registered plugin names (for errors and traces).
         public var opcodeNames: [AdminOpcode: String] = [:]
         /// The defaults: 5 s per command, 10 s for the lock, PFs with bound VFs refused.
@@ -68,12 +70,10 @@ public final class AdminGroup: @unchecked Sendable {
             try opener.prepare()
             let sysfs = SysfsEnumerator(root: opener.sysfsRoot)
             let pf: VirtioFunction
-            do { pf = try sysfs.function(at: opener.address) } catch { throw VirtioAdminError.notInSysfs(pf: opener.address, root: opener.sysfsRoot, error) }
+            do { pf = try sysfs.function(at: opener.address, counter: options.sysfsReads) } catch { throw VirtioAdminError.notInSysfs(pf: opener.address, root: opener.sysfsRoot, error) }
             if options.refuseWhenVFsInUse {
-                let busy = pf.virtfns.sorted { $0.key < $1.key }.compactMap { index, address -> String? in
-                    guard let driver = sysfs.driver(of: address) else { return nil }
-                    return "VF \(index) bound to \(driver)"
-                }
+                // One link read per VF (`virtfnN/driver` under the PF's directory).
+                let busy = sysfs.vfDrivers(of: pf, counter: options.sysfsReads).sorted { $0.key < $1.key }.map { "VF \($0.key) bound to \($0.value)" }
                 guard busy.isEmpty else { throw VirtioAdminError.vfsInUse(pf: opener.address, busy: busy) }
             }
             // A group owner need not have SR-IOV (its self group); the driver refuses a
@@ -179,6 +179,14 @@ public final class AdminGroup: @unchecked Sendable {
 
     /// Saves what the device keeps by itself (after a batch; see ``PFOpener/checkpoint()``).
     public func checkpoint() throws(VirtioAdminError) { try opener.checkpoint() }
+
+    /// Closes the admin queue and lets the PF go, as ``close()``, and says whether what the
+    /// device keeps was kept (the model's state saved, atomically, once, after the reset).
+    /// A caller that closes right after its last batch needs no ``checkpoint()`` before.
+    public func closeKeepingState() throws(VirtioAdminError) {
+        close()
+        if let error = opener.releaseError { throw error }
+    }
 
     /// Closes the admin queue (the device is reset so it lets go of the rings) and lets the PF go.
     public func close() {

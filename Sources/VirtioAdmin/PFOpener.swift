@@ -49,6 +49,14 @@ public protocol PFOpener: AnyObject, Sendable {
     func checkpoint() throws(VirtioAdminError)
     /// Lets the PF go (after the admin queue was closed) and drops the lock.
     func release()
+    /// Why keeping what the device keeps failed on the last ``release()``, if it did
+    /// (release cannot throw); `nil` when nothing failed or there is nothing to keep.
+    var releaseError: VirtioAdminError? { get }
+}
+
+extension PFOpener {
+    /// Nothing to keep, so nothing failed.
+    public var releaseError: VirtioAdminError? { nil }
 }
 
 /// An exclusive `flock` on a file (``FileLock``), taken without blocking a thread.
@@ -141,8 +149,12 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
     /// The model while the opener holds it (with a state file: `nil` before ``open()`` and
     /// after ``release()``).
     public private(set) var device: SimulatedSRIOVDevice?
+    /// State files written so far (tests: a run saves once per batch and on release, not more).
+    package private(set) var saves = 0
     /// Why the save on release failed, if it did (release cannot throw).
     public private(set) var lastSaveError: VirtioAdminError?
+    /// Why the save on the last ``release()`` failed, if it did (``lastSaveError``).
+    public var releaseError: VirtioAdminError? { lastSaveError }
 
     /// The sysfs root that goes with a state file when none is named.
     public static func defaultSysfsRoot(forState path: String) -> String { path + ".sys" }
@@ -217,6 +229,7 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         guard let device else { return }
         if let statePath {
             do { try SimulatedDeviceStore.save(device, to: statePath) } catch { throw .simulatedState(error) }
+            saves += 1
         }
     }
 
@@ -224,7 +237,10 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
     public func release() {
         guard let lockFile else { return }  // an in-memory model stays with its owner
         if let device {
-            do { try checkpoint() } catch { lastSaveError = error }
+            do {
+                try checkpoint()
+                lastSaveError = nil
+            } catch { lastSaveError = error }
             device.stop()
         }
         device = nil

@@ -65,10 +65,13 @@ public struct PolicyApplication: Sendable {
     }
 
     /// The PFs to work on: those named (each must be a PF in the view), or every PF in it.
+    /// A PF found in the view is read without its VFs (`virtfns` empty): the policy matches
+    /// the PF itself, and opening it reads its VFs (after its lock is taken), so they are
+    /// not read twice.
     package func pfs(named: [PCIAddress]) throws(VirtioAdminError) -> [VirtioFunction] {
         let enumerator = SysfsEnumerator(root: sysfsRoot)
         if named.isEmpty {
-            do { return try enumerator.physicalFunctions() } catch { throw .sysfsView(root: sysfsRoot, error) }
+            do { return try enumerator.physicalFunctions(withVFs: false) } catch { throw .sysfsView(root: sysfsRoot, error) }
         }
         var result: [VirtioFunction] = []
         for address in named {
@@ -86,7 +89,9 @@ public struct PolicyApplication: Sendable {
         var reports: [PFApplyReport] = []
         for pf in pfs {
             guard let rule = policy.rule(for: pf) else {
-                reports.append(PFApplyReport(pf: pf.address, rule: nil, outcomes: [], vfAddresses: pf.virtfns, commands: 0, peakInFlight: 0, elapsed: .zero))
+                // A PF found without its VFs: read them for the report.
+                let vfs = pf.virtfns.isEmpty ? (try? SysfsEnumerator(root: sysfsRoot).function(at: pf.address))?.virtfns ?? [:] : pf.virtfns
+                reports.append(PFApplyReport(pf: pf.address, rule: nil, outcomes: [], vfAddresses: vfs, commands: 0, peakInFlight: 0, elapsed: .zero))
                 continue
             }
             reports.append(await run(pf.address, rule: rule, progress: progress))
@@ -114,8 +119,8 @@ public struct PolicyApplication: Sendable {
         let statistics = group.driver.statistics
         report.commands = statistics.submitted - before
         report.peakInFlight = statistics.peakInFlight
-        do { try group.checkpoint() } catch { report.error = error.description }
-        group.close()
+        // One save of the model's state, after the closing reset (not one before it as well).
+        do { try group.closeKeepingState() } catch { report.error = error.description }
         report.elapsed = clock.elapsed(since: start)
         return report
     }

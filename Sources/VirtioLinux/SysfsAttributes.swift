@@ -44,10 +44,14 @@ protocol DeviceAttributeSource {
     func link(_ name: String) -> String?
     /// Names in the device directory.
     func entries() -> [String]
+    /// The targets of the links `names` in the device directory, in order (`nil`: unreadable).
+    func links(_ names: [String]) -> [String?]
 }
 
 extension DeviceAttributeSource {
     func link(_ name: String) -> String? { Sys.readLink(directory + "/" + name) }
+    /// The targets of the links `names` in the device directory, in order.
+    func links(_ names: [String]) -> [String?] { names.map(link) }
     func entries() -> [String] { (try? Sys.listDirectory(directory)) ?? [] }
 
     func linkBaseName(_ name: String) -> String? {
@@ -62,8 +66,9 @@ extension DeviceAttributeSource {
 
     func intAttribute(_ name: String) -> Int? { attribute(name).flatMap { parseAttributeInteger($0, radix: 10) } }
 
-    /// Builds the function record, or `nil` when the device is not a virtio function.
-    func virtioFunction(address: PCIAddress) -> VirtioFunction? {
+    /// Builds the function record, or `nil` when the device is not a virtio function. Without
+    /// `withVFs`, a PF's `virtfnN` links are not read (its `virtfns` stay empty).
+    func virtioFunction(address: PCIAddress, withVFs: Bool = true) -> VirtioFunction? {
         guard let vendorID = hexAttribute(SysfsAttribute.vendor, as: UInt16.self),
               let deviceID = hexAttribute(SysfsAttribute.device, as: UInt16.self),
               PCIIdentity.isVirtio(vendorID: vendorID, deviceID: deviceID)
@@ -80,9 +85,12 @@ extension DeviceAttributeSource {
                 totalVFs: totalVFs, numVFs: intAttribute(SysfsAttribute.sriovNumVFs) ?? 0,
                 vfTotalMSIX: intAttribute(SysfsAttribute.sriovVFTotalMSIX),
                 driversAutoprobe: intAttribute(SysfsAttribute.sriovDriversAutoprobe).map { $0 != 0 })
-            for entry in entries() where entry.hasPrefix(SysfsAttribute.virtfnPrefix) {
-                guard let index = Int(entry.dropFirst(SysfsAttribute.virtfnPrefix.count)),
-                      let vf = linkBaseName(entry).flatMap(PCIAddress.init) else { continue }
+            let virtfns = (withVFs ? entries() : []).compactMap { entry -> (Int, String)? in
+                guard entry.hasPrefix(SysfsAttribute.virtfnPrefix), let index = Int(entry.dropFirst(SysfsAttribute.virtfnPrefix.count)) else { return nil }
+                return (index, entry)
+            }
+            for ((index, _), link) in zip(virtfns, links(virtfns.map(\.1))) {
+                guard let vf = link.map(lastPathComponent).flatMap(PCIAddress.init) else { continue }
                 function.virtfns[index] = vf
             }
         }
@@ -190,6 +198,12 @@ final class SysfsDirectory: DeviceAttributeSource {
         guard fd >= 0 else { return nil }
         counter?.add()
         return Sys.readLink(at: fd, name)
+    }
+
+    /// The links' targets, from 256 on read by two threads (a PF's `virtfnN` links).
+    func links(_ names: [String]) -> [String?] {
+        guard fd >= 0 else { return names.map { _ in nil } }
+        return readLinks(at: fd, names, counter: counter)
     }
 }
 

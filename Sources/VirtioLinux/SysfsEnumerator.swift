@@ -83,19 +83,74 @@ package struct SysfsEnumerator: Sendable {
     }
 
     /// The virtio SR-IOV PFs, sorted by address. Only functions with `sriov_totalvfs` are
-    /// read in full, so a host with thousands of VFs costs one directory read and one
-    /// `stat` per function.
-    package func physicalFunctions() throws(LinuxError) -> [VirtioFunction] {
-        let names = try deviceNames()
+    /// read in full, and a function a PF already read has as its VF is not looked at again
+    /// (a VF is never a PF; address order puts a PF before its VFs), so a host with
+    /// thousands of VFs costs one directory read, one `stat` per function that is no PF's
+    /// VF, and each PF's own read. With `withVFs` a PF's VFs are its `virtfnN` links (one
+    /// link read per VF); without, the PFs' `virtfns` stay empty and the VFs skipped are
+    /// those the PF's `sriov_offset`, `sriov_stride` and `sriov_numvfs` place (the kernel's
+    /// rule: VF n at the PF's routing id + offset + n × stride), so the scan reads nothing
+    /// per VF. `counter`, when given, counts the `stat`s and the files and links read.
+    package func physicalFunctions(counter: SysfsReadCounter? = nil, withVFs: Bool = true) throws(LinuxError) -> [VirtioFunction] {
+        var addresses: [(address: PCIAddress, name: String)] = []
+        for name in try deviceNames() {
+            if let address = PCIAddress(name) { addresses.append((address, name)) }
+        }
+        addresses.sort { $0.address < $1.address }
+        let devices = devicesDirectory
+        let devicesFD = Sys.openDirectory(devices)
+        defer { if devicesFD >= 0 { Sys.closeFD(devicesFD) } }
+        var knownVFs = Set<PCIAddress>()
         var result: [VirtioFunction] = []
-        for name in names {
-            let directory = devicesDirectory + "/" + name
-            guard Sys.exists(directory + "/" + SysfsAttribute.sriovTotalVFs), let address = PCIAddress(name),
-                  let function = SysfsDirectory(directory: directory).virtioFunction(address: address), function.role == .pf
-            else { continue }
+        for (address, name) in addresses where !knownVFs.contains(address) {
+            counter?.add()
+            let hasSRIOV = devicesFD >= 0 ? Sys.exists(at: devicesFD, name + "/" + SysfsAttribute.sriovTotalVFs)
+                : Sys.exists(devices + "/" + name + "/" + SysfsAttribute.sriovTotalVFs)
+            let source = SysfsDirectory(directory: devices + "/" + name, counter: counter)
+            guard hasSRIOV, var function = source.virtioFunction(address: address, withVFs: withVFs), function.role == .pf else { continue }
+            if withVFs {
+                for vf in function.virtfns.values where vf > address { knownVFs.insert(vf) }
+            } else if let offset = source.intAttribute(SysfsAttribute.sriovOffset), let stride = source.intAttribute(SysfsAttribute.sriovStride),
+                      offset > 0, stride > 0 {
+                for index in 0..<(function.sriov?.numVFs ?? 0) {
+                    let routingID = Int(address.routingID) + offset + index * stride
+                    guard routingID <= Int(UInt16.max) else { break }
+                    knownVFs.insert(PCIAddress(domain: address.domain, routingID: UInt16(routingID)))
+                }
+            } else {
+                // No layout to place the VFs by: their links, as with `withVFs`.
+                function = source.virtioFunction(address: address) ?? function
+                for vf in function.virtfns.values where vf > address { knownVFs.insert(vf) }
+                function.virtfns = [:]
+            }
             result.append(function)
         }
-        return result.sorted { $0.address < $1.address }
+        return result
+    }
+
+    /// The drivers bound to a PF's VFs, by VF index (sysfs `virtfnN/driver`; unbound VFs
+    /// are left out): the in-use check before a PF is opened. One link read per VF, relative
+    /// to the PF's directory opened once; `counter` counts them. A VF whose link cannot be
+    /// read is unbound (no `driver` link). From 256 VFs on, a second thread reads half of
+    /// them (each read is a path lookup in the kernel, and nothing else runs meanwhile).
+    package func vfDrivers(of pf: VirtioFunction, counter: SysfsReadCounter? = nil) -> [Int: String] {
+        let pfFD = Sys.openDirectory(directory(of: pf.address))
+        defer { if pfFD >= 0 { Sys.closeFD(pfFD) } }
+        let vfs = pf.virtfns.sorted { $0.key < $1.key }
+        let links: [String?]
+        if pfFD >= 0 {
+            links = readLinks(at: pfFD, vfs.map { SysfsAttribute.virtfnPrefix + String($0.key) + "/" + SysfsAttribute.driver }, counter: counter)
+        } else {
+            links = vfs.map { _, vf in
+                counter?.add()
+                return Sys.readLink(directory(of: vf) + "/" + SysfsAttribute.driver)
+            }
+        }
+        var drivers: [Int: String] = [:]
+        for ((index, _), link) in zip(vfs, links) {
+            if let link { drivers[index] = lastPathComponent(link) }
+        }
+        return drivers
     }
 
     /// A PF's VF layout (sysfs `sriov_offset`, `sriov_stride`): VF `n` has routing id
@@ -112,10 +167,10 @@ package struct SysfsEnumerator: Sendable {
         Sys.readLink(directory(of: address) + "/" + SysfsAttribute.driver).map(baseName)
     }
 
-    /// The virtio function at `address`.
+    /// The virtio function at `address` (`counter` counts the files and links read).
     /// - Throws: ``LinuxError/noSuchDevice(address:path:)`` or ``LinuxError/notVirtio(address:vendorID:deviceID:)``.
-    package func function(at address: PCIAddress) throws(LinuxError) -> VirtioFunction {
-        let source = SysfsDirectory(directory: directory(of: address))
+    package func function(at address: PCIAddress, counter: SysfsReadCounter? = nil) throws(LinuxError) -> VirtioFunction {
+        let source = SysfsDirectory(directory: directory(of: address), counter: counter)
         guard Sys.exists(source.directory) else {
             if !Sys.exists(devicesDirectory) { throw .sysfsMissing(path: devicesDirectory) }
             throw .noSuchDevice(address: address, path: source.directory)
@@ -154,4 +209,31 @@ package struct SysfsEnumerator: Sendable {
             throw .config(error)
         }
     }
+}
+
+/// The targets of the links `names` under the directory descriptor `directory` (`nil` for
+/// one that cannot be read), in order; `counter` counts them. From 256 links on, a second
+/// thread reads half of them: each read is a path lookup in the kernel, and on a PF with
+/// 1024 VFs these lookups are most of what opening it costs.
+func readLinks(at directory: Int32, _ names: [String], counter: SysfsReadCounter?) -> [String?] {
+    @Sendable func read(_ part: ArraySlice<String>) -> [String?] {
+        part.map { name in
+            counter?.add()
+            return Sys.readLink(at: directory, name)
+        }
+    }
+    let half = names.count / 2
+    let second = LinkResults()
+    if names.count >= 256, let thread = JoinableThread({ [names] in second.value = read(names[half...]) }) {
+        let first = read(names[..<half])
+        thread.join()
+        return first + second.value
+    }
+    return read(names[...])
+}
+
+/// What the second thread of ``readLinks(at:_:counter:)`` read; written by that thread
+/// before it ends and read after it was joined.
+private final class LinkResults: @unchecked Sendable {
+    var value: [String?] = []
 }

@@ -190,6 +190,13 @@ package enum Sys {
         return lstat(path, &info) == 0
     }
 
+    /// Whether `name` exists under the directory descriptor `directory` (the last component
+    /// not followed, as ``exists(_:)``).
+    package static func exists(at directory: Int32, _ name: String) -> Bool {
+        var info = stat()
+        return fstatat(directory, name, &info, AT_SYMLINK_NOFOLLOW) == 0
+    }
+
     /// Why `path` cannot be written (or, when it does not exist, created in its directory);
     /// nil when it can.
     package static func whyNotWritable(_ path: String) -> SystemCallError? {

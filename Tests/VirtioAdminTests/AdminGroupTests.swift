@@ -3,6 +3,7 @@ import ResourceManager
 import Testing
 import VirtioAdmin
 import VirtioAdminDriver
+import VirtioLinux
 import VirtioProvisioning
 import VirtioSimulator
 import VirtioSpec
@@ -93,6 +94,51 @@ final class ProgressLog: @unchecked Sendable {
 
 /// `--vf` is read once at the command line into a VFSelector; an address is resolved under the PF.
 @Suite struct VFSelectorTests {
+    /// Opening reads the PF once and each VF's `driver` link once (the in-use check), and a
+    /// VF with a driver still stops it (unless the caller turns the check off).
+    @Test func openingReadsOneDriverLinkPerVFAndRefusesABoundVF() async throws {
+        func openCounting(vfs: Int, bound: [Int: String] = [:], refuse: Bool = true) async throws -> (SimulatedSRIOVDevice, Int) {
+            var configuration = SimulatedDeviceConfiguration()
+            configuration.totalVFs = vfs
+            configuration.numVFs = vfs
+            configuration.vfMSIXPool = vfs * 8
+            let device = SimulatedSRIOVDevice(configuration: configuration)
+            var template = Array("/tmp/admin-group-in-use-XXXXXX".utf8CString)
+            let root = String(cString: mkdtemp(&template)!)
+            defer { _ = system("rm -rf '\(root)'") }
+            var tree = device.sysfsTree()
+            tree.vfDrivers = bound
+            try tree.write(to: root)
+            var options = AdminGroup.Options()
+            let counter = SysfsReadCounter()
+            options.sysfsReads = counter
+            options.refuseWhenVFsInUse = refuse
+            do {
+                let group = try await AdminGroup.open(opener: SimulatedPFOpener(device: device, sysfsRoot: root), registry: PluginRegistry(builtInPlugins()), options: options)
+                group.close()
+            } catch {
+                device.stop()
+                throw error
+            }
+            return (device, counter.reads)
+        }
+        let (small, smallReads) = try await openCounting(vfs: 8)
+        let (large, largeReads) = try await openCounting(vfs: 40)
+        small.stop()
+        large.stop()
+        // Each VF: the PF's virtfnN link and the VF's driver link.
+        #expect(largeReads - smallReads == 64, "\(largeReads) reads for 40 VFs, \(smallReads) for 8")
+        await #expect {
+            _ = try await openCounting(vfs: 40, bound: [30: "virtio-pci", 2: "vfio-pci"])
+        } throws: { error in
+            guard case VirtioAdminError.vfsInUse(let pf, let busy) = error else { return false }
+            return pf == PCIAddress("0000:3b:00.0")! && busy == ["VF 2 bound to vfio-pci", "VF 30 bound to virtio-pci"]
+        }
+        let (forced, forcedReads) = try await openCounting(vfs: 40, bound: [2: "vfio-pci"], refuse: false)
+        #expect(forced.counters.resets == 2 && forcedReads == largeReads - 40, "without the check: opened, and no driver link read")
+        forced.stop()
+    }
+
     @Test func indexAddressAndBadTextEachReadOnce() throws {
         #expect(try VFSelector(parsing: "3") == .index(VFNumber(index: 3)!))
         #expect(try VFSelector(parsing: "0000:3b:00.4") == .address(PCIAddress("0000:3b:00.4")!))

@@ -158,6 +158,85 @@ struct FakeTreeTests {
     }
 }
 
+/// What finding PFs and the in-use check cost per VF (issue 16, P6: a cold `policy apply`
+/// over 1024 VFs pays them once each).
+struct PFScanCostTests {
+    func tree(vfs: Int, drivers: [Int: String] = [:]) throws -> String {
+        let root = makeTemporaryDirectory("pf-scan")
+        var tree = SimulatedSysfsTree(totalVFs: vfs, numVFs: vfs)
+        tree.vfDrivers = drivers
+        try tree.write(to: root)
+        return root
+    }
+
+    /// A VF its PF lists is not looked at again: each VF costs the PF's `virtfnN` link only.
+    @Test func findingPFsCostsOneReadPerVF() throws {
+        let small = try tree(vfs: 8), large = try tree(vfs: 40)
+        defer { for root in [small, large] { try? FileManager.default.removeItem(atPath: root) } }
+        let smallCounter = SysfsReadCounter(), largeCounter = SysfsReadCounter()
+        let smallPFs = try SysfsEnumerator(root: small).physicalFunctions(counter: smallCounter)
+        let largePFs = try SysfsEnumerator(root: large).physicalFunctions(counter: largeCounter)
+        #expect(smallPFs.map(\.address.description) == ["0000:3b:00.0"] && largePFs.map(\.address.description) == ["0000:3b:00.0"])
+        #expect(largePFs[0].virtfns.count == 40 && largePFs[0].virtfns[39]?.description == "0000:3b:05.0")
+        #expect(largeCounter.reads - smallCounter.reads == 32, "\(largeCounter.reads) reads for 40 VFs, \(smallCounter.reads) for 8")
+        #expect(largePFs[0] == (try SysfsEnumerator(root: large).function(at: largePFs[0].address)))
+    }
+
+    /// Without the VFs (as `policy apply` finds PFs), nothing is read per VF: the VFs are
+    /// placed by the PF's offset and stride, and without those, read from its links.
+    @Test func findingPFsWithoutVFsReadsNothingPerVF() throws {
+        func scan(vfs: Int, offset: Int = 1, stride: Int = 1, dropLayout: Bool = false) throws -> ([VirtioFunction], Int) {
+            let root = makeTemporaryDirectory("pf-scan-layout")
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            var tree = SimulatedSysfsTree(totalVFs: vfs, numVFs: vfs)
+            tree.firstVFOffset = offset
+            tree.vfStride = stride
+            try tree.write(to: root)
+            if dropLayout {
+                let pf = SysfsEnumerator(root: root).directory(of: tree.pfAddress)
+                try FileManager.default.removeItem(atPath: pf + "/sriov_offset")
+                try FileManager.default.removeItem(atPath: pf + "/sriov_stride")
+            }
+            let counter = SysfsReadCounter()
+            return (try SysfsEnumerator(root: root).physicalFunctions(counter: counter, withVFs: false), counter.reads)
+        }
+        let (small, smallReads) = try scan(vfs: 8)
+        let (large, largeReads) = try scan(vfs: 40, offset: 4, stride: 2)
+        #expect(largeReads == smallReads, "\(largeReads) reads for 40 VFs, \(smallReads) for 8")
+        for pfs in [small, large] {
+            #expect(pfs.map(\.address.description) == ["0000:3b:00.0"] && pfs[0].virtfns.isEmpty && pfs[0].role == .pf)
+        }
+        #expect(large[0].sriov?.numVFs == 40)
+        let (unplaced, unplacedReads) = try scan(vfs: 40, dropLayout: true)
+        #expect(unplaced.map(\.address.description) == ["0000:3b:00.0"] && unplaced[0].virtfns.isEmpty)
+        #expect(unplacedReads > largeReads + 40, "without offset and stride the VFs' links are read: \(unplacedReads)")
+    }
+
+    /// The in-use check reads each VF's `driver` link once and finds every bound VF.
+    @Test func inUseCheckReadsOneLinkPerVF() throws {
+        let root = try tree(vfs: 24, drivers: [3: "vfio-pci", 17: "virtio-pci"])
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let enumerator = SysfsEnumerator(root: root)
+        let pf = try enumerator.function(at: PCIAddress("0000:3b:00.0")!)
+        let counter = SysfsReadCounter()
+        #expect(enumerator.vfDrivers(of: pf, counter: counter) == [3: "vfio-pci", 17: "virtio-pci"])
+        #expect(counter.reads == 24)
+        try FileManager.default.removeItem(atPath: enumerator.directory(of: PCIAddress("0000:3b:00.4")!) + "/driver")
+        #expect(enumerator.vfDrivers(of: pf) == [17: "virtio-pci"], "an unbound VF is not in use")
+
+        // Enough VFs for two threads: bound VFs in both halves are found, each link read once.
+        let large = try tree(vfs: 300, drivers: [0: "vfio-pci", 149: "virtio-pci", 150: "vfio-pci", 299: "virtio-pci"])
+        defer { try? FileManager.default.removeItem(atPath: large) }
+        let largeEnumerator = SysfsEnumerator(root: large)
+        let largePF = try largeEnumerator.function(at: PCIAddress("0000:3b:00.0")!)
+        #expect(largePF.virtfns.count == 300 && (0..<300).allSatisfy { largePF.virtfns[$0]?.routingID == 0x3b00 + 1 + UInt16($0) },
+                "the PF's links, read by two threads, each in its place")
+        let largeCounter = SysfsReadCounter()
+        #expect(largeEnumerator.vfDrivers(of: largePF, counter: largeCounter) == [0: "vfio-pci", 149: "virtio-pci", 150: "vfio-pci", 299: "virtio-pci"])
+        #expect(largeCounter.reads == 300)
+    }
+}
+
 struct SymlinkEscapeTests {
     @Test func aDeviceLinkPointingOutOfTheRootIsRefused() throws {
         let root = makeTemporaryDirectory("escape")
