@@ -121,6 +121,8 @@ public final class ProvisioningService: @unchecked Sendable {
             logger.info("forgot \(event.address) (removed)")
             return EventOutcome(summary: "forgot \(event.address)", succeeded: true)
         case .bind, .unbind, .change:
+            // A PF's `change` (NumVFs written) may move its VFs: read its layout again.
+            if event.action == .change { lock.withLock { pfCache[event.address] = nil } }
             logger.debug("ignored \(event.action.rawValue) of \(event.address)")
             return EventOutcome(summary: "ignored \(event.action.rawValue)", succeeded: true)
         case .add:
@@ -146,31 +148,44 @@ public final class ProvisioningService: @unchecked Sendable {
             return EventOutcome(summary: "ignored: \(event.address) has no SR-IOV role", succeeded: true)
         case .vf:
             guard let pfAddress = function.physfn else { return EventOutcome(summary: "\(function.address): VF without physfn", succeeded: false) }
-            let pf: PFInfo
+            var pf: PFInfo
             do { pf = try pfInfo(pfAddress) } catch { return EventOutcome(summary: error.description, succeeded: false) }
-            guard let index = vfIndex(of: function.address, under: pf) else {
-                return EventOutcome(summary: "\(function.address): not a VF of PF \(pfAddress) by its VF layout", succeeded: false)
+            // A PF read before its VFs moved (NumVFs written again): read it once more.
+            if let index = vfIndex(of: function.address, under: pf), !virtfnLink(of: pf, index, names: function.address) {
+                lock.withLock { pfCache[pfAddress] = nil }
+                do { pf = try pfInfo(pfAddress) } catch { return EventOutcome(summary: error.description, succeeded: false) }
+            }
+            guard let index = vfIndex(of: function.address, under: pf), virtfnLink(of: pf, index, names: function.address) else {
+                return EventOutcome(summary: "\(function.address): not a VF of PF \(pfAddress) by its VF layout and virtfn links", succeeded: false)
             }
             return await provisionVF(function.address, pf: pf, index: index, start: start)
         }
     }
 
     /// The PF and index of `address` when it is a VF of a PF the service has read (and
-    /// kept): by the PF's VF layout, within its VFs, and confirmed by the VF's `physfn` link
-    /// alone (one link read, not the VF's attributes: a VF has its PF's vendor id and the
-    /// PF's `sriov_vf_device`, checked once with the PF). Nil sends the event the long way.
+    /// kept): by the PF's VF layout, within its VFs, and confirmed by the PF's `virtfnN`
+    /// link alone (one link read, not the VF's attributes: a VF has its PF's vendor id and
+    /// the PF's `sriov_vf_device`, checked once with the PF). Nil sends the event the long way.
     func knownVF(_ address: PCIAddress) -> (PFInfo, Int)? {
         guard options.keepOpen else { return nil }
         let candidates = lock.withLock { pfCache.values.filter { $0.vfsAreVirtio && $0.layout != nil && $0.function.address.domain == address.domain } }
         for pf in candidates {
-            guard let index = vfIndex(of: address, under: pf), index < pf.function.virtfns.count,
-                  let link = Sys.readLink(enumerator.directory(of: address) + "/" + SysfsAttribute.physfn),
-                  link.split(separator: "/").last.map(String.init) == pf.function.address.description
+            // The PF's own `virtfnN` link names the VF: both the PF and the index are
+            // confirmed (a layout read before NumVFs changed cannot send commands to another VF).
+            guard let index = vfIndex(of: address, under: pf), index < pf.function.virtfns.count, virtfnLink(of: pf, index, names: address)
             else { continue }
             return (pf, index)
         }
         return nil
     }
+
+    /// Whether the PF's `virtfn<index>` link names `address` (one link read).
+    func virtfnLink(of pf: PFInfo, _ index: Int, names address: PCIAddress) -> Bool {
+        Sys.readLink(enumerator.directory(of: pf.function.address) + "/virtfn\(index)")?.split(separator: "/").last.map(String.init) == address.description
+    }
+
+    /// The PFs the service keeps read (for tests).
+    package var cachedPFs: [PCIAddress] { lock.withLock { Array(pfCache.keys) } }
 
     /// A PF appeared: hold its future VFs' drivers back (`sriov_drivers_autoprobe = 0`).
     func preparePF(_ pf: VirtioFunction) -> EventOutcome {
@@ -318,7 +333,7 @@ public final class ProvisioningService: @unchecked Sendable {
         return worker.queued
     }
 
-    /// How `add` events found their function so far: by the VF's `physfn` link alone (a VF
+    /// How `add` events found their function so far: by the PF's `virtfnN` link alone (a VF
     /// of a PF the service has read), or by reading the function's attributes in full.
     package var addEventReads: (byLink: Int, inFull: Int) { lock.withLock { eventReads } }
 
@@ -477,14 +492,18 @@ final class PFWorker: @unchecked Sendable {
             }
         }
         var saved = "state saved"
+        var saveError: VirtioAdminError?
         do { try group.checkpoint() } catch {
             service.logger.error("PF \(pf): \(error)")
             saved = "state NOT saved"
+            saveError = error
         }
         let failed = outcomes.filter { !$0.succeeded }.count
         let message: Logger.Message = "batch \(batches) on PF \(pf): \(requests.count) VFs, \(failed) failed, \(saved)"
         let metadata: Logger.Metadata = ["ms": "\(clock.elapsed(since: start).milliseconds)", "peakInFlight": "\(group.driver.statistics.peakInFlight)"]
         if service.options.keepOpen { service.logger.info(message, metadata: metadata) } else { service.logger.debug(message, metadata: metadata) }
+        // An event is answered "ok" only when its batch was saved.
+        if let saveError { return requests.map { _ in .failure(saveError) } }
         return outcomes.map { .success($0) }
     }
 

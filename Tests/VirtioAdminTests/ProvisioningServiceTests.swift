@@ -1,3 +1,4 @@
+import VirtioSystem
 import Logging
 import PCIConfig
 import ResourceManager
@@ -108,7 +109,7 @@ import Glibc
     /// Once an event has read the PF, a VF event of that PF costs one link read (`physfn`),
     /// not the VF's attributes; a function whose `physfn` does not name that PF goes the long
     /// way (and is not taken for a VF).
-    @Test func vfEventsOfAKnownPFAreFoundByTheirPhysfnLink() async throws {
+    @Test func vfEventsOfAKnownPFAreFoundByThePFsVirtfnLink() async throws {
         let (device, service) = try makeService(vfs: 64)
         #expect(await service.handle(try event("add", vfAddress(0))).succeeded)
         #expect(service.addEventReads.inFull == 1 && service.addEventReads.byLink == 0)
@@ -118,14 +119,19 @@ import Glibc
         }
         #expect(outcomes.allSatisfy { $0.succeeded && $0.summary.contains("MSI-X vectors 2 -> 4") }, "\(outcomes.prefix(2).map(\.summary))")
         #expect(service.addEventReads.byLink == 62 && service.addEventReads.inFull == 1, "\(service.addEventReads)")
-        // VF 63 loses its physfn link: read in full, it is no VF (and nothing is provisioned).
+        // NumVFs was written again and the PF's virtfn63 now names another function (VF 0's
+        // address): the layout the service read no longer holds, so VF 63's event is read in
+        // full — and a PF `change` event makes the service read the PF again.
         let last = vfAddress(63)
-        #expect(unlink(service.options.sysfsRoot + "/bus/pci/devices/\(last)/physfn") == 0)
+        let pfDirectory = service.options.sysfsRoot + "/bus/pci/devices/\(device.pfAddress)"
+        let target = Sys.readLink(pfDirectory + "/virtfn0") ?? "missing"
+        #expect(unlink(pfDirectory + "/virtfn63") == 0 && symlink(target, pfDirectory + "/virtfn63") == 0)
         let outcome = await service.handle(try event("add", last))
-        #expect(outcome.succeeded && outcome.summary == "ignored: \(last) has no SR-IOV role", "\(outcome.summary)")
-        #expect(service.addEventReads.inFull == 2)
-        #expect(device.member(63).msixVectors == 2)
-        #expect(device.counters.adminCommandsByOpcode[0x41] == 63)
+        #expect(!outcome.succeeded && outcome.summary.contains("not a VF of PF"), "\(outcome.summary)")
+        #expect(service.addEventReads.inFull == 2 && service.addEventReads.byLink == 62, "\(service.addEventReads)")
+        #expect(device.member(63).msixVectors == 2 && device.counters.adminCommandsByOpcode[0x41] == 63, "nothing sent for VF 63")
+        #expect(await service.handle(try event("change", device.pfAddress.description)).succeeded)
+        #expect(service.cachedPFs.isEmpty, "the PF is read again after its change event")
         await service.shutDown()
         device.stop()
     }

@@ -249,6 +249,21 @@ import Glibc
         await service.shutDown()
     }
 
+    /// An event is answered "ok" only when its batch was saved: a save that fails (the
+    /// state file's place taken by a directory) fails the batch's events with the reason.
+    @Test func aBatchWhoseStateWasNotSavedIsAnsweredWithTheFailure() async throws {
+        let setup = try Setup(vfs: 4)
+        let service = try setup.service(clock: ManualServiceClock(), keepOpen: true)
+        func address(_ vf: Int) -> String { PCIAddress(domain: 0, routingID: UInt16(0x3b00 + 1 + vf)).description }
+        #expect(await service.handle(try event("add", address(0))).succeeded)
+        #expect(unlink(setup.state) == 0 && mkdir(setup.state, 0o700) == 0)
+        defer { rmdir(setup.state) }
+        let outcome = await service.handle(try event("add", address(1)))
+        #expect(!outcome.succeeded, "\(outcome.summary)")
+        #expect(outcome.summary.contains(setup.state), "the answer names the state file: \(outcome.summary)")
+        await service.shutDown()
+    }
+
     // ServiceSocket.send: "An answer takes at most `timeout`" — also below a second.
     @Test func aServiceThatDoesNotAnswerIsGivenUpOnAfterTheTimeout() throws {
         let setup = try Setup(vfs: 1)
