@@ -301,6 +301,20 @@ import VirtioTestSupport
         #expect(try await counters(setup).resets == 0, "the PF was not touched")
     }
 
+    /// `policy apply` finds PFs without reading their VFs, but opening one still checks
+    /// every VF's driver: bound VFs refuse the PF (nothing reset, exit 1) unless `--force`.
+    @Test func policyApplyRefusesAPFWhoseVFsAreInUseUnlessForced() async throws {
+        let setup = try await setup(vfs: 4, bindVFs: "virtio-pci")
+        let refused = try await va(["policy", "apply", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys])
+        #expect(refused.status == 1)
+        #expect((refused.output + refused.error).contains("PF 0000:3b:00.0 has VFs in use (VF 0 bound to virtio-pci"), "\(refused.output) \(refused.error)")
+        #expect(try await counters(setup).resets == 0, "the PF was not touched")
+        #expect(try await provisionedVFs(setup) == 0)
+        let forced = try await va(["policy", "apply", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys, "--force"])
+        #expect(forced.status == 0, "\(forced.error)")
+        #expect(try await provisionedVFs(setup) == 4)
+    }
+
     /// The Linux opener runs the same code as far as it can without hardware: on a fake
     /// sysfs tree whose BAR 0 (`resource0`) is a plain file, the in-use check refuses with
     /// the same sentence as for the model; without bound VFs the PF is locked, its BAR
