@@ -128,18 +128,25 @@ package struct SysfsEnumerator: Sendable {
         return result
     }
 
+    /// What ``vfDrivers(of:counter:)`` gives as the driver of a VF whose `driver` link could
+    /// not be read (followed by the failure).
+    package static let unreadableDriverLink = "an unreadable driver link"
+
     /// The drivers bound to a PF's VFs, by VF index (sysfs `virtfnN/driver`; unbound VFs
     /// are left out): the in-use check before a PF is opened. One link read per VF, relative
-    /// to the PF's directory opened once; `counter` counts them. A VF whose link cannot be
-    /// read is unbound (no `driver` link). From 256 VFs on, a second thread reads half of
-    /// them (each read is a path lookup in the kernel, and nothing else runs meanwhile).
+    /// to the PF's directory opened once; `counter` counts them. A VF without a `driver`
+    /// link is unbound; one whose link cannot be read for another reason (EACCES, ENOMEM…)
+    /// counts as bound, to "an unreadable driver link", so the check refuses rather than
+    /// guesses. From 256 VFs on, a second thread reads half of them (each read is a path
+    /// lookup in the kernel, and nothing else runs meanwhile).
     package func vfDrivers(of pf: VirtioFunction, counter: SysfsReadCounter? = nil) -> [Int: String] {
         let pfFD = Sys.openDirectory(directory(of: pf.address))
         defer { if pfFD >= 0 { Sys.closeFD(pfFD) } }
         let vfs = pf.virtfns.sorted { $0.key < $1.key }
         let links: [String?]
         if pfFD >= 0 {
-            links = readLinks(at: pfFD, vfs.map { SysfsAttribute.virtfnPrefix + String($0.key) + "/" + SysfsAttribute.driver }, counter: counter)
+            links = readLinks(at: pfFD, vfs.map { SysfsAttribute.virtfnPrefix + String($0.key) + "/" + SysfsAttribute.driver }, counter: counter,
+                              unreadable: { Self.unreadableDriverLink + " (\($0))" })
         } else {
             links = vfs.map { _, vf in
                 counter?.add()
@@ -148,7 +155,7 @@ package struct SysfsEnumerator: Sendable {
         }
         var drivers: [Int: String] = [:]
         for ((index, _), link) in zip(vfs, links) {
-            if let link { drivers[index] = lastPathComponent(link) }
+            if let link { drivers[index] = link.hasPrefix(Self.unreadableDriverLink) ? link : lastPathComponent(link) }
         }
         return drivers
     }
@@ -212,14 +219,15 @@ package struct SysfsEnumerator: Sendable {
 }
 
 /// The targets of the links `names` under the directory descriptor `directory` (`nil` for
-/// one that cannot be read), in order; `counter` counts them. From 256 links on, a second
+/// one that does not exist; for one that cannot be read, what `unreadable` says, else
+/// `nil`), in order; `counter` counts them. From 256 links on, a second
 /// thread reads half of them: each read is a path lookup in the kernel, and on a PF with
 /// 1024 VFs these lookups are most of what opening it costs.
-func readLinks(at directory: Int32, _ names: [String], counter: SysfsReadCounter?) -> [String?] {
+func readLinks(at directory: Int32, _ names: [String], counter: SysfsReadCounter?, unreadable: (@Sendable (SystemCallError) -> String?)? = nil) -> [String?] {
     @Sendable func read(_ part: ArraySlice<String>) -> [String?] {
-        part.map { name in
+        part.map { name -> String? in
             counter?.add()
-            return Sys.readLink(at: directory, name)
+            do throws(SystemCallError) { return try Sys.readLinkIfPresent(at: directory, name) } catch { return unreadable.flatMap { $0(error) } }
         }
     }
     let half = names.count / 2

@@ -223,6 +223,13 @@ struct PFScanCostTests {
         #expect(counter.reads == 24)
         try FileManager.default.removeItem(atPath: enumerator.directory(of: PCIAddress("0000:3b:00.4")!) + "/driver")
         #expect(enumerator.vfDrivers(of: pf) == [17: "virtio-pci"], "an unbound VF is not in use")
+        // A `driver` entry that cannot be read as a link (here a plain file: EINVAL) is not
+        // taken for "unbound": the VF counts as in use, and the check says why.
+        #expect(FileManager.default.createFile(atPath: enumerator.directory(of: PCIAddress("0000:3b:00.4")!) + "/driver", contents: Data()))
+        let unreadable = enumerator.vfDrivers(of: pf)
+        #expect(unreadable[17] == "virtio-pci" && unreadable.count == 2)
+        #expect(unreadable[3]?.hasPrefix("an unreadable driver link (readlinkat(virtfn3/driver) failed: ") == true, "\(unreadable)")
+        try FileManager.default.removeItem(atPath: enumerator.directory(of: PCIAddress("0000:3b:00.4")!) + "/driver")
 
         // Enough VFs for two threads: bound VFs in both halves are found, each link read once.
         let large = try tree(vfs: 300, drivers: [0: "vfio-pci", 149: "virtio-pci", 150: "vfio-pci", 299: "virtio-pci"])
