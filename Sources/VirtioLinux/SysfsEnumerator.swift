@@ -38,12 +38,7 @@ package struct SysfsEnumerator: Sendable {
     /// counts the files and links read, the deferred ones included.
     /// - Throws: ``LinuxError/sysfsMissing(path:)`` when the devices directory is absent.
     package func functions(counter: SysfsReadCounter? = nil) throws(LinuxError) -> [VirtioFunction] {
-        var addresses: [(address: PCIAddress, name: String)] = []
-        for name in try deviceNames() {
-            if let address = PCIAddress(name) { addresses.append((address, name)) }
-        }
-        // Address order puts a PF before its VFs (a VF's routing id is the PF's plus an offset > 0).
-        addresses.sort { $0.address < $1.address }
+        let addresses = try sortedDeviceAddresses()
         let devices = devicesDirectory
         let devicesFD = Sys.openDirectory(devices)
         defer { if devicesFD >= 0 { Sys.closeFD(devicesFD) } }
@@ -92,11 +87,7 @@ package struct SysfsEnumerator: Sendable {
     /// rule: VF n at the PF's routing id + offset + n × stride), so the scan reads nothing
     /// per VF. `counter`, when given, counts the `stat`s and the files and links read.
     package func physicalFunctions(counter: SysfsReadCounter? = nil, withVFs: Bool = true) throws(LinuxError) -> [VirtioFunction] {
-        var addresses: [(address: PCIAddress, name: String)] = []
-        for name in try deviceNames() {
-            if let address = PCIAddress(name) { addresses.append((address, name)) }
-        }
-        addresses.sort { $0.address < $1.address }
+        let addresses = try sortedDeviceAddresses()
         let devices = devicesDirectory
         let devicesFD = Sys.openDirectory(devices)
         defer { if devicesFD >= 0 { Sys.closeFD(devicesFD) } }
@@ -131,6 +122,17 @@ package struct SysfsEnumerator: Sendable {
     /// What ``vfDrivers(of:counter:)`` gives as the driver of a VF whose `driver` link could
     /// not be read (followed by the failure).
     package static let unreadableDriverLink = "an unreadable driver link"
+
+    /// The functions of the devices directory with their entry names, in address order:
+    /// a PF before its VFs (a VF's routing id is the PF's plus an offset > 0).
+    func sortedDeviceAddresses() throws(LinuxError) -> [(address: PCIAddress, name: String)] {
+        var addresses: [(address: PCIAddress, name: String)] = []
+        for name in try deviceNames() {
+            if let address = PCIAddress(name) { addresses.append((address, name)) }
+        }
+        addresses.sort { $0.address < $1.address }
+        return addresses
+    }
 
     /// The drivers bound to a PF's VFs, by VF index (sysfs `virtfnN/driver`; unbound VFs
     /// are left out): the in-use check before a PF is opened. One link read per VF, relative
