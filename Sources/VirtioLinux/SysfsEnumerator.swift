@@ -84,8 +84,8 @@ package struct SysfsEnumerator: Sendable {
     /// VF, and each PF's own read. With `withVFs` a PF's VFs are its `virtfnN` links (one
     /// link read per VF); without, the PFs' `virtfns` stay empty and the VFs skipped are
     /// those the PF's `sriov_offset`, `sriov_stride` and `sriov_numvfs` place (the kernel's
-    /// rule: VF n at the PF's routing id + offset + n × stride), so the scan reads nothing
-    /// per VF. `counter`, when given, counts the `stat`s and the files and links read.
+    /// rule: VF n at the PF's routing id + offset + n × stride) when its first and last
+    /// `virtfn` links agree, so the scan reads nothing per VF. `counter`, when given, counts the `stat`s and the files and links read.
     package func physicalFunctions(counter: SysfsReadCounter? = nil, withVFs: Bool = true) throws(LinuxError) -> [VirtioFunction] {
         let addresses = try sortedDeviceAddresses()
         let devices = devicesDirectory
@@ -102,14 +102,15 @@ package struct SysfsEnumerator: Sendable {
             if withVFs {
                 for vf in function.virtfns.values where vf > address { knownVFs.insert(vf) }
             } else if let offset = source.intAttribute(SysfsAttribute.sriovOffset), let stride = source.intAttribute(SysfsAttribute.sriovStride),
-                      offset > 0, stride > 0 {
+                      offset > 0, stride > 0, layoutAgrees(source, pf: address, offset: offset, stride: stride, numVFs: function.sriov?.numVFs ?? 0) {
                 for index in 0..<(function.sriov?.numVFs ?? 0) {
                     let routingID = Int(address.routingID) + offset + index * stride
                     guard routingID <= Int(UInt16.max) else { break }
                     knownVFs.insert(PCIAddress(domain: address.domain, routingID: UInt16(routingID)))
                 }
             } else {
-                // No layout to place the VFs by: their links, as with `withVFs`.
+                // No layout to place the VFs by, or one their links disagree with: their
+                // links, as with `withVFs`.
                 function = source.virtioFunction(address: address) ?? function
                 for vf in function.virtfns.values where vf > address { knownVFs.insert(vf) }
                 function.virtfns = [:]
@@ -117,6 +118,20 @@ package struct SysfsEnumerator: Sendable {
             result.append(function)
         }
         return result
+    }
+
+    /// Whether the PF's first and last `virtfn` links name the VFs its layout places (two
+    /// link reads): a stale or wrong `sriov_offset`/`sriov_stride` must not make the scan
+    /// skip another function.
+    func layoutAgrees(_ source: SysfsDirectory, pf: PCIAddress, offset: Int, stride: Int, numVFs: Int) -> Bool {
+        guard numVFs > 0 else { return true }
+        for index in Set([0, numVFs - 1]) {
+            let routingID = Int(pf.routingID) + offset + index * stride
+            guard routingID <= Int(UInt16.max),
+                  let link = source.link(SysfsAttribute.virtfnPrefix + String(index)),
+                  PCIAddress(lastPathComponent(link)) == PCIAddress(domain: pf.domain, routingID: UInt16(routingID)) else { return false }
+        }
+        return true
     }
 
     /// What ``vfDrivers(of:counter:)`` gives as the driver of a VF whose `driver` link could

@@ -185,18 +185,19 @@ struct PFScanCostTests {
     /// Without the VFs (as `policy apply` finds PFs), nothing is read per VF: the VFs are
     /// placed by the PF's offset and stride, and without those, read from its links.
     @Test func findingPFsWithoutVFsReadsNothingPerVF() throws {
-        func scan(vfs: Int, offset: Int = 1, stride: Int = 1, dropLayout: Bool = false) throws -> ([VirtioFunction], Int) {
+        func scan(vfs: Int, offset: Int = 1, stride: Int = 1, dropLayout: Bool = false, wrongOffset: Bool = false) throws -> ([VirtioFunction], Int) {
             let root = makeTemporaryDirectory("pf-scan-layout")
             defer { try? FileManager.default.removeItem(atPath: root) }
             var tree = SimulatedSysfsTree(totalVFs: vfs, numVFs: vfs)
             tree.firstVFOffset = offset
             tree.vfStride = stride
             try tree.write(to: root)
+            let pf = SysfsEnumerator(root: root).directory(of: tree.pfAddress)
             if dropLayout {
-                let pf = SysfsEnumerator(root: root).directory(of: tree.pfAddress)
                 try FileManager.default.removeItem(atPath: pf + "/sriov_offset")
                 try FileManager.default.removeItem(atPath: pf + "/sriov_stride")
             }
+            if wrongOffset { try "\(offset + 1)\n".write(toFile: pf + "/sriov_offset", atomically: false, encoding: .utf8) }
             let counter = SysfsReadCounter()
             return (try SysfsEnumerator(root: root).physicalFunctions(counter: counter, withVFs: false), counter.reads)
         }
@@ -210,6 +211,10 @@ struct PFScanCostTests {
         let (unplaced, unplacedReads) = try scan(vfs: 40, dropLayout: true)
         #expect(unplaced.map(\.address.description) == ["0000:3b:00.0"] && unplaced[0].virtfns.isEmpty)
         #expect(unplacedReads > largeReads + 40, "without offset and stride the VFs' links are read: \(unplacedReads)")
+        // An offset the PF's virtfn links disagree with is not trusted: the links are read.
+        let (misplaced, misplacedReads) = try scan(vfs: 40, wrongOffset: true)
+        #expect(misplaced.map(\.address.description) == ["0000:3b:00.0"] && misplaced[0].virtfns.isEmpty)
+        #expect(misplacedReads > largeReads + 40, "a layout the links disagree with is not used: \(misplacedReads)")
     }
 
     /// The in-use check reads each VF's `driver` link once and finds every bound VF.
