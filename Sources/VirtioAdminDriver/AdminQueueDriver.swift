@@ -140,7 +140,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     @exclusivity(unchecked) var poller: Task<Void, Never>?
     /// Chains were published without a notify; the poller sends one.
     @exclusivity(unchecked) var kickPending = false
-    /// Callers polling the used ring themselves (``spinWhileProgressing(_:)``).
+    /// Callers polling the used ring themselves (``spinWhileProgressing(remaining:)``).
     @exclusivity(unchecked) var spinners = 0
     /// When the clock work (deadlines, the device's health) is next due, for the poller and
     /// polling callers alike: whoever polls when it is due does it.
