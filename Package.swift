@@ -104,7 +104,7 @@ let package = Package(
         // live in those folders but build here, as they reach `package` declarations.
         .target(name: "BenchmarkSupport", dependencies: [
             "VirtioAdmin", "VirtioProvisioning", "VirtioSimulator", "VirtioTransport", "VirtioAdminDriver", "ResourceManager",
-            "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioLinux", "PCIConfig", "VirtioSpec",
+            "MSIXResourceManager", "FeatureBitsResourceManager", "VirtioLinux", "VirtioSystem", "PCIConfig", "VirtioSpec",
         ], path: "Benchmarks/Sources/BenchmarkSupport"),
         .target(name: "FuzzSupport", dependencies: ["PCIConfig", "VirtioSpec", "VirtioProjectCommands", "Virtqueue", "VirtioSimulator", "VirtioTransport"],
                 path: "Fuzz/Sources/FuzzSupport"),

@@ -404,6 +404,10 @@ final class PFWorker: @unchecked Sendable {
     var batchCount = 0
     /// Touched only by the batch task, and by ``close()`` once the worker is idle.
     var group: AdminGroup?
+    /// Where batches' states are saved and their events answered, in batch order.
+    let saver = BlockingQueue<Void>(maxThreads: 1, open: {}, close: { _ in })
+    /// The last batch's save (guarded by `lock`): the next save and ``close()`` wait for it.
+    var lastSave: Task<Void, Never>?
 
     init(service: ProvisioningService, pf: PCIAddress) {
         self.service = service
@@ -463,18 +467,39 @@ final class PFWorker: @unchecked Sendable {
                 for waiter in waiters { waiter.resume() }
                 return
             }
-            let results = await run(batch.map(\.request))
-            for (item, result) in zip(batch, results) { for waiter in item.waiters { waiter(result) } }
+            let provisioned = await provision(batch.map(\.request))
+            // A batch's state is saved, and its events answered, while the next batch's
+            // commands are in flight: the admin queue does not stand idle during a save. One
+            // save at a time, in batch order (an earlier snapshot never overwrites a later one);
+            // the save is file I/O, so it runs on a thread of its own, not the pool's.
+            await lock.withLock { lastSave }?.value
+            let save = Task { [saver] in
+                await saver.run { _ in
+                    let results = self.save(provisioned)
+                    for (item, result) in zip(batch, results) { for waiter in item.waiters { waiter(result) } }
+                }
+            }
+            lock.withLock { lastSave = save }
         }
     }
 
-    func run(_ requests: [VFRequest]) async -> [Result<VFOutcome, VirtioAdminError>] {
+    /// A batch's outcomes before its state is saved.
+    struct ProvisionedBatch {
+        var requests: [VFRequest]
+        var outcomes: Result<[VFOutcome], VirtioAdminError>
+        var group: AdminGroup?
+        var start: UInt64
+        var number: Int
+    }
+
+    /// Runs a batch's commands, all in flight together, on the PF's queue (opened first if need be).
+    func provision(_ requests: [VFRequest]) async -> ProvisionedBatch {
         let clock = service.options.clock
         let start = clock.nowNanoseconds
         let group: AdminGroup
-        do { group = try await openGroup() } catch { return requests.map { _ in .failure(error) } }
-        do { try await group.recoverIfNeeded() } catch { return requests.map { _ in .failure(error) } }
-        let batches = lock.withLock { () -> Int in
+        do { group = try await openGroup() } catch { return ProvisionedBatch(requests: requests, outcomes: .failure(error), start: start, number: 0) }
+        do { try await group.recoverIfNeeded() } catch { return ProvisionedBatch(requests: requests, outcomes: .failure(error), start: start, number: 0) }
+        let number = lock.withLock { () -> Int in
             batchCount += 1
             return batchCount
         }
@@ -491,6 +516,16 @@ final class PFWorker: @unchecked Sendable {
                 outcomes[index] = merged
             }
         }
+        return ProvisionedBatch(requests: requests, outcomes: .success(outcomes), group: group, start: start, number: number)
+    }
+
+    /// Saves the state after `batch` (the model's state file; nothing for hardware) and
+    /// gives each VF's result: a batch whose state was not saved fails as a whole.
+    func save(_ batch: ProvisionedBatch) -> [Result<VFOutcome, VirtioAdminError>] {
+        guard case .success(let outcomes) = batch.outcomes, let group = batch.group else {
+            guard case .failure(let error) = batch.outcomes else { return [] }
+            return batch.requests.map { _ in .failure(error) }
+        }
         var saved = "state saved"
         var saveError: VirtioAdminError?
         do { try group.checkpoint() } catch {
@@ -499,11 +534,11 @@ final class PFWorker: @unchecked Sendable {
             saveError = error
         }
         let failed = outcomes.filter { !$0.succeeded }.count
-        let message: Logger.Message = "batch \(batches) on PF \(pf): \(requests.count) VFs, \(failed) failed, \(saved)"
-        let metadata: Logger.Metadata = ["ms": "\(clock.elapsed(since: start).milliseconds)", "peakInFlight": "\(group.driver.statistics.peakInFlight)"]
+        let message: Logger.Message = "batch \(batch.number) on PF \(pf): \(batch.requests.count) VFs, \(failed) failed, \(saved)"
+        let metadata: Logger.Metadata = ["ms": "\(service.options.clock.elapsed(since: batch.start).milliseconds)", "peakInFlight": "\(group.driver.statistics.peakInFlight)"]
         if service.options.keepOpen { service.logger.info(message, metadata: metadata) } else { service.logger.debug(message, metadata: metadata) }
         // An event is answered "ok" only when its batch was saved.
-        if let saveError { return requests.map { _ in .failure(saveError) } }
+        if let saveError { return batch.requests.map { _ in .failure(saveError) } }
         return outcomes.map { .success($0) }
     }
 
@@ -522,8 +557,8 @@ final class PFWorker: @unchecked Sendable {
         return opened
     }
 
-    /// Refuses new requests, waits for the batch in flight (and those queued behind it),
-    /// then closes the queue.
+    /// Refuses new requests, waits for the batch in flight (and those queued behind it) and
+    /// the last save, then closes the queue.
     func close() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let idle = lock.withLock { () -> Bool in
@@ -534,6 +569,7 @@ final class PFWorker: @unchecked Sendable {
             }
             if idle { continuation.resume() }
         }
+        await lock.withLock { lastSave }?.value
         group?.close()
         if let error = (group?.opener as? SimulatedPFOpener)?.lastSaveError { service.logger.error("PF \(pf): \(error)") }
         group = nil

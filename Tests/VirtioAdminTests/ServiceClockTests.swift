@@ -249,6 +249,72 @@ import Glibc
         await service.shutDown()
     }
 
+    /// A simulated PF's opener whose saves wait at a gate while it is closed (counting them).
+    final class GatedOpener: PFOpener, @unchecked Sendable {
+        let inner: SimulatedPFOpener
+        let gate = Mutex<(closed: Bool, waiting: Int, saves: Int)>((false, 0, 0))
+        init(_ inner: SimulatedPFOpener) { self.inner = inner }
+        var address: PCIAddress { inner.address }
+        var sysfsRoot: String { inner.sysfsRoot }
+        func lock(wait: Duration?, clock: any ServiceClock) async throws(VirtioAdminError) { try await inner.lock(wait: wait, clock: clock) }
+        func prepare() throws(VirtioAdminError) { try inner.prepare() }
+        func open() throws(VirtioAdminError) -> PFAccess { try inner.open() }
+        func checkpoint() throws(VirtioAdminError) {
+            gate.withLock { $0.waiting += 1 }
+            while gate.withLock({ $0.closed }) { usleep(1000) }
+            gate.withLock {
+                $0.waiting -= 1
+                $0.saves += 1
+            }
+            try inner.checkpoint()
+        }
+        func release() { inner.release() }
+        var releaseError: VirtioAdminError? { inner.releaseError }
+    }
+
+    /// README: the next batch's commands are in flight while the last batch's state is
+    /// saved; each event is still answered only after its own batch's save, in batch order.
+    @Test func theNextBatchRunsWhileTheLastOneIsSaved() async throws {
+        let setup = try Setup(vfs: 4)
+        let opened = Mutex<GatedOpener?>(nil)
+        var options = ProvisioningService.Options()
+        options.sysfsRoot = setup.sysfs
+        options.clock = ManualServiceClock()
+        let service = ProvisioningService(policy: try ProvisioningPolicy(text: Self.policyText, file: "p.toml"), options: options,
+                                          logger: Logger(label: "test")) { pf in
+            let opener = GatedOpener(SimulatedPFOpener(address: pf, statePath: setup.state, sysfsRoot: setup.sysfs))
+            opened.withLock { $0 = opener }
+            return opener
+        }
+        func address(_ vf: Int) -> String { PCIAddress(domain: 0, routingID: UInt16(0x3b00 + 1 + vf)).description }
+        #expect(await service.handle(try event("add", address(0))).succeeded)
+        let opener = try #require(opened.withLock { $0 })
+        let device = try #require(opener.inner.device)
+        opener.gate.withLock { $0.closed = true }
+        let answered = Mutex<[Int]>([])
+        service.handle(try event("add", address(1))) { outcome in
+            if outcome.succeeded { answered.withLock { $0.append(1) } }
+        }
+        for _ in 0..<10_000 where opener.gate.withLock({ $0.waiting }) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(opener.gate.withLock { $0.waiting } == 1, "batch 2's save waits at the gate")
+        service.handle(try event("add", address(2))) { outcome in
+            if outcome.succeeded { answered.withLock { $0.append(2) } }
+        }
+        // Batch 3 reaches the device while batch 2's save still waits.
+        for _ in 0..<10_000 where device.member(2).msixVectors != 4 { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(device.member(2).msixVectors == 4, "VF 2 was provisioned while batch 2's state was being saved")
+        #expect(opener.gate.withLock { $0.waiting } == 1 && answered.withLock { $0.isEmpty }, "no answer before its batch's save")
+        opener.gate.withLock { $0.closed = false }
+        for _ in 0..<10_000 where answered.withLock({ $0.count }) < 2 { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(answered.withLock { $0 } == [1, 2], "answered in batch order, after the saves")
+        #expect(opener.gate.withLock { $0.saves } == 3)
+        #expect(await service.batchCount(pf: Self.pf) == 3)
+        await service.shutDown()
+        let saved = try setup.savedDevice()
+        defer { saved.stop() }
+        #expect((0..<3).map { saved.member($0).msixVectors } == [4, 4, 4])
+    }
+
     /// An event is answered "ok" only when its batch was saved: a save that fails (the
     /// state file's place taken by a directory) fails the batch's events with the reason.
     @Test func aBatchWhoseStateWasNotSavedIsAnsweredWithTheFailure() async throws {
