@@ -170,6 +170,7 @@ extension AdminQueueDriver {
         var lastNow: UInt64 = 0
         var lastYield = lastProgress
         var progressed = false
+        var callerResumed = false
         while true {
             let now = clock.nowNanoseconds
             let sleep = lock.withLock { () -> Bool? in
@@ -216,6 +217,7 @@ extension AdminQueueDriver {
                 let idle = now &- lastProgress > 2_000_000 || stillRounds >= 8 || spinners > 0
                 // Asleep, the poller rings no doorbell: submitters ring their own.
                 if idle { pollerSleeping = true }
+                callerResumed = handOff.callerResumed
                 return idle
             }
             guard let sleep else { return }
@@ -224,14 +226,68 @@ extension AdminQueueDriver {
             } else {
                 // Give the processor to another thread (a device's, on a small machine), then
                 // the executor to other tasks: at once when a waiter was resumed (it runs on
-                // this thread next), else every 50 µs — each `Task.yield()` is a heap-allocated
+                // this thread next; a command's caller hands the poller back when it runs, with
+                // no allocation), else every 50 µs — each `Task.yield()` is a heap-allocated
                 // job, and a round without news has nobody new to run.
                 Sys.yieldThread()
-                if progressed || now &- lastYield >= 50_000 || now < lastYield {
+                if callerResumed {
                     lastYield = now
+                    await handOffToResumedCaller()
+                } else if progressed || now &- lastYield >= 50_000 || now < lastYield {
+                    lastYield = now
+                    if progressed { lock.withLock { counters.pollerYieldsAfterProgress += 1 } }
                     await Task.yield()
                 }
             }
         }
+    }
+}
+
+/// The poller's hand-off to the command callers it resumed (guarded by the driver's lock).
+struct PollerHandOff {
+    /// A command's caller was resumed since the last hand-off: it has yet to run.
+    var callerResumed = false
+    /// The first caller resumed since the last hand-off already ran.
+    var callerRan = false
+    /// The poller, suspended until a resumed caller runs.
+    var poller: UnsafeContinuation<Void, Never>?
+}
+
+extension AdminQueueDriver {
+    /// Lets the command callers the poller resumed run before it polls again, as
+    /// `Task.yield()` would (the resumed caller runs on this thread next), without its heap-
+    /// allocated job: the poller suspends until the first of those callers runs
+    /// (``callerRuns()``), which enqueues the poller's own task again. A caller that already
+    /// ran (on another thread) leaves the poller going at once. Every caller the flag stands
+    /// for runs ``callerRuns()`` right after its wait, so the poller is never left suspended.
+    func handOffToResumedCaller() async {
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            let goOn = lock.withLock { () -> Bool in
+                counters.pollerHandOffs += 1
+                defer { handOff.callerRan = false }
+                guard handOff.callerResumed, !handOff.callerRan else {
+                    handOff.callerResumed = false
+                    return true
+                }
+                handOff.poller = continuation
+                return false
+            }
+            if goOn { continuation.resume() }
+        }
+    }
+
+    /// A command's caller runs again after its wait: the poller waiting for that goes on.
+    func callerRuns() {
+        let poller = lock.withLock { () -> UnsafeContinuation<Void, Never>? in
+            guard handOff.callerResumed else { return nil }
+            handOff.callerResumed = false
+            guard let poller = handOff.poller else {
+                handOff.callerRan = true
+                return nil
+            }
+            handOff.poller = nil
+            return poller
+        }
+        poller?.resume()
     }
 }

@@ -106,6 +106,7 @@ extension AdminQueueDriver {
         } onCancel: {
             cancel(token: token)
         }
+        callerRuns()
         return try result.get()
     }
 

@@ -147,6 +147,10 @@ public final class AdminQueueDriver: @unchecked Sendable {
     @exclusivity(unchecked) var nextClockWork: UInt64 = 0
     /// When a polling caller last reaped a completion: progress, as the poller sees it.
     @exclusivity(unchecked) var lastCallerReap: UInt64 = 0
+    /// The hand-off between the poller and the callers it resumes (``handOffToResumedCaller()``):
+    /// a caller was resumed since the last hand-off, the first such caller already ran, and
+    /// the poller waiting for it to run.
+    @exclusivity(unchecked) var handOff = PollerHandOff()
     @exclusivity(unchecked) var counters = AdminCounters()
     @exclusivity(unchecked) var groups = GroupTable()
     /// A LIST_USE holds the queue alone: no other command is outstanding while it is.

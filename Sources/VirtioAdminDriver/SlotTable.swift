@@ -121,7 +121,9 @@ extension AdminQueueDriver {
         slotTable.slots[index].waiter = .none
         switch waiter {
         case .none: break
-        case .single(let continuation): continuation.resume(returning: result)
+        case .single(let continuation):
+            continuation.resume(returning: result)
+            handOff.callerResumed = true
         case .batch(let batch, let entry): batch.complete(entry, with: result)
         }
     }

@@ -132,6 +132,28 @@ struct ModelThreadTests {
         #expect(group.driver.statistics.completed == group.driver.statistics.submitted)
     }
 
+    /// One command at a time: the poller lets each resumed caller run by handing itself to
+    /// it — no `Task.yield()`, whose job is a heap allocation per command.
+    @Test func thePollerHandsItselfToTheCallerItResumed() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        group.device.processQueuesOnOwnThread()
+        // A latency, so that no command completes during its own submission (reaped there,
+        // with nothing to hand off): the poller takes the completions.
+        group.device.setTiming(DeviceTiming(latency: .microseconds(100), parallelism: 1))
+        let before = group.driver.statistics
+        for vf in 0..<200 {
+            let response = try await group.driver.submit(BatchTests.get(vf % 8))
+            #expect(response.result.prefix(2) == [2, 0])
+        }
+        let after = group.driver.statistics
+        let handOffs = after.pollerHandOffs - before.pollerHandOffs
+        #expect(after.pollerYieldsAfterProgress == before.pollerYieldsAfterProgress, "no yield after a completion of a command's caller")
+        // A poller off the processor for over a millisecond stops, and the next one reaps
+        // without a hand-off: on a busy machine fewer than one per command.
+        #expect(handOffs >= 20 && handOffs <= 200, "a hand-off per completed command (nearly), got \(handOffs)")
+    }
+
     /// A batch's caller polls the used ring while the device makes progress (no task
     /// switch for a fast device); with `callerSpin` zero it leaves the wait to the poller.
     @Test func aBatchCallerPollsTheUsedRingItselfUnlessTold() async throws {
