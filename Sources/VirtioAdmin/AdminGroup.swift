@@ -70,7 +70,7 @@ public final class AdminGroup: @unchecked Sendable {
             try opener.prepare()
             let sysfs = SysfsEnumerator(root: opener.sysfsRoot)
             let pf: VirtioFunction
-            do { pf = try sysfs.function(at: opener.address, counter: options.sysfsReads) } catch { throw VirtioAdminError.notInSysfs(pf: opener.address, root: opener.sysfsRoot, error) }
+            do { pf = try sysfs.function(at: opener.address, counter: options.sysfsReads, vfsByLayout: true) } catch { throw VirtioAdminError.notInSysfs(pf: opener.address, root: opener.sysfsRoot, error) }
             if options.refuseWhenVFsInUse {
                 // One link read per VF (`virtfnN/driver` under the PF's directory).
                 let busy = sysfs.vfDrivers(of: pf, counter: options.sysfsReads).sorted { $0.key < $1.key }.map { "VF \($0.key) bound to \($0.value)" }

@@ -242,7 +242,7 @@ public final class ProvisioningService: @unchecked Sendable {
 
     /// Provisions VF `index` (at `address`) of `pf`, probes its driver and logs the outcome
     /// with the time since `start`; then calls `answer` (on the thread that finished the
-    /// work: the prober's after a probe, else the batch task's).
+    /// work: the prober's after a probe, else the one that saved the batch's state).
     func provisionVF(_ address: PCIAddress, pf: PFInfo, index: Int, start: UInt64, answer: @escaping @Sendable (EventOutcome) -> Void) {
         let finish: @Sendable (EventOutcome) -> Void = { [self] outcome in
             let metadata: Logger.Metadata = ["ms": "\(options.clock.elapsed(since: start).milliseconds)"]
@@ -387,8 +387,10 @@ extension Duration {
 /// One PF's admin queue and its batches. VF requests that arrive while a batch runs wait
 /// for the next one (a VF already waiting is not queued twice); each batch has all its
 /// commands in flight together and is followed by one checkpoint (the model saves its state
-/// once per batch, not per command). Requests are queued under a lock from any thread
-/// (``submit(_:_:)``, no task per request); one task at a time runs the batches.
+/// once per batch, not per command), which runs while the next batch's commands are in
+/// flight: the snapshot it saves may already hold some of that batch's changes. Requests
+/// are queued under a lock from any thread (``submit(_:_:)``, no task per request); one task
+/// at a time runs the batches.
 final class PFWorker: @unchecked Sendable {
     typealias Completion = @Sendable (Result<VFOutcome, VirtioAdminError>) -> Void
     unowned let service: ProvisioningService
@@ -415,8 +417,8 @@ final class PFWorker: @unchecked Sendable {
     }
 
     /// Queues `request` for the next batch; `completion` is called with its outcome once the
-    /// batch is done and its state saved (on the batch task), or at once when the worker is
-    /// closed.
+    /// batch is done and its state saved (on the thread that saved it), or at once when the
+    /// worker is closed.
     func submit(_ request: VFRequest, _ completion: @escaping Completion) {
         let start = lock.withLock { () -> Bool? in
             guard !closed else { return nil }

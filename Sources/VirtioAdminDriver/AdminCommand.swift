@@ -92,10 +92,12 @@ public struct AdminCounters: Sendable, Hashable {
     /// Completions taken by a caller that polled the used ring while it waited for its
     /// batch (the rest were taken by the poller or at submission).
     package var completedWhileWaiting = 0
-    /// Times the poller let the command callers it resumed run by handing itself to them
-    /// (no allocation), and times it did so with `Task.yield()` after a round that
+    /// Times the poller let command callers it resumed run without `Task.yield()` (no
+    /// allocation): of these, times it suspended until one of them ran (the others had run
+    /// already); and times it gave its executor away with `Task.yield()` after a round that
     /// completed something (an allocation each).
     package var pollerHandOffs = 0
+    package var pollerParks = 0
     package var pollerYieldsAfterProgress = 0
     /// Latency histogram: bucket k counts commands that took [2^k, 2^(k+1)) µs (bucket 0 includes < 1 µs).
     public var latencyMicrosecondsLog2: [Int] = Array(repeating: 0, count: 24)

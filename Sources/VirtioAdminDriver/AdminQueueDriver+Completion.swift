@@ -245,10 +245,8 @@ extension AdminQueueDriver {
 
 /// The poller's hand-off to the command callers it resumed (guarded by the driver's lock).
 struct PollerHandOff {
-    /// A command's caller was resumed since the last hand-off: it has yet to run.
+    /// A command's caller was resumed and has not run since: the poller may wait for it.
     var callerResumed = false
-    /// The first caller resumed since the last hand-off already ran.
-    var callerRan = false
     /// The poller, suspended until a resumed caller runs.
     var poller: UnsafeContinuation<Void, Never>?
 }
@@ -257,19 +255,18 @@ extension AdminQueueDriver {
     /// Lets the command callers the poller resumed run before it polls again, as
     /// `Task.yield()` would (the resumed caller runs on this thread next), without its heap-
     /// allocated job: the poller suspends until the first of those callers runs
-    /// (``callerRuns()``), which enqueues the poller's own task again. A caller that already
-    /// ran (on another thread) leaves the poller going at once. Every caller the flag stands
-    /// for runs ``callerRuns()`` right after its wait, so the poller is never left suspended.
+    /// (``callerRuns()``), which enqueues the poller's own task again. When that caller
+    /// already ran (on another thread) the poller goes on at once. Every caller the flag
+    /// stands for runs ``callerRuns()`` right after its wait, so the poller is never left
+    /// suspended; meanwhile it counts as asleep, so submitters ring their own doorbells.
     func handOffToResumedCaller() async {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             let goOn = lock.withLock { () -> Bool in
                 counters.pollerHandOffs += 1
-                defer { handOff.callerRan = false }
-                guard handOff.callerResumed, !handOff.callerRan else {
-                    handOff.callerResumed = false
-                    return true
-                }
+                guard handOff.callerResumed else { return true }
+                counters.pollerParks += 1
                 handOff.poller = continuation
+                pollerSleeping = true
                 return false
             }
             if goOn { continuation.resume() }
@@ -281,11 +278,9 @@ extension AdminQueueDriver {
         let poller = lock.withLock { () -> UnsafeContinuation<Void, Never>? in
             guard handOff.callerResumed else { return nil }
             handOff.callerResumed = false
-            guard let poller = handOff.poller else {
-                handOff.callerRan = true
-                return nil
-            }
+            guard let poller = handOff.poller else { return nil }
             handOff.poller = nil
+            pollerSleeping = false
             return poller
         }
         poller?.resume()

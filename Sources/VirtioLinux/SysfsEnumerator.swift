@@ -101,13 +101,8 @@ package struct SysfsEnumerator: Sendable {
             guard hasSRIOV, var function = source.virtioFunction(address: address, withVFs: withVFs), function.role == .pf else { continue }
             if withVFs {
                 for vf in function.virtfns.values where vf > address { knownVFs.insert(vf) }
-            } else if let offset = source.intAttribute(SysfsAttribute.sriovOffset), let stride = source.intAttribute(SysfsAttribute.sriovStride),
-                      offset > 0, stride > 0, layoutAgrees(source, pf: address, offset: offset, stride: stride, numVFs: function.sriov?.numVFs ?? 0) {
-                for index in 0..<(function.sriov?.numVFs ?? 0) {
-                    let routingID = Int(address.routingID) + offset + index * stride
-                    guard routingID <= Int(UInt16.max) else { break }
-                    knownVFs.insert(PCIAddress(domain: address.domain, routingID: UInt16(routingID)))
-                }
+            } else if let placed = vfsPlacedByLayout(source, pf: address, numVFs: function.sriov?.numVFs ?? 0) {
+                knownVFs.formUnion(placed.values)
             } else {
                 // No layout to place the VFs by, or one their links disagree with: their
                 // links, as with `withVFs`.
@@ -118,6 +113,22 @@ package struct SysfsEnumerator: Sendable {
             result.append(function)
         }
         return result
+    }
+
+    /// The PF's VFs by index as its `sriov_offset` and `sriov_stride` place them (VF n at
+    /// the PF's routing id + offset + n × stride), or nil when the attributes are missing or
+    /// its first and last `virtfn` links disagree.
+    func vfsPlacedByLayout(_ source: SysfsDirectory, pf: PCIAddress, numVFs: Int) -> [Int: PCIAddress]? {
+        guard let offset = source.intAttribute(SysfsAttribute.sriovOffset), let stride = source.intAttribute(SysfsAttribute.sriovStride),
+              offset > 0, stride > 0, layoutAgrees(source, pf: pf, offset: offset, stride: stride, numVFs: numVFs) else { return nil }
+        var placed: [Int: PCIAddress] = [:]
+        placed.reserveCapacity(numVFs)
+        for index in 0..<numVFs {
+            let routingID = Int(pf.routingID) + offset + index * stride
+            guard routingID <= Int(UInt16.max) else { return nil }
+            placed[index] = PCIAddress(domain: pf.domain, routingID: UInt16(routingID))
+        }
+        return placed
     }
 
     /// Whether the PF's first and last `virtfn` links name the VFs its layout places (two
@@ -192,14 +203,24 @@ package struct SysfsEnumerator: Sendable {
     }
 
     /// The virtio function at `address` (`counter` counts the files and links read).
+    /// With `vfsByLayout`, a PF's VFs are placed by its `sriov_offset`, `sriov_stride` and
+    /// `sriov_numvfs` (the kernel's rule) when its first and last `virtfn` links agree — two
+    /// link reads instead of one per VF; otherwise, and by default, they are its links.
     /// - Throws: ``LinuxError/noSuchDevice(address:path:)`` or ``LinuxError/notVirtio(address:vendorID:deviceID:)``.
-    package func function(at address: PCIAddress, counter: SysfsReadCounter? = nil) throws(LinuxError) -> VirtioFunction {
+    package func function(at address: PCIAddress, counter: SysfsReadCounter? = nil, vfsByLayout: Bool = false) throws(LinuxError) -> VirtioFunction {
         let source = SysfsDirectory(directory: directory(of: address), counter: counter)
         guard Sys.exists(source.directory) else {
             if !Sys.exists(devicesDirectory) { throw .sysfsMissing(path: devicesDirectory) }
             throw .noSuchDevice(address: address, path: source.directory)
         }
         try checkInsideRoot(source.directory, address: address)
+        if vfsByLayout, var function = source.virtioFunction(address: address, withVFs: false) {
+            guard function.role == .pf else { return function }
+            if let placed = vfsPlacedByLayout(source, pf: address, numVFs: function.sriov?.numVFs ?? 0) {
+                function.virtfns = placed
+                return function
+            }
+        }
         if let function = source.virtioFunction(address: address) { return function }
         throw .notVirtio(address: address, vendorID: source.hexAttribute(SysfsAttribute.vendor) ?? 0,
                          deviceID: source.hexAttribute(SysfsAttribute.device) ?? 0)

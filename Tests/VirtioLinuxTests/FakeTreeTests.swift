@@ -217,6 +217,32 @@ struct PFScanCostTests {
         #expect(misplacedReads > largeReads + 40, "a layout the links disagree with is not used: \(misplacedReads)")
     }
 
+    /// A PF read with `vfsByLayout` has the VFs its links name, at two link reads instead of
+    /// one per VF — and when its layout and links disagree, the links.
+    @Test func aPFsVFsArePlacedByItsLayoutWhenItsLinksAgree() throws {
+        func read(vfs: Int, offset: Int = 1, stride: Int = 1, wrongOffset: Bool = false) throws -> (byLayout: VirtioFunction, byLinks: VirtioFunction, reads: Int) {
+            let root = makeTemporaryDirectory("pf-layout")
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            var tree = SimulatedSysfsTree(totalVFs: vfs, numVFs: vfs)
+            tree.firstVFOffset = offset
+            tree.vfStride = stride
+            try tree.write(to: root)
+            let enumerator = SysfsEnumerator(root: root)
+            if wrongOffset { try "\(offset + 1)\n".write(toFile: enumerator.directory(of: tree.pfAddress) + "/sriov_offset", atomically: false, encoding: .utf8) }
+            let counter = SysfsReadCounter()
+            let byLayout = try enumerator.function(at: tree.pfAddress, counter: counter, vfsByLayout: true)
+            return (byLayout, try enumerator.function(at: tree.pfAddress), counter.reads)
+        }
+        let small = try read(vfs: 8)
+        let large = try read(vfs: 40, offset: 4, stride: 2)
+        #expect(large.reads == small.reads, "\(large.reads) reads for 40 VFs, \(small.reads) for 8")
+        #expect(large.byLayout.virtfns == large.byLinks.virtfns && large.byLinks.virtfns.count == 40)
+        #expect(large.byLayout.virtfns[39] == PCIAddress("0000:3b:00.0").map { PCIAddress(domain: 0, routingID: $0.routingID + 4 + 39 * 2) })
+        let misplaced = try read(vfs: 40, wrongOffset: true)
+        #expect(misplaced.byLayout.virtfns == misplaced.byLinks.virtfns && misplaced.byLinks.virtfns.count == 40)
+        #expect(misplaced.reads > large.reads + 40, "a layout the links disagree with is not used: \(misplaced.reads)")
+    }
+
     /// The in-use check reads each VF's `driver` link once and finds every bound VF.
     @Test func inUseCheckReadsOneLinkPerVF() throws {
         let root = try tree(vfs: 24, drivers: [3: "vfio-pci", 17: "virtio-pci"])
