@@ -182,16 +182,22 @@ struct PFScanCostTests {
         #expect(largePFs[0] == (try SysfsEnumerator(root: large).function(at: largePFs[0].address)))
     }
 
+    /// A PF with `vfs` VFs at `offset` and `stride`, written to a new directory (the caller removes it).
+    func layoutTree(vfs: Int, offset: Int, stride: Int) throws -> (root: String, tree: SimulatedSysfsTree) {
+        let root = makeTemporaryDirectory("pf-layout")
+        var tree = SimulatedSysfsTree(totalVFs: vfs, numVFs: vfs)
+        tree.firstVFOffset = offset
+        tree.vfStride = stride
+        try tree.write(to: root)
+        return (root, tree)
+    }
+
     /// Without the VFs (as `policy apply` finds PFs), nothing is read per VF: the VFs are
     /// placed by the PF's offset and stride, and without those, read from its links.
     @Test func findingPFsWithoutVFsReadsNothingPerVF() throws {
         func scan(vfs: Int, offset: Int = 1, stride: Int = 1, dropLayout: Bool = false, wrongOffset: Bool = false) throws -> ([VirtioFunction], Int) {
-            let root = makeTemporaryDirectory("pf-scan-layout")
+            let (root, tree) = try layoutTree(vfs: vfs, offset: offset, stride: stride)
             defer { try? FileManager.default.removeItem(atPath: root) }
-            var tree = SimulatedSysfsTree(totalVFs: vfs, numVFs: vfs)
-            tree.firstVFOffset = offset
-            tree.vfStride = stride
-            try tree.write(to: root)
             let pf = SysfsEnumerator(root: root).directory(of: tree.pfAddress)
             if dropLayout {
                 try FileManager.default.removeItem(atPath: pf + "/sriov_offset")
@@ -221,12 +227,8 @@ struct PFScanCostTests {
     /// one per VF — and when its layout and links disagree, the links.
     @Test func aPFsVFsArePlacedByItsLayoutWhenItsLinksAgree() throws {
         func read(vfs: Int, offset: Int = 1, stride: Int = 1, wrongOffset: Bool = false) throws -> (byLayout: VirtioFunction, byLinks: VirtioFunction, reads: Int) {
-            let root = makeTemporaryDirectory("pf-layout")
+            let (root, tree) = try layoutTree(vfs: vfs, offset: offset, stride: stride)
             defer { try? FileManager.default.removeItem(atPath: root) }
-            var tree = SimulatedSysfsTree(totalVFs: vfs, numVFs: vfs)
-            tree.firstVFOffset = offset
-            tree.vfStride = stride
-            try tree.write(to: root)
             let enumerator = SysfsEnumerator(root: root)
             if wrongOffset { try "\(offset + 1)\n".write(toFile: enumerator.directory(of: tree.pfAddress) + "/sriov_offset", atomically: false, encoding: .utf8) }
             let counter = SysfsReadCounter()
