@@ -32,6 +32,16 @@ public struct EventOutcome: Sendable {
     }
 }
 
+extension EventOutcome {
+    /// This outcome after the VF's driver was let go: a failed `drivers_probe` write fails
+    /// the event (the VF is left without its driver) and says why.
+    func probed(_ address: PCIAddress, _ failure: SystemCallError?) -> EventOutcome {
+        guard let failure else { return self }
+        let summary = String(self.summary.dropLast(self.summary.hasSuffix(".") ? 1 : 0))
+        return EventOutcome(summary: summary + "; but letting \(address) go to its driver failed (drivers_probe: \(failure)), so it has none", succeeded: false)
+    }
+}
+
 /// Handles udev events for virtio functions by a provisioning policy: a PF that appears
 /// gets `sriov_drivers_autoprobe = 0` (its VFs wait for provisioning); a VF that appears is
 /// provisioned through its PF's admin queue, then let go to its driver (`drivers_probe`).
@@ -252,8 +262,8 @@ public final class ProvisioningService: @unchecked Sendable {
         let pfAddress = pf.function.address
         let rule = pf.rule
         guard let rule, let desired = policy.desired(for: index, under: rule) else {
-            probe(address, hold: rule?.holdVFDrivers ?? false) {
-                finish(EventOutcome(summary: "no policy for PF \(pfAddress) VF \(index); nothing to do", succeeded: true))
+            probe(address, hold: rule?.holdVFDrivers ?? false) { failure in
+                finish(EventOutcome(summary: "no policy for PF \(pfAddress) VF \(index); nothing to do", succeeded: true).probed(address, failure))
             }
             return
         }
@@ -289,7 +299,7 @@ public final class ProvisioningService: @unchecked Sendable {
             done = { outcome in Task { await worker.close(); finish(outcome) } }
         }
         if outcome.succeeded || desired.onFailure == .bindAnyway {
-            probe(address, hold: rule.holdVFDrivers) { done(outcome) }
+            probe(address, hold: rule.holdVFDrivers) { failure in done(outcome.probed(address, failure)) }
         } else if desired.onFailure == .keepUnbound {
             let summary = String(outcome.summary.dropLast(outcome.summary.hasSuffix(".") ? 1 : 0))
             done(EventOutcome(summary: summary + "; the VF is left without a driver (on-failure = keep-unbound).", succeeded: false))
@@ -299,15 +309,18 @@ public final class ProvisioningService: @unchecked Sendable {
     }
 
     /// Lets the VF's driver bind now that it is provisioned (it was held back), then calls
-    /// `then`. The kernel probes the driver inside this write, so it runs on one of the
-    /// prober's threads (at most ``Options/probeThreads`` at once), and so does `then`.
-    func probe(_ address: PCIAddress, hold: Bool, then: @escaping @Sendable () -> Void) {
-        guard hold else { return then() }
+    /// `then` with why the write failed, if it did (the device is gone, or the kernel refused:
+    /// the VF is left without a driver). The kernel probes the driver inside this write, so it
+    /// runs on one of the prober's threads (at most ``Options/probeThreads`` at once), and so
+    /// does `then`.
+    func probe(_ address: PCIAddress, hold: Bool, then: @escaping @Sendable (SystemCallError?) -> Void) {
+        guard hold else { return then(nil) }
         prober.submit { [self] (file: AttributeFile) in
             do throws(SystemCallError) { try file.write(address.description) } catch {
-                logger.debug("drivers_probe for \(address): \(error)")
+                logger.warning("drivers_probe for \(address): \(error)")
+                return then(error)
             }
-            then()
+            then(nil)
         }
     }
 

@@ -136,6 +136,21 @@ import Glibc
         device.stop()
     }
 
+    /// A VF that could not be let go to its driver (the `drivers_probe` write failed) is left
+    /// without one: its event fails and says why, though its resources were set.
+    @Test func aFailedDriverProbeFailsTheEvent() async throws {
+        let (device, service) = try makeService(vfs: 2)
+        let probe = service.options.sysfsRoot + "/bus/pci/drivers_probe"
+        #expect(unlink(probe) == 0 && mkdir(probe, 0o700) == 0, "drivers_probe replaced by a directory: writes fail")
+        let outcome = await service.handle(try event("add", vfAddress(1)))
+        #expect(!outcome.succeeded, "\(outcome.summary)")
+        #expect(outcome.summary.contains("MSI-X vectors 2 -> 4") && outcome.summary.contains("drivers_probe") && outcome.summary.contains(probe),
+                "\(outcome.summary)")
+        #expect(device.member(1).msixVectors == 4)
+        await service.shutDown()
+        device.stop()
+    }
+
     /// Each provisioned VF is let go to its driver (`drivers_probe`, held back by default)
     /// before its event is answered, on at most `probeThreads` threads however many events
     /// come at once (a thread per event contended on the file).
