@@ -148,8 +148,8 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// When a polling caller last reaped a completion: progress, as the poller sees it.
     @exclusivity(unchecked) var lastCallerReap: UInt64 = 0
     /// The hand-off between the poller and the callers it resumes (``handOffToResumedCaller()``):
-    /// a caller was resumed since the last hand-off, the first such caller already ran, and
-    /// the poller waiting for it to run.
+    /// whether a command's caller was resumed and has not run since, and the poller waiting
+    /// for it to run.
     @exclusivity(unchecked) var handOff = PollerHandOff()
     @exclusivity(unchecked) var counters = AdminCounters()
     @exclusivity(unchecked) var groups = GroupTable()
