@@ -119,8 +119,7 @@ package struct SysfsEnumerator: Sendable {
     /// the PF's routing id + offset + n × stride), or nil when the attributes are missing or
     /// its first and last `virtfn` links disagree.
     func vfsPlacedByLayout(_ source: SysfsDirectory, pf: PCIAddress, numVFs: Int) -> [Int: PCIAddress]? {
-        guard let offset = source.intAttribute(SysfsAttribute.sriovOffset), let stride = source.intAttribute(SysfsAttribute.sriovStride),
-              offset > 0, stride > 0, layoutAgrees(source, pf: pf, offset: offset, stride: stride, numVFs: numVFs) else { return nil }
+        guard let (offset, stride) = vfLayout(source), layoutAgrees(source, pf: pf, offset: offset, stride: stride, numVFs: numVFs) else { return nil }
         var placed: [Int: PCIAddress] = [:]
         placed.reserveCapacity(numVFs)
         for index in 0..<numVFs {
@@ -191,8 +190,12 @@ package struct SysfsEnumerator: Sendable {
     /// A PF's VF layout (sysfs `sriov_offset`, `sriov_stride`): VF `n` has routing id
     /// PF + offset + n × stride. `nil` when the attributes are missing.
     package func vfLayout(of pf: PCIAddress) -> (offset: Int, stride: Int)? {
-        let directory = SysfsDirectory(directory: directory(of: pf))
-        guard let offset = directory.intAttribute(SysfsAttribute.sriovOffset), let stride = directory.intAttribute(SysfsAttribute.sriovStride),
+        vfLayout(SysfsDirectory(directory: directory(of: pf)))
+    }
+
+    /// The VF layout in the PF directory `source` (``vfLayout(of:)``).
+    func vfLayout(_ source: SysfsDirectory) -> (offset: Int, stride: Int)? {
+        guard let offset = source.intAttribute(SysfsAttribute.sriovOffset), let stride = source.intAttribute(SysfsAttribute.sriovStride),
               offset > 0, stride > 0 else { return nil }
         return (offset, stride)
     }

@@ -67,6 +67,21 @@ import Glibc
         func savedDevice() throws -> SimulatedSRIOVDevice { try SimulatedDeviceStore.load(state) }
     }
 
+    /// The address of VF `vf` of the simulated PF.
+    static func vfAddress(_ vf: Int) -> String { PCIAddress(domain: 0, routingID: UInt16(0x3b00 + 1 + vf)).description }
+
+    /// A service that keeps PFs open, with VF 0's event under way: its batch waits for the
+    /// PF's lock, held (as another process would) until the caller closes `held`.
+    func firstBatchWaitingForTheLock(_ setup: Setup) async throws
+        -> (service: ProvisioningService, clock: ManualServiceClock, held: Int32, first: Task<EventOutcome, Never>) {
+        let held = setup.holdLock()
+        let clock = ManualServiceClock()
+        let service = try setup.service(clock: clock, keepOpen: true)
+        let first = Task { await service.handle(try! self.event("add", Self.vfAddress(0))) }
+        await clock.waitForSleepers()
+        return (service, clock, held, first)
+    }
+
     func event(_ action: String, _ address: String) throws -> UdevEvent {
         try UdevEvent(environment: ["ACTION": action, "SUBSYSTEM": "pci", "DEVPATH": "/devices/pci0000:00/\(address)"])
     }
@@ -186,16 +201,11 @@ import Glibc
     // batch (a VF already waiting is not queued twice), whose commands are all in flight together.
     @Test func eventsArrivingWhileABatchWaitsFormTheNextBatch() async throws {
         let setup = try Setup(vfs: 16)
-        let held = setup.holdLock()
-        let clock = ManualServiceClock()
-        let service = try setup.service(clock: clock, keepOpen: true)
-        func address(_ vf: Int) -> String { PCIAddress(domain: 0, routingID: UInt16(0x3b00 + 1 + vf)).description }
         // Batch 1 (VF 0) is under way: it waits for the PF's lock.
-        let first = Task { await service.handle(try! self.event("add", address(0))) }
-        await clock.waitForSleepers()
+        let (service, clock, held, first) = try await firstBatchWaitingForTheLock(setup)
         // VFs 1..15 arrive meanwhile (VF 5 twice): they wait for the next batch.
-        let rest = (1..<16).map { vf in Task { await service.handle(try! self.event("add", address(vf))) } }
-        let again = Task { await service.handle(try! self.event("add", address(5))) }
+        let rest = (1..<16).map { vf in Task { await service.handle(try! self.event("add", Self.vfAddress(vf))) } }
+        let again = Task { await service.handle(try! self.event("add", Self.vfAddress(5))) }
         while await service.queued(pf: Self.pf).events < 16 { await Task.yield() }
         #expect(await service.queued(pf: Self.pf).requests == 15, "VF 5 waits once")
         close(held)
@@ -217,17 +227,12 @@ import Glibc
     // event), and each answer comes once its batch is done and saved.
     @Test func aKnownVFsEventIsQueuedBeforeHandleReturns() async throws {
         let setup = try Setup(vfs: 16)
-        let held = setup.holdLock()
-        let clock = ManualServiceClock()
-        let service = try setup.service(clock: clock, keepOpen: true)
-        func address(_ vf: Int) -> String { PCIAddress(domain: 0, routingID: UInt16(0x3b00 + 1 + vf)).description }
         // VF 0 reads the PF; its batch waits for the PF's lock.
-        let first = Task { await service.handle(try! self.event("add", address(0))) }
-        await clock.waitForSleepers()
+        let (service, clock, held, first) = try await firstBatchWaitingForTheLock(setup)
         // Each answer records what the state file held when it came.
         let answers = Mutex<[(outcome: EventOutcome, savedVectors: Int?)]>([])
         for vf in 1..<16 {
-            service.handle(try event("add", address(vf))) { outcome in
+            service.handle(try event("add", Self.vfAddress(vf))) { outcome in
                 let saved = try? setup.savedDevice()
                 let vectors = saved?.member(vf).msixVectors
                 saved?.stop()
@@ -286,18 +291,17 @@ import Glibc
             opened.withLock { $0 = opener }
             return opener
         }
-        func address(_ vf: Int) -> String { PCIAddress(domain: 0, routingID: UInt16(0x3b00 + 1 + vf)).description }
-        #expect(await service.handle(try event("add", address(0))).succeeded)
+        #expect(await service.handle(try event("add", Self.vfAddress(0))).succeeded)
         let opener = try #require(opened.withLock { $0 })
         let device = try #require(opener.inner.device)
         opener.gate.withLock { $0.closed = true }
         let answered = Mutex<[Int]>([])
-        service.handle(try event("add", address(1))) { outcome in
+        service.handle(try event("add", Self.vfAddress(1))) { outcome in
             if outcome.succeeded { answered.withLock { $0.append(1) } }
         }
         for _ in 0..<10_000 where opener.gate.withLock({ $0.waiting }) == 0 { try await Task.sleep(for: .milliseconds(1)) }
         #expect(opener.gate.withLock { $0.waiting } == 1, "batch 2's save waits at the gate")
-        service.handle(try event("add", address(2))) { outcome in
+        service.handle(try event("add", Self.vfAddress(2))) { outcome in
             if outcome.succeeded { answered.withLock { $0.append(2) } }
         }
         // Batch 3 reaches the device while batch 2's save still waits.
@@ -322,11 +326,10 @@ import Glibc
     @Test func aBatchWhoseStateWasNotSavedIsAnsweredWithTheFailure() async throws {
         let setup = try Setup(vfs: 4)
         let service = try setup.service(clock: ManualServiceClock(), keepOpen: true)
-        func address(_ vf: Int) -> String { PCIAddress(domain: 0, routingID: UInt16(0x3b00 + 1 + vf)).description }
-        #expect(await service.handle(try event("add", address(0))).succeeded)
+        #expect(await service.handle(try event("add", Self.vfAddress(0))).succeeded)
         #expect(unlink(setup.state) == 0 && mkdir(setup.state, 0o700) == 0)
         defer { rmdir(setup.state) }
-        let outcome = await service.handle(try event("add", address(1)))
+        let outcome = await service.handle(try event("add", Self.vfAddress(1)))
         #expect(!outcome.succeeded, "\(outcome.summary)")
         #expect(outcome.summary.contains(setup.state), "the answer names the state file: \(outcome.summary)")
         await service.shutDown()

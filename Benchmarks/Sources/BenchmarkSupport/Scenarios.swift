@@ -292,7 +292,7 @@ public func measureProvisioningPaths(binary: String, vfs: Int, timing: DeviceTim
         let server = spawn(binary, ["serve", "--policy", policyPath, "--simulate", state, "--socket", socketPath, "--quiet"])
         for _ in 0..<500 where access(socketPath, F_OK) != 0 { usleep(10_000) }
         // Open the PF first (one event), as a running service has done before VFs come.
-        _ = sendServiceEvent(socketPath, vf: 0)
+        _ = sendServiceEvents(socketPath, vfs: 0..<1)
         var answered = 0
         service = min(service, await measure { answered = sendServiceEvents(socketPath, vfs: 1..<vfs) })
         if answered != vfs - 1 { print("service: \(vfs - 1 - answered) of \(vfs - 1) events not answered ok") }
@@ -313,16 +313,16 @@ public func measureProvisioningPaths(binary: String, vfs: Int, timing: DeviceTim
     if let listener = try? UnixSocket.listen(at: floorPath) {
         for _ in 0..<3 {
             let count = vfs - 1
-            let server = startJoinableThread {
+            guard let server = JoinableThread({
                 for _ in 0..<count {
                     guard let client = UnixSocket.accept(listener) else { continue }
                     _ = UnixSocket.readLine(client, limit: 4096)
                     UnixSocket.sendAll(client, Array("ok 0000:00:00.0: nothing to do\n".utf8))
                     UnixSocket.close(client)
                 }
-            }
+            }) else { break }
             floor = min(floor, await measure { _ = sendServiceEvents(floorPath, vfs: 1..<vfs) })
-            pthread_join(server, nil)
+            server.join()
         }
         UnixSocket.close(listener)
     }
@@ -376,22 +376,3 @@ func sendServiceEvents(_ path: String, vfs: Range<Int>) -> Int {
     for fd in open where UnixSocket.readLine(fd, limit: 4096).hasPrefix("ok ") { ok += 1 }
     return ok
 }
-
-/// One VF add event to the service (blocking until its answer).
-func sendServiceEvent(_ path: String, vf: Int) -> Bool {
-    let address = PCIAddress(domain: 0, routingID: UInt16(0x3b00 + 1 + vf)).description
-    guard let event = try? UdevEvent(environment: ["ACTION": "add", "SUBSYSTEM": "pci", "DEVPATH": "/devices/pci0000:00/\(address)"]) else { return false }
-    return ServiceSocket.send(event, to: path)?.hasPrefix("ok ") == true
-}
-
-/// Starts `body` on a thread of its own (joinable).
-func startJoinableThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
-    final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
-    var thread = pthread_t()
-    pthread_create(&thread, nil, { argument in
-        (Unmanaged<AnyObject>.fromOpaque(argument!).takeRetainedValue() as! Box).body()
-        return nil
-    }, Unmanaged.passRetained(Box(body)).toOpaque())
-    return thread
-}
-
