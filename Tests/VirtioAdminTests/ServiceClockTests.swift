@@ -230,7 +230,7 @@ import Glibc
         // VF 0 reads the PF; its batch waits for the PF's lock.
         let (service, clock, held, first) = try await firstBatchWaitingForTheLock(setup)
         // Each answer records what the state file held when it came.
-        let answers = Mutex<[(outcome: EventOutcome, savedVectors: Int?)]>([])
+        let answers = Recorded<[(outcome: EventOutcome, savedVectors: Int?)]>([])
         for vf in 1..<16 {
             service.handle(try event("add", Self.vfAddress(vf))) { outcome in
                 let saved = try? setup.savedDevice()
@@ -252,6 +252,15 @@ import Glibc
         #expect(service.addEventReads.byLink == 15 && service.addEventReads.inFull == 1)
         #expect(await service.batchCount(pf: Self.pf) == 2)
         await service.shutDown()
+    }
+
+    /// What threads of the service record (answers), behind a lock. A class: a local `Mutex`
+    /// captured by closures that run on several threads is a box whose accesses
+    /// ThreadSanitizer sees race.
+    final class Recorded<Value: Sendable>: Sendable {
+        let mutex: Mutex<Value>
+        init(_ value: Value) { mutex = Mutex(value) }
+        func withLock<Result: Sendable>(_ body: (inout Value) -> Result) -> Result { mutex.withLock { body(&$0) } }
     }
 
     /// A simulated PF's opener whose saves wait at a gate while it is closed (counting them).
@@ -277,25 +286,50 @@ import Glibc
         var releaseError: VirtioAdminError? { inner.releaseError }
     }
 
+    /// A service that keeps the PF open, reached through a ``GatedOpener``.
+    func gatedService(_ setup: Setup) throws -> (ProvisioningService, GatedOpener) {
+        var options = ProvisioningService.Options()
+        options.sysfsRoot = setup.sysfs
+        options.clock = ManualServiceClock()
+        let opener = GatedOpener(SimulatedPFOpener(address: Self.pf, statePath: setup.state, sysfsRoot: setup.sysfs))
+        let service = ProvisioningService(policy: try ProvisioningPolicy(text: Self.policyText, file: "p.toml"), options: options,
+                                          logger: Logger(label: "test")) { _ in opener }
+        return (service, opener)
+    }
+
+    /// The service's shutdown waits for the last batch's save before it lets the PF go.
+    @Test func shuttingDownWaitsForTheLastSave() async throws {
+        let setup = try Setup(vfs: 4)
+        let (service, opener) = try gatedService(setup)
+        #expect(await service.handle(try event("add", Self.vfAddress(0))).succeeded)
+        opener.gate.withLock { $0.closed = true }
+        service.handle(try event("add", Self.vfAddress(1))) { _ in }
+        for _ in 0..<10_000 where opener.gate.withLock({ $0.waiting }) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(opener.gate.withLock { $0.waiting } == 1, "batch 2's save waits at the gate")
+        let finished = StopFlag()
+        let shutDown = Task {
+            await service.shutDown()
+            finished.stop()
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(!finished.isStopped, "the shutdown waits while batch 2's save is held")
+        opener.gate.withLock { $0.closed = false }
+        await shutDown.value
+        #expect(opener.gate.withLock { $0.saves } == 2)
+        let saved = try setup.savedDevice()
+        defer { saved.stop() }
+        #expect(saved.member(1).msixVectors == 4)
+    }
+
     /// README: the next batch's commands are in flight while the last batch's state is
     /// saved; each event is still answered only after its own batch's save.
     @Test func theNextBatchRunsWhileTheLastOneIsSaved() async throws {
         let setup = try Setup(vfs: 4)
-        let opened = Mutex<GatedOpener?>(nil)
-        var options = ProvisioningService.Options()
-        options.sysfsRoot = setup.sysfs
-        options.clock = ManualServiceClock()
-        let service = ProvisioningService(policy: try ProvisioningPolicy(text: Self.policyText, file: "p.toml"), options: options,
-                                          logger: Logger(label: "test")) { pf in
-            let opener = GatedOpener(SimulatedPFOpener(address: pf, statePath: setup.state, sysfsRoot: setup.sysfs))
-            opened.withLock { $0 = opener }
-            return opener
-        }
+        let (service, opener) = try gatedService(setup)
         #expect(await service.handle(try event("add", Self.vfAddress(0))).succeeded)
-        let opener = try #require(opened.withLock { $0 })
         let device = try #require(opener.inner.device)
         opener.gate.withLock { $0.closed = true }
-        let answered = Mutex<[Int]>([])
+        let answered = Recorded<[Int]>([])
         service.handle(try event("add", Self.vfAddress(1))) { outcome in
             if outcome.succeeded { answered.withLock { $0.append(1) } }
         }
