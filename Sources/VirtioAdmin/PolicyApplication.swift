@@ -46,7 +46,8 @@ public struct PolicyApplication: Sendable {
     public var registry: @Sendable () -> PluginRegistry
     /// How each PF is opened.
     public var groupOptions: AdminGroup.Options
-    /// VFs worked on at once (`nil`: all; 1: one command after another).
+    /// VFs worked on at once (`nil`: as many as the PF's admin queue holds commands; 1: one
+    /// command after another).
     public var maxInFlight: Int?
     /// Read each VF and report what would change, changing nothing (`policy plan`).
     public var planOnly: Bool

@@ -115,7 +115,7 @@ struct PolicyCommand: AsyncParsableCommand {
                 """)
         @OptionGroup var options: HelperOptions
         @Argument(help: ArgumentHelp("PFs to provision (default: every PF the policy matches).", valueName: "PF")) var pfs: [String] = []
-        @Option(name: .customLong("max-in-flight"), help: ArgumentHelp("VFs worked on at once (default: all; 1 sends one command after another).", valueName: "N"))
+        @Option(name: .customLong("max-in-flight"), help: ArgumentHelp("VFs worked on at once (default: as many as the PF's admin queue holds commands, each VF having one in flight at a time; 1 sends one command after another).", valueName: "N"))
         var maxInFlight: Int?
         @Flag(help: "Open a PF even when its VFs have drivers (opening resets the PF).") var force = false
         @Flag(help: "Print JSON.") var json = false

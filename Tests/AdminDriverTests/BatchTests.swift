@@ -1,4 +1,5 @@
 import Testing
+import Synchronization
 import VirtioAdminDriver
 import VirtioAdminTestKit
 import VirtioSimulator
@@ -107,6 +108,57 @@ struct BatcherTests {
         let commands = group.device.counters.adminCommands - commandsBefore
         #expect(commands == 16)
         #expect(group.device.counters.notifies - notifiesBefore < commands, "fewer doorbells than commands")
+    }
+
+    /// By default the bulk provisioner works on as many VFs at once as the admin queue holds
+    /// commands (a VF has one in flight at a time): a queue of 8 descriptors holds 4, so no
+    /// fifth VF's command is sent while 4 VFs are part-way through theirs.
+    @Test func bulkProvisioningWorksOnAsManyVFsAsTheQueueHoldsCommands() async throws {
+        var options = AdminQueueDriver.Options()
+        options.queueSize = 8
+        var configuration = SimulatedDeviceConfiguration()
+        configuration.totalVFs = 16
+        configuration.numVFs = 16
+        configuration.vfMSIXPool = 128
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: configuration, options: options)
+        defer { group.shutDown() }
+        #expect(group.driver.slotCount == 4)
+        let sent = SentMembers()
+        group.driver.setTrace { event in
+            if case let .sent(command, _) = event, let vf = command.member.vfIndex { sent.append(vf) }
+        }
+        let provisioner = Provisioner(driver: group.driver, memberType: .net)
+        let outcomes = await provisioner.apply((0..<16).map { VFRequest(vf: $0, desired: DesiredResources(msixVectors: 3)) })
+        group.driver.setTrace(nil)
+        #expect(outcomes.allSatisfy { $0.succeeded })
+        // Each VF: its read, then its write. A VF is part-way from its first command sent to its last.
+        let order = sent.members
+        #expect(order.count == 32)
+        var commandsSent: [Int: Int] = [:]
+        var partWay = 0
+        var mostPartWay = 0
+        for vf in order {
+            commandsSent[vf, default: 0] += 1
+            if commandsSent[vf] == 1 { partWay += 1 }
+            if commandsSent[vf] == 2 { partWay -= 1 }
+            mostPartWay = max(mostPartWay, partWay)
+        }
+        #expect(mostPartWay == 4, "VFs part-way at once: \(mostPartWay) (commands sent, by VF: \(order))")
+        // An explicit limit still applies.
+        let one = SentMembers()
+        group.driver.setTrace { event in
+            if case let .sent(command, _) = event, let vf = command.member.vfIndex { one.append(vf) }
+        }
+        _ = await provisioner.apply((0..<4).map { VFRequest(vf: $0, desired: DesiredResources(msixVectors: 5)) }, maxInFlight: 1)
+        group.driver.setTrace(nil)
+        #expect(one.members == [0, 0, 1, 1, 2, 2, 3, 3])
+    }
+
+    /// VFs of commands the driver sent, recorded from the threads that send them.
+    final class SentMembers: Sendable {
+        private let recorded = Mutex<[Int]>([])
+        func append(_ vf: Int) { recorded.withLock { $0.append(vf) } }
+        var members: [Int] { recorded.withLock { $0 } }
     }
 }
 
