@@ -90,6 +90,7 @@ public final class AdminGroup: @unchecked Sendable {
             if driverOptions.wantedOpcodes == nil, !registry.plugins.isEmpty { driverOptions.wantedOpcodes = registry.plugins.flatMap { $0.opcodes.map(\.0) } }
             if access.iovaDMA { driverOptions.requireAccessPlatform = true }
             if driverOptions.disableBusMaster == nil { driverOptions.disableBusMaster = access.disableBusMaster }
+            if driverOptions.enableBusMaster == nil { driverOptions.enableBusMaster = access.enableBusMaster }
             let driver: AdminQueueDriver
             do {
                 driver = try await AdminQueueDriver.open(transport: transport, allocator: access.allocator, options: driverOptions,

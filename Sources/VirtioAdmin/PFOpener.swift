@@ -17,14 +17,17 @@ public struct PFAccess: @unchecked Sendable {
     public var iovaDMA: Bool
     /// Clears the PF's Bus Master Enable (real PFs), for a device that does not reset.
     public var disableBusMaster: (@Sendable () -> Bool)?
+    /// Sets it again (real PFs), when the queue is brought up after it was cleared.
+    public var enableBusMaster: (@Sendable () -> Bool)?
     package init(config: PCIConfigSpace, bars: [Int: any RegisterSpace], allocator: any DMAAllocator, mode: String, iovaDMA: Bool = false,
-                disableBusMaster: (@Sendable () -> Bool)? = nil) {
+                disableBusMaster: (@Sendable () -> Bool)? = nil, enableBusMaster: (@Sendable () -> Bool)? = nil) {
         self.config = config
         self.bars = bars
         self.allocator = allocator
         self.mode = mode
         self.iovaDMA = iovaDMA
         self.disableBusMaster = disableBusMaster
+        self.enableBusMaster = enableBusMaster
     }
 }
 
@@ -116,7 +119,7 @@ public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
         do { function = try RealDeviceOpener(sysfsRoot: sysfsRoot).open(address) } catch { throw .access(pf: address, error) }
         opened = function
         return PFAccess(config: function.config, bars: function.bars, allocator: function.allocator, mode: function.mode, iovaDMA: function.vfio != nil,
-                        disableBusMaster: function.disableBusMaster)
+                        disableBusMaster: function.disableBusMaster, enableBusMaster: function.enableBusMaster)
     }
 
     /// Nothing to keep: hardware keeps its own state.

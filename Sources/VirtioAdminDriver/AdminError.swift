@@ -33,6 +33,9 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
     case resultTooShort(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, expected: Int, received: Int)
     /// The driver was closed or failed; reinitialise it.
     case notRunning(device: PCIAddress)
+    /// Bus Master Enable was cleared when the device did not finish a reset, and could not
+    /// be set again to bring the queue back up.
+    case busMasterOff(device: PCIAddress)
     /// A run-time plugin's host refused to send the command, or could not complete it (plugin ABI 2).
     case hostRefused(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, reason: String)
     /// A group type's command set could not be negotiated (for the SR-IOV group: VF Enable
@@ -78,6 +81,8 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
             "\(device): \(name) returned \(received) result bytes; \(expected) expected."
         case let .notRunning(device):
             "\(device): the admin queue is not running (it failed or was closed); reinitialise it."
+        case let .busMasterOff(device):
+            "\(device): Bus Master Enable was cleared when the device did not finish a reset, and nothing could set it again, so the admin queue cannot be brought up (re-open the PF)."
         case let .hostRefused(_, _, _, reason): reason
         case let .groupUnavailable(device, group, reason):
             group == .srIOV

@@ -89,6 +89,15 @@ extension AdminQueueDriver {
             try? transport.reset()
             throw .transport(error)
         }
+        // The reset went through this time: a device whose bus mastering was cleared when it
+        // did not reset gets it back, or it could not reach the rings.
+        if lock.withLock({ busMasterCleared }) {
+            guard let enableBusMaster = options.enableBusMaster, enableBusMaster() else {
+                try? transport.reset()
+                throw .busMasterOff(device: address)
+            }
+            lock.withLock { busMasterCleared = false }
+        }
         // Nothing is mapped for the device yet: a failure up to here leaves nothing to guard.
         do throws(AdminError) {
             try setUpAdminQueue()

@@ -40,7 +40,10 @@ extension AdminQueueDriver {
         } catch {
             resetError = error
         }
-        if let disableBusMaster = options.disableBusMaster, disableBusMaster() { return nil }
+        if let disableBusMaster = options.disableBusMaster, disableBusMaster() {
+            busMasterCleared = true
+            return nil
+        }
         guard queue != nil || slab != nil else { return nil }
         var bytes = 0
         if let queue { bytes += queue.memory.length }

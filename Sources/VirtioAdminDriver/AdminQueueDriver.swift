@@ -44,6 +44,9 @@ public final class AdminQueueDriver: @unchecked Sendable {
         /// Clears Bus Master Enable in the function's command register; returns whether it
         /// did. Used only when a reset is not confirmed.
         public var disableBusMaster: (@Sendable () -> Bool)?
+        /// Sets Bus Master Enable again; returns whether it did. Used when the queue is
+        /// brought up after ``disableBusMaster`` cleared it (the device reset since).
+        public var enableBusMaster: (@Sendable () -> Bool)?
         /// How long a command waits for a free command slot (all slots can stay taken by
         /// commands a device never completes).
         public var slotWaitTimeout: Duration = .seconds(60)
@@ -159,6 +162,9 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// The rings and command slots could not be released safely (the device did not
     /// confirm its reset and bus mastering could not be cleared): kept for good.
     package internal(set) var quarantinedBytes = 0
+    /// Bus Master Enable was cleared for a device that did not reset (guarded by `lock`):
+    /// the next bring-up sets it again.
+    var busMasterCleared = false
     var adminQueueIndex = 0
     var opcodeNames: [AdminOpcode: String] = [:]
     @exclusivity(unchecked) var traceHandler: (@Sendable (AdminTraceEvent) -> Void)?

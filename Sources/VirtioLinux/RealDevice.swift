@@ -18,6 +18,9 @@ package struct OpenedFunction: @unchecked Sendable {
     /// Clears Bus Master Enable (VFIO config region or sysfs `config`); returns whether it
     /// reads clear. For a device that does not confirm its reset.
     package let disableBusMaster: @Sendable () -> Bool
+    /// Sets Bus Master Enable again (after ``disableBusMaster``, once the device reset);
+    /// returns whether it did.
+    package let enableBusMaster: @Sendable () -> Bool
 }
 
 /// Opens real functions: through VFIO when bound to vfio-pci (type-1 IOMMU DMA), through
@@ -41,7 +44,8 @@ package struct RealDeviceOpener: Sendable {
             try checkSizes(details, bars: bars)
             return OpenedFunction(address: address, config: details.config, bars: bars, allocator: device.dmaAllocator(),
                                   mode: "VFIO with the type-1 IOMMU (IOMMU group \(device.group)); DMA at IOVAs the driver maps", vfio: device,
-                                  disableBusMaster: { device.disableBusMaster() })
+                                  disableBusMaster: { device.disableBusMaster() },
+                                  enableBusMaster: { (try? device.enableBusMaster()) != nil })
         }
         if let driver, driver != UserSpaceDriver.uioPCIGeneric.rawValue, !force {
             throw .kernelDriverBound(address: address, driver: driver)
@@ -62,7 +66,8 @@ package struct RealDeviceOpener: Sendable {
                                   guard let fd = try? Sys.open(configPath, .readWrite) else { return false }
                                   defer { Sys.close(fd) }
                                   return clearBusMaster(fd: fd.rawValue, configOffset: 0)
-                              })
+                              },
+                              enableBusMaster: { [self] in (try? enableBusMaster(address, directory: enumerator.directory(of: address))) != nil })
     }
 
     /// Sets Bus Master Enable through the sysfs `config` file (the function is driven from

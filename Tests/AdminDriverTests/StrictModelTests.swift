@@ -336,6 +336,57 @@ struct StrictModelTests {
         #expect(device.memory.faults.isEmpty, "with bus mastering off the device writes nothing")
     }
 
+    /// A driver that cleared Bus Master Enable because a reset did not finish in time sets it
+    /// again when it brings the queue back up (after the reset finally finished): without it
+    /// the device could not reach the rings, and no recovery would ever work.
+    @Test(.timeLimit(.minutes(1))) func aDriverThatClearedBusMasterSetsItAgainToRecover() async throws {
+        var configuration = Self.configuration()
+        configuration.slowResetDuration = .milliseconds(200)
+        let device = SimulatedSRIOVDevice(configuration: configuration)
+        defer { device.stop() }
+        var options = AdminQueueDriver.Options()
+        options.resetTimeout = .milliseconds(50)
+        options.disableBusMaster = { device.setBusMaster(false); return true }
+        options.enableBusMaster = { device.setBusMaster(true); return true }
+        let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
+        let driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, options: options)
+        device.setFault(.neverComplete)
+        device.setFault(.slowReset)
+        await #expect(throws: AdminError.self) {
+            _ = try await driver.run(AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(rawValue: 1), resultLength: 8), timeout: .milliseconds(20))
+        }
+        #expect(driver.close() == nil, "bus mastering cleared, memory released")
+        try await Task.sleep(for: .milliseconds(250))
+        device.settle()
+        device.setFault(.neverComplete, false)
+        device.setFault(.slowReset, false)
+        try await driver.reinitialize()
+        let answer = try await driver.run(AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(rawValue: 1), resultLength: 8), timeout: .seconds(2))
+        #expect(answer.count >= 2)
+        // Without a way to set it again, bringing the queue up fails with why.
+        var without = options
+        without.enableBusMaster = nil
+        let stuck = SimulatedSRIOVDevice(configuration: configuration)
+        defer { stuck.stop() }
+        without.disableBusMaster = { stuck.setBusMaster(false); return true }
+        let second = try await AdminQueueDriver.open(transport: try ModernPCITransport(config: stuck.pfConfigSpace(), bars: [0: stuck.pfBAR()]),
+                                                     allocator: stuck.memory, options: without)
+        stuck.setFault(.neverComplete)
+        stuck.setFault(.slowReset)
+        _ = try? await second.run(AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(rawValue: 1), resultLength: 8), timeout: .milliseconds(20))
+        _ = second.close()
+        try await Task.sleep(for: .milliseconds(250))
+        stuck.settle()
+        stuck.setFault(.neverComplete, false)
+        stuck.setFault(.slowReset, false)
+        await #expect {
+            try await second.reinitialize()
+        } throws: { error in
+            guard case .busMasterOff(let device)? = error as? AdminError else { return false }
+            return device == stuck.pfAddress
+        }
+    }
+
     @Test func lateWriteLandsBeforeTheDriverReleases() async throws {
         let device = SimulatedSRIOVDevice()
         defer { device.stop() }
