@@ -224,7 +224,9 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
         if device == nil { try prepare() }
         guard let device else { throw .closed(pf: address) }
         let mode = statePath.map { "the device model in \($0) (in-process; state saved after each batch)" } ?? "the device model (in memory)"
-        return PFAccess(config: device.pfConfigSpace(), bars: [0: device.pfBAR()], allocator: device.memory, mode: mode)
+        // Bus mastering as a real PF's opener gives it (the model stops its DMA while it is off).
+        return PFAccess(config: device.pfConfigSpace(), bars: [0: device.pfBAR()], allocator: device.memory, mode: mode,
+                        disableBusMaster: { device.setBusMaster(false); return true }, enableBusMaster: { device.setBusMaster(true); return true })
     }
 
     /// Saves the model's state file atomically (nothing to do without one).

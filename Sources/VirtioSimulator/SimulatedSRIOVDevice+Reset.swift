@@ -26,6 +26,8 @@ extension SimulatedSRIOVDevice {
     /// through config space to stop a device that does not reset): cleared, the device
     /// reads and writes no memory.
     public func setBusMaster(_ enabled: Bool) { lock.withLock { busMaster = enabled } }
+    /// Whether the PF's bus mastering is on (``setBusMaster(_:)``).
+    public var isBusMaster: Bool { lock.withLock { busMaster } }
 
     /// Lets a pending (slow or late) reset take effect now if its time has come, as any
     /// register access does.

@@ -387,6 +387,31 @@ struct StrictModelTests {
         }
     }
 
+    /// The device model's opener gives the driver bus mastering to clear and set, as a real
+    /// PF's does: a PF whose reset did not finish has it cleared (nothing quarantined), and
+    /// gets it back when the queue is brought up again.
+    @Test(.timeLimit(.minutes(1))) func theModelsOpenerClearsAndSetsBusMasterAsARealOnes() async throws {
+        var configuration = Self.configuration()
+        configuration.slowResetDuration = .milliseconds(200)
+        var options = AdminQueueDriver.Options()
+        options.resetTimeout = .milliseconds(50)
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: configuration, options: options)
+        defer { group.shutDown() }
+        let device = group.device
+        device.setFault(.neverComplete)
+        device.setFault(.slowReset)
+        _ = try? await group.driver.run(AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(rawValue: 1), resultLength: 8), timeout: .milliseconds(20))
+        #expect(group.driver.close() == nil && group.driver.quarantinedBytes == 0)
+        #expect(!device.isBusMaster, "cleared, not quarantined")
+        try await Task.sleep(for: .milliseconds(250))
+        device.settle()
+        device.setFault(.neverComplete, false)
+        device.setFault(.slowReset, false)
+        try await group.driver.reinitialize()
+        #expect(device.isBusMaster)
+        #expect(try await MSIXResourceManager().vectors(of: 0, driver: group.driver) == 2)
+    }
+
     @Test func lateWriteLandsBeforeTheDriverReleases() async throws {
         let device = SimulatedSRIOVDevice()
         defer { device.stop() }
