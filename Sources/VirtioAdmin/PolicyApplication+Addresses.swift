@@ -6,7 +6,7 @@ import PCIConfig
 extension PolicyApplication {
     /// Applies the policy to the PFs named (each must be a PF in the sysfs view), or to
     /// every PF in the view when `pfs` is empty: each PF's admin queue is opened once, its
-    /// VFs' commands are all in flight together, and a PF no rule matches is reported
+    /// VFs' commands are in flight together (``maxInFlight`` VFs at once), and a PF no rule matches is reported
     /// unchanged.
     /// - Parameters:
     ///   - pfs: the PFs to work on; empty = every PF in the view.

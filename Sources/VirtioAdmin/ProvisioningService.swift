@@ -49,7 +49,8 @@ extension EventOutcome {
 /// As the service (`keepOpen`), it holds one ``AdminGroup`` per PF for its lifetime — the
 /// PF is reset once, when first opened, and again only to recover from
 /// DEVICE_NEEDS_RESET — and VF events that arrive while a batch runs are coalesced into the
-/// next batch, whose commands are all in flight together. Without `keepOpen` (the helper
+/// next batch, whose commands go in flight together (as many VFs at once as the queue
+/// holds commands). Without `keepOpen` (the helper
 /// when no service runs) each event opens the PF under its lock and closes it again, and a
 /// PF whose VFs have drivers is refused, since opening would reset it.
 public final class ProvisioningService: @unchecked Sendable {
@@ -398,8 +399,8 @@ extension Duration {
 }
 
 /// One PF's admin queue and its batches. VF requests that arrive while a batch runs wait
-/// for the next one (a VF already waiting is not queued twice); each batch has all its
-/// commands in flight together and is followed by one checkpoint (the model saves its state
+/// for the next one (a VF already waiting is not queued twice); each batch has its commands
+/// in flight together (as many VFs at once as the queue holds commands) and is followed by one checkpoint (the model saves its state
 /// once per batch, not per command), which runs while the next batch's commands are in
 /// flight: the snapshot it saves may already hold some of that batch's changes. Requests
 /// are queued under a lock from any thread (``submit(_:_:)``, no task per request); one task
@@ -507,7 +508,7 @@ final class PFWorker: @unchecked Sendable {
         var number: Int
     }
 
-    /// Runs a batch's commands, all in flight together, on the PF's queue (opened first if need be).
+    /// Runs a batch's commands, in flight together, on the PF's queue (opened first if need be).
     func provision(_ requests: [VFRequest]) async -> ProvisionedBatch {
         let clock = service.options.clock
         let start = clock.nowNanoseconds

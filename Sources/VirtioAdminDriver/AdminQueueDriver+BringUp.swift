@@ -89,14 +89,20 @@ extension AdminQueueDriver {
             try? transport.reset()
             throw .transport(error)
         }
-        // The reset went through this time: a device whose bus mastering was cleared when it
-        // did not reset gets it back, or it could not reach the rings.
-        if lock.withLock({ busMasterCleared }) {
-            guard let enableBusMaster = options.enableBusMaster, enableBusMaster() else {
-                try? transport.reset()
-                throw .busMasterOff(device: address)
+        // The reset is confirmed: bus mastering goes on now (a PF whose bus mastering was
+        // cleared when it did not reset, or a model reused after that, could not reach the
+        // rings otherwise). Checked and set in one hold of the lock that clears it.
+        let busMasterOff = lock.withLock { () -> Bool in
+            if let enableBusMaster = options.enableBusMaster {
+                guard enableBusMaster() else { return true }
+                busMasterCleared = false
+                return false
             }
-            lock.withLock { busMasterCleared = false }
+            return busMasterCleared
+        }
+        if busMasterOff {
+            try? transport.reset()
+            throw .busMasterOff(device: address)
         }
         // Nothing is mapped for the device yet: a failure up to here leaves nothing to guard.
         do throws(AdminError) {
@@ -153,8 +159,13 @@ extension AdminQueueDriver {
     }
 
     /// Resets the device and sets the admin queue up again (after a failure).
+    /// A bring-up that fails leaves the driver failed, not closed: the next
+    /// `recoverIfNeeded` tries again (a device may finish its reset later).
     package func reinitialize() async throws(AdminError) {
         close()
-        try await start()
+        do { try await start() } catch {
+            lock.withLock { if case .closed = state { state = .failed(error) } }
+            throw error
+        }
     }
 }

@@ -44,8 +44,8 @@ public final class AdminQueueDriver: @unchecked Sendable {
         /// Clears Bus Master Enable in the function's command register; returns whether it
         /// did. Used only when a reset is not confirmed.
         public var disableBusMaster: (@Sendable () -> Bool)?
-        /// Sets Bus Master Enable again; returns whether it did. Used when the queue is
-        /// brought up after ``disableBusMaster`` cleared it (the device reset since).
+        /// Sets Bus Master Enable; returns whether it did. Called at every bring-up once the
+        /// device's reset is confirmed (after ``disableBusMaster`` cleared it, too).
         public var enableBusMaster: (@Sendable () -> Bool)?
         /// How long a command waits for a free command slot (all slots can stay taken by
         /// commands a device never completes).

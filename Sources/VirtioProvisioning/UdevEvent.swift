@@ -43,11 +43,11 @@ public struct UdevEvent: Sendable, Hashable {
         guard subsystem == "pci" else { throw UdevEventError(variable: "SUBSYSTEM", message: "'\(subsystem)' is not pci") }
         let devpath = try value("DEVPATH")
         guard devpath.hasPrefix("/devices/") else { throw UdevEventError(variable: "DEVPATH", message: "'\(devpath)' is not under /devices") }
-        let components = devpath.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
-        guard components.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }),
+        let components = devpath.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst()
+        guard components.allSatisfy({ !$0.isEmpty && !$0.elementsEqual(".".utf8) && !$0.elementsEqual("..".utf8) }),
               devpath.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x3a) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) || $0 == 0x2f || $0 == 0x2e || $0 == 0x5f || $0 == 0x2d })
         else { throw UdevEventError(variable: "DEVPATH", message: "'\(devpath)' has an empty, '.' or '..' component or a character outside [A-Za-z0-9:._/-]") }
-        guard let last = components.last, let address = PCIAddress(String(last)) else {
+        guard let last = components.last, let address = PCIAddress(String(decoding: last, as: UTF8.self)) else {
             throw UdevEventError(variable: "DEVPATH", message: "'\(devpath)' does not end in a PCI address")
         }
         if let slot = environment["PCI_SLOT_NAME"] {
@@ -74,12 +74,16 @@ public struct UdevEvent: Sendable, Hashable {
         return line
     }
 
-    /// Parses a wire line back into an environment.
+    /// Parses a wire line back into an environment: space-separated NAME=value words (a
+    /// word without a name or a value is skipped). One pass over the bytes: the service
+    /// reads every event's line on one thread.
     public static func environment(fromWire line: String) -> [String: String] {
         var environment: [String: String] = [:]
-        for word in line.split(separator: " ") {
-            let pair = word.split(separator: "=", maxSplits: 1)
-            if pair.count == 2 { environment[String(pair[0])] = String(pair[1]) }
+        for word in line.utf8.split(separator: UInt8(ascii: " ")) {
+            guard let equals = word.firstIndex(of: UInt8(ascii: "=")), equals != word.startIndex else { continue }
+            let value = word[word.index(after: equals)...]
+            guard !value.isEmpty else { continue }
+            environment[String(decoding: word[..<equals], as: UTF8.self)] = String(decoding: value, as: UTF8.self)
         }
         return environment
     }

@@ -40,7 +40,9 @@ package enum UnixSocket {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
             }
         }
-        if case .failure(let code) = connected {
+        // A connect retried after a signal may find the first one went through (EISCONN):
+        // the socket is connected all the same.
+        if case .failure(let code) = connected, code != .socketIsConnected {
             Glibc.close(fd)
             throw SystemCallError(call: "connect", path: path, errno: code)
         }

@@ -3,6 +3,7 @@ import Testing
 import MSIXResourceManager
 import FeatureBitsResourceManager
 import ResourceManager
+import VirtioAdmin
 import VirtioAdminDriver
 import VirtioAdminTestKit
 import VirtioSpec
@@ -409,6 +410,35 @@ struct StrictModelTests {
         device.setFault(.slowReset, false)
         try await group.driver.reinitialize()
         #expect(device.isBusMaster)
+        #expect(try await MSIXResourceManager().vectors(of: 0, driver: group.driver) == 2)
+        // The model kept in memory and opened again after its bus mastering was cleared: the
+        // new driver sets it once the reset is confirmed.
+        #expect(group.driver.close() == nil)
+        device.setBusMaster(false)
+        let again = try await AdminGroup.open(opener: SimulatedPFOpener(device: device, sysfsRoot: group.sysfsRoot), registry: group.registry)
+        defer { again.close() }
+        #expect(device.isBusMaster)
+        #expect(try await MSIXResourceManager().vectors(of: 0, driver: again.driver) == 2)
+    }
+
+    /// A recovery whose bring-up fails (the device has still not finished its reset) leaves
+    /// the driver failed, so a later recovery tries again and, once the reset is done, works.
+    @Test(.timeLimit(.minutes(1))) func aRecoveryThatFailedIsTriedAgain() async throws {
+        var configuration = Self.configuration()
+        configuration.slowResetDuration = .milliseconds(1500)
+        var options = AdminQueueDriver.Options()
+        options.resetTimeout = .milliseconds(50)
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: configuration, options: options)
+        defer { group.shutDown() }
+        let device = group.device
+        device.setFault(.slowReset)
+        // The bring-up's reset waits 1 s; the device takes 1.5 s.
+        await #expect(throws: AdminError.self) { try await group.driver.reinitialize() }
+        #expect(group.driver.isFailed, "failed, not closed: recovery is tried again")
+        try await Task.sleep(for: .milliseconds(600))
+        device.settle()
+        device.setFault(.slowReset, false)
+        #expect(try await group.group.recoverIfNeeded())
         #expect(try await MSIXResourceManager().vectors(of: 0, driver: group.driver) == 2)
     }
 

@@ -67,6 +67,13 @@ struct PolicyParserTests {
                                                 "PCI_SLOT_NAME": "0000:3b:00.2", "PCI_ID": "1AF4:1041"])
         #expect(event.action == .add && event.address.description == "0000:3b:00.2" && event.vendorID == 0x1af4 && event.deviceID == 0x1041)
         #expect(try UdevEvent(environment: UdevEvent.environment(fromWire: event.wireLine)) == event)
+        // A wire line's words: NAME=value, the value everything after the first '='; words
+        // without a name or a value, and extra spaces, are skipped; a later word wins.
+        #expect(UdevEvent.environment(fromWire: "  A=b  c==d =e f= g=h=i A=z é=ü x") == ["A": "z", "c": "=d", "g": "h=i", "é": "ü"])
+        for devpath in ["/devices/pci0000:00/./0000:3b:00.1", "/devices/pci0000:00//0000:3b:00.1", "/devices/pci0000:00/0000:3b:00.1/", "/devices/pci0000:00/../0000:3b:00.1"] {
+            #expect(throws: UdevEventError.self, "\(devpath)") { try UdevEvent(environment: ["ACTION": "add", "SUBSYSTEM": "pci", "DEVPATH": devpath]) }
+        }
+        #expect(try UdevEvent(environment: ["ACTION": "add", "SUBSYSTEM": "pci", "DEVPATH": "/devices/pci0000:00/.a/0000:3b:00.1"]).address.description == "0000:3b:00.1")
         #expect(throws: UdevEventError(variable: "DEVPATH", message: "is missing")) {
             try UdevEvent(environment: ["ACTION": "add", "SUBSYSTEM": "pci"])
         }

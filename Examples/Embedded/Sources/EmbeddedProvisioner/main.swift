@@ -35,7 +35,7 @@ if CommandLine.arguments.count > 1 {
 }
 
 do {
-    // One owner of the PF's admin queue: opened once, every VF's commands in flight together.
+    // One owner of the PF's admin queue: opened once, VFs' commands in flight together (as many as the queue holds).
     let group = try await AdminGroup.open(opener: opener, registry: PluginRegistry(builtInPlugins()))
     let requests = group.vfAddresses.keys.sorted().map { VFRequest(vf: $0, desired: DesiredResources(msixVectors: 4, featuresMask: wanted)) }
     let provisioner = Provisioner(driver: group.driver, memberType: group.memberType)
