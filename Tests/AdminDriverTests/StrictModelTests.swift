@@ -388,15 +388,21 @@ struct StrictModelTests {
         }
     }
 
+    /// A PF opened as an ``AdminGroup`` on the model, whose resets under the `slowReset`
+    /// fault take `resetTakes`, with a driver that waits 50 ms for a reset on close.
+    static func slowlyResettingGroup(resetTakes: Duration) async throws -> SimulatedAdminGroup {
+        var model = configuration()
+        model.slowResetDuration = resetTakes
+        var options = AdminQueueDriver.Options()
+        options.resetTimeout = .milliseconds(50)
+        return try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: model, options: options)
+    }
+
     /// The device model's opener gives the driver bus mastering to clear and set, as a real
     /// PF's does: a PF whose reset did not finish has it cleared (nothing quarantined), and
     /// gets it back when the queue is brought up again.
     @Test(.timeLimit(.minutes(1))) func theModelsOpenerClearsAndSetsBusMasterAsARealOnes() async throws {
-        var configuration = Self.configuration()
-        configuration.slowResetDuration = .milliseconds(200)
-        var options = AdminQueueDriver.Options()
-        options.resetTimeout = .milliseconds(50)
-        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: configuration, options: options)
+        let group = try await Self.slowlyResettingGroup(resetTakes: .milliseconds(200))
         defer { group.shutDown() }
         let device = group.device
         device.setFault(.neverComplete)
@@ -424,11 +430,7 @@ struct StrictModelTests {
     /// A recovery whose bring-up fails (the device has still not finished its reset) leaves
     /// the driver failed, so a later recovery tries again and, once the reset is done, works.
     @Test(.timeLimit(.minutes(1))) func aRecoveryThatFailedIsTriedAgain() async throws {
-        var configuration = Self.configuration()
-        configuration.slowResetDuration = .milliseconds(1500)
-        var options = AdminQueueDriver.Options()
-        options.resetTimeout = .milliseconds(50)
-        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: configuration, options: options)
+        let group = try await Self.slowlyResettingGroup(resetTakes: .milliseconds(1500))
         defer { group.shutDown() }
         let device = group.device
         device.setFault(.slowReset)
