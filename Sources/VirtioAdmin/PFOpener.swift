@@ -17,7 +17,7 @@ public struct PFAccess: @unchecked Sendable {
     public var iovaDMA: Bool
     /// Clears the PF's Bus Master Enable (real PFs), for a device that does not reset.
     public var disableBusMaster: (@Sendable () -> Bool)?
-    /// Sets it again (real PFs), when the queue is brought up after it was cleared.
+    /// Sets it; the admin driver calls it at every bring-up once the PF's reset is confirmed.
     public var enableBusMaster: (@Sendable () -> Bool)?
     package init(config: PCIConfigSpace, bars: [Int: any RegisterSpace], allocator: any DMAAllocator, mode: String, iovaDMA: Bool = false,
                 disableBusMaster: (@Sendable () -> Bool)? = nil, enableBusMaster: (@Sendable () -> Bool)? = nil) {

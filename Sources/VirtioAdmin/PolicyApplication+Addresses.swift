@@ -6,8 +6,8 @@ import PCIConfig
 extension PolicyApplication {
     /// Applies the policy to the PFs named (each must be a PF in the sysfs view), or to
     /// every PF in the view when `pfs` is empty: each PF's admin queue is opened once, its
-    /// VFs' commands are in flight together (``maxInFlight`` VFs at once), and a PF no rule matches is reported
-    /// unchanged.
+    /// VFs' commands are in flight together (``maxInFlight`` VFs at once), and a PF no rule
+    /// matches is reported unchanged.
     /// - Parameters:
     ///   - pfs: the PFs to work on; empty = every PF in the view.
     ///   - progress: called with (PF, VFs done, VFs in all) as VFs finish.

@@ -50,9 +50,9 @@ extension EventOutcome {
 /// PF is reset once, when first opened, and again only to recover from
 /// DEVICE_NEEDS_RESET — and VF events that arrive while a batch runs are coalesced into the
 /// next batch, whose commands go in flight together (as many VFs at once as the queue
-/// holds commands). Without `keepOpen` (the helper
-/// when no service runs) each event opens the PF under its lock and closes it again, and a
-/// PF whose VFs have drivers is refused, since opening would reset it.
+/// holds commands). Without `keepOpen` (the helper when no service runs) each event opens
+/// the PF under its lock and closes it again, and a PF whose VFs have drivers is refused,
+/// since opening would reset it.
 public final class ProvisioningService: @unchecked Sendable {
     /// Where functions are found and how PFs are held.
     public struct Options: Sendable {
@@ -400,8 +400,8 @@ extension Duration {
 
 /// One PF's admin queue and its batches. VF requests that arrive while a batch runs wait
 /// for the next one (a VF already waiting is not queued twice); each batch has its commands
-/// in flight together (as many VFs at once as the queue holds commands) and is followed by one checkpoint (the model saves its state
-/// once per batch, not per command), which runs while the next batch's commands are in
+/// in flight together (as many VFs at once as the queue holds commands) and is followed by
+/// one checkpoint (the model saves its state once per batch, not per command), which runs while the next batch's commands are in
 /// flight: the snapshot it saves may already hold some of that batch's changes. Requests
 /// are queued under a lock from any thread (``submit(_:_:)``, no task per request); one task
 /// at a time runs the batches.

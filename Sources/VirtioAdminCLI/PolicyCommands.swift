@@ -103,8 +103,8 @@ struct PolicyCommand: AsyncParsableCommand {
             discussion: """
                 Each PF the policy matches (or each PF named) is opened once; every VF is read
                 first and only what differs is written, with as many VFs' commands in flight on
-                the PF's admin queue together as it holds. Running it again changes nothing. Progress goes to
-                stderr when it is a terminal (not with --quiet); then one line per PF: VFs
+                the PF's admin queue together as it holds. Running it again changes nothing.
+                Progress goes to stderr when it is a terminal (not with --quiet); then one line per PF: VFs
                 changed, unchanged and failed, commands sent, peak commands in flight, wall
                 time, and one line per VF that failed with what it holds now.
                 JSON: {pfs: [{pf, rule, changed, unchanged, failed, commands, peakInFlight,

@@ -18,8 +18,8 @@ package struct OpenedFunction: @unchecked Sendable {
     /// Clears Bus Master Enable (VFIO config region or sysfs `config`); returns whether it
     /// reads clear. For a device that does not confirm its reset.
     package let disableBusMaster: @Sendable () -> Bool
-    /// Sets Bus Master Enable again (after ``disableBusMaster``, once the device reset);
-    /// returns whether it did.
+    /// Sets Bus Master Enable (the admin driver, at every bring-up once the reset is
+    /// confirmed, so also after ``disableBusMaster``); returns whether it did.
     package let enableBusMaster: @Sendable () -> Bool
 }
 
