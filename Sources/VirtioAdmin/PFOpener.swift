@@ -116,7 +116,8 @@ public final class LinuxPFOpener: PFOpener, @unchecked Sendable {
     /// `resourceN` and pagemap DMA. A PF a kernel driver owns is refused.
     public func open() throws(VirtioAdminError) -> PFAccess {
         let function: OpenedFunction
-        do { function = try RealDeviceOpener(sysfsRoot: sysfsRoot).open(address) } catch { throw .access(pf: address, error) }
+        // Bus mastering is left to the admin driver, which sets it once its reset is confirmed.
+        do { function = try RealDeviceOpener(sysfsRoot: sysfsRoot).open(address, busMaster: false) } catch { throw .access(pf: address, error) }
         opened = function
         return PFAccess(config: function.config, bars: function.bars, allocator: function.allocator, mode: function.mode, iovaDMA: function.vfio != nil,
                         disableBusMaster: function.disableBusMaster, enableBusMaster: function.enableBusMaster)

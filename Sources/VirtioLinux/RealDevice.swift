@@ -30,7 +30,10 @@ package struct RealDeviceOpener: Sendable {
     package var sysfsRoot: String
     package init(sysfsRoot: String = "/sys") { self.sysfsRoot = sysfsRoot }
 
-    package func open(_ address: PCIAddress, force: Bool = false) throws(DeviceAccessError) -> OpenedFunction {
+    /// Opens `address`. With `busMaster`, Bus Master Enable is set at once; without it the
+    /// caller sets it (``OpenedFunction/enableBusMaster``) once it has reset the device: a
+    /// device left mid-DMA by an earlier owner must not reach memory before that reset.
+    package func open(_ address: PCIAddress, force: Bool = false, busMaster: Bool = true) throws(DeviceAccessError) -> OpenedFunction {
         let enumerator = SysfsEnumerator(root: sysfsRoot)
         let details: FunctionDetails
         do { details = try enumerator.details(of: address) } catch { throw .config(error) }
@@ -38,7 +41,7 @@ package struct RealDeviceOpener: Sendable {
         let needed = Set(details.config.virtioCapabilities.filter { $0.cfgType != .pci }.map(\.bar))
         if driver == UserSpaceDriver.vfioPCI.rawValue {
             let device = try VFIODevice(address: address, sysfsRoot: sysfsRoot)
-            try device.enableBusMaster()
+            if busMaster { try device.enableBusMaster() }
             var bars: [Int: any RegisterSpace] = [:]
             for index in needed.sorted() { bars[index] = try device.bar(index) }
             try checkSizes(details, bars: bars)
@@ -57,7 +60,7 @@ package struct RealDeviceOpener: Sendable {
             bars[index] = try SysfsBARMapping(resourcePath: enumerator.directory(of: address) + "/resource\(index)", length: Int(size), address: address)
         }
         try checkSizes(details, bars: bars)
-        try enableBusMaster(address, directory: enumerator.directory(of: address))
+        if busMaster { try enableBusMaster(address, directory: enumerator.directory(of: address)) }
         let reason = driver == nil ? "the function is unbound" : "uio_pci_generic gives no IOMMU mapping"
         let configPath = enumerator.directory(of: address) + "/" + SysfsAttribute.config
         return OpenedFunction(address: address, config: details.config, bars: bars, allocator: PagemapDMAAllocator(),

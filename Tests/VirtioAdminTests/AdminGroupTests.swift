@@ -1,3 +1,4 @@
+import Foundation
 import PCIConfig
 import ResourceManager
 import Testing
@@ -28,6 +29,35 @@ import Glibc
         let group = try await AdminGroup.open(opener: SimulatedPFOpener(device: device, sysfsRoot: temporaryDirectory()),
                                               registry: PluginRegistry(builtInPlugins()))
         return (device, group)
+    }
+
+    /// The real opener, on a tree whose PF is unbound (its `resource0` a plain file): it
+    /// leaves Bus Master Enable clear — the admin driver sets it once its reset is confirmed —
+    /// and hands over the closure that sets it; the default open (entropy, probe) sets it.
+    @Test func theLinuxOpenerLeavesBusMasteringToTheDriver() throws {
+        let root = temporaryDirectory()
+        let tree = SimulatedSysfsTree(totalVFs: 1, numVFs: 0)
+        try tree.write(to: root)
+        let directory = root + "/bus/pci/devices/\(tree.pfAddress)"
+        #expect(FileManager.default.createFile(atPath: directory + "/resource0", contents: Data(count: Int(SimulatedBARLayout.size))))
+        func command() throws -> UInt16 {
+            let bytes = try #require(FileManager.default.contents(atPath: directory + "/config"))
+            return UInt16(bytes[4]) | UInt16(bytes[5]) << 8
+        }
+        func clearCommand() throws {
+            let handle = try #require(FileHandle(forUpdatingAtPath: directory + "/config"))
+            try handle.seek(toOffset: 4)
+            try handle.write(contentsOf: Data([0, 0]))
+            try handle.close()
+        }
+        try clearCommand()
+        let access = try LinuxPFOpener(address: tree.pfAddress, sysfsRoot: root, lockDirectory: root + "/locks").open()
+        #expect(try command() & PCIHeader.commandBusMaster == 0, "not set at open")
+        #expect(access.enableBusMaster?() == true)
+        #expect(try command() & PCIHeader.commandBusMaster != 0, "set by the closure the driver calls")
+        try clearCommand()
+        _ = try RealDeviceOpener(sysfsRoot: root).open(tree.pfAddress)
+        #expect(try command() & PCIHeader.commandBusMaster != 0, "the default open sets it")
     }
 
     @Test func openedOnceKeptOpenClosedOnce() async throws {
