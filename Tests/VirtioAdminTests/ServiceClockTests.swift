@@ -343,7 +343,9 @@ import Glibc
         // Batch 3 reaches the device while batch 2's save still waits.
         for _ in 0..<10_000 where device.member(2).msixVectors != 4 { try await Task.sleep(for: .milliseconds(1)) }
         #expect(device.member(2).msixVectors == 4, "VF 2 was provisioned while batch 2's state was being saved")
-        #expect(opener.gate.withLock { $0.waiting } == 1 && answered.withLock { $0.isEmpty }, "no answer before its batch's save")
+        // One save at a time: batch 3's does not start while batch 2's is held.
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(opener.gate.withLock { $0.waiting } == 1 && answered.withLock { $0.isEmpty }, "no answer before its batch's save, one save at a time")
         opener.gate.withLock { $0.closed = false }
         for _ in 0..<10_000 where answered.withLock({ $0.count }) < 2 { try await Task.sleep(for: .milliseconds(1)) }
         // Each after its own batch's save (the order of answers across batches is the
