@@ -112,8 +112,12 @@ final class PluginHostSession: @unchecked Sendable {
         let handover = Handover<Result<AdminResponse, AdminError>>()
         let driver = context.driver
         let timeout = context.timeout
+        // EAGAIN is retried here, as for built-in plugins: the plugin gets the last answer.
+        let clock = (driver as? AdminQueueDriver)?.options.clock ?? ContinuousAdminClock()
         Task.detached {
-            do throws(AdminError) { handover.put(.success(try await driver.submit(admin, timeout: timeout))) } catch { handover.put(.failure(error)) }
+            do throws(AdminError) { handover.put(.success(try await driver.submitRetryingEAGAIN(admin, timeout: timeout, clock: clock))) } catch {
+                handover.put(.failure(error))
+            }
         }
         lock.withLock { sent += 1 }
         switch handover.wait() {

@@ -52,14 +52,7 @@ package final class AdminBatcher: AdminCommandRunner, @unchecked Sendable {
 
     /// As the driver's ``AdminQueueDriver/run(_:timeout:minimumResult:)``: EAGAIN is retried.
     package func runChecked(_ command: AdminCommand, timeout: Duration?, minimumResult: Int) async throws(AdminError) -> [UInt8] {
-        var response = try await submit(command, timeout: timeout)
-        var delay = Duration.milliseconds(1)
-        let clock = driver.options.clock
-        for _ in 0..<AdminQueueDriver.eagainRetries where response.status == .eagain {
-            await clock.sleep(untilNanoseconds: clock.deadline(after: delay, from: clock.nowNanoseconds))
-            delay *= 4
-            response = try await submit(command, timeout: timeout)
-        }
+        let response = try await submitRetryingEAGAIN(command, timeout: timeout, clock: driver.options.clock)
         return try checkedResult(of: command, response: response, minimumResult: minimumResult)
     }
 

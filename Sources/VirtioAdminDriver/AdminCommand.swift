@@ -169,6 +169,21 @@ extension AdminCommandRunner {
     /// Nothing to negotiate again.
     public func refreshGroup(_ group: AdminGroupType) async throws(AdminError) {}
 
+    /// Sends `command`, and again while the device answers EAGAIN (it has no side effects,
+    /// and the driver SHOULD retry [admin:607-609,642-643]): up to
+    /// ``AdminQueueDriver/eagainRetries`` more times, 1, 4, 16 … ms apart on `clock`.
+    /// Returns the last answer, whatever its status.
+    package func submitRetryingEAGAIN(_ command: AdminCommand, timeout: Duration?, clock: any AdminClock) async throws(AdminError) -> AdminResponse {
+        var response = try await submit(command, timeout: timeout)
+        var delay = Duration.milliseconds(1)
+        for _ in 0..<AdminQueueDriver.eagainRetries where response.status == .eagain {
+            await clock.sleep(untilNanoseconds: clock.deadline(after: delay, from: clock.nowNanoseconds))
+            delay *= 4
+            response = try await submit(command, timeout: timeout)
+        }
+        return response
+    }
+
     /// Runs a command and returns its result; a status other than OK throws
     /// ``AdminError/commandFailed(device:opcode:opcodeName:member:status:qualifier:)``.
     public func run(_ command: AdminCommand, timeout: Duration? = nil, minimumResult: Int = 0) async throws(AdminError) -> [UInt8] {

@@ -14,13 +14,7 @@ extension AdminQueueDriver {
     /// EAGAIN has no side effects, so the command is sent again (the driver SHOULD retry
     /// [admin:607-609,642-643]): up to ``eagainRetries`` more times, 1, 4, 16 … ms apart.
     public func run(_ command: AdminCommand, timeout: Duration? = nil, minimumResult: Int = 0) async throws(AdminError) -> [UInt8] {
-        var response = try await submit(command, timeout: timeout)
-        var delay = Duration.milliseconds(1)
-        for _ in 0..<Self.eagainRetries where response.status == .eagain {
-            await clock.sleep(untilNanoseconds: clock.deadline(after: delay, from: clock.nowNanoseconds))
-            delay *= 4
-            response = try await submit(command, timeout: timeout)
-        }
+        let response = try await submitRetryingEAGAIN(command, timeout: timeout, clock: clock)
         return try checkedResult(of: command, response: response, minimumResult: minimumResult)
     }
 

@@ -69,6 +69,20 @@ struct PluginABIv2Tests {
         }
     }
 
+    /// The host retries EAGAIN for an ABI 2 plugin's commands, as the driver does for
+    /// built-in ones: the plugin gets the answer that followed.
+    @Test func theHostRetriesEAGAINForAPlugin() async throws {
+        let registry = PluginRegistry()
+        let plugin = try registry.load(path: try v2Plugin(name: "eagain"))
+        let group = try await SimulatedAdminGroup(plugins: [plugin])
+        defer { group.shutDown() }
+        let before = group.device.counters.adminCommands
+        group.device.setFault(.transientEAGAIN)  // the next three commands are answered EAGAIN
+        let output = try await group.run("c-chain", "chain", ["vf": ["4"]])
+        #expect(output["last"] == .int(4) && output["vectors"] == .int(2))
+        #expect(group.device.counters.adminCommands == before + 5, "MAC_GET three times more, then MSIX_GET")
+    }
+
     @Test func anUndeclaredOpcodeIsRefusedByTheHost() async throws {
         let plugin = try PluginRegistry().load(path: try v2Plugin(opcode: "0x41", name: "rogue"))
         let group = try await SimulatedAdminGroup(plugins: [plugin])

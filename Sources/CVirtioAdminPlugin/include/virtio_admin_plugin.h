@@ -119,7 +119,9 @@ typedef struct va_host_v2 {
     uint32_t struct_size;    /* sizeof(va_host_v2) as the host saw it */
     uint32_t reserved;
     void *context;
-    /* Runs one admin command (blocking). message gets one sentence when it returns non-zero. */
+    /* Runs one admin command (blocking); a device answer of EAGAIN is retried by the host (up to
+     * 5 more times, 1, 4, 16... ms apart), so status holds the answer after that. message gets
+     * one sentence when it returns non-zero. */
     int32_t (*run)(void *context, va_command_v2 *command, char *message, uint32_t message_capacity);
     const char *pf;              /* the PF's address, "0000:3b:00.0" */
     uint32_t opcode_words;       /* le64 words in supported and in_use */
