@@ -113,9 +113,8 @@ final class PluginHostSession: @unchecked Sendable {
         let driver = context.driver
         let timeout = context.timeout
         // EAGAIN is retried here, as for built-in plugins: the plugin gets the last answer.
-        let clock = (driver as? AdminQueueDriver)?.options.clock ?? ContinuousAdminClock()
         Task.detached {
-            do throws(AdminError) { handover.put(.success(try await driver.submitRetryingEAGAIN(admin, timeout: timeout, clock: clock))) } catch {
+            do throws(AdminError) { handover.put(.success(try await driver.submitRetryingEAGAIN(admin, timeout: timeout))) } catch {
                 handover.put(.failure(error))
             }
         }

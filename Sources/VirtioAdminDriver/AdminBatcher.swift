@@ -29,6 +29,7 @@ package final class AdminBatcher: AdminCommandRunner, @unchecked Sendable {
     package init(driver: AdminQueueDriver) { self.driver = driver }
 
     package var address: PCIAddress { driver.address }
+    package var clock: any AdminClock { driver.clock }
     package var supported: AdminOpcodeBitmap { driver.supported }
     package var inUse: AdminOpcodeBitmap { driver.inUse }
     package func inUse(in group: AdminGroupType) -> AdminOpcodeBitmap { driver.inUse(in: group) }
@@ -52,7 +53,7 @@ package final class AdminBatcher: AdminCommandRunner, @unchecked Sendable {
 
     /// As the driver's ``AdminQueueDriver/run(_:timeout:minimumResult:)``: EAGAIN is retried.
     package func runChecked(_ command: AdminCommand, timeout: Duration?, minimumResult: Int) async throws(AdminError) -> [UInt8] {
-        let response = try await submitRetryingEAGAIN(command, timeout: timeout, clock: driver.options.clock)
+        let response = try await submitRetryingEAGAIN(command, timeout: timeout)
         return try checkedResult(of: command, response: response, minimumResult: minimumResult)
     }
 

@@ -149,6 +149,9 @@ public protocol AdminCommandRunner: Sendable {
     var inUse: AdminOpcodeBitmap { get }
     /// Opcodes enabled with LIST_USE in group `group` (default: ``inUse``).
     func inUse(in group: AdminGroupType) -> AdminOpcodeBitmap
+    /// What waits between EAGAIN retries run on (default: ``ContinuousAdminClock``; the
+    /// driver's is ``AdminQueueDriver/Options/clock``).
+    var clock: any AdminClock { get }
     /// The spec or plugin name of an opcode.
     func name(of opcode: AdminOpcode) -> String
     /// Sends a command and returns the device's answer, whatever its status.
@@ -168,12 +171,14 @@ extension AdminCommandRunner {
     public func unavailability(of group: AdminGroupType) -> AdminError? { nil }
     /// Nothing to negotiate again.
     public func refreshGroup(_ group: AdminGroupType) async throws(AdminError) {}
+    /// The continuous clock.
+    public var clock: any AdminClock { ContinuousAdminClock() }
 
     /// Sends `command`, and again while the device answers EAGAIN (it has no side effects,
     /// and the driver SHOULD retry [admin:607-609,642-643]): up to
-    /// ``AdminQueueDriver/eagainRetries`` more times, 1, 4, 16 … ms apart on `clock`.
+    /// ``AdminQueueDriver/eagainRetries`` more times, 1, 4, 16 … ms apart on ``clock``.
     /// Returns the last answer, whatever its status.
-    package func submitRetryingEAGAIN(_ command: AdminCommand, timeout: Duration?, clock: any AdminClock) async throws(AdminError) -> AdminResponse {
+    package func submitRetryingEAGAIN(_ command: AdminCommand, timeout: Duration?) async throws(AdminError) -> AdminResponse {
         var response = try await submit(command, timeout: timeout)
         var delay = Duration.milliseconds(1)
         for _ in 0..<AdminQueueDriver.eagainRetries where response.status == .eagain {

@@ -14,7 +14,7 @@ extension AdminQueueDriver {
     /// EAGAIN has no side effects, so the command is sent again (the driver SHOULD retry
     /// [admin:607-609,642-643]): up to ``eagainRetries`` more times, 1, 4, 16 … ms apart.
     public func run(_ command: AdminCommand, timeout: Duration? = nil, minimumResult: Int = 0) async throws(AdminError) -> [UInt8] {
-        let response = try await submitRetryingEAGAIN(command, timeout: timeout, clock: clock)
+        let response = try await submitRetryingEAGAIN(command, timeout: timeout)
         return try checkedResult(of: command, response: response, minimumResult: minimumResult)
     }
 

@@ -170,7 +170,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     @exclusivity(unchecked) var traceHandler: (@Sendable (AdminTraceEvent) -> Void)?
 
     /// The driver's time source (``Options/clock``).
-    var clock: any AdminClock { options.clock }
+    public var clock: any AdminClock { options.clock }
 
     /// Opens the admin queue of the group owner behind `transport`.
     ///
