@@ -53,6 +53,12 @@ extension ProvisioningService {
     /// no helper for VF events).
     package func serve(listener: Int32, socketPath: String? = nil, monitor: UdevMonitor? = nil, readyFile: String? = nil,
                       maxEvents: Int? = nil, stop: StopFlag) async {
+        // Every client is an open socket until its answer: room for thousands at once, made
+        // now (not while a burst of events is being accepted), and a part kept for the work.
+        let clients = ClientSlots(limit: Self.clientLimit(descriptors: Sys.reserveFileDescriptors(Self.descriptorsWanted, duplicating: listener)))
+        if clients.limit < Self.clientLimit(descriptors: Self.descriptorsWanted) {
+            logger.warning("the open-file limit lets the service hold \(clients.limit) clients at once; more wait to connect (raise LimitNOFILE to \(Self.descriptorsWanted) or more)")
+        }
         let inFlight = InFlightCount()
         let counter = Lock()
         nonisolated(unsafe) var handled = 0
@@ -71,8 +77,27 @@ extension ProvisioningService {
         await withCheckedContinuation { (finished: CheckedContinuation<Void, Never>) in
             let threads = ThreadCount(monitor == nil ? 1 : 2, finished)
             startThread { [self] in
+                var outOfDescriptors = false
                 while !stop.isStopped {
-                    guard Sys.poll(listener, timeoutMilliseconds: 100), let client = UnixSocket.accept(listener) else { continue }
+                    // Clients beyond the limit wait in the listen backlog until answers free room.
+                    guard clients.waitForRoom(milliseconds: 100), Sys.poll(listener, timeoutMilliseconds: 100) else { continue }
+                    let client: Int32
+                    switch UnixSocket.accept(listener) {
+                    case .success(let fd):
+                        client = fd
+                        outOfDescriptors = false
+                    case .failure(let code):
+                        // Out of descriptors all the same (another part of the process, or the
+                        // system, holds them): wait for some to be freed rather than spin on a
+                        // listener that stays readable; said once until a client is taken again.
+                        if [.tooManyOpenFiles, .tooManyOpenFilesInSystem, .noBufferSpace, .noMemory].contains(code) {
+                            if !outOfDescriptors { self.logger.warning("cannot take clients now (accept: \(code)); trying every 10 ms") }
+                            outOfDescriptors = true
+                            Sys.sleepMilliseconds(10)
+                        }
+                        continue
+                    }
+                    clients.enter()
                     UnixSocket.setReceiveTimeout(client, .seconds(5))
                     let line = ServiceSocket.readLine(client, limit: 4096)
                     count()
@@ -80,6 +105,7 @@ extension ProvisioningService {
                     @Sendable func answer(_ reply: String) {
                         ServiceSocket.writeAll(client, reply + "\n")
                         UnixSocket.close(client)
+                        clients.leave()
                         inFlight.leave()
                     }
                     let event: UdevEvent
@@ -124,6 +150,46 @@ extension ProvisioningService {
         }
         await inFlight.waitUntilIdle()
         await shutDown()
+    }
+}
+
+extension ProvisioningService {
+    /// Open descriptors the service makes room for when it starts serving.
+    static let descriptorsWanted = 4096
+
+    /// How many clients the service holds at once when the process may hold `descriptors`
+    /// open descriptors: all but an eighth of them (at least 32), which are left for the work
+    /// — state files, sysfs attributes, `drivers_probe`, a PF's VFIO descriptors.
+    static func clientLimit(descriptors: Int) -> Int {
+        max(1, descriptors - max(32, descriptors / 8))
+    }
+}
+
+/// The clients the service holds (each an open socket until its answer), at most `limit`.
+/// Only the socket thread enters; answers, on any thread, leave.
+final class ClientSlots: @unchecked Sendable {
+    let limit: Int
+    let condition = ConditionLock()
+    var held = 0
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Whether fewer than `limit` clients are held, waiting at most `milliseconds` for one to leave.
+    func waitForRoom(milliseconds: Int) -> Bool {
+        condition.withLock {
+            let deadline = monotonicNanoseconds() &+ UInt64(milliseconds) * 1_000_000
+            while held >= limit && monotonicNanoseconds() < deadline { condition.wait(untilMonotonicNanoseconds: deadline) }
+            return held < limit
+        }
+    }
+
+    func enter() { condition.withLock { held += 1 } }
+
+    func leave() {
+        condition.withLock {
+            held -= 1
+            condition.signal()
+        }
     }
 }
 

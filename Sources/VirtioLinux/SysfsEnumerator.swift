@@ -225,8 +225,18 @@ package struct SysfsEnumerator: Sendable {
             }
         }
         if let function = source.virtioFunction(address: address) { return function }
-        throw .notVirtio(address: address, vendorID: source.hexAttribute(SysfsAttribute.vendor) ?? 0,
-                         deviceID: source.hexAttribute(SysfsAttribute.device) ?? 0)
+        throw .notVirtio(address: address, vendorID: try identity(SysfsAttribute.vendor, of: source, address: address),
+                         deviceID: try identity(SysfsAttribute.device, of: source, address: address))
+    }
+
+    /// The function's `vendor` or `device` id, or why it cannot be read: a file that could not
+    /// be opened (out of descriptors, say) is not a vendor id of 0.
+    func identity(_ name: String, of source: SysfsDirectory, address: PCIAddress) throws(LinuxError) -> UInt16 {
+        if let value = source.hexAttribute(name, as: UInt16.self) { return value }
+        let path = source.directory + "/" + name
+        let text: String
+        do { text = try Sys.readText(path) } catch { throw .unreadable(address: address, error) }
+        throw .malformedAttribute(address: address, attribute: name, value: trimmed(text))
     }
 
     /// Never follow a symlink out of the sysfs root: the device directory must resolve

@@ -1,3 +1,4 @@
+import CVirtioSystem
 import SystemPackage
 
 #if canImport(Glibc)
@@ -73,9 +74,9 @@ package enum UnixSocket {
         return fd
     }
 
-    /// The next client of `listener`, or nil when accept failed.
-    package static func accept(_ listener: Int32) -> Int32? {
-        try? retryingInterrupts { Glibc.accept(listener, nil, nil) }.get()
+    /// The next client of `listener` (close-on-exec), or why accept failed.
+    package static func accept(_ listener: Int32) -> Result<Int32, Errno> {
+        retryingInterrupts { csystem_accept_cloexec(listener) }
     }
 
     /// Reads on `fd` give up (return what came) after `timeout`, to the microsecond (at

@@ -57,10 +57,17 @@ import VirtioTestSupport
         return vfs.filter { $0["msixVectors"] as? Int == 4 && $0["features"] as? String == "0x100400020" }.count
     }
 
-    func startService(_ setup: Setup, extra: [String] = [], log: String? = nil) async throws -> Process {
+    /// The service on `setup`'s model; `openFiles` starts it with that RLIMIT_NOFILE (soft, hard) by `prlimit`.
+    func startService(_ setup: Setup, extra: [String] = [], log: String? = nil, openFiles: (soft: Int, hard: Int)? = nil) async throws -> Process {
         let server = Process()
-        server.executableURL = URL(fileURLWithPath: virtioAdminPath)
-        server.arguments = ["serve", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys, "--socket", setup.socket] + extra
+        let arguments = ["serve", "--policy", setup.policy, "--simulate", setup.state, "--sysfs-root", setup.sys, "--socket", setup.socket] + extra
+        if let openFiles {
+            server.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+            server.arguments = ["--nofile=\(openFiles.soft):\(openFiles.hard)", virtioAdminPath] + arguments
+        } else {
+            server.executableURL = URL(fileURLWithPath: virtioAdminPath)
+            server.arguments = arguments
+        }
         if let log {
             _ = FileManager.default.createFile(atPath: log, contents: nil)
             server.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
@@ -288,6 +295,49 @@ import VirtioTestSupport
         #expect(!FileManager.default.fileExists(atPath: setup.socket), "the service unlinks the socket it made")
     }
 
+    /// The service holds each client's socket until its VF is provisioned: before it takes
+    /// any, it raises a low soft open-file limit (systemd's 1024) to 4096 and grows its
+    /// descriptor table to that size at once, rather than doubling it while a burst of events
+    /// is being accepted (each doubling waits for an RCU grace period, some 10 ms here).
+    @Test func theServiceMakesRoomForItsClientsBeforeTakingAny() async throws {
+        let setup = try await setup(vfs: 4)
+        let server = try await startService(setup, openFiles: (1024, 8192))
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        #expect(sendEvent(setup.socket, "ACTION=add SUBSYSTEM=pci DEVPATH=/devices/pci0000:00/\(vfAddress(0))")?.hasPrefix("ok provisioned") == true)
+        let proc = "/proc/\(server.processIdentifier)"
+        let limits = try String(contentsOfFile: proc + "/limits", encoding: .utf8).split(separator: "\n").first { $0.hasPrefix("Max open files") }
+        #expect(limits?.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).prefix(2).joined(separator: " ") == "4096 8192", "\(limits ?? "")")
+        let table = try String(contentsOfFile: proc + "/status", encoding: .utf8).split(separator: "\n").first { $0.hasPrefix("FDSize:") }
+        #expect((table?.split(separator: "\t").last.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 0) >= 4096, "\(table ?? "")")
+        kill(server.processIdentifier, SIGTERM)
+        await waitForExit(server)
+    }
+
+    /// With few descriptors (a hard limit of 64) the service holds at most 32 clients at
+    /// once, says so, and leaves the rest waiting to connect: 100 clients at once all get
+    /// their VF provisioned. Taking them all would leave no descriptor for saving the state
+    /// after a batch, and those events would fail.
+    @Test func aServiceShortOfDescriptorsHoldsFewerClientsAndAnswersEveryOne() async throws {
+        let count = 100
+        let setup = try await setup(vfs: count)
+        let log = setup.directory + "/serve.log"
+        let server = try await startService(setup, log: log, openFiles: (64, 64))
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        let socket = setup.socket
+        let lines = (0..<count).map { "ACTION=add SUBSYSTEM=pci DEVPATH=/devices/pci0000:00/\(vfAddress($0))" }
+        let answers = await offPool {
+            let clients = lines.map { connectAndSend(socket, $0) }
+            defer { clients.forEach { $0.map { _ = close($0) } } }
+            return clients.map { $0.flatMap(readAnswer) ?? "no answer" }
+        }
+        #expect(answers.allSatisfy { $0.hasPrefix("ok provisioned") }, "\(answers.filter { !$0.hasPrefix("ok provisioned") }.prefix(3))")
+        kill(server.processIdentifier, SIGTERM)
+        await waitForExit(server)
+        #expect(server.terminationStatus == 0)
+        #expect(try await provisionedVFs(setup) == count)
+        #expect(try String(contentsOfFile: log, encoding: .utf8).contains("the open-file limit lets the service hold 32 clients at once"))
+    }
+
     /// Without a service, the helper refuses to open (and so reset) a PF whose VFs have
     /// drivers — the same check for a simulated PF as for a real one.
     @Test func helperWithoutServiceRefusesAPFWhoseVFsAreInUse() async throws {
@@ -418,17 +468,31 @@ func waitForExit(_ process: Process) async {
 
 /// One event line to the service's socket, and its answer (nil when nothing listens).
 func sendEvent(_ path: String, _ line: String) -> String? {
+    guard let fd = connectAndSend(path, line) else { return nil }
+    defer { close(fd) }
+    return readAnswer(fd)
+}
+
+/// A client connected to the service at `path` that sent `line`; nil when it could not connect.
+func connectAndSend(_ path: String, _ line: String) -> Int32? {
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return nil }
-    defer { close(fd) }
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
     withUnsafeMutableBytes(of: &address.sun_path) { buffer in for (index, byte) in path.utf8.enumerated() { buffer[index] = byte } }
     let connected = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
     }
-    guard connected == 0 else { return nil }
+    guard connected == 0 else {
+        close(fd)
+        return nil
+    }
     _ = (line + "\n").withCString { write(fd, $0, strlen($0)) }
+    return fd
+}
+
+/// The service's answer line on `fd` (without its newline), or nil when it closed without one.
+func readAnswer(_ fd: Int32) -> String? {
     var bytes = [UInt8]()
     var buffer = [UInt8](repeating: 0, count: 1024)
     while true {

@@ -123,6 +123,29 @@ struct FakeTreeTests {
         #expect(functions[2].subsystemID == 0x1041 && functions[2].vfMSIXCount == 3)
     }
 
+    /// A function whose `vendor` or `device` cannot be read is reported as unreadable, with
+    /// why, and one that does not parse as malformed — not as "vendor 0x0000, not virtio" (what
+    /// the service answered when it ran out of descriptors while opening a PF).
+    @Test func anIdentityThatCannotBeReadIsNotVendorZero() throws {
+        let (root, _) = try makeTree { $0.numVFs = 0 }
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let address = PCIAddress("0000:3b:00.0")!
+        let pf = SysfsEnumerator(root: root).directory(of: address)
+        // A directory where the file was: opened, but read fails (EISDIR), even for root.
+        try FileManager.default.removeItem(atPath: pf + "/vendor")
+        try FileManager.default.createDirectory(atPath: pf + "/vendor", withIntermediateDirectories: false)
+        let error = #expect(throws: LinuxError.self) { try SysfsEnumerator(root: root).function(at: address) }
+        guard case .unreadable(address?, let cause)? = error else { Issue.record("\(String(describing: error))"); return }
+        #expect(cause.path == pf + "/vendor" && cause.errno.rawValue == EISDIR, "\(cause)")
+        #expect(error?.description == "\(address): cannot read \(pf)/vendor: \(cause).")
+        try FileManager.default.removeItem(atPath: pf + "/vendor")
+        try "0x1af4\n".write(toFile: pf + "/vendor", atomically: true, encoding: .utf8)
+        try "virtio\n".write(toFile: pf + "/device", atomically: true, encoding: .utf8)
+        #expect(throws: LinuxError.malformedAttribute(address: address, attribute: "device", value: "virtio")) {
+            try SysfsEnumerator(root: root).function(at: address)
+        }
+    }
+
     /// A VF its PF lists costs one link read (its driver); every other attribute is read on
     /// first use, and the record then equals the one read in full.
     @Test func listedVFsCostOneReadAndEqualFullReads() throws {

@@ -144,7 +144,7 @@ struct UnixSocketTests {
         #expect(stat(path, &info) == 0 && info.st_mode & 0o777 == 0o600, "only its owner may connect")
         let served: String = await withCheckedContinuation { continuation in
             startThread {
-                guard Sys.poll(listener, timeoutMilliseconds: 5000), let client = UnixSocket.accept(listener) else {
+                guard Sys.poll(listener, timeoutMilliseconds: 5000), case .success(let client) = UnixSocket.accept(listener) else {
                     continuation.resume(returning: "no client")
                     return
                 }

@@ -315,7 +315,7 @@ public func measureProvisioningPaths(binary: String, vfs: Int, timing: DeviceTim
             let count = vfs - 1
             guard let server = JoinableThread({
                 for _ in 0..<count {
-                    guard let client = UnixSocket.accept(listener) else { continue }
+                    guard case .success(let client) = UnixSocket.accept(listener) else { continue }
                     _ = UnixSocket.readLine(client, limit: 4096)
                     UnixSocket.sendAll(client, Array("ok 0000:00:00.0: nothing to do\n".utf8))
                     UnixSocket.close(client)
