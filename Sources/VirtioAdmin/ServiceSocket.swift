@@ -55,8 +55,9 @@ extension ProvisioningService {
                       maxEvents: Int? = nil, stop: StopFlag) async {
         // Every client is an open socket until its answer: room for thousands at once, made
         // now (not while a burst of events is being accepted), and a part kept for the work.
-        let clients = ClientSlots(limit: Self.clientLimit(descriptors: Sys.reserveFileDescriptors(Self.descriptorsWanted, duplicating: listener)))
-        if clients.limit < Self.clientLimit(descriptors: Self.descriptorsWanted) {
+        let descriptors = Sys.reserveFileDescriptors(Self.descriptorsWanted, duplicating: listener) - Sys.openDescriptorCount()
+        let clients = ClientSlots(limit: Self.clientLimit(descriptors: descriptors))
+        if clients.limit < Self.clientLimit(descriptors: Self.descriptorsWanted / 2) {
             logger.warning("the open-file limit lets the service hold \(clients.limit) clients at once; more wait to connect (raise LimitNOFILE to \(Self.descriptorsWanted) or more)")
         }
         let inFlight = InFlightCount()
@@ -157,9 +158,9 @@ extension ProvisioningService {
     /// Open descriptors the service makes room for when it starts serving.
     static let descriptorsWanted = 4096
 
-    /// How many clients the service holds at once when the process may hold `descriptors`
-    /// open descriptors: all but an eighth of them (at least 32), which are left for the work
-    /// — state files, sysfs attributes, `drivers_probe`, a PF's VFIO descriptors.
+    /// How many clients the service holds at once when the process may open `descriptors`
+    /// more: all but an eighth of them (at least 32), which are left for the work — state
+    /// files, sysfs attributes, `drivers_probe`, each PF's lock and VFIO descriptors.
     static func clientLimit(descriptors: Int) -> Int {
         max(1, descriptors - max(32, descriptors / 8))
     }

@@ -67,10 +67,11 @@ extension DeviceAttributeSource {
     func intAttribute(_ name: String) -> Int? { attribute(name).flatMap { parseAttributeInteger($0, radix: 10) } }
 
     /// Builds the function record, or `nil` when the device is not a virtio function. Without
-    /// `withVFs`, a PF's `virtfnN` links are not read (its `virtfns` stay empty).
-    func virtioFunction(address: PCIAddress, withVFs: Bool = true) -> VirtioFunction? {
-        guard let vendorID = hexAttribute(SysfsAttribute.vendor, as: UInt16.self),
-              let deviceID = hexAttribute(SysfsAttribute.device, as: UInt16.self),
+    /// `withVFs`, a PF's `virtfnN` links are not read (its `virtfns` stay empty). `identity`,
+    /// when given, is the `vendor` and `device` already read.
+    func virtioFunction(address: PCIAddress, withVFs: Bool = true, identity: (vendorID: UInt16, deviceID: UInt16)? = nil) -> VirtioFunction? {
+        guard let vendorID = identity?.vendorID ?? hexAttribute(SysfsAttribute.vendor, as: UInt16.self),
+              let deviceID = identity?.deviceID ?? hexAttribute(SysfsAttribute.device, as: UInt16.self),
               PCIIdentity.isVirtio(vendorID: vendorID, deviceID: deviceID)
         else { return nil }
         let physfn = linkBaseName(SysfsAttribute.physfn).flatMap(PCIAddress.init)
@@ -198,6 +199,30 @@ final class SysfsDirectory: DeviceAttributeSource {
         guard fd >= 0 else { return nil }
         counter?.add()
         return Sys.readLink(at: fd, name)
+    }
+
+    /// The function's `vendor` and `device` ids, or why they cannot be had: a file that
+    /// cannot be read (out of descriptors, say) is not an id of 0, and a function removed
+    /// meanwhile is no such device. Each id is read once more by path only when the first
+    /// read failed, and the value that was read decides.
+    func identity(address: PCIAddress) throws(LinuxError) -> (vendorID: UInt16, deviceID: UInt16) {
+        func id(_ name: String) throws(LinuxError) -> UInt16 {
+            var text: String
+            if let value = attribute(name) {
+                text = value
+            } else {
+                let path = directory + "/" + name
+                do { text = trimmed(try Sys.readText(path)) } catch {
+                    if error.isNotFound { throw .noSuchDevice(address: address, path: directory) }
+                    throw .unreadable(address: address, error)
+                }
+            }
+            guard let value: UInt16 = parseAttributeInteger(text, radix: 16) else {
+                throw .malformedAttribute(address: address, attribute: name, value: text)
+            }
+            return value
+        }
+        return (try id(SysfsAttribute.vendor), try id(SysfsAttribute.device))
     }
 
     /// The links' targets, from 256 on read by two threads (a PF's `virtfnN` links).

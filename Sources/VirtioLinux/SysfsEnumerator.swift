@@ -209,7 +209,9 @@ package struct SysfsEnumerator: Sendable {
     /// With `vfsByLayout`, a PF's VFs are placed by its `sriov_offset`, `sriov_stride` and
     /// `sriov_numvfs` (the kernel's rule) when its first and last `virtfn` links agree — two
     /// link reads instead of one per VF; otherwise, and by default, they are its links.
-    /// - Throws: ``LinuxError/noSuchDevice(address:path:)`` or ``LinuxError/notVirtio(address:vendorID:deviceID:)``.
+    /// - Throws: ``LinuxError/noSuchDevice(address:path:)``, ``LinuxError/notVirtio(address:vendorID:deviceID:)``,
+    ///   or, when its `vendor` or `device` cannot be read or parsed, ``LinuxError/unreadable(address:_:)`` or
+    ///   ``LinuxError/malformedAttribute(address:attribute:value:)``.
     package func function(at address: PCIAddress, counter: SysfsReadCounter? = nil, vfsByLayout: Bool = false) throws(LinuxError) -> VirtioFunction {
         let source = SysfsDirectory(directory: directory(of: address), counter: counter)
         guard Sys.exists(source.directory) else {
@@ -217,26 +219,21 @@ package struct SysfsEnumerator: Sendable {
             throw .noSuchDevice(address: address, path: source.directory)
         }
         try checkInsideRoot(source.directory, address: address)
-        if vfsByLayout, var function = source.virtioFunction(address: address, withVFs: false) {
+        let identity = try source.identity(address: address)
+        guard PCIIdentity.isVirtio(vendorID: identity.vendorID, deviceID: identity.deviceID) else {
+            throw .notVirtio(address: address, vendorID: identity.vendorID, deviceID: identity.deviceID)
+        }
+        if vfsByLayout, var function = source.virtioFunction(address: address, withVFs: false, identity: identity) {
             guard function.role == .pf else { return function }
             if let placed = vfsPlacedByLayout(source, pf: address, numVFs: function.sriov?.numVFs ?? 0) {
                 function.virtfns = placed
                 return function
             }
         }
-        if let function = source.virtioFunction(address: address) { return function }
-        throw .notVirtio(address: address, vendorID: try identity(SysfsAttribute.vendor, of: source, address: address),
-                         deviceID: try identity(SysfsAttribute.device, of: source, address: address))
-    }
-
-    /// The function's `vendor` or `device` id, or why it cannot be read: a file that could not
-    /// be opened (out of descriptors, say) is not a vendor id of 0.
-    func identity(_ name: String, of source: SysfsDirectory, address: PCIAddress) throws(LinuxError) -> UInt16 {
-        if let value = source.hexAttribute(name, as: UInt16.self) { return value }
-        let path = source.directory + "/" + name
-        let text: String
-        do { text = try Sys.readText(path) } catch { throw .unreadable(address: address, error) }
-        throw .malformedAttribute(address: address, attribute: name, value: trimmed(text))
+        guard let function = source.virtioFunction(address: address, identity: identity) else {
+            throw .notVirtio(address: address, vendorID: identity.vendorID, deviceID: identity.deviceID)
+        }
+        return function
     }
 
     /// Never follow a symlink out of the sysfs root: the device directory must resolve

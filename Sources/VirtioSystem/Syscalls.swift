@@ -392,7 +392,7 @@ package enum Sys {
         let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
         let infinity = rlim_t.max  // RLIM_INFINITY, which Swift imports as an overflowing literal
         var limit = rlimit()
-        guard getrlimit(resource, &limit) == 0 else { return count }
+        guard getrlimit(resource, &limit) == 0 else { return 1024 }
         if limit.rlim_cur != infinity, limit.rlim_cur < rlim_t(count) {
             var raised = limit
             raised.rlim_cur = limit.rlim_max == infinity ? rlim_t(count) : min(rlim_t(count), limit.rlim_max)
@@ -402,6 +402,11 @@ package enum Sys {
         let copy = fcntl(fd, F_DUPFD_CLOEXEC, Int32(min(count, allowed) - 1))
         if copy >= 0 { Glibc.close(copy) }
         return allowed
+    }
+
+    /// How many descriptors the process has open (`/proc/self/fd`, without the one reading it).
+    package static func openDescriptorCount() -> Int {
+        max(0, ((try? listDirectory("/proc/self/fd")) ?? []).count - 1)
     }
 
     /// An environment variable, or nil when unset.

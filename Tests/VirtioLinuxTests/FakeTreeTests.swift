@@ -124,8 +124,9 @@ struct FakeTreeTests {
     }
 
     /// A function whose `vendor` or `device` cannot be read is reported as unreadable, with
-    /// why, and one that does not parse as malformed — not as "vendor 0x0000, not virtio" (what
-    /// the service answered when it ran out of descriptors while opening a PF).
+    /// why, one that does not parse as malformed, and one whose files are gone as no such
+    /// device — not as "vendor 0x0000, not virtio" (what the service answered when it ran out
+    /// of descriptors while opening a PF).
     @Test func anIdentityThatCannotBeReadIsNotVendorZero() throws {
         let (root, _) = try makeTree { $0.numVFs = 0 }
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -144,6 +145,9 @@ struct FakeTreeTests {
         #expect(throws: LinuxError.malformedAttribute(address: address, attribute: "device", value: "virtio")) {
             try SysfsEnumerator(root: root).function(at: address)
         }
+        // Gone while it was read (its files first): no such device.
+        try FileManager.default.removeItem(atPath: pf + "/device")
+        #expect(throws: LinuxError.noSuchDevice(address: address, path: pf)) { try SysfsEnumerator(root: root).function(at: address) }
     }
 
     /// A VF its PF lists costs one link read (its driver); every other attribute is read on

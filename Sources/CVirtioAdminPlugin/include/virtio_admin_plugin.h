@@ -23,6 +23,10 @@
  * The host calls virtio_admin_plugin_entry(2) first and, when that returns NULL,
  * virtio_admin_plugin_entry(1); it reads abi_version to tell the two tables apart, so
  * ABI 1 plugins still load.
+ *
+ * A plugin loaded by the service (`virtio-admin serve`) runs in a process that may hold
+ * more than 1024 open descriptors (the service raises its soft RLIMIT_NOFILE to 4096): a
+ * plugin that waits on descriptors of its own must use poll(2), not select(2).
  */
 #ifndef VIRTIO_ADMIN_PLUGIN_H
 #define VIRTIO_ADMIN_PLUGIN_H
