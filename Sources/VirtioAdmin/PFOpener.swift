@@ -159,6 +159,9 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
     public private(set) var lastSaveError: VirtioAdminError?
     /// Why the save on the last ``release()`` failed, if it did (``lastSaveError``).
     public var releaseError: VirtioAdminError? { lastSaveError }
+    /// Held while the state is saved and while the model is let go: the interrupt handler
+    /// (``saveAllHeld()``) may save from another thread.
+    let saveLock = Lock()
 
     /// The sysfs root that goes with a state file when none is named.
     public static func defaultSysfsRoot(forState path: String) -> String { path + ".sys" }
@@ -194,7 +197,8 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
                 loaded.stop()
                 throw .wrongSimulatedPF(path: statePath, simulates: loaded.pfAddress, asked: address)
             }
-            device = loaded
+            saveLock.withLock { device = loaded }
+            HeldSimulatedPFs.add(self)
         }
         guard let device else { throw .closed(pf: address) }
         try Self.ensureSysfsTree(of: device, at: sysfsRoot)
@@ -232,6 +236,10 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
 
     /// Saves the model's state file atomically (nothing to do without one).
     public func checkpoint() throws(VirtioAdminError) {
+        try saveLock.withLock { () throws(VirtioAdminError) in try checkpointLocked() }
+    }
+
+    func checkpointLocked() throws(VirtioAdminError) {
         guard let device else { return }
         if let statePath {
             do { try SimulatedDeviceStore.save(device, to: statePath) } catch { throw .simulatedState(error) }
@@ -242,14 +250,40 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
     /// Saves the state (with a state file), lets the model go and drops the lock.
     public func release() {
         guard let lockFile else { return }  // an in-memory model stays with its owner
-        if let device {
-            do {
-                try checkpoint()
-                lastSaveError = nil
-            } catch { lastSaveError = error }
-            device.stop()
+        HeldSimulatedPFs.remove(self)
+        saveLock.withLock {
+            if let device {
+                do throws(VirtioAdminError) {
+                    try checkpointLocked()
+                    lastSaveError = nil
+                } catch { lastSaveError = error }
+                device.stop()
+            }
+            device = nil
         }
-        device = nil
         lockFile.unlock()
     }
+
+    /// Saves the state of every model with a state file that this process holds — what the
+    /// device did up to now, as a real device keeps it — for an interrupted one-shot command,
+    /// after its admin queues were closed. Each PF with its state file, and why its save
+    /// failed, if it did.
+    package static func saveAllHeld() -> [(pf: PCIAddress, statePath: String, error: VirtioAdminError?)] {
+        HeldSimulatedPFs.all().compactMap { opener -> (pf: PCIAddress, statePath: String, error: VirtioAdminError?)? in
+            guard let statePath = opener.statePath else { return nil }
+            do throws(VirtioAdminError) { try opener.checkpoint() } catch { return (opener.address, statePath, error) }
+            return (opener.address, statePath, nil)
+        }
+    }
+}
+
+/// The simulated PFs whose model this process holds from a state file (between loading and
+/// release), for ``SimulatedPFOpener/saveAllHeld()``.
+enum HeldSimulatedPFs {
+    struct Entry: @unchecked Sendable { weak var opener: SimulatedPFOpener? }
+    nonisolated(unsafe) static var entries: [ObjectIdentifier: Entry] = [:]
+    static let lock = Lock()
+    static func add(_ opener: SimulatedPFOpener) { lock.withLock { entries[ObjectIdentifier(opener)] = Entry(opener: opener) } }
+    static func remove(_ opener: SimulatedPFOpener) { lock.withLock { _ = entries.removeValue(forKey: ObjectIdentifier(opener)) } }
+    static func all() -> [SimulatedPFOpener] { lock.withLock { entries.values.compactMap(\.opener) } }
 }

@@ -58,7 +58,7 @@ extension ProvisioningService {
         let descriptors = Sys.reserveFileDescriptors(Self.descriptorsWanted, duplicating: listener) - Sys.openDescriptorCount()
         let clients = ClientSlots(limit: Self.clientLimit(descriptors: descriptors))
         if clients.limit < Self.clientLimit(descriptors: Self.descriptorsWanted / 2) {
-            logger.warning("the open-file limit lets the service hold \(clients.limit) clients at once; more wait to connect (raise LimitNOFILE to \(Self.descriptorsWanted) or more)")
+            logger.warning("the open-file limit lets the service hold \(clients.limit) clients at once; more wait in the listen backlog (raise LimitNOFILE to \(Self.descriptorsWanted) or more)")
         }
         let inFlight = InFlightCount()
         let counter = Lock()
