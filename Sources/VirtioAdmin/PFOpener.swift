@@ -160,8 +160,8 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
     /// Why the save on the last ``release()`` failed, if it did (``lastSaveError``).
     public var releaseError: VirtioAdminError? { lastSaveError }
     /// Held while the state is saved and while the model is let go: the interrupt handler
-    /// (``saveAllHeld()``) may save from another thread.
-    let saveLock = Lock()
+    /// (``saveAllHeldForExit()``) may save from another thread.
+    let saveLock = ConditionLock()
 
     /// The sysfs root that goes with a state file when none is named.
     public static func defaultSysfsRoot(forState path: String) -> String { path + ".sys" }
@@ -250,7 +250,6 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
     /// Saves the state (with a state file), lets the model go and drops the lock.
     public func release() {
         guard let lockFile else { return }  // an in-memory model stays with its owner
-        HeldSimulatedPFs.remove(self)
         saveLock.withLock {
             if let device {
                 do throws(VirtioAdminError) {
@@ -260,25 +259,32 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
                 device.stop()
             }
             device = nil
+            // Out of the list only once saved: an interrupt finds the PF either still held
+            // or saved.
+            HeldSimulatedPFs.remove(self)
         }
         lockFile.unlock()
     }
 
-    /// Saves the state of every model with a state file that this process holds — what the
-    /// device did up to now, as a real device keeps it — for an interrupted one-shot command,
-    /// after its admin queues were closed. Each PF with its state file, and why its save
-    /// failed, if it did.
-    package static func saveAllHeld() -> [(pf: PCIAddress, statePath: String, error: VirtioAdminError?)] {
+    /// For an interrupted one-shot command, after its admin queues were closed and just
+    /// before the process exits: saves the state of every model with a state file that this
+    /// process holds — what the device did up to now, as a real device keeps it — and keeps
+    /// each one's save lock for good, so that no later save (the command's own release, on
+    /// another thread) is cut short by the exit. Each PF with its state file, and why its save
+    /// failed, if it did (a PF released meanwhile: its release's save).
+    package static func saveAllHeldForExit() -> [(pf: PCIAddress, statePath: String, error: VirtioAdminError?)] {
         HeldSimulatedPFs.all().compactMap { opener -> (pf: PCIAddress, statePath: String, error: VirtioAdminError?)? in
             guard let statePath = opener.statePath else { return nil }
-            do throws(VirtioAdminError) { try opener.checkpoint() } catch { return (opener.address, statePath, error) }
+            opener.saveLock.lock()  // never unlocked: the process exits
+            guard opener.device != nil else { return (opener.address, statePath, opener.lastSaveError) }
+            do throws(VirtioAdminError) { try opener.checkpointLocked() } catch { return (opener.address, statePath, error) }
             return (opener.address, statePath, nil)
         }
     }
 }
 
 /// The simulated PFs whose model this process holds from a state file (between loading and
-/// release), for ``SimulatedPFOpener/saveAllHeld()``.
+/// release), for ``SimulatedPFOpener/saveAllHeldForExit()``.
 enum HeldSimulatedPFs {
     struct Entry: @unchecked Sendable { weak var opener: SimulatedPFOpener? }
     nonisolated(unsafe) static var entries: [ObjectIdentifier: Entry] = [:]

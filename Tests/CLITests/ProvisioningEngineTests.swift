@@ -308,19 +308,28 @@ import VirtioTestSupport
         apply.standardError = errors
         apply.standardOutput = FileHandle.nullDevice
         try apply.run()
-        try? await Task.sleep(for: .milliseconds(800))
+        // Interrupted once it holds the PF (its state file's lock) and has worked a while.
+        let lockFD = open(setup.state + ".lock", O_RDWR | O_CREAT, 0o600)
+        defer { close(lockFD) }
+        for _ in 0..<500 {
+            guard flock(lockFD, LOCK_EX | LOCK_NB) == 0 else { break }
+            flock(lockFD, LOCK_UN)
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        try? await Task.sleep(for: .milliseconds(500))
         kill(apply.processIdentifier, SIGINT)
         let stderr = await offPool { String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
         await waitForExit(apply)
         #expect(apply.terminationStatus == 128 + SIGINT, "\(stderr)")
-        #expect(stderr.contains("simulated PF 0000:3b:00.0: what the device did before the interrupt is saved in \(setup.state)."), "\(stderr)")
+        #expect(stderr.contains("interrupted by signal 2") && !stderr.contains("NOT saved"), "\(stderr)")
         let provisioned = try await provisionedVFs(setup)
         let counters = try await counters(setup)
         #expect(provisioned > 0 && provisioned < 64, "interrupted part-way: \(provisioned) of 64 VFs provisioned")
         // The saved state agrees with itself: one MSIX_SET and one FEATURES_SET per VF
-        // provisioned (give or take the VF in flight), one reset to open and one to close.
+        // provisioned (give or take the VF in flight), one reset to open and one or two to
+        // close (the command's own close after the handler's resets it again).
         #expect(abs((counters.byOpcode["0x49"] ?? 0) - provisioned) <= 1, "\(counters.byOpcode), \(provisioned) VFs")
-        #expect(counters.resets == 2, "\(counters.resets) resets")
+        #expect((2...3).contains(counters.resets), "\(counters.resets) resets")
     }
 
     /// The service holds each client's socket until its VF is provisioned: before it takes
