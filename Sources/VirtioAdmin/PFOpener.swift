@@ -198,7 +198,7 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
                 throw .wrongSimulatedPF(path: statePath, simulates: loaded.pfAddress, asked: address)
             }
             saveLock.withLock { device = loaded }
-            HeldSimulatedPFs.add(self)
+            heldSimulatedPFs.add(self)
         }
         guard let device else { throw .closed(pf: address) }
         try Self.ensureSysfsTree(of: device, at: sysfsRoot)
@@ -261,7 +261,7 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
             device = nil
             // Out of the list only once saved: an interrupt finds the PF either still held
             // or saved.
-            HeldSimulatedPFs.remove(self)
+            heldSimulatedPFs.remove(self)
         }
         lockFile.unlock()
     }
@@ -273,7 +273,7 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
     /// another thread) is cut short by the exit. Each PF with its state file, and why its save
     /// failed, if it did (a PF released meanwhile: its release's save).
     package static func saveAllHeldForExit() -> [(pf: PCIAddress, statePath: String, error: VirtioAdminError?)] {
-        HeldSimulatedPFs.all().compactMap { opener -> (pf: PCIAddress, statePath: String, error: VirtioAdminError?)? in
+        heldSimulatedPFs.all().compactMap { opener -> (pf: PCIAddress, statePath: String, error: VirtioAdminError?)? in
             guard let statePath = opener.statePath else { return nil }
             opener.saveLock.lock()  // never unlocked: the process exits
             guard opener.device != nil else { return (opener.address, statePath, opener.lastSaveError) }
@@ -285,11 +285,4 @@ public final class SimulatedPFOpener: PFOpener, @unchecked Sendable {
 
 /// The simulated PFs whose model this process holds from a state file (between loading and
 /// release), for ``SimulatedPFOpener/saveAllHeldForExit()``.
-enum HeldSimulatedPFs {
-    struct Entry: @unchecked Sendable { weak var opener: SimulatedPFOpener? }
-    nonisolated(unsafe) static var entries: [ObjectIdentifier: Entry] = [:]
-    static let lock = Lock()
-    static func add(_ opener: SimulatedPFOpener) { lock.withLock { entries[ObjectIdentifier(opener)] = Entry(opener: opener) } }
-    static func remove(_ opener: SimulatedPFOpener) { lock.withLock { _ = entries.removeValue(forKey: ObjectIdentifier(opener)) } }
-    static func all() -> [SimulatedPFOpener] { lock.withLock { entries.values.compactMap(\.opener) } }
-}
+let heldSimulatedPFs = WeakRegistry<SimulatedPFOpener>()

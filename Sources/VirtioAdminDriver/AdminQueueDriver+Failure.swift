@@ -75,14 +75,7 @@ extension AdminQueueDriver {
 }
 
 /// The drivers alive in this process (weakly held), for ``AdminQueueDriver/closeAllOpen()``.
-enum OpenDrivers {
-    struct Entry: @unchecked Sendable { weak var driver: AdminQueueDriver? }
-    nonisolated(unsafe) static var entries: [ObjectIdentifier: Entry] = [:]
-    static let lock = Lock()
-    static func add(_ driver: AdminQueueDriver) { lock.withLock { entries[ObjectIdentifier(driver)] = Entry(driver: driver) } }
-    static func remove(_ driver: AdminQueueDriver) { lock.withLock { _ = entries.removeValue(forKey: ObjectIdentifier(driver)) } }
-    static func all() -> [AdminQueueDriver] { lock.withLock { entries.values.compactMap(\.driver) } }
-}
+let openDrivers = WeakRegistry<AdminQueueDriver>()
 
 /// DMA memory a device may still write: the rings and command slots of a device whose
 /// reset was not confirmed and whose bus mastering could not be cleared. Kept (mapped and

@@ -192,7 +192,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
         self.transport = transport
         self.allocator = allocator
         self.options = options
-        OpenDrivers.add(self)
+        openDrivers.add(self)
     }
 
     /// Closes every admin-queue driver of this process that is still alive (each PF reset,
@@ -201,14 +201,14 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// - Returns: each driver's PF with the quarantine error, if it came to that, and the
     ///   device status read after the close (0 once the reset is confirmed).
     public static func closeAllOpen() -> [(device: PCIAddress, quarantine: AdminError?, status: DeviceStatus)] {
-        OpenDrivers.all().map { driver in
+        openDrivers.all().map { driver in
             let quarantine = driver.close()
             return (driver.address, quarantine, driver.transport.status)
         }
     }
 
     deinit {
-        OpenDrivers.remove(self)
+        openDrivers.remove(self)
         // Only memory of a device known to be quiet is here (quarantined memory was moved
         // to the quarantine list and is never released).
         if let slab { allocator.release(slab) }

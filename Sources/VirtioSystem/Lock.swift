@@ -100,3 +100,18 @@ package final class ConditionLock: @unchecked Sendable {
     /// Wakes every waiter.
     package func broadcast() { pthread_cond_broadcast(condition) }
 }
+
+/// Objects the process keeps track of without keeping them alive (weak references), for a
+/// handler that must reach every one of them (an interrupt closing every open driver).
+package final class WeakRegistry<Object: AnyObject>: @unchecked Sendable {
+    struct Entry { weak var object: Object? }
+    // Guarded by `lock`.
+    var entries: [ObjectIdentifier: Entry] = [:]
+    let lock = Lock()
+
+    package init() {}
+    package func add(_ object: Object) { lock.withLock { entries[ObjectIdentifier(object)] = Entry(object: object) } }
+    package func remove(_ object: Object) { lock.withLock { _ = entries.removeValue(forKey: ObjectIdentifier(object)) } }
+    /// The objects still alive.
+    package func all() -> [Object] { lock.withLock { entries.values.compactMap(\.object) } }
+}
