@@ -207,7 +207,7 @@ final class SysfsDirectory: DeviceAttributeSource {
     /// read failed, and the value that was read decides.
     func identity(address: PCIAddress) throws(LinuxError) -> (vendorID: UInt16, deviceID: UInt16) {
         func id(_ name: String) throws(LinuxError) -> UInt16 {
-            var text: String
+            let text: String
             if let value = attribute(name) {
                 text = value
             } else {
