@@ -41,10 +41,10 @@ extension AdminQueueDriver {
                 continue
             }
             // The first command of a round may wait for a slot; the rest take the free ones.
-            let (token, immediate) = lock.withLock { () -> (UInt64, Result<SlotGrant?, AdminError>) in
-                nextToken += 1
-                if let error = stateErrorLocked(for: command) { return (nextToken, .failure(error)) }
-                return (nextToken, .success(exclusive ? nil : slotTable.take()))
+            let token = newToken()
+            let immediate = lock.withLock { () -> Result<SlotGrant?, AdminError> in
+                if let error = stateErrorLocked(for: command) { return .failure(error) }
+                return .success(exclusive ? nil : slotTable.take())
             }
             let first: SlotGrant
             do throws(AdminError) {
@@ -78,8 +78,7 @@ extension AdminQueueDriver {
                     while let slot = grant {
                         batch.results.append(nil)
                         batch.remaining += 1
-                        nextToken += 1
-                        _ = placeLocked(slot: slot, command: commands[end], token: end == start ? token : nextToken, timeout: timeouts[end] ?? options.defaultTimeout,
+                        _ = placeLocked(slot: slot, command: commands[end], token: end == start ? token : newToken(), timeout: timeouts[end] ?? options.defaultTimeout,
                                         waiter: .batch(batch, index: end - start), now: now)
                         end += 1
                         grant = nil

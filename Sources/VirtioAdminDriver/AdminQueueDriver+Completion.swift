@@ -1,3 +1,4 @@
+import Synchronization
 import VirtioSystem
 import VirtioSpec
 import VirtioTransport
@@ -217,7 +218,7 @@ extension AdminQueueDriver {
                 let idle = now &- lastProgress > 2_000_000 || stillRounds >= 8 || spinners > 0
                 // Asleep, the poller rings no doorbell: submitters ring their own.
                 if idle { pollerSleeping = true }
-                callerResumed = handOff.callerResumed
+                callerResumed = self.callerResumed.load(ordering: .relaxed)
                 return idle
             }
             guard let sleep else { return }
@@ -243,10 +244,9 @@ extension AdminQueueDriver {
     }
 }
 
-/// The poller's hand-off to the command callers it resumed (guarded by the driver's lock).
+/// The poller's hand-off to the command callers it resumed (guarded by the driver's lock;
+/// whether one was resumed is ``AdminQueueDriver/callerResumed``).
 struct PollerHandOff {
-    /// A command's caller was resumed and has not run since: the poller may wait for it.
-    var callerResumed = false
     /// The poller, suspended until a resumed caller runs.
     var poller: UnsafeContinuation<Void, Never>?
 }
@@ -263,7 +263,7 @@ extension AdminQueueDriver {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             let goOn = lock.withLock { () -> Bool in
                 counters.pollerHandOffs += 1
-                guard handOff.callerResumed else { return true }
+                guard callerResumed.load(ordering: .relaxed) else { return true }
                 counters.pollerParks += 1
                 handOff.poller = continuation
                 pollerSleeping = true
@@ -274,10 +274,14 @@ extension AdminQueueDriver {
     }
 
     /// A command's caller runs again after its wait: the poller waiting for that goes on.
+    /// Most callers find the flag clear (another caller of the same poll ran first) and take
+    /// no lock. The flag is set before each resume, so the last caller resumed reads it after
+    /// its last setting: it is never left set with nobody to clear it.
     func callerRuns() {
+        guard callerResumed.load(ordering: .acquiring) else { return }
         let poller = lock.withLock { () -> UnsafeContinuation<Void, Never>? in
-            guard handOff.callerResumed else { return nil }
-            handOff.callerResumed = false
+            guard callerResumed.load(ordering: .relaxed) else { return nil }
+            callerResumed.store(false, ordering: .relaxed)
             guard let poller = handOff.poller else { return nil }
             handOff.poller = nil
             pollerSleeping = false

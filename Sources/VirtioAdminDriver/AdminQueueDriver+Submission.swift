@@ -1,3 +1,4 @@
+import Synchronization
 import VirtioSystem
 import VirtioSpec
 import VirtioTransport
@@ -71,38 +72,62 @@ extension AdminQueueDriver {
 
     /// - Parameter renegotiate: a command for a group that is unavailable (its LIST_QUERY
     ///   or LIST_USE failed) negotiates the group first, then goes on.
+    ///
+    /// The usual command takes the lock once here: one hold admits it (state, command set,
+    /// a free slot), places it, publishes it and rings. Only a command that must wait for a
+    /// slot, or for its group to be negotiated again, takes the slow way.
     func submitAdmitted(_ command: AdminCommand, timeout: Duration?, exclusive holder: Bool, renegotiate: Bool = false) async throws(AdminError) -> AdminResponse {
-        var renegotiate = renegotiate
-        var admission: (token: UInt64, immediate: Result<SlotGrant?, AdminError>)?
-        while admission == nil {
-            let mayRenegotiate = renegotiate
-            admission = lock.withLock { () -> (UInt64, Result<SlotGrant?, AdminError>)? in
-                if mayRenegotiate && needsRenegotiationLocked(command) { return nil }
-                return admitLocked(command, exclusive: holder)
-            }
-            if admission == nil {
-                renegotiate = false
-                try await refreshGroup(command.groupType)
-            }
-        }
-        let (token, immediate) = admission!
-        let slot: SlotGrant
-        if let ready = try immediate.get() { slot = ready } else {
-            slot = try await waitForSlot(command, token: token, exclusive: holder, timeout: options.slotWaitTimeout)
-        }
         let timeout = timeout ?? options.defaultTimeout
-        let result: Result<AdminResponse, AdminError> = await withTaskCancellationHandler {
+        // The token is known before the lock is taken, so that a cancellation can find the command.
+        let token = newToken()
+        /// Why the first hold did not place the command.
+        enum Detour { case renegotiate, waitForSlot }
+        var detour: Detour?
+        var outcome: Result<AdminResponse, AdminError>? = await withTaskCancellationHandler {
             await withUnsafeContinuation { continuation in
                 lock.withLock {
-                    submitLocked(slot: slot, command: command, token: token, timeout: timeout, waiter: .single(continuation))
+                    if renegotiate && needsRenegotiationLocked(command) {
+                        detour = .renegotiate
+                        continuation.resume(returning: nil)
+                        return
+                    }
+                    switch admitLocked(command, exclusive: holder) {
+                    case .failure(let error): continuation.resume(returning: .failure(error))
+                    case .success(nil):
+                        detour = .waitForSlot
+                        continuation.resume(returning: nil)
+                    case .success(let slot?):
+                        submitLocked(slot: slot, command: command, token: token, timeout: timeout, waiter: .single(continuation))
+                    }
                 }
             }
         } onCancel: {
             cancel(token: token)
         }
+        if let detour {
+            // The slow way: the group negotiated again, or a wait for a slot.
+            if detour == .renegotiate {
+                try await refreshGroup(command.groupType)
+                return try await submitAdmitted(command, timeout: timeout, exclusive: holder)
+            }
+            let slot = try await waitForSlot(command, token: token, exclusive: holder, timeout: options.slotWaitTimeout)
+            outcome = await withTaskCancellationHandler {
+                await withUnsafeContinuation { continuation in
+                    lock.withLock {
+                        submitLocked(slot: slot, command: command, token: token, timeout: timeout, waiter: .single(continuation))
+                    }
+                }
+            } onCancel: {
+                cancel(token: token)
+            }
+        }
         callerRuns()
-        return try result.get()
+        // Every resume of a placed command's waiter carries a result.
+        return try outcome!.get()
     }
+
+    /// A token for a command (unique for the driver's life; no lock needed).
+    func newToken() -> UInt64 { lastToken.wrappingAdd(1, ordering: .relaxed).newValue }
 
     /// Whether `command` is for a group whose LIST_QUERY/LIST_USE failed, so that the group
     /// is negotiated again before it is sent (lock held).
@@ -111,12 +136,11 @@ extension AdminQueueDriver {
         return groups.isUnavailable(command.groupType.rawValue)
     }
 
-    /// A token for the command and a free slot, none (wait for one), or why it cannot be sent (lock held).
-    func admitLocked(_ command: AdminCommand, exclusive holder: Bool) -> (UInt64, Result<SlotGrant?, AdminError>) {
-        nextToken += 1
-        if let error = stateErrorLocked(for: command) { return (nextToken, .failure(error)) }
-        if exclusive && !holder { return (nextToken, .success(nil)) }
-        return (nextToken, .success(slotTable.take()))
+    /// A free slot for the command, none (wait for one), or why it cannot be sent (lock held).
+    func admitLocked(_ command: AdminCommand, exclusive holder: Bool) -> Result<SlotGrant?, AdminError> {
+        if let error = stateErrorLocked(for: command) { return .failure(error) }
+        if exclusive && !holder { return .success(nil) }
+        return .success(slotTable.take())
     }
 
     /// Why a command cannot be sent now, if it cannot (lock held).

@@ -1,4 +1,5 @@
 import PCIConfig
+import Synchronization
 import VirtioSystem
 import VirtioSpec
 import VirtioTransport
@@ -135,7 +136,9 @@ public final class AdminQueueDriver: @unchecked Sendable {
     @exclusivity(unchecked) var waiters: [Waiter] = []
     /// Waiters whose wait for a slot outlasted their timeout.
     var expiredWaiters = Set<UInt64>()
-    @exclusivity(unchecked) var nextToken: UInt64 = 1
+    /// The last token handed out (``newToken()``): taken without the lock, so a caller knows
+    /// its command's token (for cancellation) before the one hold that admits and places it.
+    let lastToken = Atomic<UInt64>(1)
     @exclusivity(unchecked) var pollerRunning = false
     /// The poller sleeps on the clock (nothing moved for a while): a new command rings the
     /// doorbell itself instead of leaving it to the poller.
@@ -151,9 +154,12 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// When a polling caller last reaped a completion: progress, as the poller sees it.
     @exclusivity(unchecked) var lastCallerReap: UInt64 = 0
     /// The hand-off between the poller and the callers it resumes (``handOffToResumedCaller()``):
-    /// whether a command's caller was resumed and has not run since, and the poller waiting
-    /// for it to run.
+    /// the poller waiting for a resumed caller to run.
     @exclusivity(unchecked) var handOff = PollerHandOff()
+    /// A command's caller was resumed and has not run since: the poller may wait for it.
+    /// Written with the lock held, and before the resume; read without it by every caller
+    /// after its wait (``callerRuns()``), so that most callers take no lock there.
+    let callerResumed = Atomic<Bool>(false)
     @exclusivity(unchecked) var counters = AdminCounters()
     @exclusivity(unchecked) var groups = GroupTable()
     /// A LIST_USE holds the queue alone: no other command is outstanding while it is.

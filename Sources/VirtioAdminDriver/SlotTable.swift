@@ -1,11 +1,13 @@
+import Synchronization
 import VirtioSpec
 
 /// Who waits for a command on the ring.
 enum SlotWaiter {
     /// Nobody any more (the command timed out or was cancelled; the device still owns its buffers).
     case none
-    /// One caller of ``AdminQueueDriver/submit(_:timeout:)``.
-    case single(UnsafeContinuation<Result<AdminResponse, AdminError>, Never>)
+    /// One caller of ``AdminQueueDriver/submit(_:timeout:)`` (always resumed with a result;
+    /// `nil` is for the caller's own detours before its command is placed).
+    case single(UnsafeContinuation<Result<AdminResponse, AdminError>?, Never>)
     /// Entry `index` of a batch (``AdminQueueDriver/submitBatch(_:timeout:)``).
     case batch(BatchCompletion, index: Int)
 
@@ -122,8 +124,9 @@ extension AdminQueueDriver {
         switch waiter {
         case .none: break
         case .single(let continuation):
+            // Set before the resume: the caller reads it after its wait, without the lock.
+            callerResumed.store(true, ordering: .releasing)
             continuation.resume(returning: result)
-            handOff.callerResumed = true
         case .batch(let batch, let entry): batch.complete(entry, with: result)
         }
     }

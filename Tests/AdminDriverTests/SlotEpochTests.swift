@@ -4,9 +4,9 @@ import VirtioAdminTestKit
 import VirtioSpec
 import VirtioSimulator
 
-/// A slot taken from the free list outside the lock (submit pops it, then places the command
-/// in a later critical section) must not be used after a fail-all + reinitialise, when the
-/// same index is free again and may be handed to another command.
+/// A slot granted in one critical section and used in a later one (a command that waited for
+/// a slot is handed one, then places itself) must not be used after a fail-all +
+/// reinitialise, when the same index is free again and may be handed to another command.
 struct SlotEpochTests {
     @Test func staleSlotGrantIsNeverUsed() async throws {
         let group = try await SimulatedAdminGroup(plugins: [])
@@ -17,12 +17,12 @@ struct SlotEpochTests {
         #expect(driver.lock.withLock { driver.slotTable.free.contains(stale.index) }, "the index is free again in the new epoch")
         let submitted = driver.statistics.submitted
         let command = AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(rawValue: 1), resultLength: 8)
-        let result: Result<AdminResponse, AdminError> = await withUnsafeContinuation { continuation in
+        let result: Result<AdminResponse, AdminError>? = await withUnsafeContinuation { continuation in
             driver.lock.withLock {
                 driver.submitLocked(slot: stale, command: command, token: 1, timeout: .seconds(1), waiter: .single(continuation))
             }
         }
-        #expect(throws: AdminError.notRunning(device: group.device.pfAddress)) { try result.get() }
+        #expect(throws: AdminError.notRunning(device: group.device.pfAddress)) { try result!.get() }
         #expect(driver.statistics.submitted == submitted, "nothing went on the ring")
         #expect(driver.lock.withLock { driver.slotTable.free.filter { $0 == stale.index }.count } == 1, "not released twice")
         // The driver still works, on every slot.
