@@ -124,7 +124,7 @@ let package = Package(
         ], path: "Tests/Plugins/RatifiedPluginTests"),
         .testTarget(name: "ResourceManagerTests", dependencies: ["ResourceManager", "VirtioAdminTestKit", "VirtioAdminDriver", "VirtioSimulator", "VirtioSpec", "VirtioTestSupport"]),
         .testTarget(name: "ProvisioningTests", dependencies: ["VirtioProvisioning", "VirtioSpec", "PCIConfig"]),
-        .testTarget(name: "VirtioAdminTests", dependencies: ["VirtioAdmin", "VirtioAdminTestKit", "VirtioLinux", "VirtioProvisioning", "VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "PCIConfig", "VirtioSpec",
+        .testTarget(name: "VirtioAdminTests", dependencies: ["VirtioAdmin", "VirtioAdminTestKit", "VirtioTestSupport", "VirtioLinux", "VirtioProvisioning", "VirtioSimulator", "VirtioAdminDriver", "ResourceManager", "PCIConfig", "VirtioSpec",
                                                       .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "CLITests", dependencies: ["VirtioAdminCLI", "VirtioSimulator", "VirtioLinux", "VirtioTestSupport"]),
     ]

@@ -167,11 +167,26 @@ package func lspciVirtioName(_ cfgType: String) -> String {
     }
 }
 
-/// A fresh temporary directory.
+/// This test process's scratch directory: every ``makeTemporaryDirectory(_:)`` is made in
+/// it, and it is removed with everything in it when the process exits (a run that crashes
+/// leaves it behind). Short, so that socket paths under it stay within `sun_path`.
+private let scratchRoot: String = {
+    var template = Array((NSTemporaryDirectory() + "va-tests-XXXXXX").utf8CString)
+    guard let made = mkdtemp(&template) else { fatalError("mkdtemp in \(NSTemporaryDirectory()) failed: errno \(errno)") }
+    atexit { removeScratchRoot() }
+    return String(cString: made)
+}()
+
+private func removeScratchRoot() {
+    try? FileManager.default.removeItem(atPath: scratchRoot)
+}
+
+/// A fresh temporary directory (`label-XXXXXX` in the process's scratch directory, removed
+/// when the test process exits).
 package func makeTemporaryDirectory(_ label: String = "virtio-admin-test") -> String {
-    let path = NSTemporaryDirectory() + "/\(label)-\(UUID().uuidString)"
-    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
+    var template = Array((scratchRoot + "/\(label)-XXXXXX").utf8CString)
+    guard let made = mkdtemp(&template) else { fatalError("mkdtemp in \(scratchRoot) failed: errno \(errno)") }
+    return String(cString: made)
 }
 
 /// Hex dump in `lspci -xxxx` format, which `lspci -F FILE` decodes.

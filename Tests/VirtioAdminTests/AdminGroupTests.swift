@@ -8,6 +8,7 @@ import VirtioLinux
 import VirtioProvisioning
 import VirtioSimulator
 import VirtioSpec
+import VirtioTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -16,8 +17,7 @@ import Glibc
 /// The owner of a PF's admin queue, on the device model in memory.
 @Suite struct AdminGroupTests {
     func temporaryDirectory() -> String {
-        var template = Array("/tmp/admin-group-test-XXXXXX".utf8CString)
-        return String(cString: mkdtemp(&template)!)
+        return makeTemporaryDirectory("admin-group-test")
     }
 
     func open(vfs: Int = 8) async throws -> (SimulatedSRIOVDevice, AdminGroup) {
@@ -133,8 +133,7 @@ final class ProgressLog: @unchecked Sendable {
             configuration.numVFs = vfs
             configuration.vfMSIXPool = vfs * 8
             let device = SimulatedSRIOVDevice(configuration: configuration)
-            var template = Array("/tmp/admin-group-in-use-XXXXXX".utf8CString)
-            let root = String(cString: mkdtemp(&template)!)
+            let root = makeTemporaryDirectory("admin-group-in-use")
             defer { _ = system("rm -rf '\(root)'") }
             var tree = device.sysfsTree()
             tree.vfDrivers = bound
@@ -181,8 +180,7 @@ final class ProgressLog: @unchecked Sendable {
 /// The simulated PF's sysfs view, as `--simulate` commands prepare it.
 @Suite struct SimulatedSysfsViewTests {
     func temporaryDirectory() -> String {
-        var template = Array("/tmp/sysfs-view-test-XXXXXX".utf8CString)
-        return String(cString: mkdtemp(&template)!)
+        return makeTemporaryDirectory("sysfs-view-test")
     }
 
     /// A command with `--simulate` makes sure the PF's sysfs view exists; when it does, the

@@ -1,4 +1,3 @@
-import VirtioSystem
 import Logging
 import PCIConfig
 import ResourceManager
@@ -7,6 +6,8 @@ import VirtioAdmin
 import VirtioProvisioning
 import VirtioSimulator
 import VirtioSpec
+import VirtioSystem
+import VirtioTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -29,8 +30,7 @@ import Glibc
         configuration.vfMSIXPool = vfs * 8
         configuration.timing = DeviceTiming(latency: latency, parallelism: 4)
         let device = SimulatedSRIOVDevice(configuration: configuration)
-        var template = Array("/tmp/service-test-XXXXXX".utf8CString)
-        let root = String(cString: mkdtemp(&template)!)
+        let root = makeTemporaryDirectory("service-test")
         try device.sysfsTree().write(to: root)
         var options = ProvisioningService.Options()
         options.sysfsRoot = root

@@ -3,6 +3,7 @@ import Testing
 import VirtioAdmin
 import VirtioProvisioning
 import VirtioSimulator
+import VirtioTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -12,8 +13,7 @@ import Glibc
 /// the model's sysfs view, and policy apply by PF address.
 @Suite struct PublicAPITests {
     func temporaryDirectory() -> String {
-        var template = Array("/tmp/public-api-test-XXXXXX".utf8CString)
-        return String(cString: mkdtemp(&template)!)
+        return makeTemporaryDirectory("public-api-test")
     }
 
     func read(_ path: String) -> String? {

@@ -1,13 +1,14 @@
 import Logging
 import PCIConfig
 import ResourceManager
-import VirtioSystem
 import Testing
 @testable import VirtioAdmin
 import VirtioAdminTestKit
 import VirtioProvisioning
 import VirtioSimulator
 import VirtioSpec
+import VirtioSystem
+import VirtioTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -33,8 +34,7 @@ import Glibc
         var lockPath: String { state + ".lock" }
 
         init(vfs: Int) throws {
-            var template = Array("/tmp/service-clock-XXXXXX".utf8CString)
-            directory = String(cString: mkdtemp(&template)!)
+            directory = makeTemporaryDirectory("service-clock")
             var configuration = SimulatedDeviceConfiguration()
             configuration.totalVFs = vfs
             configuration.numVFs = vfs

@@ -4,6 +4,7 @@ import VirtioAdmin
 import VirtioProvisioning
 import VirtioSimulator
 import VirtioSpec
+import VirtioTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -105,8 +106,7 @@ extension String {
 /// reset, and a save that fails is in the PF's report.
 @Suite struct PolicyApplySavesTests {
     func temporaryDirectory() -> String {
-        var template = Array("/tmp/apply-saves-test-XXXXXX".utf8CString)
-        return String(cString: mkdtemp(&template)!)
+        return makeTemporaryDirectory("apply-saves-test")
     }
 
     @Test func oneSaveAfterTheResetAndAFailedSaveIsReported() async throws {

@@ -8,6 +8,7 @@ import VirtioAdminDriver
 import VirtioAdminTestKit
 import VirtioSimulator
 import VirtioSpec
+import VirtioTestSupport
 
 /// A simulated group with the ratified plugins, the capability handshake done.
 func ratifiedGroup(handshake: DevicePartsCapability? = nil, members: [MemberResources]? = nil, _ configure: (inout SimulatedDeviceConfiguration) -> Void = { _ in }) async throws -> SimulatedAdminGroup {
@@ -36,6 +37,7 @@ func header(opcode: UInt8, group: UInt8, member: UInt8) -> [UInt8] {
     [opcode, 0, group, 0] + [UInt8](repeating: 0, count: 12) + [member, 0, 0, 0, 0, 0, 0, 0]
 }
 
+/// A path for a file named `name` in a fresh temporary directory (removed when the test process exits).
 func temporaryPath(_ name: String) -> String {
-    "/tmp/virtio-admin-test-\(name)-\(UInt64.random(in: 0...UInt64.max))"
+    makeTemporaryDirectory("ratified") + "/" + name
 }
