@@ -21,7 +21,14 @@ extension AdminQueueDriver {
             }
             lock.withLock { if case .starting = state { state = .running } }
         } catch {
-            close()
+            // Not `close()`: a close by the driver's user is what stops `reinitialize()` from
+            // leaving the driver failed (to be brought up again). A driver closed meanwhile
+            // had its device quiesced by that close.
+            lock.withLock {
+                if case .closed = state { return }
+                _ = quiesceLocked()
+                failAllLocked(.notRunning(device: address), newState: .closed)
+            }
             throw error
         }
     }
@@ -70,6 +77,12 @@ extension AdminQueueDriver {
     }
 
     func bringUp() throws(AdminError) {
+        // A close while this runs is seen at the end (``setUpAdminQueue(closesBefore:)``).
+        let closesBefore = lock.withLock { () -> UInt64 in
+            bringUps += 1
+            return closes
+        }
+        defer { lock.withLock { bringUps -= 1 } }
         // This driver is the PF's driver: it negotiates SR_IOV (required before VFs are
         // enabled [content:966-979]) when the function has the capability, and accepts
         // ORDER_PLATFORM (SHOULD [content:962-964]; it makes the ring barriers DMA-strength).
@@ -106,14 +119,19 @@ extension AdminQueueDriver {
         }
         // Nothing is mapped for the device yet: a failure up to here leaves nothing to guard.
         do throws(AdminError) {
-            try setUpAdminQueue()
+            try setUpAdminQueue(closesBefore: closesBefore)
+        } catch .notRunning(let device) {
+            // Closed meanwhile: quiesced and closed already.
+            throw .notRunning(device: device)
         } catch {
             quiesceAfterFailure()
             throw error
         }
     }
 
-    func setUpAdminQueue() throws(AdminError) {
+    /// - Parameter closesBefore: ``closes`` when the bring-up began: a close since then
+    ///   (an interrupt's, from another thread) leaves the device reset and the driver closed.
+    func setUpAdminQueue(closesBefore: UInt64) throws(AdminError) {
         guard let admin = transport.adminQueues else {
             throw .noAdminQueue(device: address, reason: "the common configuration structure is too short to carry admin_queue_index/admin_queue_num")
         }
@@ -148,23 +166,34 @@ extension AdminQueueDriver {
             // The caller quiesces the device before anything is released.
             throw .transport(error)
         }
-        lock.withLock {
+        let closedMeanwhile = lock.withLock { () -> Bool in
             self.queue = queue
             self.notifier = notifier
             self.slab = slab
             adminQueueIndex = admin.index
             slotTable.resize(slots: size / 2, queueSize: size)
+            guard closes == closesBefore else {
+                // Closed while the registers were written: the device may have taken the
+                // rings after that close's reset, so it is quiesced again, and stays closed.
+                _ = quiesceLocked()
+                failAllLocked(.notRunning(device: address), newState: .closed)
+                return true
+            }
             state = .starting
+            return false
         }
+        if closedMeanwhile { throw .notRunning(device: address) }
     }
 
     /// Resets the device and sets the admin queue up again (after a failure).
     /// A bring-up that fails leaves the driver failed, not closed: the next
     /// `recoverIfNeeded` tries again (a device may finish its reset later).
+    /// A close while it runs leaves the driver closed.
     package func reinitialize() async throws(AdminError) {
         close()
+        let closesBefore = lock.withLock { closes }
         do { try await start() } catch {
-            lock.withLock { if case .closed = state { state = .failed(error) } }
+            lock.withLock { if case .closed = state, closes == closesBefore { state = .failed(error) } }
             throw error
         }
     }

@@ -11,10 +11,15 @@ extension AdminQueueDriver {
     /// reset confirmed (device_status reads 0); otherwise Bus Master Enable cleared through
     /// ``Options/disableBusMaster``; otherwise the rings and command slots are quarantined
     /// (kept for the life of the process) and the returned error says so.
+    ///
+    /// Closing a closed driver does nothing (its device was quiesced by the first close), unless
+    /// a bring-up runs: then the device is reset again, and the bring-up stops.
     /// - Returns: `nil`, or ``AdminError/memoryQuarantined(device:bytes:reason:)``.
     @discardableResult
     package func close() -> AdminError? {
         lock.withLock {
+            closes &+= 1
+            if case .closed = state, bringUps == 0 { return nil }
             let quarantine = quiesceLocked()
             failAllLocked(.notRunning(device: address), newState: .closed)
             return quarantine

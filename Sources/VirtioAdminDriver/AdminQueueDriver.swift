@@ -140,6 +140,12 @@ public final class AdminQueueDriver: @unchecked Sendable {
     /// its command's token (for cancellation) before the one hold that admits and places it.
     let lastToken = Atomic<UInt64>(1)
     @exclusivity(unchecked) var pollerRunning = false
+    /// Calls of ``close()`` so far: a bring-up that sees the count change while it runs was
+    /// closed under it (its register writes are not under the lock) and does not go on.
+    @exclusivity(unchecked) var closes: UInt64 = 0
+    /// Bring-ups running (``bringUp()``): while one runs, a close resets the device even
+    /// when the driver reads as closed already.
+    @exclusivity(unchecked) var bringUps = 0
     /// The poller sleeps on the clock (nothing moved for a while): a new command rings the
     /// doorbell itself instead of leaving it to the poller.
     @exclusivity(unchecked) var pollerSleeping = false
