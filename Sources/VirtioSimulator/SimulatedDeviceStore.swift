@@ -29,15 +29,17 @@ package enum SimulatedDeviceStore {
 
     /// The text form of the device's persistent state, as the bytes written to the file.
     /// The per-VF lines (1024 on a large PF) are formatted on the bytes, not interpolated.
+    /// The state is taken in one hold of the model's lock (a snapshot of one instant).
     package static func encodeBytes(_ device: SimulatedSRIOVDevice) -> [UInt8] {
         let configuration = device.configuration
+        let snapshot = device.persistentSnapshot()
         var lines = [magic,
                      "pf \(configuration.pfAddress)",
                      "pf-type \(configuration.pfType.name)",
                      "vf-type \(configuration.vfType.name)",
                      "total-vfs \(configuration.totalVFs)",
-                     "num-vfs \(device.numVFs)",
-                     "sriov-negotiated \(device.sriovNegotiated ? 1 : 0)",
+                     "num-vfs \(snapshot.numVFs)",
+                     "sriov-negotiated \(snapshot.sriovNegotiated ? 1 : 0)",
                      "first-vf-offset \(configuration.firstVFOffset)",
                      "vf-stride \(configuration.vfStride)",
                      "pool \(configuration.vfMSIXPool)",
@@ -45,15 +47,15 @@ package enum SimulatedDeviceStore {
                      "per-vf-min \(configuration.perVFMinimumVectors)",
                      "member-supported \(configuration.memberSupportedFeatures.hexMask)",
                      "pf-features \(configuration.pfFeatures.hexMask)"]
-        let timing = device.currentTiming
+        let timing = snapshot.timing
         if timing.latency != .zero || timing.parallelism != 1 {
             lines.append("timing latency-ns=\(timing.latency.nanoseconds) parallelism=\(timing.parallelism)")
         }
-        let counters = device.counters
+        let counters = snapshot.counters
         let byOpcode = counters.adminCommandsByOpcode.sorted { $0.key < $1.key }.map { "\(hex($0.key, width: 1)):\($0.value)" }
         lines.append("counters resets=\(counters.resets) notifies=\(counters.notifies) admin-commands=\(counters.adminCommands)"
                      + " admin-errors=\(counters.adminErrors)" + (byOpcode.isEmpty ? "" : " by-opcode=" + byOpcode.joined(separator: ",")))
-        let members = device.members
+        let members = snapshot.members
         var bytes: [UInt8] = []
         bytes.reserveCapacity(lines.reduce(0) { $0 + $1.utf8.count + 1 } + members.count * 80)
         for line in lines {
@@ -79,10 +81,9 @@ package enum SimulatedDeviceStore {
             bytes.append(newline)
         }
         // A VF's driver-visible state and DEV_MODE_SET mode, as its device parts (hex).
-        for index in 0..<configuration.totalVFs {
-            guard let state = device.vfPersistentState(index) else { continue }
+        for state in snapshot.vfStates {
             bytes.append(contentsOf: "vf-state ".utf8)
-            appendDecimal(index, to: &bytes)
+            appendDecimal(state.index, to: &bytes)
             bytes.append(contentsOf: (state.stopped ? " stopped=1 parts=" : " stopped=0 parts=").utf8)
             for byte in state.parts {
                 bytes.append(hexDigit(byte >> 4))

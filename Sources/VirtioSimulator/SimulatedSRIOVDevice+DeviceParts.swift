@@ -30,19 +30,31 @@ extension SimulatedSRIOVDevice {
     }
 
     /// The parts of VF `index` as DEV_PARTS_GET ALL would return them, and the stopped flag:
-    /// what the state file keeps so that a VF's state persists across invocations.
-    func vfPersistentState(_ index: Int) -> (stopped: Bool, parts: [UInt8])? {
+    /// what the state file keeps so that a VF's state persists across invocations (lock held).
+    func vfPersistentStateLocked(_ index: Int) -> (stopped: Bool, parts: [UInt8])? {
+        let vf = vfs[index]
+        guard vf.stopped || !vf.status.isEmpty || !vf.driverFeatures.isEmpty || vf.queues.contains(where: { $0.enabled || $0.descriptorArea != 0 })
+        else { return nil }
+        var bytes: [UInt8] = []
+        for part in admin.currentParts(vf) { part.encode(into: &bytes) }
+        return (vf.stopped, bytes)
+    }
+
+    /// What the state file keeps, taken in one hold of the model's lock: a save of a model
+    /// at work (the service's checkpoints, an interrupt's save) is the model at one instant,
+    /// its counters in step with its VFs' resources.
+    func persistentSnapshot() -> SimulatedPersistentSnapshot {
         lock.withLock {
-            let vf = vfs[index]
-            guard vf.stopped || !vf.status.isEmpty || !vf.driverFeatures.isEmpty || vf.queues.contains(where: { $0.enabled || $0.descriptorArea != 0 })
-            else { return nil }
-            var bytes: [UInt8] = []
-            for part in admin.currentParts(vf) { part.encode(into: &bytes) }
-            return (vf.stopped, bytes)
+            var states: [(index: Int, stopped: Bool, parts: [UInt8])] = []
+            for index in vfs.indices {
+                if let state = vfPersistentStateLocked(index) { states.append((index, state.stopped, state.parts)) }
+            }
+            return SimulatedPersistentSnapshot(numVFs: admin.numVFs, sriovNegotiated: srIOVNegotiated, timing: timing,
+                                               counters: pf.currentCounters, members: admin.members, vfStates: states)
         }
     }
 
-    /// Restores what ``vfPersistentState(_:)`` returned; `false` when the parts do not decode.
+    /// Restores what ``vfPersistentStateLocked(_:)`` returned; `false` when the parts do not decode.
     func restoreVFState(_ index: Int, stopped: Bool, parts: [UInt8]) -> Bool {
         lock.withLock {
             // The model's own record, applied as kept (not a driver's DEV_PARTS_SET: nothing to verify).
@@ -93,4 +105,15 @@ extension SimulatedSRIOVDevice {
     }
     /// DEV_PARTS resource objects that exist now.
     public var devicePartsObjectCount: Int { lock.withLock { admin.ratified.objects.count } }
+}
+
+/// The model's persistent state at one instant (``SimulatedSRIOVDevice/persistentSnapshot()``).
+struct SimulatedPersistentSnapshot {
+    var numVFs: Int
+    var sriovNegotiated: Bool
+    var timing: DeviceTiming
+    var counters: SimulatedCounters
+    var members: [MemberResources]
+    /// VFs with driver-visible state or a stopped mode, by index.
+    var vfStates: [(index: Int, stopped: Bool, parts: [UInt8])]
 }
