@@ -81,9 +81,13 @@ public final class ProvisioningService: @unchecked Sendable {
     public let logger: Logger
     let opener: @Sendable (PCIAddress) -> any PFOpener
     let registry: @Sendable () -> PluginRegistry
-    let lock = Lock()
+    /// Guards the state below; its condition wakes events waiting for a PF being read.
+    let lock = ConditionLock()
     var workers: [PCIAddress: PFWorker] = [:]
     var pfCache: [PCIAddress: PFInfo] = [:]
+    /// PFs being read (``pfInfo(_:)``), and how many PF reads there were.
+    var pfReading: Set<PCIAddress> = []
+    var pfReads = 0
     var eventReads = (byLink: 0, inFull: 0)
     /// Where `drivers_probe` is written: at most ``Options/probeThreads`` writes at once, each
     /// thread holding the file open for the writes it runs in a row.
@@ -221,8 +225,30 @@ public final class ProvisioningService: @unchecked Sendable {
         var vfsAreVirtio = false
     }
 
+    /// The PF as the service keeps it, read once: the first events of its VFs that come
+    /// together (each in a task of its own) wait for one read rather than each reading the
+    /// PF (a PF with 1024 VFs has 1024 `virtfn` links). A read that fails is not kept: each
+    /// waiter then reads for itself. The wait blocks its thread only while another thread
+    /// reads sysfs, which needs no task to finish.
     func pfInfo(_ address: PCIAddress) throws(LinuxError) -> PFInfo {
-        if let cached = lock.withLock({ pfCache[address] }) { return cached }
+        let cached = lock.withLock { () -> PFInfo? in
+            while true {
+                if let cached = pfCache[address] { return cached }
+                guard pfReading.contains(address) else {
+                    pfReading.insert(address)
+                    pfReads += 1
+                    return nil
+                }
+                lock.wait()
+            }
+        }
+        if let cached { return cached }
+        defer {
+            lock.withLock {
+                pfReading.remove(address)
+                lock.broadcast()
+            }
+        }
         let function = try enumerator.function(at: address)
         let vfDevice = (try? Sys.readText(enumerator.directory(of: address) + "/" + SysfsAttribute.sriovVFDevice))
             .flatMap { UInt16($0.trimmingPrefix("0x").prefix { $0.isHexDigit }, radix: 16) }
@@ -350,6 +376,9 @@ public final class ProvisioningService: @unchecked Sendable {
     /// How `add` events found their function so far: by the PF's `virtfnN` link alone (a VF
     /// of a PF the service has read), or by reading the function's attributes in full.
     package var addEventReads: (byLink: Int, inFull: Int) { lock.withLock { eventReads } }
+
+    /// Reads of a PF's attributes and links so far (``pfInfo(_:)``).
+    package var pfReadCount: Int { lock.withLock { pfReads } }
 
     /// `drivers_probe` writes so far: the threads started for them and the most at once.
     package var probeThreads: (started: Int, peakConcurrency: Int) { (prober.threadsStarted, prober.peakConcurrency) }

@@ -80,6 +80,24 @@ import Glibc
         device.stop()
     }
 
+    /// The first events of a PF's VFs come together, each in a task of its own: one of them
+    /// reads the PF (512 `virtfn` links here), the others wait for that read.
+    @Test func vfEventsThatComeTogetherReadTheirPFOnce() async throws {
+        let (device, service) = try makeService(vfs: 512)
+        let outcomes = await withTaskGroup(of: EventOutcome.self) { group in
+            for vf in 0..<64 {
+                let address = PCIAddress(domain: 0, routingID: UInt16(0x3b00 + 1 + vf)).description
+                group.addTask { await service.handle(try! self.event("add", address)) }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(outcomes.allSatisfy { $0.succeeded }, "\(outcomes.prefix(2).map(\.summary))")
+        #expect(service.pfReadCount == 1, "the PF was read \(service.pfReadCount) times")
+        #expect(device.counters.adminCommandsByOpcode[0x41] == 64)
+        await service.shutDown()
+        device.stop()
+    }
+
     @Test func removingThePFClosesItsQueueAndALaterEventOpensItAgain() async throws {
         let (device, service) = try makeService(vfs: 2)
         #expect(await service.handle(try event("add", "0000:3b:00.1")).succeeded)
