@@ -164,7 +164,8 @@ public final class AdminGroup: @unchecked Sendable {
     @discardableResult
     public func recoverIfNeeded() async throws(VirtioAdminError) -> Bool {
         guard driver.isFailed else { return false }
-        do { try await driver.reinitialize() } catch { throw .admin(error) }
+        // Only if still failed: a close since (an interrupt's) is not undone.
+        do { guard try await driver.reinitialize(ifFailed: true) else { return false } } catch { throw .admin(error) }
         // A reset cleared the driver's capabilities: the handshake again (kept, not thrown, as at open).
         var failure: AdminError?
         do throws(AdminError) { _ = try await CapabilitiesResourceManager.handshake(driver: driver) } catch { failure = error }

@@ -6,8 +6,11 @@ import Virtqueue
 // Bring-up: features, the admin queue's rings and slots, the command-set negotiation.
 // Spec: §3.1.1 (initialisation), §4.1.4.3 (admin_queue_index/num), §2.12.1.2 (LIST_QUERY/LIST_USE).
 extension AdminQueueDriver {
-    func start() async throws(AdminError) {
-        try bringUp()
+    /// Brings the admin queue up and negotiates the command sets. The caller counted this
+    /// bring-up (``bringUps``) in the hold of the lock where it read `closesBefore`: a close
+    /// since then (an interrupt's, from another thread) stops it, the driver left closed.
+    func start(closesBefore: UInt64) async throws(AdminError) {
+        try bringUp(closesBefore: closesBefore)
         // Command-set negotiation, group by group: LIST_QUERY, then LIST_USE of what we will use.
         do {
             for group in options.groupTypes {
@@ -76,12 +79,9 @@ extension AdminQueueDriver {
         }
     }
 
-    func bringUp() throws(AdminError) {
-        // A close while this runs is seen at the end (``setUpAdminQueue(closesBefore:)``).
-        let closesBefore = lock.withLock { () -> UInt64 in
-            bringUps += 1
-            return closes
-        }
+    /// - Parameter closesBefore: see ``start(closesBefore:)``; a close since is seen at the
+    ///   end (``setUpAdminQueue(closesBefore:)``).
+    func bringUp(closesBefore: UInt64) throws(AdminError) {
         defer { lock.withLock { bringUps -= 1 } }
         // This driver is the PF's driver: it negotiates SR_IOV (required before VFs are
         // enabled [content:966-979]) when the function has the capability, and accepts
@@ -167,18 +167,20 @@ extension AdminQueueDriver {
             throw .transport(error)
         }
         let closedMeanwhile = lock.withLock { () -> Bool in
+            guard closes == closesBefore else {
+                // Closed while the registers were written: the device may have taken the
+                // rings after that close's reset, so it is quiesced again, and stays closed.
+                // The rings and slots stay as that close left them: attached (released once
+                // the device is known quiet) or quarantined (never attached again).
+                _ = quiesceLocked()
+                failAllLocked(.notRunning(device: address), newState: .closed)
+                return true
+            }
             self.queue = queue
             self.notifier = notifier
             self.slab = slab
             adminQueueIndex = admin.index
             slotTable.resize(slots: size / 2, queueSize: size)
-            guard closes == closesBefore else {
-                // Closed while the registers were written: the device may have taken the
-                // rings after that close's reset, so it is quiesced again, and stays closed.
-                _ = quiesceLocked()
-                failAllLocked(.notRunning(device: address), newState: .closed)
-                return true
-            }
             state = .starting
             return false
         }
@@ -189,12 +191,24 @@ extension AdminQueueDriver {
     /// A bring-up that fails leaves the driver failed, not closed: the next
     /// `recoverIfNeeded` tries again (a device may finish its reset later).
     /// A close while it runs leaves the driver closed.
-    package func reinitialize() async throws(AdminError) {
-        close()
-        let closesBefore = lock.withLock { closes }
-        do { try await start() } catch {
+    /// - Parameter ifFailed: only a driver that failed — not one closed since it was seen
+    ///   failed (an interrupt's close between a recovery's check and this call).
+    /// - Returns: whether it brought the queue up (`false`: `ifFailed` and not failed).
+    @discardableResult
+    package func reinitialize(ifFailed: Bool = false) async throws(AdminError) -> Bool {
+        // One hold: the check, the quiesce, and the count a close from now on changes.
+        let closesBefore = lock.withLock { () -> UInt64? in
+            if ifFailed { guard case .failed = state else { return nil } }
+            _ = quiesceLocked()
+            failAllLocked(.notRunning(device: address), newState: .closed)
+            bringUps += 1
+            return closes
+        }
+        guard let closesBefore else { return false }
+        do { try await start(closesBefore: closesBefore) } catch {
             lock.withLock { if case .closed = state, closes == closesBefore { state = .failed(error) } }
             throw error
         }
+        return true
     }
 }

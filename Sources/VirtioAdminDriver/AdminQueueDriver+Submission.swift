@@ -86,6 +86,10 @@ extension AdminQueueDriver {
         var outcome: Result<AdminResponse, AdminError>? = await withTaskCancellationHandler {
             await withUnsafeContinuation { continuation in
                 lock.withLock {
+                    if let cancelled = cancelledBeforePlacingLocked(command) {
+                        continuation.resume(returning: .failure(cancelled))
+                        return
+                    }
                     if renegotiate && needsRenegotiationLocked(command) {
                         detour = .renegotiate
                         continuation.resume(returning: nil)
@@ -114,6 +118,11 @@ extension AdminQueueDriver {
             outcome = await withTaskCancellationHandler {
                 await withUnsafeContinuation { continuation in
                     lock.withLock {
+                        if let cancelled = cancelledBeforePlacingLocked(command) {
+                            if slotTable.isCurrent(slot) { releaseSlotLocked(slot.index) }
+                            continuation.resume(returning: .failure(cancelled))
+                            return
+                        }
                         submitLocked(slot: slot, command: command, token: token, timeout: timeout, waiter: .single(continuation))
                     }
                 }
@@ -124,6 +133,14 @@ extension AdminQueueDriver {
         callerRuns()
         // Every resume of a placed command's waiter carries a result.
         return try outcome!.get()
+    }
+
+    /// Why a command is not placed: its task was cancelled before (lock held). A cancel
+    /// that comes later finds the command on the ring (``cancel(token:)`` takes the lock).
+    func cancelledBeforePlacingLocked(_ command: AdminCommand) -> AdminError? {
+        guard Task.isCancelled else { return nil }
+        counters.cancellations += 1
+        return .cancelled(device: address, opcode: command.opcode, opcodeName: opcodeNames[command.opcode] ?? command.opcode.specName)
     }
 
     /// A token for a command (unique for the driver's life; no lock needed).

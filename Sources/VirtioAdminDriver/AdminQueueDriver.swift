@@ -195,7 +195,9 @@ public final class AdminQueueDriver: @unchecked Sendable {
         let driver = AdminQueueDriver(transport: transport, allocator: allocator, options: options)
         driver.opcodeNames = opcodeNames
         driver.traceHandler = trace
-        try await driver.start()
+        // Counted from the driver's creation: from then on an interrupt's close may reach it.
+        driver.lock.withLock { driver.bringUps += 1 }
+        try await driver.start(closesBefore: 0)
         return driver
     }
 

@@ -162,7 +162,8 @@ extension AdminQueueDriver {
         let slot: SlotGrant? = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 lock.withLock {
-                    if stateErrorLocked(for: command) != nil {
+                    // Cancelled before it waits: the cancellation handler found no waiter.
+                    if stateErrorLocked(for: command) != nil || Task.isCancelled {
                         continuation.resume(returning: nil)
                     } else if !exclusive || holder, let slot = slotTable.take() {
                         continuation.resume(returning: slot)

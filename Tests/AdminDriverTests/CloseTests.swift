@@ -48,6 +48,82 @@ struct CloseTests {
         #expect(device.counters.resets - resetsBefore == 3)
         #expect(device.counters.adminCommands == 0, "no command was sent to the closed device")
     }
+
+    /// A recovery sees the driver failed, then an interrupt closes it, then the recovery
+    /// brings the queue up: `reinitialize(ifFailed:)` checks in the same hold of the lock
+    /// that quiesces, so the close stands and the device stays reset.
+    @Test func aRecoveryDoesNotUndoACloseThatCameAfterItsCheck() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [])
+        defer { group.shutDown() }
+        group.device.setFault(.needsResetMidFlight)
+        _ = try? await group.driver.submit(AdminCommand(opcode: .listQuery, resultLength: 64), timeout: .milliseconds(500))
+        try #require(group.driver.isFailed)
+        group.device.setFault(.needsResetMidFlight, false)
+        #expect(group.driver.close() == nil)
+        #expect(try await group.driver.reinitialize(ifFailed: true) == false)
+        #expect(group.device.pfStatus == [], "the device stays reset")
+        await #expect(throws: AdminError.notRunning(device: group.device.pfAddress)) {
+            try await group.driver.submit(AdminCommand(opcode: .listQuery, resultLength: 64))
+        }
+        // Asked for without the condition, a reinitialise still brings a closed queue up.
+        #expect(try await group.driver.reinitialize() == true)
+        #expect(try await group.driver.submit(AdminCommand(opcode: .listQuery, resultLength: 64)).status == .ok)
+    }
+
+    /// A close inside a bring-up whose reset is not confirmed quarantines the new rings and
+    /// slots; the bring-up, finding itself closed, neither attaches them again nor counts
+    /// them twice.
+    @Test(.timeLimit(.minutes(1))) func aCloseDuringBringUpQuarantinesItsMemoryOnce() async throws {
+        var configuration = SimulatedDeviceConfiguration()
+        configuration.slowResetDuration = .milliseconds(400)
+        let device = SimulatedSRIOVDevice(configuration: configuration)
+        defer { device.stop() }
+        let bar = ClosingOnDriverOK(device.pfBAR())
+        let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: bar])
+        let quarantine = Mutex<(driver: AdminQueueDriver?, error: AdminError?)>((nil, nil))
+        bar.onDriverOK.withLock {
+            $0 = {
+                device.setFault(.slowReset)
+                for driver in openDrivers.all() where driver.transport === transport {
+                    let error = driver.close()
+                    quarantine.withLock { $0 = (driver, error) }
+                }
+            }
+        }
+        var options = AdminQueueDriver.Options()
+        options.resetTimeout = .milliseconds(50)
+        await #expect(throws: AdminError.notRunning(device: device.pfAddress)) {
+            _ = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, options: options)
+        }
+        let (driver, error) = quarantine.withLock { $0 }
+        guard case .memoryQuarantined(_, let bytes, _)? = error, let driver else {
+            Issue.record("the close inside the bring-up did not quarantine: \(String(describing: error))")
+            return
+        }
+        #expect(driver.quarantinedBytes == bytes, "quarantined once: \(driver.quarantinedBytes) bytes counted, the close reported \(bytes)")
+        #expect(driver.lock.withLock { driver.slab == nil && driver.queue == nil }, "the quarantined memory is not attached again")
+        device.setFault(.slowReset, false)
+    }
+
+    /// A task cancelled before its command is placed sends nothing: the command fails as
+    /// cancelled (before, the cancellation handler found no slot and the command ran).
+    @Test func aCommandCancelledBeforeItIsPlacedIsNotSent() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [])
+        defer { group.shutDown() }
+        let before = group.device.counters.adminCommands
+        let task = Task { () async throws -> AdminResponse in
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await group.driver.submit(AdminCommand(opcode: .listQuery, resultLength: 64))
+        }
+        let result = await task.result
+        guard case .failure(let error) = result, case .cancelled? = error as? AdminError else {
+            Issue.record("expected a cancelled command, got \(result)")
+            return
+        }
+        #expect(group.device.counters.adminCommands == before, "nothing was sent")
+        #expect(group.driver.statistics.cancellations == 1)
+        #expect(try await group.driver.submit(AdminCommand(opcode: .listQuery, resultLength: 64)).status == .ok)
+    }
 }
 
 /// The PF's BAR, calling `onDriverOK` (once) right after the driver sets DRIVER_OK.
