@@ -225,12 +225,15 @@ extension AdminQueueDriver {
             if sleep {
                 await clock.sleep(untilNanoseconds: now &+ 200_000)
             } else {
-                // Give the processor to another thread (a device's, on a small machine), then
-                // the executor to other tasks: at once when a waiter was resumed (it runs on
-                // this thread next; a command's caller hands the poller back when it runs, with
-                // no allocation), else every 50 µs — each `Task.yield()` is a heap-allocated
-                // job, and a round without news has nobody new to run.
-                Sys.yieldThread()
+                // After a round without news, give the processor to another thread (a
+                // device's, on a small machine: what the poller waits for). Then the executor
+                // to other tasks: at once when a waiter was resumed (it runs on this thread
+                // next; a command's caller hands the poller back when it runs, with no
+                // allocation), else every 50 µs — each `Task.yield()` is a heap-allocated job,
+                // and a round without news has nobody new to run. (A `sched_yield` after a
+                // round with completions only delayed the callers they resumed: 8 in flight
+                // did some 20 % fewer commands a second with it, BENCHMARKS.md.)
+                if !progressed { Sys.yieldThread() }
                 if callerResumed {
                     lastYield = now
                     await handOffToResumedCaller()
