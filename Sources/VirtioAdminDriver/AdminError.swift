@@ -27,7 +27,8 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
     case deviceMisbehaved(device: PCIAddress, VirtqueueError)
     /// The opcode is not in the command set negotiated with LIST_QUERY/LIST_USE.
     case commandNotInUse(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, supported: Bool)
-    /// A command's data or result does not fit a command slot.
+    /// A command's data or result is larger than the driver sends
+    /// (``AdminQueueDriver/Options/largeCommandBytes``).
     case commandTooLarge(opcode: AdminOpcode, dataBytes: Int, resultBytes: Int, limit: Int)
     /// The device returned fewer result bytes than the command's result needs.
     case resultTooShort(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, expected: Int, received: Int)
@@ -76,7 +77,7 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
                 ? "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4))) is supported but was not enabled with LIST_USE."
                 : "\(device): the device does not list \(name) (opcode \(hex(opcode.rawValue, width: 4))) in LIST_QUERY."
         case let .commandTooLarge(opcode, dataBytes, resultBytes, limit):
-            "admin command \(hex(opcode.rawValue, width: 4)) needs \(dataBytes) data and \(resultBytes) result bytes; a command slot holds \(limit)."
+            "admin command \(hex(opcode.rawValue, width: 4)) needs \(dataBytes) data and \(resultBytes) result bytes; the driver sends at most \(limit) of each."
         case let .resultTooShort(device, _, name, expected, received):
             "\(device): \(name) returned \(received) result bytes; \(expected) expected."
         case let .notRunning(device):

@@ -10,8 +10,9 @@ extension AdminQueueDriver {
     /// once; the device sees them together, in this order. A batch larger than the free
     /// slots goes in rounds, one doorbell per round. Each command has its own timeout,
     /// checks and padding as with ``submit(_:timeout:)``; a status other than OK is a
-    /// success here (the device answered). LIST_USE, which must be alone on the queue, is
-    /// sent by itself at its place in the order.
+    /// success here (the device answered). LIST_USE, which must be alone on the queue, and a
+    /// command larger than a command slot (``Options/largeCommandBytes``) are sent by
+    /// themselves at their place in the order.
     public func submitBatch(_ commands: [AdminCommand], timeout: Duration? = nil) async -> [Result<AdminResponse, AdminError>] {
         await submitBatch(commands, timeouts: Array(repeating: timeout, count: commands.count))
     }
@@ -19,7 +20,6 @@ extension AdminQueueDriver {
     /// ``submitBatch(_:timeout:)`` with a timeout per command (`nil`: the default).
     func submitBatch(_ commands: [AdminCommand], timeouts: [Duration?]) async -> [Result<AdminResponse, AdminError>] {
         var results = [Result<AdminResponse, AdminError>?](repeating: nil, count: commands.count)
-        let limit = options.slotBytes
         // Groups still to be negotiated (the SR-IOV group before VFs were enabled) are, first.
         var refreshed = Set<UInt16>()
         for command in commands where command.opcode != .listQuery && command.opcode != .listUse && !refreshed.contains(command.groupType.rawValue) {
@@ -29,13 +29,13 @@ extension AdminQueueDriver {
         var next = 0
         while next < commands.count {
             let command = commands[next]
-            guard Self.readableLength(command) <= limit, Self.writableLength(command) <= limit else {
-                results[next] = .failure(.commandTooLarge(opcode: command.opcode, dataBytes: command.data.count, resultBytes: command.resultLength,
-                                                          limit: limit - AdminCommandLayout.headerSize))
+            do throws(AdminError) { try checkSize(command) } catch {
+                results[next] = .failure(error)
                 next += 1
                 continue
             }
-            if command.opcode == .listUse {
+            // LIST_USE, and a command larger than a slot (memory of its own), go by themselves.
+            if command.opcode == .listUse || isLarge(command) {
                 do throws(AdminError) { results[next] = .success(try await submit(command, timeout: timeouts[next])) } catch { results[next] = .failure(error) }
                 next += 1
                 continue

@@ -16,7 +16,9 @@ extension AdminQueueDriver {
                 guard let index = slotTable.slot(forHead: element.head) else { return }
                 counters.completed += 1
                 if slotTable.slots[index].waiter.isWaiting {
-                    let response = UnsafeRawBufferPointer(start: slab.cpuAddress + index * options.slotBytes * 2 + options.slotBytes, count: Int(element.length))
+                    let start = slotTable.slots[index].large.map { $0.cpuAddress + slotTable.slots[index].largeResponseOffset }
+                        ?? slab.cpuAddress + index * options.slotBytes * 2 + options.slotBytes
+                    let response = UnsafeRawBufferPointer(start: start, count: Int(element.length))
                     finishLocked(slot: index, with: decodeLocked(response, of: index, now: now))
                 }
                 releaseSlotLocked(index)

@@ -49,11 +49,20 @@ extension AdminQueueDriver {
             busMasterCleared = true
             return nil
         }
-        guard queue != nil || slab != nil else { return nil }
-        var bytes = 0
+        // Buffers of commands larger than a slot go with the rings.
+        var large: [DMARegion] = []
+        for index in slotTable.slots.indices {
+            if let region = slotTable.slots[index].large {
+                large.append(region)
+                slotTable.slots[index].large = nil
+            }
+        }
+        guard queue != nil || slab != nil || !large.isEmpty else { return nil }
+        var bytes = large.reduce(0) { $0 + $1.length }
         if let queue { bytes += queue.memory.length }
         if let slab { bytes += slab.length }
         DMAQuarantine.keep(queue: queue, slab: slab)
+        for region in large { DMAQuarantine.keep(queue: nil, slab: region) }
         queue = nil
         slab = nil
         notifier = nil
@@ -67,6 +76,11 @@ extension AdminQueueDriver {
         for index in slotTable.slots.indices where slotTable.slots[index].waiter.isWaiting {
             counters.failedInFlight += 1
             finishLocked(slot: index, with: .failure(error))
+        }
+        // The device is quiet (or what it may still write was quarantined): the buffers of
+        // commands larger than a slot go back.
+        for index in slotTable.slots.indices {
+            if let large = slotTable.slots[index].large { allocator.release(large) }
         }
         slotTable.resetAll()
         for waiter in waiters { waiter.continuation.resume(returning: nil) }

@@ -27,11 +27,7 @@ extension AdminQueueDriver {
     /// Continuations are resumed while the lock is held: resuming only enqueues the waiting
     /// task, so nothing runs re-entrantly, and the completion path needs no buffers.
     public func submit(_ command: AdminCommand, timeout: Duration? = nil) async throws(AdminError) -> AdminResponse {
-        let limit = options.slotBytes
-        guard Self.readableLength(command) <= limit, Self.writableLength(command) <= limit else {
-            throw .commandTooLarge(opcode: command.opcode, dataBytes: command.data.count, resultBytes: command.resultLength,
-                                   limit: limit - AdminCommandLayout.headerSize)
-        }
+        try checkSize(command)
         // A command for a group whose LIST_QUERY/LIST_USE failed (the SR-IOV group before
         // VFs were enabled) negotiates that group first (submitAdmitted finds out).
         guard command.opcode == .listUse else { return try await submitAdmitted(command, timeout: timeout, exclusive: false, renegotiate: true) }
@@ -50,6 +46,27 @@ extension AdminQueueDriver {
         var command = command
         command.unchecked = true
         return try await submit(command, timeout: timeout)
+    }
+
+    /// A command whose parts exceed ``Options/largeCommandBytes`` is refused before anything is sent.
+    func checkSize(_ command: AdminCommand) throws(AdminError) {
+        let limit = options.largeCommandBytes
+        guard Self.readableLength(command) <= limit, Self.writableLength(command) <= limit else {
+            throw .commandTooLarge(opcode: command.opcode, dataBytes: command.data.count, resultBytes: command.resultLength,
+                                   limit: limit - AdminCommandLayout.headerSize)
+        }
+    }
+
+    /// Whether a command's header + data or status + result do not fit a command slot.
+    func isLarge(_ command: AdminCommand) -> Bool {
+        Self.readableLength(command) > options.slotBytes || Self.writableLength(command) > options.slotBytes
+    }
+
+    /// DMA memory of its own for a command larger than a slot: the request, padded to 8
+    /// bytes, then the response.
+    func allocateLarge(_ command: AdminCommand) throws(AdminError) -> DMARegion {
+        let requestBytes = (Self.readableLength(command) + 7) & ~7
+        do { return try allocator.allocate(length: requestBytes + Self.writableLength(command), alignment: 4096) } catch { throw .dma(error) }
     }
 
     /// Bytes of the device-readable part: header and data, padded with zeros to a multiple
@@ -78,6 +95,11 @@ extension AdminQueueDriver {
     /// slot, or for its group to be negotiated again, takes the slow way.
     func submitAdmitted(_ command: AdminCommand, timeout: Duration?, exclusive holder: Bool, renegotiate: Bool = false) async throws(AdminError) -> AdminResponse {
         let timeout = timeout ?? options.defaultTimeout
+        // A command larger than a slot brings its own DMA memory (allocated outside the
+        // lock); it is released here unless the command went on the ring.
+        let large = isLarge(command) ? try allocateLarge(command) : nil
+        var onTheRing = false
+        defer { if let large, !onTheRing { allocator.release(large) } }
         // The token is known before the lock is taken, so that a cancellation can find the command.
         let token = newToken()
         /// Why the first hold did not place the command.
@@ -101,7 +123,7 @@ extension AdminQueueDriver {
                         detour = .waitForSlot
                         continuation.resume(returning: nil)
                     case .success(let slot?):
-                        submitLocked(slot: slot, command: command, token: token, timeout: timeout, waiter: .single(continuation))
+                        onTheRing = submitLocked(slot: slot, command: command, token: token, timeout: timeout, waiter: .single(continuation), large: large)
                     }
                 }
             }
@@ -123,7 +145,7 @@ extension AdminQueueDriver {
                             continuation.resume(returning: .failure(cancelled))
                             return
                         }
-                        submitLocked(slot: slot, command: command, token: token, timeout: timeout, waiter: .single(continuation))
+                        onTheRing = submitLocked(slot: slot, command: command, token: token, timeout: timeout, waiter: .single(continuation), large: large)
                     }
                 }
             } onCancel: {
@@ -186,18 +208,24 @@ extension AdminQueueDriver {
 
     /// Places a command on the ring, rings the doorbell (or leaves it to the poller), then
     /// reaps what the device already completed (lock held). A failure goes to `waiter`.
-    func submitLocked(slot grant: SlotGrant, command: AdminCommand, token: UInt64, timeout: Duration, waiter: SlotWaiter) {
+    /// Returns whether the command went on the ring (its slot then owns `large`).
+    @discardableResult
+    func submitLocked(slot grant: SlotGrant, command: AdminCommand, token: UInt64, timeout: Duration, waiter: SlotWaiter, large: DMARegion? = nil) -> Bool {
         let now = clock.nowNanoseconds
-        guard placeLocked(slot: grant, command: command, token: token, timeout: timeout, waiter: waiter, now: now) else { return }
+        guard placeLocked(slot: grant, command: command, token: token, timeout: timeout, waiter: waiter, now: now, large: large) else { return false }
         publishLocked()
         // A device that completes during the notify (or already had) is reaped right away.
         _ = pollLocked(now: now)
         startPollerLocked()
+        return true
     }
 
     /// Writes a command into its slot and adds its chain to the ring, unpublished (lock
     /// held). Returns whether it is on the ring; if not, `waiter` got the error.
-    func placeLocked(slot grant: SlotGrant, command: AdminCommand, token: UInt64, timeout: Duration, waiter: SlotWaiter, now: UInt64) -> Bool {
+    /// - Parameter large: the command's own DMA memory when it does not fit a slot
+    ///   (``allocateLarge(_:)``); on the ring, its slot owns it.
+    func placeLocked(slot grant: SlotGrant, command: AdminCommand, token: UInt64, timeout: Duration, waiter: SlotWaiter, now: UInt64,
+                     large: DMARegion? = nil) -> Bool {
         func fail(_ error: AdminError) {
             switch waiter {
             case .none: break
@@ -220,11 +248,13 @@ extension AdminQueueDriver {
             fail(.notRunning(device: address))
             return false
         }
-        let requestOffset = index * options.slotBytes * 2
-        let responseOffset = requestOffset + options.slotBytes
-        // The header (VirtioSpec's encoder) and the data go straight into the slot.
-        let request = slab.cpuAddress.advanced(by: requestOffset)
         let length = Self.readableLength(command)
+        // The header (VirtioSpec's encoder) and the data go straight into the slot, or into
+        // the command's own memory (request, then response at the next multiple of 8).
+        let buffers = large ?? slab
+        let requestOffset = large == nil ? index * options.slotBytes * 2 : 0
+        let responseOffset = large == nil ? requestOffset + options.slotBytes : (length + 7) & ~7
+        let request = buffers.cpuAddress.advanced(by: requestOffset)
         let requestBytes = UnsafeMutableRawBufferPointer(start: request, count: length)
         AdminCommandHeader(opcode: command.opcode, groupType: command.groupType, memberID: command.member).encode(into: requestBytes)
         if !command.data.isEmpty {
@@ -233,11 +263,11 @@ extension AdminQueueDriver {
         let unpadded = AdminCommandLayout.headerSize + command.data.count
         request.advanced(by: unpadded).initializeMemory(as: UInt8.self, repeating: 0, count: length - unpadded)
         // The status header is zeroed so a device that writes nothing cannot fake success.
-        slab.cpuAddress.advanced(by: responseOffset).initializeMemory(as: UInt8.self, repeating: 0, count: AdminCommandLayout.resultHeaderSize)
+        buffers.cpuAddress.advanced(by: responseOffset).initializeMemory(as: UInt8.self, repeating: 0, count: AdminCommandLayout.resultHeaderSize)
         let head: UInt16
         do {
-            head = try queue.add(readable: DMABuffer(address: slab.deviceAddress(at: requestOffset), length: UInt32(length)),
-                                 writable: DMABuffer(address: slab.deviceAddress(at: responseOffset), length: UInt32(Self.writableLength(command))))
+            head = try queue.add(readable: DMABuffer(address: buffers.deviceAddress(at: requestOffset), length: UInt32(length)),
+                                 writable: DMABuffer(address: buffers.deviceAddress(at: responseOffset), length: UInt32(Self.writableLength(command))))
         } catch {
             // Slots are sized to the ring, so a full ring here is a driver bug; fail the command cleanly.
             releaseSlotLocked(index)
@@ -246,7 +276,7 @@ extension AdminQueueDriver {
         }
         slotTable.slots[index] = Slot(waiter: waiter, command: traceHandler == nil ? nil : command, opcode: command.opcode, member: command.member,
                                       started: now, deadline: now.addingSaturated(timeout.nanoseconds), timeout: timeout, token: token,
-                                      resultLength: command.resultLength, busy: true)
+                                      resultLength: command.resultLength, large: large, largeResponseOffset: responseOffset, busy: true)
         slotTable.headToSlot[Int(head)] = Int32(index)
         counters.submitted += 1
         counters.peakInFlight = max(counters.peakInFlight, slotTable.busyCount)

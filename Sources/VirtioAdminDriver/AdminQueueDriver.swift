@@ -27,6 +27,11 @@ public final class AdminQueueDriver: @unchecked Sendable {
         public var queueSize = 256
         /// Bytes of a command slot for header + data, and for status + result.
         public var slotBytes = 512
+        /// The most bytes of a command's header + data, or of its status + result, when they
+        /// do not fit a slot (DEV_PARTS_GET of a device with many parts): such a command gets
+        /// DMA memory of its own while it is on the ring, released once the device gave it
+        /// back (kept with the rings if they are quarantined).
+        public var largeCommandBytes = 1 << 20
         /// Timeout of a command that names none.
         public var defaultTimeout: Duration = .seconds(5)
         /// Opcodes to enable with LIST_USE, in every group that lists them (`nil`: everything

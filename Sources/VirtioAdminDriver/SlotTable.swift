@@ -1,5 +1,6 @@
 import Synchronization
 import VirtioSpec
+import VirtioTransport
 
 /// Who waits for a command on the ring.
 enum SlotWaiter {
@@ -54,6 +55,10 @@ struct Slot {
     var token: UInt64 = 0
     /// Result bytes the caller asked for (a shorter result is zero-filled to this).
     var resultLength = 0
+    /// A command larger than a slot: the DMA memory of its request and response (the
+    /// response at ``largeResponseOffset``), released when the slot is.
+    var large: DMARegion?
+    var largeResponseOffset = 0
     /// On the ring (the device owns its buffers).
     var busy = false
 }
@@ -131,8 +136,10 @@ extension AdminQueueDriver {
         }
     }
 
-    /// Gives a slot to the first waiter or back to the free list (lock held).
+    /// Gives a slot to the first waiter or back to the free list (lock held). The device
+    /// no longer owns its buffers (it completed the command, or never saw it).
     func releaseSlotLocked(_ index: Int) {
+        if let large = slotTable.slots[index].large { allocator.release(large) }
         slotTable.slots[index] = Slot()
         if !waiters.isEmpty, let next = waiters.firstIndex(where: { !exclusive || $0.exclusive }) {
             waiters.remove(at: next).continuation.resume(returning: SlotGrant(index: index, epoch: slotTable.epoch))

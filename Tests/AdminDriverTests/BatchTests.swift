@@ -54,11 +54,11 @@ struct BatchTests {
     @Test func refusedCommandsFailInTheirPlaceWithoutStoppingTheBatch() async throws {
         let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
         defer { group.shutDown() }
-        let tooLarge = AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(vfIndex: 0), data: [UInt8](repeating: 0, count: 600))
+        let tooLarge = AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(vfIndex: 0), data: [UInt8](repeating: 0, count: (1 << 20) + 1))
         let notInUse = AdminCommand(opcode: AdminOpcode(0x1f0), member: GroupMemberID(vfIndex: 0))
         let results = await group.driver.submitBatch([Self.get(0), tooLarge, Self.get(1), notInUse, Self.get(2)])
         #expect(results.count == 5)
-        #expect(throws: AdminError.commandTooLarge(opcode: AdminOpcode(0x40), dataBytes: 600, resultBytes: 0, limit: 488)) { try results[1].get() }
+        #expect(throws: AdminError.commandTooLarge(opcode: AdminOpcode(0x40), dataBytes: (1 << 20) + 1, resultBytes: 0, limit: (1 << 20) - 24)) { try results[1].get() }
         if case .failure(.commandNotInUse(_, let opcode, _, _)) = results[3] { #expect(opcode == AdminOpcode(0x1f0)) } else {
             Issue.record("expected commandNotInUse, got \(results[3])")
         }

@@ -19,7 +19,7 @@ struct SlotEpochTests {
         let command = AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(rawValue: 1), resultLength: 8)
         let result: Result<AdminResponse, AdminError>? = await withUnsafeContinuation { continuation in
             driver.lock.withLock {
-                driver.submitLocked(slot: stale, command: command, token: 1, timeout: .seconds(1), waiter: .single(continuation))
+                _ = driver.submitLocked(slot: stale, command: command, token: 1, timeout: .seconds(1), waiter: .single(continuation))
             }
         }
         #expect(throws: AdminError.notRunning(device: group.device.pfAddress)) { try result!.get() }

@@ -45,6 +45,32 @@ struct DevicePartsTests {
         #expect(file.pf == "0000:3b:00.0" && file.vf == 0 && file.deviceType == .net)
     }
 
+    /// A VF with 32 queues has parts of more than a command slot (512 bytes): DEV_PARTS_GET
+    /// and DEV_PARTS_SET go with DMA memory of their own, and the VF's state round-trips.
+    @Test func partsLargerThanACommandSlotRoundTrip() async throws {
+        let group = try await ratifiedGroup { $0.regularQueues = 32 }
+        defer { group.shutDown() }
+        let transport = try ModernPCITransport(config: group.device.vfConfigSpace(0), bars: [0: group.device.vfBAR(0)])
+        try transport.reset()
+        _ = try transport.negotiate(required: [.version1], wanted: [.eventIndex])
+        let rings = try group.device.memory.allocate(length: 32 * 0x4000, alignment: 4096)
+        for queue in 0..<32 {
+            let area = rings.deviceAddress + UInt64(queue) * 0x4000
+            _ = try transport.setUpQueue(queue, size: 16, descriptorArea: area, driverArea: area + 0x1000, deviceArea: area + 0x2000,
+                                         msixVector: UInt16(queue % 2))
+        }
+        try transport.driverOK()
+        let before = group.device.vfDriverState(0)
+        let path = temporaryPath("parts")
+        let saved = try await group.run("parts", "save", ["vf": ["0"], "file": [path]])
+        #expect(saved["parts"] == .int(4 + 2 * 32), "DEV_FEATURES, DRV_FEATURES, PCI_COMMON_CFG, DEVICE_STATUS, 32 VQ_CFG, 32 VQ_NOTIFY_CFG")
+        let file = try DevicePartsResourceManager.readFile(path)
+        #expect(file.parts.count > 512, "\(file.parts.count) bytes of parts")
+        _ = try await group.run("parts", "restore", ["vf": ["3"], "file": [path]])
+        #expect(group.device.vfDriverState(3) == before, "all 32 queues as VF 0 had them")
+        #expect(group.device.memory.releasedMemoryAccesses == 0)
+    }
+
     @Test func anObjectIdInUseIsSkipped() async throws {
         let group = try await ratifiedGroup()
         defer { group.shutDown() }

@@ -1,0 +1,83 @@
+import Testing
+@testable import VirtioAdminDriver
+import VirtioAdminTestKit
+@testable import VirtioSimulator
+import VirtioSpec
+import MSIXResourceManager
+import VirtioTransport
+
+/// A command whose data or result does not fit a command slot (512 bytes) gets DMA memory of
+/// its own while it is on the ring: released once the device gave it back, never before.
+struct LargeCommandTests {
+    /// LIST_QUERY with room for 4000 result bytes: the device writes its 64-byte bitmap, the
+    /// rest reads as zeros; the command's own memory is released once it completed.
+    @Test func aResultLargerThanASlotComesBack() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        let allocations = group.device.memory.liveAllocations
+        let small = try await group.driver.submit(AdminCommand(opcode: .listQuery, resultLength: 64))
+        let large = try await group.driver.submit(AdminCommand(opcode: .listQuery, resultLength: 4000))
+        #expect(large.status == .ok && large.result.count == 4000)
+        #expect(Array(large.result.prefix(64)) == small.result && large.result.dropFirst(64).allSatisfy { $0 == 0 })
+        #expect(group.device.memory.liveAllocations == allocations, "the command's own memory is released")
+        #expect(group.device.memory.releasedMemoryAccesses == 0)
+    }
+
+    /// In a batch, a command larger than a slot goes by itself at its place in the order;
+    /// the device reads all of its data (MSIX_SET's vector count first, then zero padding).
+    @Test func aLargeCommandInABatchKeepsItsPlace() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        var data = [UInt8](repeating: 0, count: 2000)
+        data[0] = 6
+        let largeSet = AdminCommand(opcode: AdminOpcode(0x41), member: GroupMemberID(vfIndex: 2), data: data)
+        let results = await group.driver.submitBatch([BatchTests.get(2), largeSet, BatchTests.get(2)])
+        #expect(results.map { try? $0.get().status } == [.ok, .ok, .ok])
+        #expect(results.map { try? $0.get().result.prefix(2) } == [[2, 0], [], [6, 0]], "the read after the large set sees it")
+        #expect(group.device.memory.releasedMemoryAccesses == 0)
+    }
+
+    /// A large command the device never completes keeps its memory (the device owns it) after
+    /// its caller timed out; a close, once the device's reset is confirmed, releases it.
+    @Test func aLargeCommandsMemoryOutlivesItsTimeoutUntilTheDeviceIsQuiet() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        let allocations = group.device.memory.liveAllocations
+        group.device.setFault(.neverComplete)
+        await #expect(throws: AdminError.self) {
+            try await group.driver.submit(AdminCommand(opcode: .listQuery, resultLength: 4000), timeout: .milliseconds(50))
+        }
+        #expect(group.device.memory.liveAllocations == allocations + 1, "kept while the device owns it")
+        group.driver.close()
+        #expect(group.device.memory.liveAllocations == allocations, "released after the reset")
+        group.device.setFault(.neverComplete, false)
+    }
+
+    /// The device's reset is never confirmed and nothing can clear its bus mastering: the
+    /// large command's memory goes to the quarantine with the rings, counted once.
+    @Test(.timeLimit(.minutes(1))) func aLargeCommandsMemoryIsQuarantinedWithTheRings() async throws {
+        var configuration = SimulatedDeviceConfiguration()
+        configuration.slowResetDuration = .milliseconds(300)
+        let device = SimulatedSRIOVDevice(configuration: configuration)
+        defer { device.stop() }
+        var options = AdminQueueDriver.Options()
+        options.resetTimeout = .milliseconds(20)
+        let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
+        let driver = try await AdminQueueDriver.open(transport: transport, allocator: device.memory, options: options)
+        let rings = driver.lock.withLock { (driver.queue?.memory.length ?? 0) + (driver.slab?.length ?? 0) }
+        device.setFault(.neverComplete)
+        _ = try? await driver.submit(AdminCommand(opcode: .listQuery, resultLength: 4000), timeout: .milliseconds(20))
+        device.setFault(.slowReset)
+        let error = driver.close()
+        guard case .memoryQuarantined(_, let bytes, _)? = error else {
+            Issue.record("expected the memory quarantined, got \(String(describing: error))")
+            return
+        }
+        // Its own memory: the 24-byte header (padded to 8), then the 8-byte status and 4000 result bytes.
+        #expect(bytes == rings + 24 + 8 + 4000, "the rings, the slots and the command's own memory")
+        #expect(driver.quarantinedBytes == bytes)
+        try await Task.sleep(for: .milliseconds(350))
+        device.setFault(.neverComplete, false)
+        device.setFault(.slowReset, false)
+    }
+}
