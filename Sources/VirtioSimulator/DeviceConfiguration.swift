@@ -180,6 +180,15 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
         pfFeatures = [.version1, .accessPlatform, .orderPlatform, .eventIndex, .srIOV, .adminVQ, net(5), net(16)]
     }
 
+    /// The default configuration with `vfs` VFs, all enabled, and a VF vector pool of
+    /// `vectorsPerVF` for each.
+    package init(vfs: Int, vectorsPerVF: Int = 8) {
+        self.init()
+        totalVFs = vfs
+        numVFs = vfs
+        vfMSIXPool = vfs * vectorsPerVF
+    }
+
     /// Every admin opcode the model implements.
     public var implementedOpcodes: [AdminOpcode] {
         [.listQuery, .listUse, opcodes.msixGet, opcodes.msixSet, opcodes.msixPoolGet, opcodes.featuresGet,

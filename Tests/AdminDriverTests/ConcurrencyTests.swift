@@ -10,11 +10,7 @@ struct ConcurrencyTests {
     /// 64 tasks × 1000 commands, the device completing out of order with latency and
     /// parallelism: every result matches its request, nothing lost or duplicated.
     @Test func sixtyFourTasksTimesAThousand() async throws {
-        var configuration = SimulatedDeviceConfiguration()
-        configuration.totalVFs = 64
-        configuration.numVFs = 64
-        configuration.vfMSIXPool = 64 * 32
-        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: configuration)
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: SimulatedDeviceConfiguration(vfs: 64, vectorsPerVF: 32))
         defer { group.shutDown() }
         group.device.setTiming(DeviceTiming(latency: .microseconds(5), parallelism: 16, jitter: 0.9, completionOrder: .shuffled(seed: 3)))
         let msix = MSIXResourceManager()

@@ -11,11 +11,7 @@ import MSIXResourceManager
 /// save) is the model at one instant: its counters agree with its VFs' resources.
 struct ModelSnapshotTests {
     @Test func aSnapshotOfABusyModelIsOneInstant() async throws {
-        var configuration = SimulatedDeviceConfiguration()
-        configuration.totalVFs = 64
-        configuration.numVFs = 64
-        configuration.vfMSIXPool = 64 * 8
-        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: configuration)
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], configuration: SimulatedDeviceConfiguration(vfs: 64))
         defer { group.shutDown() }
         group.device.processQueuesOnOwnThread()
         let device = group.device
