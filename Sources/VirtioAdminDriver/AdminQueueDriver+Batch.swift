@@ -44,6 +44,8 @@ extension AdminQueueDriver {
             let token = newToken()
             let immediate = lock.withLock { () -> Result<SlotGrant?, AdminError> in
                 if let error = stateErrorLocked(for: command) { return .failure(error) }
+                // A batch whose task was cancelled sends nothing more (each entry fails as cancelled).
+                if let cancelled = cancelledBeforePlacingLocked(command) { return .failure(cancelled) }
                 return .success(exclusive ? nil : slotTable.take())
             }
             let first: SlotGrant
@@ -108,7 +110,8 @@ extension AdminQueueDriver {
                 if done { continuation.resume() }
             }
         } onCancel: {
-            cancel(batch: batch)
+            // Not here: a handler must not wait for the driver's lock (``cancelLater(token:)``).
+            Task.detached { [self] in cancel(batch: batch) }
         }
         // A batch finished while its caller polled never suspended the task: now and then
         // let the executor run others before going on (callers sending batch after batch

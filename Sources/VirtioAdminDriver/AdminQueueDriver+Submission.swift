@@ -97,7 +97,12 @@ extension AdminQueueDriver {
         let timeout = timeout ?? options.defaultTimeout
         // A command larger than a slot brings its own DMA memory (allocated outside the
         // lock); it is released here unless the command went on the ring.
-        let large = isLarge(command) ? try allocateLarge(command) : nil
+        var large: DMARegion?
+        if isLarge(command) {
+            // A driver that cannot send it says so, not a failed allocation.
+            if let error = lock.withLock({ stateErrorLocked(for: command) }) { throw error }
+            large = try allocateLarge(command)
+        }
         var onTheRing = false
         defer { if let large, !onTheRing { allocator.release(large) } }
         // The token is known before the lock is taken, so that a cancellation can find the command.
@@ -128,11 +133,16 @@ extension AdminQueueDriver {
                 }
             }
         } onCancel: {
-            cancel(token: token)
+            cancelLater(token: token)
         }
         if let detour {
             // The slow way: the group negotiated again, or a wait for a slot.
             if detour == .renegotiate {
+                // The retry allocates its own memory, if it needs some.
+                if let region = large {
+                    allocator.release(region)
+                    large = nil
+                }
                 try await refreshGroup(command.groupType)
                 return try await submitAdmitted(command, timeout: timeout, exclusive: holder)
             }
@@ -149,7 +159,7 @@ extension AdminQueueDriver {
                     }
                 }
             } onCancel: {
-                cancel(token: token)
+                cancelLater(token: token)
             }
         }
         callerRuns()
@@ -299,6 +309,15 @@ extension AdminQueueDriver {
             counters.notifies += 1
             notifier.notify()
         }
+    }
+
+    /// What a cancellation handler does: it must not wait for the driver's lock. The handler
+    /// runs holding its task's status lock, and the driver resumes that task's continuation
+    /// while it holds its own lock (resuming needs the status lock): the two would wait for
+    /// each other for good. A task of its own takes the lock instead (cancellations are rare;
+    /// a command that completes meanwhile is simply not cancelled).
+    func cancelLater(token: UInt64) {
+        Task.detached { [self] in cancel(token: token) }
     }
 
     func cancel(token: UInt64) {

@@ -180,9 +180,12 @@ extension AdminQueueDriver {
                 }
             }
         } onCancel: {
-            lock.withLock {
-                if let index = waiters.firstIndex(where: { $0.token == token }) {
-                    waiters.remove(at: index).continuation.resume(returning: nil)
+            // Not here: a handler must not wait for the driver's lock (``cancelLater(token:)``).
+            Task.detached { [self] in
+                lock.withLock {
+                    if let index = waiters.firstIndex(where: { $0.token == token }) {
+                        waiters.remove(at: index).continuation.resume(returning: nil)
+                    }
                 }
             }
         }

@@ -122,6 +122,14 @@ struct CloseTests {
         }
         #expect(group.device.counters.adminCommands == before, "nothing was sent")
         #expect(group.driver.statistics.cancellations == 1)
+        // A batch from a cancelled task likewise: every entry fails as cancelled, none is sent.
+        let batch = Task { () async -> [Result<AdminResponse, AdminError>] in
+            withUnsafeCurrentTask { $0?.cancel() }
+            return await group.driver.submitBatch((0..<3).map { _ in AdminCommand(opcode: .listQuery, resultLength: 64) })
+        }
+        let results = await batch.value
+        #expect(results.allSatisfy { if case .failure(.cancelled) = $0 { true } else { false } }, "\(results)")
+        #expect(group.device.counters.adminCommands == before, "nothing was sent")
         #expect(try await group.driver.submit(AdminCommand(opcode: .listQuery, resultLength: 64)).status == .ok)
     }
 }

@@ -4,6 +4,7 @@ import VirtioAdminDriver
 import VirtioAdminTestKit
 import VirtioSimulator
 import VirtioSpec
+import VirtioSystem
 import MSIXResourceManager
 
 struct ConcurrencyTests {
@@ -106,5 +107,36 @@ struct ConcurrencyTests {
         group.device.setFault(.neverComplete, false)
         #expect(try await msix.vectors(of: 2, driver: group.driver) == 2)
         #expect(group.driver.statistics.cancellations == 1)
+    }
+
+    /// Cancellations racing the completions of the same commands, and the handing over of
+    /// slots to waiters: a task's cancellation handler runs holding the task's status lock,
+    /// which a resume of that task needs, so a handler that waited for the driver's lock
+    /// (held while the driver resumes callers, or fails them all in a close) could deadlock
+    /// the driver for good.
+    @Test(.timeLimit(.minutes(1))) func cancellationsRacingCompletionsNeverHang() async throws {
+        var options = AdminQueueDriver.Options()
+        options.queueSize = 8  // four slots: some of the six tasks wait for one
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()], options: options)
+        defer { group.shutDown() }
+        group.device.processQueuesOnOwnThread()
+        group.device.setTiming(DeviceTiming(latency: .microseconds(20), parallelism: 4))
+        @Sendable func get(_ vf: Int) -> AdminCommand { AdminCommand(opcode: AdminOpcode(0x40), member: GroupMemberID(vfIndex: vf), resultLength: 8) }
+        var cancelled = 0
+        for round in 0..<400 {
+            let tasks = (0..<6).map { vf in Task { try await group.driver.submit(get(vf)) } }
+            // Cancel at a moment that moves from round to round across the commands' 20 µs.
+            let start = monotonicNanoseconds()
+            while monotonicNanoseconds() - start < UInt64(round % 40) * 1_000 {}
+            for task in tasks { task.cancel() }
+            // Now and then a close fails everything in flight and every waiter meanwhile.
+            if round % 50 == 49 { group.driver.close() }
+            for task in tasks {
+                if case .failure(let error) = await task.result, case .cancelled? = error as? AdminError { cancelled += 1 }
+            }
+            if round % 50 == 49 { try await group.driver.reinitialize() }
+        }
+        #expect(cancelled > 0, "some commands were cancelled before they completed")
+        #expect(try await group.driver.submit(get(0)).status == .ok, "the driver still works")
     }
 }
