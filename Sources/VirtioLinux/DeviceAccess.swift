@@ -96,22 +96,35 @@ package struct PagemapEntry: Hashable, Sendable {
 /// from moving their frames while the device uses the old physical address.
 package final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
     struct Chunk { let base: UnsafeMutableRawPointer; let length: Int; let physical: UInt64; var used: Int }
+    /// Bytes released within a chunk, to be handed out again.
+    struct FreeRange: Equatable { var chunk: Int; var start: Int; var length: Int }
     private let lock = Lock()
     private var chunks: [Chunk] = []
+    /// Released ranges, by chunk and start, neighbours merged (a range that reached a
+    /// chunk's end went back to its bump pointer instead).
+    private var free: [FreeRange] = []
     /// How memory was obtained ("2 MiB huge page").
     package private(set) var mode = ""
     let pageSize = Sys.pageSize
 
     /// Maps one locked, populated 2 MiB huge page (nil when none is available).
     let mapHugePage: @Sendable (Int) -> UnsafeMutableRawPointer?
+    /// The physical address of a mapped page (pagemap; nil when hidden).
+    let physicalAddress: @Sendable (UnsafeRawPointer) throws(DeviceAccessError) -> UInt64?
 
     package init() {
         // (Not shared with a forked child: no copy-on-write copy of DMA memory.)
         mapHugePage = { length in Sys.mapAnonymous(length: length, hugePage: true) }
+        let pageSize = Sys.pageSize
+        physicalAddress = { pointer throws(DeviceAccessError) in try Self.pagemapEntry(for: pointer, pageSize: pageSize).physicalAddress(pageSize: pageSize) }
     }
 
-    /// For tests: a huge-page source that may fail.
-    init(mapHugePage: @escaping @Sendable (Int) -> UnsafeMutableRawPointer?) { self.mapHugePage = mapHugePage }
+    /// For tests: a huge-page source that may fail, and physical addresses of their own.
+    init(mapHugePage: @escaping @Sendable (Int) -> UnsafeMutableRawPointer?,
+         physicalAddress: @escaping @Sendable (UnsafeRawPointer) throws(DeviceAccessError) -> UInt64? = { _ in nil }) {
+        self.mapHugePage = mapHugePage
+        self.physicalAddress = physicalAddress
+    }
 
     deinit { for chunk in chunks { Sys.unmap(chunk.base, length: chunk.length, locked: true) } }
 
@@ -130,7 +143,7 @@ package final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
     func makeChunk(length: Int) throws(DeviceAccessError) -> Chunk {
         let huge = 2 << 20
         guard length <= huge, let pointer = mapHugePage(huge) else { throw .hugePageRequired(requested: length) }
-        guard let physical = try Self.pagemapEntry(for: pointer, pageSize: pageSize).physicalAddress(pageSize: pageSize) else {
+        guard let physical = try physicalAddress(pointer) else {
             Sys.unmap(pointer, length: huge, locked: true)
             throw .noIOMMUAndNotRoot
         }
@@ -141,10 +154,25 @@ package final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
     package func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
         guard alignment > 0, alignment & (alignment - 1) == 0 else { throw .invalidAlignment(alignment) }
         return try lock.withLock { () throws(DMAError) -> DMARegion in
+            // Released memory first: the first range that holds `length` at `alignment`.
+            for (position, range) in free.enumerated() {
+                let start = (range.start + alignment - 1) & ~(alignment - 1)
+                let end = start + length
+                guard end <= range.start + range.length else { continue }
+                free.remove(at: position)
+                if start > range.start { insertFreeLocked(FreeRange(chunk: range.chunk, start: range.start, length: start - range.start)) }
+                if end < range.start + range.length { insertFreeLocked(FreeRange(chunk: range.chunk, start: end, length: range.start + range.length - end)) }
+                let pointer = chunks[range.chunk].base + start
+                pointer.initializeMemory(as: UInt8.self, repeating: 0, count: length)
+                return DMARegion(cpuAddress: pointer, deviceAddress: chunks[range.chunk].physical + UInt64(start), length: length)
+            }
             for index in chunks.indices {
-                let start = (chunks[index].used + alignment - 1) & ~(alignment - 1)
+                let used = chunks[index].used
+                let start = (used + alignment - 1) & ~(alignment - 1)
                 if start + length <= chunks[index].length {
                     chunks[index].used = start + length
+                    // The bytes skipped for the alignment can be handed out later.
+                    if start > used { insertFreeLocked(FreeRange(chunk: index, start: used, length: start - used)) }
                     let pointer = chunks[index].base + start
                     pointer.initializeMemory(as: UInt8.self, repeating: 0, count: length)
                     return DMARegion(cpuAddress: pointer, deviceAddress: chunks[index].physical + UInt64(start), length: length)
@@ -159,6 +187,41 @@ package final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
         }
     }
 
-    /// Memory is returned when the allocator goes away (a bump allocator: rings and slabs live as long as the driver).
-    package func release(_ region: DMARegion) {}
+    /// Takes a region back to hand it out again (the device no longer uses it): commands
+    /// larger than a command slot come and go, each with memory of its own. The huge pages
+    /// themselves are unmapped when the allocator goes away.
+    package func release(_ region: DMARegion) {
+        guard region.length > 0 else { return }
+        lock.withLock {
+            guard let index = chunks.firstIndex(where: { region.cpuAddress >= $0.base && region.cpuAddress < $0.base + $0.length }) else { return }
+            insertFreeLocked(FreeRange(chunk: index, start: region.cpuAddress - chunks[index].base, length: region.length))
+        }
+    }
+
+    /// Adds a free range, merged with its neighbours; one that reaches its chunk's bump
+    /// pointer lowers it (lock held).
+    private func insertFreeLocked(_ range: FreeRange) {
+        var range = range
+        let position = free.firstIndex { ($0.chunk, $0.start) > (range.chunk, range.start) } ?? free.count
+        var at = position
+        if at > 0, free[at - 1].chunk == range.chunk, free[at - 1].start + free[at - 1].length == range.start {
+            range = FreeRange(chunk: range.chunk, start: free[at - 1].start, length: free[at - 1].length + range.length)
+            free.remove(at: at - 1)
+            at -= 1
+        }
+        if at < free.count, free[at].chunk == range.chunk, range.start + range.length == free[at].start {
+            range.length += free[at].length
+            free.remove(at: at)
+        }
+        // Neighbours are merged as they come, so no free range ends where this one starts.
+        if range.start + range.length == chunks[range.chunk].used {
+            chunks[range.chunk].used = range.start
+        } else {
+            free.insert(range, at: at)
+        }
+    }
+
+    /// Released ranges and each chunk's bump pointer (for tests).
+    var freeRanges: [FreeRange] { lock.withLock { free } }
+    var chunksUsed: [Int] { lock.withLock { chunks.map(\.used) } }
 }

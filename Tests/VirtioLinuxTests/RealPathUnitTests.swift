@@ -6,6 +6,7 @@ import VirtioTestSupport
 import VirtioTransport
 @testable import PCIConfig
 @testable import VirtioLinux
+import VirtioSystem
 
 /// Unit tests of the real-device path that need no device: pagemap entries, the IOVA
 /// allocator, VFIO argument layouts, the in-use guard and bind plans on fake trees.
@@ -41,6 +42,46 @@ struct RealPathUnitTests {
         }
         #expect(DeviceAccessError.hugePageRequired(requested: 4096).description.hasPrefix(
             "DMA at physical addresses (no IOMMU) needs a 2 MiB huge page for 4096 bytes, and none is available"))
+    }
+
+    /// Without an IOMMU, DMA memory comes from 2 MiB pages the allocator keeps; what is
+    /// released (a command larger than a slot gives its memory back at each completion) is
+    /// handed out again, so such commands do not use the pages up.
+    @Test func pagemapPathHandsReleasedMemoryOutAgain() throws {
+        let allocator = PagemapDMAAllocator(mapHugePage: { length in Sys.mapAnonymous(length: length) },
+                                            physicalAddress: { UInt64(UInt(bitPattern: $0)) })
+        let rings = try allocator.allocate(length: 8192, alignment: 4096)
+        let slab = try allocator.allocate(length: 128 * 1024, alignment: 4096)
+        var seen = Set<UInt64>()
+        for round in 0..<2000 {
+            let large = try allocator.allocate(length: 4032 + round % 3 * 8, alignment: 4096)
+            #expect(large.cpuAddress.load(fromByteOffset: 100, as: UInt8.self) == 0, "zeroed")
+            large.cpuAddress.storeBytes(of: 0xA5, toByteOffset: 100, as: UInt8.self)
+            seen.insert(large.deviceAddress)
+            allocator.release(large)
+        }
+        #expect(seen.count == 1, "one range, handed out again: \(seen.count) addresses")
+        #expect(allocator.chunksUsed.count == 1, "2000 commands in one huge page")
+        // Released neighbours merge; a range that reaches the bump pointer lowers it.
+        let a = try allocator.allocate(length: 4096, alignment: 4096)
+        let b = try allocator.allocate(length: 4096, alignment: 4096)
+        let c = try allocator.allocate(length: 4096, alignment: 4096)
+        allocator.release(b)
+        allocator.release(a)
+        #expect(allocator.freeRanges.count == 1 && allocator.freeRanges.first?.length == 8192)
+        allocator.release(c)
+        allocator.release(slab)
+        #expect(allocator.freeRanges.isEmpty && allocator.chunksUsed == [8192], "everything after the rings is free again")
+        // A free range hands out an aligned part and keeps the rest.
+        let odd = try allocator.allocate(length: 100, alignment: 8)
+        let aligned = try allocator.allocate(length: 4096, alignment: 4096)
+        allocator.release(odd)
+        let again = try allocator.allocate(length: 64, alignment: 64)
+        #expect(again.deviceAddress == odd.deviceAddress && again.deviceAddress % 64 == 0)
+        allocator.release(again)
+        allocator.release(aligned)
+        allocator.release(rings)
+        #expect(allocator.freeRanges.isEmpty && allocator.chunksUsed == [0])
     }
 
     @Test func iovaWindowComesFromTheIOVARangeCapability() {
