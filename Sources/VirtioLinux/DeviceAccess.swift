@@ -194,7 +194,13 @@ package final class PagemapDMAAllocator: DMAAllocator, @unchecked Sendable {
         guard region.length > 0 else { return }
         lock.withLock {
             guard let index = chunks.firstIndex(where: { region.cpuAddress >= $0.base && region.cpuAddress < $0.base + $0.length }) else { return }
-            insertFreeLocked(FreeRange(chunk: index, start: region.cpuAddress - chunks[index].base, length: region.length))
+            let range = FreeRange(chunk: index, start: region.cpuAddress - chunks[index].base, length: region.length)
+            // A region released twice (or never handed out) is ignored: free again, it could
+            // be handed to two users at once.
+            guard range.start + range.length <= chunks[index].used,
+                  !free.contains(where: { $0.chunk == index && $0.start < range.start + range.length && range.start < $0.start + $0.length })
+            else { return }
+            insertFreeLocked(range)
         }
     }
 
