@@ -42,11 +42,9 @@ extension AdminQueueDriver {
             }
             // The first command of a round may wait for a slot; the rest take the free ones.
             let token = newToken()
+            // A batch whose task was cancelled sends nothing more (each entry fails as cancelled).
             let immediate = lock.withLock { () -> Result<SlotGrant?, AdminError> in
-                if let error = stateErrorLocked(for: command) { return .failure(error) }
-                // A batch whose task was cancelled sends nothing more (each entry fails as cancelled).
-                if let cancelled = cancelledBeforePlacingLocked(command) { return .failure(cancelled) }
-                return .success(exclusive ? nil : slotTable.take())
+                cancelledBeforePlacingLocked(command).map { .failure($0) } ?? admitLocked(command, exclusive: false)
             }
             let first: SlotGrant
             do throws(AdminError) {
@@ -110,8 +108,7 @@ extension AdminQueueDriver {
                 if done { continuation.resume() }
             }
         } onCancel: {
-            // Not here: a handler must not wait for the driver's lock (``cancelLater(token:)``).
-            Task.detached { [self] in cancel(batch: batch) }
+            afterCancellation { [self] in cancel(batch: batch) }
         }
         // A batch finished while its caller polled never suspended the task: now and then
         // let the executor run others before going on (callers sending batch after batch

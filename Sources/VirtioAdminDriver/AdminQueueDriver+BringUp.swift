@@ -29,8 +29,7 @@ extension AdminQueueDriver {
             // had its device quiesced by that close.
             lock.withLock {
                 if case .closed = state { return }
-                _ = quiesceLocked()
-                failAllLocked(.notRunning(device: address), newState: .closed)
+                quiesceAndCloseLocked()
             }
             throw error
         }
@@ -172,8 +171,7 @@ extension AdminQueueDriver {
                 // rings after that close's reset, so it is quiesced again, and stays closed.
                 // The rings and slots stay as that close left them: attached (released once
                 // the device is known quiet) or quarantined (never attached again).
-                _ = quiesceLocked()
-                failAllLocked(.notRunning(device: address), newState: .closed)
+                quiesceAndCloseLocked()
                 return true
             }
             self.queue = queue
@@ -199,8 +197,7 @@ extension AdminQueueDriver {
         // One hold: the check, the quiesce, and the count a close from now on changes.
         let closesBefore = lock.withLock { () -> UInt64? in
             if ifFailed { guard case .failed = state else { return nil } }
-            _ = quiesceLocked()
-            failAllLocked(.notRunning(device: address), newState: .closed)
+            quiesceAndCloseLocked()
             bringUps += 1
             return closes
         }

@@ -20,18 +20,22 @@ extension AdminQueueDriver {
         lock.withLock {
             closes &+= 1
             if case .closed = state, bringUps == 0 { return nil }
-            let quarantine = quiesceLocked()
-            failAllLocked(.notRunning(device: address), newState: .closed)
-            return quarantine
+            return quiesceAndCloseLocked()
         }
+    }
+
+    /// Quiesces the device, fails everything in flight and leaves the driver closed (lock
+    /// held). Returns the quarantine error, if it came to that.
+    @discardableResult
+    func quiesceAndCloseLocked() -> AdminError? {
+        let quarantine = quiesceLocked()
+        failAllLocked(.notRunning(device: address), newState: .closed)
+        return quarantine
     }
 
     /// Quiesces the device after a failed bring-up (no command can be in flight).
     func quiesceAfterFailure() {
-        lock.withLock {
-            _ = quiesceLocked()
-            failAllLocked(.notRunning(device: address), newState: .closed)
-        }
+        lock.withLock { _ = quiesceAndCloseLocked() }
     }
 
     /// Makes sure the device can no longer touch the driver's DMA memory (lock held):

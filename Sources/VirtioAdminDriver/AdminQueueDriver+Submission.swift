@@ -133,7 +133,7 @@ extension AdminQueueDriver {
                 }
             }
         } onCancel: {
-            cancelLater(token: token)
+            afterCancellation { [self] in cancel(token: token) }
         }
         if let detour {
             // The slow way: the group negotiated again, or a wait for a slot.
@@ -159,7 +159,7 @@ extension AdminQueueDriver {
                     }
                 }
             } onCancel: {
-                cancelLater(token: token)
+                afterCancellation { [self] in cancel(token: token) }
             }
         }
         callerRuns()
@@ -311,13 +311,13 @@ extension AdminQueueDriver {
         }
     }
 
-    /// What a cancellation handler does: it must not wait for the driver's lock. The handler
-    /// runs holding its task's status lock, and the driver resumes that task's continuation
-    /// while it holds its own lock (resuming needs the status lock): the two would wait for
-    /// each other for good. A task of its own takes the lock instead (cancellations are rare;
-    /// a command that completes meanwhile is simply not cancelled).
-    func cancelLater(token: UInt64) {
-        Task.detached { [self] in cancel(token: token) }
+    /// Runs what a cancellation handler does, which must not wait for the driver's lock. The
+    /// handler runs holding its task's status lock, and the driver resumes that task's
+    /// continuation while it holds its own lock (resuming needs the status lock): the two
+    /// would wait for each other for good. A task of its own takes the lock instead
+    /// (cancellations are rare; a command that completes meanwhile is simply not cancelled).
+    func afterCancellation(_ work: @escaping @Sendable () -> Void) {
+        Task.detached { work() }
     }
 
     func cancel(token: UInt64) {

@@ -180,8 +180,7 @@ extension AdminQueueDriver {
                 }
             }
         } onCancel: {
-            // Not here: a handler must not wait for the driver's lock (``cancelLater(token:)``).
-            Task.detached { [self] in
+            afterCancellation { [self] in
                 lock.withLock {
                     if let index = waiters.firstIndex(where: { $0.token == token }) {
                         waiters.remove(at: index).continuation.resume(returning: nil)
