@@ -28,8 +28,8 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The opcode is not in the command set negotiated with LIST_QUERY/LIST_USE.
     case commandNotInUse(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, supported: Bool)
     /// A command's data or result is larger than the driver sends
-    /// (``AdminQueueDriver/Options/largeCommandBytes``).
-    case commandTooLarge(opcode: AdminOpcode, dataBytes: Int, resultBytes: Int, limit: Int)
+    /// (``AdminQueueDriver/Options/largeCommandBytes``); nothing was sent.
+    case commandTooLarge(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, dataBytes: Int, resultBytes: Int, limit: Int)
     /// The device returned fewer result bytes than the command's result needs.
     case resultTooShort(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, expected: Int, received: Int)
     /// The driver was closed or failed; reinitialise it.
@@ -49,7 +49,9 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
     /// rings and command buffers are kept (quarantined), never released.
     case memoryQuarantined(device: PCIAddress, bytes: Int, reason: String)
     case transport(TransportError)
-    case dma(DMAError)
+    /// DMA memory for `purpose` (the admin queue's rings and command slots, or a command
+    /// larger than a slot) could not be had; for a command, nothing was sent.
+    case dma(device: PCIAddress, purpose: String, DMAError)
 
     /// One sentence naming the device (or file) and what was expected and found.
     public var description: String {
@@ -76,8 +78,8 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
             supported
                 ? "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4))) is supported but was not enabled with LIST_USE."
                 : "\(device): the device does not list \(name) (opcode \(hex(opcode.rawValue, width: 4))) in LIST_QUERY."
-        case let .commandTooLarge(opcode, dataBytes, resultBytes, limit):
-            "admin command \(hex(opcode.rawValue, width: 4)) needs \(dataBytes) data and \(resultBytes) result bytes; the driver sends at most \(limit) of each."
+        case let .commandTooLarge(device, opcode, name, dataBytes, resultBytes, limit):
+            "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4))) needs \(dataBytes) data and \(resultBytes) result bytes; the driver sends at most \(limit) of each (Options.largeCommandBytes), so it was not sent."
         case let .resultTooShort(device, _, name, expected, received):
             "\(device): \(name) returned \(received) result bytes; \(expected) expected."
         case let .notRunning(device):
@@ -94,7 +96,7 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .memoryQuarantined(device, bytes, reason):
             "\(device): the device did not confirm its reset (\(reason)) and bus mastering could not be cleared, so \(bytes) bytes of DMA memory it may still write are kept, never released."
         case .transport(let error): error.description
-        case .dma(let error): error.description
+        case let .dma(device, purpose, error): "\(device): \(purpose) needs DMA memory: \(error)"
         }
     }
 

@@ -52,8 +52,8 @@ extension AdminQueueDriver {
     func checkSize(_ command: AdminCommand) throws(AdminError) {
         let limit = options.largeCommandBytes
         guard Self.readableLength(command) <= limit, Self.writableLength(command) <= limit else {
-            throw .commandTooLarge(opcode: command.opcode, dataBytes: command.data.count, resultBytes: command.resultLength,
-                                   limit: limit - AdminCommandLayout.headerSize)
+            throw .commandTooLarge(device: address, opcode: command.opcode, opcodeName: opcodeNames[command.opcode] ?? command.opcode.specName,
+                                   dataBytes: command.data.count, resultBytes: command.resultLength, limit: limit - AdminCommandLayout.headerSize)
         }
     }
 
@@ -66,7 +66,9 @@ extension AdminQueueDriver {
     /// bytes, then the response.
     func allocateLarge(_ command: AdminCommand) throws(AdminError) -> DMARegion {
         let requestBytes = (Self.readableLength(command) + 7) & ~7
-        do { return try allocator.allocate(length: requestBytes + Self.writableLength(command), alignment: 4096) } catch { throw .dma(error) }
+        do { return try allocator.allocate(length: requestBytes + Self.writableLength(command), alignment: 4096) } catch {
+            throw .dma(device: address, purpose: "\(opcodeNames[command.opcode] ?? command.opcode.specName) (opcode \(hex(command.opcode.rawValue, width: 4))), larger than a command slot,", error)
+        }
     }
 
     /// Bytes of the device-readable part: header and data, padded with zeros to a multiple

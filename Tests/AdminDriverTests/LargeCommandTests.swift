@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 @testable import VirtioAdminDriver
 import VirtioAdminTestKit
@@ -21,6 +22,51 @@ struct LargeCommandTests {
         #expect(Array(large.result.prefix(64)) == small.result && large.result.dropFirst(64).allSatisfy { $0 == 0 })
         #expect(group.device.memory.liveAllocations == allocations, "the command's own memory is released")
         #expect(group.device.memory.releasedMemoryAccesses == 0)
+    }
+
+    /// The memory of a command larger than a slot cannot be had: that command fails, naming
+    /// the device, the command and the bytes; nothing of it reaches the device, and the
+    /// driver goes on (the next command, and a batch around such a command, are answered).
+    @Test func aLargeCommandWhoseMemoryCannotBeHadFailsAlone() async throws {
+        let device = SimulatedSRIOVDevice()
+        defer { device.stop() }
+        let allocator = RefusingAllocator(device.memory)
+        let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
+        let driver = try await AdminQueueDriver.open(transport: transport, allocator: allocator)
+        defer { driver.close() }
+        allocator.refuseAbove.withLock { $0 = 4096 }
+        let commandsBefore = device.counters.adminCommands
+        let large = AdminCommand(opcode: .listQuery, resultLength: 8000)
+        let expected = AdminError.dma(device: device.pfAddress, purpose: "LIST_QUERY (opcode 0x0000), larger than a command slot,",
+                                      .outOfMemory(requested: 8032))
+        await #expect(throws: expected) { try await driver.submit(large) }
+        #expect(expected.description == "0000:3b:00.0: LIST_QUERY (opcode 0x0000), larger than a command slot, needs DMA memory: cannot allocate 8032 bytes of DMA memory.")
+        #expect(device.counters.adminCommands == commandsBefore, "nothing was sent")
+        let results = await driver.submitBatch([AdminCommand(opcode: .listQuery, resultLength: 64), large, AdminCommand(opcode: .listQuery, resultLength: 64)])
+        #expect(results.map { try? $0.get().status } == [.ok, nil, .ok])
+        #expect(throws: expected) { try results[1].get() }
+        #expect(try await driver.submit(AdminCommand(opcode: .listQuery, resultLength: 64)).status == .ok)
+        #expect(device.counters.adminCommands == commandsBefore + 3)
+        #expect(device.memory.releasedMemoryAccesses == 0)
+    }
+
+    /// No DMA memory for the admin queue at all: the open fails naming the device and what
+    /// the memory was for, the device is left reset and nothing stays allocated.
+    @Test func anAdminQueueWithoutDMAMemoryIsNotBroughtUp() async throws {
+        let device = SimulatedSRIOVDevice()
+        defer { device.stop() }
+        let allocator = RefusingAllocator(device.memory)
+        allocator.refuseAbove.withLock { $0 = 4096 }
+        let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
+        await #expect {
+            _ = try await AdminQueueDriver.open(transport: transport, allocator: allocator)
+        } throws: { error in
+            guard case AdminError.dma(let address, let purpose, .outOfMemory) = error else { return false }
+            return address == device.pfAddress && purpose.hasPrefix("the admin queue's rings and command slots")
+                && String(describing: error).hasPrefix("0000:3b:00.0: the admin queue's rings and command slots (queue size ")
+        }
+        #expect(device.pfStatus == [], "left reset")
+        #expect(device.memory.liveAllocations == 0)
     }
 
     /// In a batch, a command larger than a slot goes by itself at its place in the order;
@@ -80,4 +126,16 @@ struct LargeCommandTests {
         device.setFault(.neverComplete, false)
         device.setFault(.slowReset, false)
     }
+}
+
+/// Hands out the device model's memory, but refuses any allocation above `refuseAbove` bytes.
+final class RefusingAllocator: DMAAllocator, @unchecked Sendable {
+    let memory: SimulatedMemory
+    let refuseAbove = Mutex<Int>(.max)
+    init(_ memory: SimulatedMemory) { self.memory = memory }
+    func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
+        guard length <= refuseAbove.withLock({ $0 }) else { throw .outOfMemory(requested: length) }
+        return try memory.allocate(length: length, alignment: alignment)
+    }
+    func release(_ region: DMARegion) { memory.release(region) }
 }

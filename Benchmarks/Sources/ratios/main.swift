@@ -82,7 +82,9 @@ if only.contains("p2") {
                  f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3),
                  perCommand(other + model), ownThread ? perCommand(other) : "—", ownThread ? perCommand(model) : "—"])
         }
-        for inFlight in [1, 8, 64] where rows.contains("command") || inFlight == 1 {
+        // P2_IN_FLIGHT=64 (say) measures only that depth of the per-command rows (for a profiler).
+        let depths = env("P2_IN_FLIGHT").map { $0.split(separator: ",").compactMap { Int($0) } } ?? [1, 8, 64]
+        for inFlight in depths where rows.contains("command") || inFlight == 1 {
             try await measureRow("\(inFlight)", warmUp: 2000) { try await commandLoop($0, total: $1, inFlight: inFlight) }
         }
         for inFlight in [8, 64] where rows.contains("batcher") {
