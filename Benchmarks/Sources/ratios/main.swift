@@ -54,47 +54,76 @@ if only.contains("p2") {
     let counting = alloc_counter_active() != 0
     if !counting { print("\n(the allocation counter is not in effect: allocs/cmd columns say n/a)") }
     var rowNumber = 0
+    // P2_ROUNDS=N: every row is measured N times (default 3), the rounds interleaved (all
+    // rows once, then all again), so that a minute of host noise does not fall on one row
+    // only; a row's figure is its median round, its range the slowest and fastest.
+    let rounds = max(1, env("P2_ROUNDS").flatMap { Int($0) } ?? 3)
+    let total = env("P2_TOTAL").flatMap { Int($0) } ?? 200_000
     for ownThread in models {
         print("\n## P2 — driver cost per command, zero-latency device model (MSIX_GET), model " + (ownThread ? "on its own thread" : "in the driver's notify") + "\n")
+        print("(\(total) commands a row, \(rounds) interleaved rounds: commands/s is the median round, the range the slowest and fastest)\n")
         if !ownThread { print("(the model runs on the driver's thread here: allocations are counted together, not split)\n") }
-        row(["in flight", "commands/s", "vs 1 in flight", "MMIO reads/cmd", "MMIO writes/cmd", "notifies/cmd",
+        row(["in flight", "commands/s", "range", "vs 1 in flight", "MMIO reads/cmd", "MMIO writes/cmd", "notifies/cmd",
              "allocs/cmd (all threads)", "driver + harness allocs/cmd", "model allocs/cmd"])
-        row(["---", "---", "---", "---", "---", "---", "---", "---", "---"])
-        let total = Int(getenv("P2_TOTAL").map { String(cString: $0) } ?? "200000") ?? 200_000
-        var single = 0.0
-        /// One row: a fresh bench, a warm-up of `warmUp` commands, then `total` through `loop`.
-        func measureRow(_ label: String, warmUp: Int, _ loop: @Sendable (Bench, Int) async throws -> Void) async throws {
-            let bench = try await Bench.open(vfs: 64, timing: .immediate, ownThread: ownThread) { alloc_counter_mark_model_thread() }
-            defer { bench.close() }
-            try await loop(bench, warmUp)
-            bench.device.resetCounters()
-            rowNumber += 1
-            if tracePath != nil { alloc_counter_trace_start(env("P2_ALLOC_TRACE_SIDE") == "model" ? 1 : 0, 65536) }
-            let (otherBefore, modelBefore) = (alloc_counter_other(), alloc_counter_model())
-            let seconds = try await measure { try await loop(bench, total) }
-            let (other, model) = (alloc_counter_other() - otherBefore, alloc_counter_model() - modelBefore)
-            if let tracePath { writeAllocationTrace(tracePath + ".\(rowNumber)", label: label + (ownThread ? ", model thread" : ", model in notify"), commands: total) }
-            let rate = Double(total) / seconds
-            if single == 0 { single = rate }  // the first row: 1 in flight
-            let counters = bench.device.counters
-            let perCommand = { (count: Int64) in counting ? f(Double(count) / Double(total)) : "n/a" }
-            row([label, f(rate / 1000, 1) + " k", f(rate / single) + "×", f(Double(counters.mmioReads) / Double(total), 3),
-                 f(Double(counters.mmioWrites) / Double(total), 3), f(Double(counters.notifies) / Double(total), 3),
-                 perCommand(other + model), ownThread ? perCommand(other) : "—", ownThread ? perCommand(model) : "—"])
+        row(["---", "---", "---", "---", "---", "---", "---", "---", "---", "---"])
+        struct Row {
+            var label: String
+            var warmUp: Int
+            var loop: @Sendable (Bench, Int) async throws -> Void
+            var rates: [Double] = []
+            var counters = SimulatedCounters()
+            var other: Int64 = 0
+            var model: Int64 = 0
         }
+        var table: [Row] = []
         // P2_IN_FLIGHT=64 (say) measures only that depth of the per-command rows (for a profiler).
         let depths = env("P2_IN_FLIGHT").map { $0.split(separator: ",").compactMap { Int($0) } } ?? [1, 8, 64]
         for inFlight in depths where rows.contains("command") || inFlight == 1 {
-            try await measureRow("\(inFlight)", warmUp: 2000) { try await commandLoop($0, total: $1, inFlight: inFlight) }
+            table.append(Row(label: "\(inFlight)", warmUp: 2000) { try await commandLoop($0, total: $1, inFlight: inFlight) })
         }
         for inFlight in [8, 64] where rows.contains("batcher") {
-            try await measureRow("\(inFlight) (AdminBatcher)", warmUp: 2048) { try await batcherLoop($0, total: $1, inFlight: inFlight) }
+            table.append(Row(label: "\(inFlight) (AdminBatcher)", warmUp: 2048) { try await batcherLoop($0, total: $1, inFlight: inFlight) })
         }
         if rows.contains("batch") {
-            try await measureRow("2 × 64 (batch API, 2 submitters)", warmUp: 2048) { try await concurrentBatchLoop($0, total: $1, batch: 64, submitters: 2) }
+            table.append(Row(label: "2 × 64 (batch API, 2 submitters)", warmUp: 2048) { try await concurrentBatchLoop($0, total: $1, batch: 64, submitters: 2) })
         }
         for batch in [64, 128] where rows.contains("batch") {
-            try await measureRow("\(batch) (batch API)", warmUp: 2048) { try await batchLoop($0, total: $1, batch: batch) }
+            table.append(Row(label: "\(batch) (batch API)", warmUp: 2048) { try await batchLoop($0, total: $1, batch: batch) })
+        }
+        for round in 0..<rounds {
+            for index in table.indices {
+                // A fresh bench, a warm-up, then `total` commands through the row's loop.
+                let bench = try await Bench.open(vfs: 64, timing: .immediate, ownThread: ownThread) { alloc_counter_mark_model_thread() }
+                defer { bench.close() }
+                try await table[index].loop(bench, table[index].warmUp)
+                bench.device.resetCounters()
+                rowNumber += 1
+                let tracing = tracePath != nil && round == 0
+                if tracing { alloc_counter_trace_start(env("P2_ALLOC_TRACE_SIDE") == "model" ? 1 : 0, 65536) }
+                let (otherBefore, modelBefore) = (alloc_counter_other(), alloc_counter_model())
+                let seconds = try await measure { try await table[index].loop(bench, total) }
+                table[index].other += alloc_counter_other() - otherBefore
+                table[index].model += alloc_counter_model() - modelBefore
+                if tracing, let tracePath {
+                    writeAllocationTrace(tracePath + ".\(rowNumber)", label: table[index].label + (ownThread ? ", model thread" : ", model in notify"), commands: total)
+                }
+                table[index].rates.append(Double(total) / seconds)
+                let counters = bench.device.counters
+                table[index].counters.mmioReads += counters.mmioReads
+                table[index].counters.mmioWrites += counters.mmioWrites
+                table[index].counters.notifies += counters.notifies
+            }
+        }
+        let median = { (rates: [Double]) in rates.sorted()[rates.count / 2] }
+        let single = table.first.map { median($0.rates) } ?? 1  // the first row: 1 in flight
+        let commands = Double(total * rounds)
+        for entry in table {
+            let rate = median(entry.rates)
+            let perCommand = { (count: Int64) in counting ? f(Double(count) / commands) : "n/a" }
+            row([entry.label, f(rate / 1000, 1) + " k", f(entry.rates.min()! / 1000, 1) + "–" + f(entry.rates.max()! / 1000, 1) + " k", f(rate / single) + "×",
+                 f(Double(entry.counters.mmioReads) / commands, 3), f(Double(entry.counters.mmioWrites) / commands, 3),
+                 f(Double(entry.counters.notifies) / commands, 3),
+                 perCommand(entry.other + entry.model), ownThread ? perCommand(entry.other) : "—", ownThread ? perCommand(entry.model) : "—"])
         }
     }
     failed = !checkAllocationCounter() || failed
@@ -115,7 +144,10 @@ if only.contains("p6") {
     print("(binary: \(binary); baseline: the same policy through the library's bulk provisioner in this process, same L and D;")
     print(" a process start: `virtio-admin policy check` of the same policy)\n")
     let timing = DeviceTiming(latency: .microseconds(50), parallelism: 8)
-    let result = try await measureProvisioningPaths(binary: binary, vfs: 1024, timing: timing)
+    // P6_ROUNDS=N: each path's best of N interleaved rounds (default 5).
+    let rounds = max(1, getenv("P6_ROUNDS").flatMap { Int(String(cString: $0)) } ?? 5)
+    print("(each path the best of \(rounds) rounds, interleaved: library, `policy apply`, a start, the service, in turn)\n")
+    let result = try await measureProvisioningPaths(binary: binary, vfs: 1024, timing: timing, rounds: rounds)
     row(["path", "wall", "baseline (library, in process)", "ratio", "goal"])
     row(["---", "---", "---", "---", "---"])
     row(["library bulk provisioner", f(result.library * 1000) + " ms", f(result.library * 1000) + " ms", "1.00×", "—"])
