@@ -11,16 +11,15 @@ import VirtioSpec
 /// A batch is sent when the first command of it has let the other ready tasks run once;
 /// while it is on the ring, the next one gathers.
 package final class AdminBatcher: AdminCommandRunner, @unchecked Sendable {
-    struct Entry {
-        var command: AdminCommand
-        var timeout: Duration?
-        var continuation: UnsafeContinuation<Result<AdminResponse, AdminError>, Never>
-    }
+    typealias Waiter = UnsafeContinuation<Result<AdminResponse, AdminError>, Never>
 
     package let driver: AdminQueueDriver
-    // Guarded by `lock`.
+    // Guarded by `lock`: the next batch, as the arrays the driver takes (commands, their
+    // timeouts) and the callers waiting for them, in the same order.
     private let lock = Lock()
-    private var pending: [Entry] = []
+    private var commands: [AdminCommand] = []
+    private var timeouts: [Duration?] = []
+    private var waiters: [Waiter] = []
     private var sending = false
     private var sent = 0
     /// Batches sent so far.
@@ -41,7 +40,9 @@ package final class AdminBatcher: AdminCommandRunner, @unchecked Sendable {
     package func submit(_ command: AdminCommand, timeout: Duration?) async throws(AdminError) -> AdminResponse {
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<AdminResponse, AdminError>, Never>) in
             let start = lock.withLock { () -> Bool in
-                pending.append(Entry(command: command, timeout: timeout, continuation: continuation))
+                commands.append(command)
+                timeouts.append(timeout)
+                waiters.append(continuation)
                 guard !sending else { return false }
                 sending = true
                 return true
@@ -57,20 +58,29 @@ package final class AdminBatcher: AdminCommandRunner, @unchecked Sendable {
         return try checkedResult(of: command, response: response, minimumResult: minimumResult)
     }
 
-    /// Sends what gathered, batch after batch, until nothing is pending.
+    /// Sends what gathered, batch after batch, until nothing is pending. The batch's arrays
+    /// are swapped with spare ones under the lock and emptied (keeping their storage) once
+    /// sent: batch after batch, no array is allocated for them.
     private func sendLoop() async {
+        var batchCommands: [AdminCommand] = []
+        var batchTimeouts: [Duration?] = []
+        var batchWaiters: [Waiter] = []
         while true {
             // Let the other ready tasks add their commands first.
             await Task.yield()
-            let entries = lock.withLock { () -> [Entry] in
-                let entries = pending
-                pending.removeAll(keepingCapacity: true)
-                if entries.isEmpty { sending = false } else { sent += 1 }
-                return entries
+            let empty = lock.withLock { () -> Bool in
+                swap(&commands, &batchCommands)
+                swap(&timeouts, &batchTimeouts)
+                swap(&waiters, &batchWaiters)
+                if batchCommands.isEmpty { sending = false } else { sent += 1 }
+                return batchCommands.isEmpty
             }
-            if entries.isEmpty { return }
-            let results = await driver.submitBatch(entries.map(\.command), timeouts: entries.map(\.timeout))
-            for (entry, result) in zip(entries, results) { entry.continuation.resume(returning: result) }
+            if empty { return }
+            let results = await driver.submitBatch(batchCommands, timeouts: .each(batchTimeouts))
+            for (waiter, result) in zip(batchWaiters, results) { waiter.resume(returning: result) }
+            batchCommands.removeAll(keepingCapacity: true)
+            batchTimeouts.removeAll(keepingCapacity: true)
+            batchWaiters.removeAll(keepingCapacity: true)
         }
     }
 }

@@ -14,16 +14,21 @@ extension AdminQueueDriver {
     /// command larger than a command slot (``Options/largeCommandBytes``) are sent by
     /// themselves at their place in the order.
     public func submitBatch(_ commands: [AdminCommand], timeout: Duration? = nil) async -> [Result<AdminResponse, AdminError>] {
-        await submitBatch(commands, timeouts: Array(repeating: timeout, count: commands.count))
+        await submitBatch(commands, timeouts: .same(timeout))
     }
 
     /// ``submitBatch(_:timeout:)`` with a timeout per command (`nil`: the default).
-    func submitBatch(_ commands: [AdminCommand], timeouts: [Duration?]) async -> [Result<AdminResponse, AdminError>] {
-        var results = [Result<AdminResponse, AdminError>?](repeating: nil, count: commands.count)
+    func submitBatch(_ commands: [AdminCommand], timeouts: BatchTimeouts) async -> [Result<AdminResponse, AdminError>] {
+        // Every entry is filled in below, each exactly once (the placeholder is never returned):
+        // one array, no second one of optionals to unwrap.
+        var results = [Result<AdminResponse, AdminError>](repeating: .failure(.notRunning(device: address)), count: commands.count)
         // Groups still to be negotiated (the SR-IOV group before VFs were enabled) are, first.
-        var refreshed = Set<UInt16>()
-        for command in commands where command.opcode != .listQuery && command.opcode != .listUse && !refreshed.contains(command.groupType.rawValue) {
-            refreshed.insert(command.groupType.rawValue)
+        // A batch's commands are nearly always of one group: a set only for any others.
+        var firstGroup: UInt16?
+        var otherGroups = Set<UInt16>()
+        for command in commands where command.opcode != .listQuery && command.opcode != .listUse {
+            let group = command.groupType.rawValue
+            if firstGroup == nil { firstGroup = group } else if group == firstGroup || !otherGroups.insert(group).inserted { continue }
             if lock.withLock({ needsRenegotiationLocked(command) }) { try? await refreshGroup(command.groupType) }
         }
         var next = 0
@@ -58,14 +63,14 @@ extension AdminQueueDriver {
             }
             next = await submitRound(commands, from: next, first: first, token: token, timeouts: timeouts, into: &results)
         }
-        return results.map { $0! }
+        return results
     }
 
     /// Places `commands[start...]` — the first in slot `first`, the next in free slots, up
     /// to the first LIST_USE or oversized command — publishes them with one doorbell and
     /// waits until all completed. Returns the index after the last one placed.
-    func submitRound(_ commands: [AdminCommand], from start: Int, first: SlotGrant, token: UInt64, timeouts: [Duration?],
-                     into results: inout [Result<AdminResponse, AdminError>?]) async -> Int {
+    func submitRound(_ commands: [AdminCommand], from start: Int, first: SlotGrant, token: UInt64, timeouts: BatchTimeouts,
+                     into results: inout [Result<AdminResponse, AdminError>]) async -> Int {
         let batch = BatchCompletion(count: 0)
         var end = start
         var polledToTheEnd = false
@@ -114,7 +119,10 @@ extension AdminQueueDriver {
         // let the executor run others before going on (callers sending batch after batch
         // would keep every executor thread to themselves).
         if polledToTheEnd { await Task.yield() }
-        for (offset, result) in batch.results.enumerated() { results[start + offset] = result }
+        for (offset, result) in batch.results.enumerated() {
+            // Every entry was completed (a cancelled one as cancelled) before the batch resumed.
+            results[start + offset] = result ?? .failure(.notRunning(device: address))
+        }
         return end
     }
 
@@ -145,5 +153,18 @@ extension AdminQueueDriver {
             command.unchecked = command.unchecked || unchecked
             return command
         }, timeout: timeout)
+    }
+}
+
+/// The timeouts of a batch's commands: one for all (no array), or one each.
+enum BatchTimeouts {
+    case same(Duration?)
+    case each([Duration?])
+
+    subscript(index: Int) -> Duration? {
+        switch self {
+        case .same(let timeout): timeout
+        case .each(let timeouts): timeouts[index]
+        }
     }
 }
