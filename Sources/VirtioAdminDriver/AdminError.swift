@@ -29,7 +29,7 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
     case commandNotInUse(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, supported: Bool)
     /// A command's data or result is larger than the driver sends
     /// (``AdminQueueDriver/Options/largeCommandBytes``); nothing was sent.
-    case commandTooLarge(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, dataBytes: Int, resultBytes: Int, limit: Int)
+    case commandTooLarge(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, dataBytes: Int, resultBytes: Int, dataLimit: Int, resultLimit: Int)
     /// The device returned fewer result bytes than the command's result needs.
     case resultTooShort(device: PCIAddress, opcode: AdminOpcode, opcodeName: String, expected: Int, received: Int)
     /// The driver was closed or failed; reinitialise it.
@@ -49,9 +49,9 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
     /// rings and command buffers are kept (quarantined), never released.
     case memoryQuarantined(device: PCIAddress, bytes: Int, reason: String)
     case transport(TransportError)
-    /// DMA memory for `purpose` (the admin queue's rings and command slots, or a command
-    /// larger than a slot) could not be had; for a command, nothing was sent.
-    case dma(device: PCIAddress, purpose: String, DMAError)
+    /// DMA memory for `purpose` could not be had: the admin queue was not brought up (the
+    /// device was left reset), or the command was not sent.
+    case dma(device: PCIAddress, purpose: DMAPurpose, DMAError)
 
     /// One sentence naming the device (or file) and what was expected and found.
     public var description: String {
@@ -78,8 +78,8 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
             supported
                 ? "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4))) is supported but was not enabled with LIST_USE."
                 : "\(device): the device does not list \(name) (opcode \(hex(opcode.rawValue, width: 4))) in LIST_QUERY."
-        case let .commandTooLarge(device, opcode, name, dataBytes, resultBytes, limit):
-            "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4))) needs \(dataBytes) data and \(resultBytes) result bytes; the driver sends at most \(limit) of each (Options.largeCommandBytes), so it was not sent."
+        case let .commandTooLarge(device, opcode, name, dataBytes, resultBytes, dataLimit, resultLimit):
+            "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4))) was not sent: it has \(dataBytes) data and \(resultBytes) result bytes, and the driver sends at most \(dataLimit) data and \(resultLimit) result bytes (Options.largeCommandBytes)."
         case let .resultTooShort(device, _, name, expected, received):
             "\(device): \(name) returned \(received) result bytes; \(expected) expected."
         case let .notRunning(device):
@@ -96,7 +96,13 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
         case let .memoryQuarantined(device, bytes, reason):
             "\(device): the device did not confirm its reset (\(reason)) and bus mastering could not be cleared, so \(bytes) bytes of DMA memory it may still write are kept, never released."
         case .transport(let error): error.description
-        case let .dma(device, purpose, error): "\(device): \(purpose) needs DMA memory: \(error)"
+        case let .dma(device, purpose, error):
+            switch purpose {
+            case let .adminQueue(queueSize):
+                "\(device): the admin queue was not brought up: DMA memory for its rings and command slots (queue size \(queueSize)) could not be had (\(error.sentence)); the device was left reset."
+            case let .command(opcode, name, bytes):
+                "\(device): \(name) (opcode \(hex(opcode.rawValue, width: 4))) was not sent: it is larger than a command slot and its \(bytes) bytes of DMA memory could not be had (\(error.sentence))."
+            }
         }
     }
 
@@ -110,6 +116,22 @@ public enum AdminError: Error, Hashable, Sendable, CustomStringConvertible {
     public var deviceStatus: (AdminStatus, AdminStatusQualifier)? {
         if case let .commandFailed(_, _, _, _, status, qualifier) = self { return (status, qualifier) }
         return nil
+    }
+}
+
+/// What DMA memory that could not be had was for (``AdminError/dma(device:purpose:_:)``).
+public enum DMAPurpose: Hashable, Sendable {
+    /// The admin queue's rings and command slots, at bring-up.
+    case adminQueue(queueSize: Int)
+    /// A command larger than a command slot, which gets memory of its own: `bytes` of it.
+    case command(opcode: AdminOpcode, opcodeName: String, bytes: Int)
+}
+
+extension DMAError {
+    /// The description without its final full stop, to sit inside another sentence.
+    var sentence: String {
+        let text = description
+        return text.hasSuffix(".") ? String(text.dropLast()) : text
     }
 }
 

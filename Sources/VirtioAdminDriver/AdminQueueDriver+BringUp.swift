@@ -148,7 +148,7 @@ extension AdminQueueDriver {
                                        platformOrdering: transport.negotiatedFeatures.contains(.orderPlatform))
             slab = try allocator.allocate(length: size / 2 * options.slotBytes * 2, alignment: 4096)
         } catch {
-            throw .dma(device: address, purpose: "the admin queue's rings and command slots (queue size \(size))", error)
+            throw .dma(device: address, purpose: .adminQueue(queueSize: size), error)
         }
         let notifier: QueueNotifier
         lock.withLock {

@@ -53,7 +53,8 @@ extension AdminQueueDriver {
         let limit = options.largeCommandBytes
         guard Self.readableLength(command) <= limit, Self.writableLength(command) <= limit else {
             throw .commandTooLarge(device: address, opcode: command.opcode, opcodeName: opcodeNames[command.opcode] ?? command.opcode.specName,
-                                   dataBytes: command.data.count, resultBytes: command.resultLength, limit: limit - AdminCommandLayout.headerSize)
+                                   dataBytes: command.data.count, resultBytes: command.resultLength,
+                                   dataLimit: limit - AdminCommandLayout.headerSize, resultLimit: limit - AdminCommandLayout.resultHeaderSize)
         }
     }
 
@@ -66,8 +67,9 @@ extension AdminQueueDriver {
     /// bytes, then the response.
     func allocateLarge(_ command: AdminCommand) throws(AdminError) -> DMARegion {
         let requestBytes = (Self.readableLength(command) + 7) & ~7
-        do { return try allocator.allocate(length: requestBytes + Self.writableLength(command), alignment: 4096) } catch {
-            throw .dma(device: address, purpose: "\(opcodeNames[command.opcode] ?? command.opcode.specName) (opcode \(hex(command.opcode.rawValue, width: 4))), larger than a command slot,", error)
+        let bytes = requestBytes + Self.writableLength(command)
+        do { return try allocator.allocate(length: bytes, alignment: 4096) } catch {
+            throw .dma(device: address, purpose: .command(opcode: command.opcode, opcodeName: opcodeNames[command.opcode] ?? command.opcode.specName, bytes: bytes), error)
         }
     }
 

@@ -59,9 +59,9 @@ struct BatchTests {
         let results = await group.driver.submitBatch([Self.get(0), tooLarge, Self.get(1), notInUse, Self.get(2)])
         #expect(results.count == 5)
         let refused = AdminError.commandTooLarge(device: group.device.pfAddress, opcode: AdminOpcode(0x40), opcodeName: "MSIX_GET",
-                                                 dataBytes: (1 << 20) + 1, resultBytes: 0, limit: (1 << 20) - 24)
+                                                 dataBytes: (1 << 20) + 1, resultBytes: 0, dataLimit: (1 << 20) - 24, resultLimit: (1 << 20) - 8)
         #expect(throws: refused) { try results[1].get() }
-        #expect(refused.description == "0000:3b:00.0: MSIX_GET (opcode 0x0040) needs 1048577 data and 0 result bytes; the driver sends at most 1048552 of each (Options.largeCommandBytes), so it was not sent.")
+        #expect(refused.description == "0000:3b:00.0: MSIX_GET (opcode 0x0040) was not sent: it has 1048577 data and 0 result bytes, and the driver sends at most 1048552 data and 1048568 result bytes (Options.largeCommandBytes).")
         if case .failure(.commandNotInUse(_, let opcode, _, _)) = results[3] { #expect(opcode == AdminOpcode(0x1f0)) } else {
             Issue.record("expected commandNotInUse, got \(results[3])")
         }

@@ -25,8 +25,9 @@ struct LargeCommandTests {
     }
 
     /// The memory of a command larger than a slot cannot be had: that command fails, naming
-    /// the device, the command and the bytes; nothing of it reaches the device, and the
-    /// driver goes on (the next command, and a batch around such a command, are answered).
+    /// the device, the command and the bytes; nothing of it reaches the device, no slot or
+    /// memory is left taken, and the driver goes on (the next command, and a batch around
+    /// such a command, are answered).
     @Test func aLargeCommandWhoseMemoryCannotBeHadFailsAlone() async throws {
         let device = SimulatedSRIOVDevice()
         defer { device.stop() }
@@ -36,37 +37,55 @@ struct LargeCommandTests {
         defer { driver.close() }
         allocator.refuseAbove.withLock { $0 = 4096 }
         let commandsBefore = device.counters.adminCommands
+        let allocationsBefore = device.memory.liveAllocations
         let large = AdminCommand(opcode: .listQuery, resultLength: 8000)
-        let expected = AdminError.dma(device: device.pfAddress, purpose: "LIST_QUERY (opcode 0x0000), larger than a command slot,",
+        let expected = AdminError.dma(device: device.pfAddress, purpose: .command(opcode: .listQuery, opcodeName: "LIST_QUERY", bytes: 8032),
                                       .outOfMemory(requested: 8032))
         await #expect(throws: expected) { try await driver.submit(large) }
-        #expect(expected.description == "0000:3b:00.0: LIST_QUERY (opcode 0x0000), larger than a command slot, needs DMA memory: cannot allocate 8032 bytes of DMA memory.")
+        #expect(expected.description == "0000:3b:00.0: LIST_QUERY (opcode 0x0000) was not sent: it is larger than a command slot and its 8032 bytes of DMA memory could not be had (cannot allocate 8032 bytes of DMA memory).")
         #expect(device.counters.adminCommands == commandsBefore, "nothing was sent")
         let results = await driver.submitBatch([AdminCommand(opcode: .listQuery, resultLength: 64), large, AdminCommand(opcode: .listQuery, resultLength: 64)])
         #expect(results.map { try? $0.get().status } == [.ok, nil, .ok])
         #expect(throws: expected) { try results[1].get() }
         #expect(try await driver.submit(AdminCommand(opcode: .listQuery, resultLength: 64)).status == .ok)
         #expect(device.counters.adminCommands == commandsBefore + 3)
+        #expect(driver.lock.withLock { driver.slotTable.busyCount } == 0, "no slot left taken")
+        #expect(device.memory.liveAllocations == allocationsBefore, "no memory left allocated")
         #expect(device.memory.releasedMemoryAccesses == 0)
     }
 
-    /// No DMA memory for the admin queue at all: the open fails naming the device and what
-    /// the memory was for, the device is left reset and nothing stays allocated.
+    /// The admin queue's rings could be had but not its command slots: the open fails naming
+    /// the device, what the memory was for and the bytes; the device is left reset and the
+    /// rings' memory is released.
     @Test func anAdminQueueWithoutDMAMemoryIsNotBroughtUp() async throws {
         let device = SimulatedSRIOVDevice()
         defer { device.stop() }
         let allocator = RefusingAllocator(device.memory)
-        allocator.refuseAbove.withLock { $0 = 4096 }
+        // The rings of a 256-entry queue take 6726 bytes, its 128 command slots 131072.
+        allocator.refuseAbove.withLock { $0 = 8192 }
         let transport = try ModernPCITransport(config: device.pfConfigSpace(), bars: [0: device.pfBAR()])
-        await #expect {
+        let expected = AdminError.dma(device: device.pfAddress, purpose: .adminQueue(queueSize: 256), .outOfMemory(requested: 131_072))
+        await #expect(throws: expected) {
             _ = try await AdminQueueDriver.open(transport: transport, allocator: allocator)
-        } throws: { error in
-            guard case AdminError.dma(let address, let purpose, .outOfMemory) = error else { return false }
-            return address == device.pfAddress && purpose.hasPrefix("the admin queue's rings and command slots")
-                && String(describing: error).hasPrefix("0000:3b:00.0: the admin queue's rings and command slots (queue size ")
         }
+        #expect(expected.description == "0000:3b:00.0: the admin queue was not brought up: DMA memory for its rings and command slots (queue size 256) could not be had (cannot allocate 131072 bytes of DMA memory); the device was left reset.")
         #expect(device.pfStatus == [], "left reset")
-        #expect(device.memory.liveAllocations == 0)
+        #expect(allocator.allocations.withLock { $0 } == 1, "the rings were allocated")
+        #expect(device.memory.liveAllocations == 0, "and released")
+    }
+
+    /// The largest command the driver sends has `largeCommandBytes` − 24 data bytes and
+    /// `largeCommandBytes` − 8 result bytes; one byte more of either is refused, naming both limits.
+    @Test func theSizeLimitsAreThoseTheRefusalNames() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        let limit = group.driver.options.largeCommandBytes
+        let largest = try await group.driver.submit(AdminCommand(opcode: .listQuery, resultLength: limit - 8))
+        #expect(largest.status == .ok && largest.result.count == limit - 8)
+        let refused = AdminError.commandTooLarge(device: group.device.pfAddress, opcode: .listQuery, opcodeName: "LIST_QUERY", dataBytes: 0,
+                                                 resultBytes: limit - 7, dataLimit: limit - 24, resultLimit: limit - 8)
+        await #expect(throws: refused) { try await group.driver.submit(AdminCommand(opcode: .listQuery, resultLength: limit - 7)) }
+        #expect(group.device.memory.releasedMemoryAccesses == 0)
     }
 
     /// In a batch, a command larger than a slot goes by itself at its place in the order;
@@ -132,10 +151,14 @@ struct LargeCommandTests {
 final class RefusingAllocator: DMAAllocator, @unchecked Sendable {
     let memory: SimulatedMemory
     let refuseAbove = Mutex<Int>(.max)
+    /// Allocations handed out.
+    let allocations = Mutex(0)
     init(_ memory: SimulatedMemory) { self.memory = memory }
     func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
         guard length <= refuseAbove.withLock({ $0 }) else { throw .outOfMemory(requested: length) }
-        return try memory.allocate(length: length, alignment: alignment)
+        let region = try memory.allocate(length: length, alignment: alignment)
+        allocations.withLock { $0 += 1 }
+        return region
     }
     func release(_ region: DMARegion) { memory.release(region) }
 }

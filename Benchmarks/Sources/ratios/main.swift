@@ -56,7 +56,9 @@ if only.contains("p2") {
     var rowNumber = 0
     // P2_ROUNDS=N: every row is measured N times (default 3), the rounds interleaved (all
     // rows once, then all again), so that a minute of host noise does not fall on one row
-    // only; a row's figure is its median round, its range the slowest and fastest.
+    // only; a row's figure is its median round, its range the slowest and fastest. (With
+    // P2_ALLOC_TRACE the first round, slowed by the stack captures, counts too: use
+    // P2_ROUNDS=1 for a trace.)
     let rounds = max(1, env("P2_ROUNDS").flatMap { Int($0) } ?? 3)
     let total = env("P2_TOTAL").flatMap { Int($0) } ?? 200_000
     for ownThread in models {
@@ -76,8 +78,9 @@ if only.contains("p2") {
             var model: Int64 = 0
         }
         var table: [Row] = []
-        // P2_IN_FLIGHT=64 (say) measures only that depth of the per-command rows (for a profiler).
-        let depths = env("P2_IN_FLIGHT").map { $0.split(separator: ",").compactMap { Int($0) } } ?? [1, 8, 64]
+        // P2_IN_FLIGHT=64 (say) measures only that depth of the per-command rows (for a
+        // profiler), after 1 in flight: every row's baseline.
+        let depths = [1] + (env("P2_IN_FLIGHT").map { $0.split(separator: ",").compactMap { Int($0) } } ?? [8, 64]).filter { $0 > 1 }
         for inFlight in depths where rows.contains("command") || inFlight == 1 {
             table.append(Row(label: "\(inFlight)", warmUp: 2000) { try await commandLoop($0, total: $1, inFlight: inFlight) })
         }
@@ -114,7 +117,11 @@ if only.contains("p2") {
                 table[index].counters.notifies += counters.notifies
             }
         }
-        let median = { (rates: [Double]) in rates.sorted()[rates.count / 2] }
+        // The middle round; of an even number, the mean of the two middle ones.
+        let median = { (rates: [Double]) -> Double in
+            let sorted = rates.sorted()
+            return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        }
         let single = table.first.map { median($0.rates) } ?? 1  // the first row: 1 in flight
         let commands = Double(total * rounds)
         for entry in table {
