@@ -73,9 +73,13 @@ extension SimulatedSRIOVDevice {
     /// Called by the scheduler's worker with completions that are due.
     func deliver(_ items: [CompletionScheduler.Item]) {
         lock.withLock {
+            // Late by as much as the scheduler's thread waited to run and for this lock.
+            let now = monotonicNanoseconds()
             var groups: [ObjectIdentifier: [CompletionScheduler.Item]] = [:]
             var order: [ObjectIdentifier] = []
             for item in items where item.epoch == item.function.epoch {
+                item.function.counters.scheduledCompletions += 1
+                item.function.counters.completionLatenessNanoseconds &+= now &- item.due
                 let key = ObjectIdentifier(item.queue)
                 if groups[key] == nil { order.append(key) }
                 groups[key, default: []].append(item)
