@@ -138,7 +138,7 @@ extension AdminQueueDriver {
                 guard case .batch(let owner, _) = slotTable.slots[index].waiter, owner === batch else { continue }
                 counters.cancellations += 1
                 let opcode = slotTable.slots[index].opcode
-                finishLocked(slot: index, with: .failure(.cancelled(device: address, opcode: opcode, opcodeName: opcodeNames[opcode] ?? opcode.specName)))
+                finishLocked(slot: index, with: .failure(.cancelled(device: address, opcode: opcode, opcodeName: opcodeName(opcode))))
             }
         }
     }

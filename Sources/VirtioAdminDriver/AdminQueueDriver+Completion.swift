@@ -37,7 +37,7 @@ extension AdminQueueDriver {
         let started = slotTable.slots[index].started
         let resultLength = slotTable.slots[index].resultLength
         guard response.count >= AdminCommandLayout.resultHeaderSize else {
-            return .failure(.resultTooShort(device: address, opcode: opcode, opcodeName: opcodeNames[opcode] ?? opcode.specName,
+            return .failure(.resultTooShort(device: address, opcode: opcode, opcodeName: opcodeName(opcode),
                                             expected: AdminCommandLayout.resultHeaderSize, received: response.count))
         }
         let status = AdminStatus(rawValue: response.readLE(UInt16.self, at: AdminCommandLayout.status))
@@ -72,7 +72,7 @@ extension AdminQueueDriver {
         for index in slotTable.slots.indices where slotTable.slots[index].busy && slotTable.slots[index].waiter.isWaiting && now >= slotTable.slots[index].deadline {
             counters.timeouts += 1
             let slot = slotTable.slots[index]
-            finishLocked(slot: index, with: .failure(.timeout(device: address, opcode: slot.opcode, opcodeName: opcodeNames[slot.opcode] ?? slot.opcode.specName,
+            finishLocked(slot: index, with: .failure(.timeout(device: address, opcode: slot.opcode, opcodeName: opcodeName(slot.opcode),
                                                               member: slot.member, after: slot.timeout)))
         }
     }

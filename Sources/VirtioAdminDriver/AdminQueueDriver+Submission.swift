@@ -52,7 +52,7 @@ extension AdminQueueDriver {
     func checkSize(_ command: AdminCommand) throws(AdminError) {
         let limit = options.largeCommandBytes
         guard Self.readableLength(command) <= limit, Self.writableLength(command) <= limit else {
-            throw .commandTooLarge(device: address, opcode: command.opcode, opcodeName: opcodeNames[command.opcode] ?? command.opcode.specName,
+            throw .commandTooLarge(device: address, opcode: command.opcode, opcodeName: opcodeName(command.opcode),
                                    dataBytes: command.data.count, resultBytes: command.resultLength,
                                    dataLimit: limit - AdminCommandLayout.headerSize, resultLimit: limit - AdminCommandLayout.resultHeaderSize)
         }
@@ -69,7 +69,7 @@ extension AdminQueueDriver {
         let requestBytes = (Self.readableLength(command) + 7) & ~7
         let bytes = requestBytes + Self.writableLength(command)
         do { return try allocator.allocate(length: bytes, alignment: 4096) } catch {
-            throw .dma(device: address, purpose: .command(opcode: command.opcode, opcodeName: opcodeNames[command.opcode] ?? command.opcode.specName, bytes: bytes), error)
+            throw .dma(device: address, purpose: .command(opcode: command.opcode, opcodeName: opcodeName(command.opcode), bytes: bytes), error)
         }
     }
 
@@ -176,7 +176,7 @@ extension AdminQueueDriver {
     func cancelledBeforePlacingLocked(_ command: AdminCommand) -> AdminError? {
         guard Task.isCancelled else { return nil }
         counters.cancellations += 1
-        return .cancelled(device: address, opcode: command.opcode, opcodeName: opcodeNames[command.opcode] ?? command.opcode.specName)
+        return .cancelled(device: address, opcode: command.opcode, opcodeName: opcodeName(command.opcode))
     }
 
     /// A token for a command (unique for the driver's life; no lock needed).
@@ -213,7 +213,7 @@ extension AdminQueueDriver {
             }
             if let unavailable = group.unavailable { return unavailable }
             if !group.inUse.contains(opcode) {
-                return .commandNotInUse(device: address, opcode: opcode, opcodeName: opcodeNames[opcode] ?? opcode.specName,
+                return .commandNotInUse(device: address, opcode: opcode, opcodeName: opcodeName(opcode),
                                         supported: group.supported.contains(opcode))
             }
             return nil
@@ -330,7 +330,7 @@ extension AdminQueueDriver {
             counters.cancellations += 1
             let opcode = slotTable.slots[index].opcode
             // The slot stays busy until the device gives it back.
-            finishLocked(slot: index, with: .failure(.cancelled(device: address, opcode: opcode, opcodeName: opcodeNames[opcode] ?? opcode.specName)))
+            finishLocked(slot: index, with: .failure(.cancelled(device: address, opcode: opcode, opcodeName: opcodeName(opcode))))
         }
     }
 }

@@ -237,7 +237,12 @@ public final class AdminQueueDriver: @unchecked Sendable {
     package func setTrace(_ handler: (@Sendable (AdminTraceEvent) -> Void)?) { lock.withLock { traceHandler = handler } }
 
     /// The spec or plugin name of an opcode.
-    public func name(of opcode: AdminOpcode) -> String { lock.withLock { opcodeNames[opcode] } ?? opcode.specName }
+    public func name(of opcode: AdminOpcode) -> String { opcodeName(opcode) }
+
+    /// A command's name in errors and logs: the plugin's, else the spec's. `opcodeNames` is
+    /// set once by `open`, before any command, and
+    /// only read after: no lock is needed.
+    func opcodeName(_ opcode: AdminOpcode) -> String { opcodeNames[opcode] ?? opcode.specName }
 
     /// Opcodes the device listed in LIST_QUERY, over all negotiated groups.
     public var supported: AdminOpcodeBitmap {
