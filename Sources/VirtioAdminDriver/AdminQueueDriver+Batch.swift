@@ -121,7 +121,8 @@ extension AdminQueueDriver {
         if polledToTheEnd { await Task.yield() }
         for (offset, result) in batch.results.enumerated() {
             // Every entry was completed (a cancelled one as cancelled) before the batch resumed.
-            results[start + offset] = result ?? .failure(.notRunning(device: address))
+            guard let result else { preconditionFailure("batch entry \(start + offset) resumed without a result") }
+            results[start + offset] = result
         }
         return end
     }

@@ -231,11 +231,14 @@ public struct SimulatedCounters: Sendable, Hashable {
     public var resets = 0
     /// Admin commands taken from the admin queue, by opcode.
     public var adminCommandsByOpcode: [UInt16: Int] = [:]
-    /// Completions a device with a latency delivered (on its scheduler's thread). Not kept
-    /// in the state file.
+    /// Completions the scheduler of a device with a latency handed over when due (to the
+    /// used ring, or dropped there when the queue was reset meanwhile). Not kept in the
+    /// state file.
     public var scheduledCompletions = 0
-    /// How late those completions were in all, past their due time: the model's own delay
-    /// (its thread was not running on time), not the driver's. Not kept in the state file.
+    /// How late those completions were in all, past their due time: the model's own delay —
+    /// its scheduler's thread not running on time, or waiting for the device's lock (which
+    /// the model also holds while it takes a doorbell's commands) — not the driver's. Not
+    /// kept in the state file.
     public var completionLatenessNanoseconds: UInt64 = 0
     /// All counters zero.
     public init() {}

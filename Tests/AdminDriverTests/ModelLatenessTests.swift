@@ -23,12 +23,12 @@ struct ModelLatenessTests {
             while group.device.counters.adminCommands == 0 { await Task.yield() }
             let observed = monotonicNanoseconds()
             // Its scheduler cannot deliver while the device's lock is held: 500 ms.
-            let deliveredAlready = group.device.lock.withLock { () -> Bool in
-                if group.device.pf.counters.scheduledCompletions > 0 { return true }
+            let (deliveredAlready, released) = group.device.lock.withLock { () -> (Bool, UInt64) in
+                if group.device.pf.counters.scheduledCompletions > 0 { return (true, 0) }
                 Sys.sleep(.milliseconds(500))
-                return false
+                // Read before the lock goes: no delivery can read its clock earlier.
+                return (false, monotonicNanoseconds())
             }
-            let released = monotonicNanoseconds()
             #expect(try await command.value == 2)
             if deliveredAlready { continue }
             let counters = group.device.counters

@@ -37,7 +37,8 @@ if only.contains("p1") {
         let concurrent = try await best(3) { try await measure { try await provisionAll(bench, vfs: 1024, inFlight: 128) } }
         let counters = bench.device.counters
         let notifies = Double(counters.notifies) / (3 * 2048)
-        // How late the model's own thread delivered the completions (not the driver's cost).
+        // How late the model delivered the completions past their due time: its scheduler not
+        // running on time, or waiting for the device's lock (not the driver's cost).
         let late = Double(counters.completionLatenessNanoseconds) / 1000 / Double(max(counters.scheduledCompletions, 1))
         let serial = try await best(1) { try await measure { try await provisionAll(bench, vfs: 1024, inFlight: 1) } }
         row(["\(d)", f(limit * 1000) + " ms", f(concurrent * 1000) + " ms", f(concurrent / limit), f(serial * 1000) + " ms",
