@@ -20,6 +20,9 @@ final class CompletionScheduler: @unchecked Sendable {
     private var stopping = false
     private var thread: JoinableThread?
     private weak var device: SimulatedSRIOVDevice?
+    /// The nice value the thread should run at, and the one it last set (or was refused).
+    private var wantedNice: Int32 = 0
+    private var appliedNice: Int32 = 0
 
     init() {}
 
@@ -39,8 +42,10 @@ final class CompletionScheduler: @unchecked Sendable {
         running = thread != nil
     }
 
-    func add(_ newItems: [Item]) {
+    /// - Parameter nice: the nice value the thread should run at (``DeviceTiming/schedulerNice``).
+    func add(_ newItems: [Item], nice: Int32?) {
         condition.lock()
+        wantedNice = nice ?? 0
         ensureThread()
         // Keep `items` sorted by due time: insert each after the last item due no later.
         for item in newItems {
@@ -74,6 +79,11 @@ final class CompletionScheduler: @unchecked Sendable {
             condition.lock()
             while items.isEmpty && !stopping { condition.wait() }
             if stopping { condition.unlock(); return }
+            if wantedNice != appliedNice {
+                // Tried once per change: a refusal (no CAP_SYS_NICE) leaves the thread as it is.
+                appliedNice = wantedNice
+                _ = Sys.setThreadNice(wantedNice)
+            }
             let now = monotonicNanoseconds()
             let first = items[0].due
             if first > now {
@@ -90,7 +100,7 @@ final class CompletionScheduler: @unchecked Sendable {
             let ready = Array(items[..<split])
             items.removeFirst(split)
             condition.unlock()
-            device?.deliver(ready)
+            device?.deliver(ready, decided: now)
         }
     }
 }

@@ -102,14 +102,21 @@ public struct DeviceTiming: Sendable, Hashable {
     public var jitter: Double
     /// The order of completions finished at the same moment.
     public var completionOrder: CompletionOrder
+    /// The nice value of the model's thread that delivers completions at their due time
+    /// (`nil`: 0). A device does not wait for the host's scheduler: on a small machine a
+    /// negative value (CAP_SYS_NICE; refused quietly without it) keeps that thread on time
+    /// beside a busy driver (BENCHMARKS.md, P1). Not kept in the state file.
+    public var schedulerNice: Int32?
 
     /// A timing; the defaults are an immediate device that works on one command at a time.
-    public init(latency: Duration = .zero, parallelism: Int = 1, jitter: Double = 0, completionOrder: CompletionOrder = .inOrder) {
+    public init(latency: Duration = .zero, parallelism: Int = 1, jitter: Double = 0, completionOrder: CompletionOrder = .inOrder,
+                schedulerNice: Int32? = nil) {
         precondition(parallelism >= 1)
         self.latency = latency
         self.parallelism = parallelism
         self.jitter = jitter
         self.completionOrder = completionOrder
+        self.schedulerNice = schedulerNice
     }
 
     /// Every command completes during the notify that made it available.
@@ -240,6 +247,9 @@ public struct SimulatedCounters: Sendable, Hashable {
     /// the model also holds while it takes a doorbell's commands) — not the driver's. Not
     /// kept in the state file.
     public var completionLatenessNanoseconds: UInt64 = 0
+    /// Of that lateness, the part the scheduler's thread spent waiting for the device's lock
+    /// (summed per completion). Not kept in the state file.
+    public var completionLockWaitNanoseconds: UInt64 = 0
     /// All counters zero.
     public init() {}
 }

@@ -33,7 +33,7 @@ extension SimulatedSRIOVDevice {
             due.append(.init(due: finish, function: function, queue: queue, head: completion.head, length: completion.length,
                              capacity: completion.capacity, epoch: function.epoch))
         }
-        scheduler.add(due)
+        scheduler.add(due, nice: timing.schedulerNice)
     }
 
     /// Publishes completions on the used ring, applying completion faults, and decides
@@ -71,7 +71,8 @@ extension SimulatedSRIOVDevice {
     }
 
     /// Called by the scheduler's worker with completions that are due.
-    func deliver(_ items: [CompletionScheduler.Item]) {
+    /// `decided`: when the scheduler took them as due (before it waited for the lock).
+    func deliver(_ items: [CompletionScheduler.Item], decided: UInt64) {
         lock.withLock {
             // Late by as much as the scheduler's thread waited to run and for this lock.
             let now = monotonicNanoseconds()
@@ -80,6 +81,7 @@ extension SimulatedSRIOVDevice {
             for item in items where item.epoch == item.function.epoch {
                 item.function.counters.scheduledCompletions += 1
                 item.function.counters.completionLatenessNanoseconds &+= now &- item.due
+                item.function.counters.completionLockWaitNanoseconds &+= now &- decided
                 let key = ObjectIdentifier(item.queue)
                 if groups[key] == nil { order.append(key) }
                 groups[key, default: []].append(item)

@@ -444,6 +444,14 @@ package enum Sys {
     /// Gives the processor to another thread.
     package static func yieldThread() { sched_yield() }
 
+    /// Sets the calling thread's nice value (on Linux, `PRIO_PROCESS` with 0 is the calling
+    /// thread, not the process). Returns whether it was set: a value below the current one
+    /// needs CAP_SYS_NICE.
+    @discardableResult
+    package static func setThreadNice(_ nice: Int32) -> Bool {
+        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice) == 0
+    }
+
     /// A spin-wait hint to the processor (x86 `pause`, Arm `yield`): for polling loops
     /// that keep their thread.
     @inline(__always) package static func relaxProcessor() { csystem_cpu_relax() }

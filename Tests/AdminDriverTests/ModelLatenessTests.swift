@@ -1,4 +1,7 @@
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import VirtioSimulator
 import MSIXResourceManager
 import VirtioAdminDriver
@@ -41,5 +44,35 @@ struct ModelLatenessTests {
             return
         }
         Issue.record("the delivery was never held up in 5 tries")
+    }
+
+    /// The thread that delivers completions runs at the timing's nice value (P1 runs it at
+    /// −10, which needs CAP_SYS_NICE; a higher value, as here, needs nothing), and back at 0
+    /// once the timing has none.
+    @Test(.timeLimit(.minutes(1))) func theSchedulerRunsAtTheTimingsNice() async throws {
+        let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
+        defer { group.shutDown() }
+        group.device.setTiming(DeviceTiming(latency: .microseconds(200), parallelism: 1, schedulerNice: 13))
+        #expect(try await MSIXResourceManager().vectors(of: 0, driver: group.driver) == 2)
+        #expect(Self.threadsOfThisProcess(withNice: 13) == 1, "the scheduler's thread")
+        group.device.setTiming(DeviceTiming(latency: .microseconds(200), parallelism: 1))
+        #expect(try await MSIXResourceManager().vectors(of: 0, driver: group.driver) == 2)
+        #expect(Self.threadsOfThisProcess(withNice: 13) == 0, "back at 0")
+    }
+
+    /// Threads of this process whose nice value (field 19 of /proc/self/task/*/stat) is `nice`.
+    static func threadsOfThisProcess(withNice nice: Int) -> Int {
+        guard let directory = opendir("/proc/self/task") else { return -1 }
+        defer { closedir(directory) }
+        var count = 0
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard Int(name) != nil, let line = try? Sys.readText("/proc/self/task/\(name)/stat") else { continue }
+            // After the command name's closing parenthesis: field 3 (state) onwards.
+            guard let close = line.lastIndex(of: ")") else { continue }
+            let fields = line[line.index(after: close)...].split(separator: " ")
+            if fields.count > 16, Int(fields[16]) == nice { count += 1 }
+        }
+        return count
     }
 }
