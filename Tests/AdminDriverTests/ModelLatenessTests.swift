@@ -51,7 +51,7 @@ struct ModelLatenessTests {
 
     /// The thread that delivers completions runs at the timing's nice value (P1 runs it at
     /// −10, which needs CAP_SYS_NICE; a higher value, as here, needs nothing), and back at 0
-    /// once the timing has none.
+    /// once the timing has none (as root).
     @Test(.timeLimit(.minutes(1))) func theSchedulerRunsAtTheTimingsNice() async throws {
         let group = try await SimulatedAdminGroup(plugins: [MSIXResourceManager()])
         defer { group.shutDown() }
@@ -60,7 +60,8 @@ struct ModelLatenessTests {
         #expect(Self.threadsOfThisProcess(withNice: 13) == 1, "the scheduler's thread")
         group.device.setTiming(DeviceTiming(latency: .microseconds(200), parallelism: 1))
         #expect(try await MSIXResourceManager().vectors(of: 0, driver: group.driver) == 2)
-        #expect(Self.threadsOfThisProcess(withNice: 13) == 0, "back at 0")
+        // Going back down needs CAP_SYS_NICE (root; CI runs as root), as nice −10 does.
+        if geteuid() == 0 { #expect(Self.threadsOfThisProcess(withNice: 13) == 0, "back at 0") }
     }
 
     /// Threads of this process whose nice value (field 19 of /proc/self/task/*/stat) is `nice`.
