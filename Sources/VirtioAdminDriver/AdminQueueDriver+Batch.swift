@@ -129,7 +129,7 @@ extension AdminQueueDriver {
 
     /// Whether a command can join a round (LIST_USE goes alone; an oversized one fails alone).
     func isBatchable(_ command: AdminCommand) -> Bool {
-        command.opcode != .listUse && Self.readableLength(command) <= options.slotBytes && Self.writableLength(command) <= options.slotBytes
+        command.opcode != .listUse && !isLarge(command)
     }
 
     /// Fails the commands of a cancelled batch that are still in flight.

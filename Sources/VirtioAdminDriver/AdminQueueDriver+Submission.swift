@@ -64,14 +64,17 @@ extension AdminQueueDriver {
     }
 
     /// DMA memory of its own for a command larger than a slot: the request, padded to 8
-    /// bytes, then the response.
+    /// bytes, then the response (at ``largeResponseOffset(_:)``).
     func allocateLarge(_ command: AdminCommand) throws(AdminError) -> DMARegion {
-        let requestBytes = (Self.readableLength(command) + 7) & ~7
-        let bytes = requestBytes + Self.writableLength(command)
+        let bytes = Self.largeResponseOffset(command) + Self.writableLength(command)
         do { return try allocator.allocate(length: bytes, alignment: 4096) } catch {
             throw .dma(device: address, purpose: .command(opcode: command.opcode, opcodeName: opcodeName(command.opcode), bytes: bytes), error)
         }
     }
+
+    /// Where the response starts in a large command's own memory: after the request, at the
+    /// next multiple of 8.
+    static func largeResponseOffset(_ command: AdminCommand) -> Int { (readableLength(command) + 7) & ~7 }
 
     /// Bytes of the device-readable part: header and data, padded with zeros to a multiple
     /// of 8 [admin:622-624] except where the length carries meaning (legacy config
@@ -267,7 +270,7 @@ extension AdminQueueDriver {
         // the command's own memory (request, then response at the next multiple of 8).
         let buffers = large ?? slab
         let requestOffset = large == nil ? index * options.slotBytes * 2 : 0
-        let responseOffset = large == nil ? requestOffset + options.slotBytes : (length + 7) & ~7
+        let responseOffset = large == nil ? requestOffset + options.slotBytes : Self.largeResponseOffset(command)
         let request = buffers.cpuAddress.advanced(by: requestOffset)
         let requestBytes = UnsafeMutableRawBufferPointer(start: request, count: length)
         AdminCommandHeader(opcode: command.opcode, groupType: command.groupType, memberID: command.member).encode(into: requestBytes)

@@ -240,8 +240,7 @@ public final class AdminQueueDriver: @unchecked Sendable {
     public func name(of opcode: AdminOpcode) -> String { opcodeName(opcode) }
 
     /// A command's name in errors and logs: the plugin's, else the spec's. `opcodeNames` is
-    /// set once by `open`, before any command, and
-    /// only read after: no lock is needed.
+    /// set once by `open`, before any command, and only read after: no lock is needed.
     func opcodeName(_ opcode: AdminOpcode) -> String { opcodeNames[opcode] ?? opcode.specName }
 
     /// Opcodes the device listed in LIST_QUERY, over all negotiated groups.
